@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from featurizers.base import CODE_VERSION, OutputSpec, Result, call_isolated
+from featurizers.hashing import file_sha256
 from featurizers.prompts import Prompt, resolve_prompt
 from featurizers.registry import (
     BACKBONES,
@@ -91,7 +92,7 @@ def _converted_dir(folder: Path, gguf_file: str) -> Path:
     """
     from featurizers.registry import cache_dir
 
-    digest = _file_hash(folder / gguf_file)
+    digest = file_sha256(folder / gguf_file)
     return cache_dir() / "converted" / f"{Path(gguf_file).stem}-{digest[:16]}"
 
 
@@ -188,7 +189,7 @@ class TextDescriber:
         self.gguf_file = _gguf_in(folder, gguf_file)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer, self.model = load_llm(folder, self.gguf_file, self.device)
-        self._weights = weights_hash(folder) if not self.gguf_file else _file_hash(folder / self.gguf_file)
+        self._weights = weights_hash(folder) if not self.gguf_file else file_sha256(folder / self.gguf_file)
         self.prompt = resolve_prompt(prompt, "text_only_item")
         self.system = system
         self.max_new_tokens = max_new_tokens
@@ -271,19 +272,6 @@ class TextDescriber:
                     results[i] = res
         return [r if r is not None else Result.failed("not processed") for r in results]
 
-
-
-_file_hashes: dict[tuple[str, int, int], str] = {}
-
-
-def _file_hash(path: Path) -> str:
-    from featurizers.media import file_sha256
-
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _file_hashes:
-        _file_hashes[key] = file_sha256(path)
-    return _file_hashes[key]
 
 
 __all__ = ["TextDescriber", "load_llm", "SMOLLM2_NAME"]

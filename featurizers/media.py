@@ -12,7 +12,6 @@ grayscale, float, LA/RGBA) to 8-bit RGB, compositing alpha over white.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import struct
 import warnings
@@ -21,6 +20,8 @@ from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from featurizers import hashing as _hashing
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -49,19 +50,16 @@ def _check_file(path: PathLike, kind: str = "file") -> Path:
     return p
 
 
-def file_sha256(path: PathLike, chunk_size: int = 1 << 20) -> str:
-    """sha256 hex digest of a file's bytes, streamed (constant memory)."""
+def file_sha256(path: PathLike) -> str:
+    """sha256 of a media file (memoized per process by :mod:`featurizers.hashing`), raising
+    :class:`MediaError` with the reason instead of a bare ``OSError``."""
     p = Path(path)
-    h = hashlib.sha256()
     try:
-        with open(p, "rb") as fh:
-            for chunk in iter(lambda: fh.read(chunk_size), b""):
-                h.update(chunk)
+        return _hashing.file_sha256(p)
     except FileNotFoundError:
         raise MediaError(f"file not found: {p}") from None
     except OSError as exc:
-        raise MediaError(f"cannot read {p}: {exc}") from None
-    return h.hexdigest()
+        raise MediaError(f"cannot read {p}: {exc.strerror or exc}") from None
 
 
 def _to_8bit_gray(im: Image.Image) -> Image.Image:

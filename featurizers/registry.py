@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from featurizers.base import Featurizer
+from featurizers.hashing import file_sha256
 
 
 class WeightsUnavailable(RuntimeError):
@@ -216,11 +217,11 @@ def resolve_backbone(name_or_path: str, family: str | None = None) -> tuple[Path
 
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf", ".pth", ".ckpt")
-_hash_cache: dict[tuple[str, int, int], str] = {}
 
 
 def weights_hash(folder: Path) -> str:
-    """sha256 over the weight files of a model folder (names + contents), memoized by size/mtime.
+    """sha256 over the weight files of a model folder (names + contents), memoized per file by
+    :func:`featurizers.hashing.file_sha256`.
 
     This is the "weights revision" in lineage: two folders with the same bytes hash the same.
     """
@@ -230,16 +231,8 @@ def weights_hash(folder: Path) -> str:
         files = sorted(p for p in folder.rglob("*.json") if p.is_file())
     digest = hashlib.sha256()
     for f in files:
-        st = f.stat()
-        key = (str(f.resolve()), st.st_size, st.st_mtime_ns)
-        if key not in _hash_cache:
-            h = hashlib.sha256()
-            with open(f, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 22), b""):
-                    h.update(chunk)
-            _hash_cache[key] = h.hexdigest()
         digest.update(f.relative_to(folder).as_posix().encode())
-        digest.update(_hash_cache[key].encode())
+        digest.update(file_sha256(f).encode())
     return digest.hexdigest()
 
 
