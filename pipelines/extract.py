@@ -2,53 +2,47 @@
 
 This module is the extraction engine without Prefect: the flow in :mod:`pipelines.flows` wraps
 each shard in a task (retries, UI) but the logic lives here, so a notebook, a test or a benchmark
-runs the same code.
+runs the same code (:func:`run_feature_set`).
 
-The life of a feature set:
+The life of a feature set (under the feature set's writer lock, see :class:`FeatureStore.lock`):
 
-1. **inputs**: for each item, the featurizer's input (text built from fields, a media path, or the
-   text output of a parent feature set) and its content hash (``source_sha256``). Items with no
-   usable input become error rows right here (stage ``read`` / ``parent``), with the reason.
-2. **version**: ``hash(featurizer fingerprint, all (item_id, source_sha256))``. Already published?
-   Cache hit, nothing runs.
-3. **shards**: items sorted by id, cut into ``shard_size`` chunks; each writes one Parquet part into
-   the staging folder. Finished parts are skipped on resume. Items whose input hash already has a
-   value in an earlier version by the same featurizer are reused, and equal inputs are computed once.
-4. **publish**: if the error fraction is within the manifest's threshold, checksum + atomic rename;
-   otherwise :class:`FeatureSetFailed` and nothing is published.
+1. **plan** (:mod:`pipelines.plan`): each item's input and content hash, or a ``read`` /
+   ``parent`` error row with the reason.
+2. **request key**: hash(kind, params, weights hash, featurizer code fingerprint, every input
+   hash), computed before any model loads. A published version with this key and no retryable
+   (``featurize``) error rows is a cache hit: nothing loads, nothing runs.
+3. **shards**: items sorted by id, cut into ``shard_size`` chunks; each writes one Parquet part
+   into ``_staging/<key>``. Finished parts without retryable errors are skipped on resume. Items
+   whose input hash already has an ok value by the same featurizer (staged, or in a published
+   version, newest first) are reused; equal inputs are computed once; error rows are recomputed.
+4. **publish**: if the error fraction is within the manifest's threshold, checksum, name the
+   version by its content and rename it into place; otherwise :class:`FeatureSetFailed` and
+   nothing is published (the finished parts stay staged).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import string
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from featurizers.base import Featurizer, fingerprint_hash
+from featurizers.fingerprinting import code_fingerprint
 from pipelines.manifest import FeatureSetSpec, Manifest
-from pipelines.store import FeatureStore, build_rows, file_sha256, row_schema, version_id
+from pipelines.plan import PlannedInputs, plan_inputs, request_key  # noqa: F401  (plan_inputs re-exported)
+from pipelines.store import FeatureStore, VersionWriter, build_rows, row_schema, run_key
 
 log = logging.getLogger("mmfeat.extract")
 
 
 class FeatureSetFailed(RuntimeError):
     """Too many error rows: the version is not published (its finished parts stay staged)."""
-
-
-@dataclass
-class PlannedInputs:
-    item_ids: list[str]
-    inputs: list[Any]  # None where pre_errors has a reason
-    source_hashes: list[str | None]
-    pre_errors: list[tuple[str, str] | None]  # (stage, reason)
-    parents: dict[str, str] = field(default_factory=dict)  # parent feature set -> version
 
 
 @dataclass
@@ -72,107 +66,22 @@ class FeatureSetReport:
         return self.computed / self.seconds if self.seconds > 0 else 0.0
 
 
-def _sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-class _BlankMissing(dict):
-    def __missing__(self, key: str) -> str:
-        return ""
-
-
-def _format_texts(items: pa.Table, fields: Sequence[str], template: str | None) -> list[str | None]:
-    missing = [f for f in fields if f not in items.column_names]
-    if missing:
-        raise ValueError(f"text_fields {missing} are not columns of the items table ({items.column_names})")
-    cols = {f: items.column(f).to_pylist() for f in fields}
-    if template:
-        names = {n for _, n, _, _ in string.Formatter().parse(template) if n}
-        if names - set(fields):
-            raise ValueError(f"template uses {sorted(names - set(fields))}, which are not in text_fields {list(fields)}")
-    out: list[str | None] = []
-    for i in range(items.num_rows):
-        vals = {f: ("" if cols[f][i] is None else str(cols[f][i]).strip()) for f in fields}
-        if not any(vals.values()):
-            out.append(None)
-        elif template:
-            out.append(template.format_map(_BlankMissing(vals)).strip())
-        else:
-            out.append(". ".join(v for v in vals.values() if v))
-    return out
-
-
-def _parent_rows(store: FeatureStore | None, dataset: str | None, parent: str,
-                 parent_versions: dict[str, str] | None) -> tuple[str, dict[str, dict[str, Any]]]:
-    """A parent text feature set's rows by item id (the version built in this run, else ``latest``)."""
-    if store is None or dataset is None:
-        raise ValueError(f"reading parent feature set {parent!r} needs the store and dataset")
-    version = (parent_versions or {}).get(parent) or store.resolve(dataset, parent, "latest")
-    table = store.read_table(dataset, parent, version, columns=["item_id", "text", "status", "error"])
-    return version, {r["item_id"]: r for r in table.to_pylist()}
-
-
-def plan_inputs(
-    items: pa.Table,
-    spec: FeatureSetSpec,
-    *,
-    store: FeatureStore | None = None,
-    dataset: str | None = None,
-    parent_versions: dict[str, str] | None = None,
-) -> PlannedInputs:
-    """Each item's input, content hash, or the reason it has none. Sorted by item id."""
-    items = items.sort_by("item_id")
-    item_ids = [str(i) for i in items.column("item_id").to_pylist()]
-    n = len(item_ids)
-    inputs: list[Any] = [None] * n
-    hashes: list[str | None] = [None] * n
-    errors: list[tuple[str, str] | None] = [None] * n
-    parents: dict[str, str] = {}
-    src = spec.input
-    if src.text_fields:
-        texts = _format_texts(items, src.text_fields, src.template)
-        if src.append_from:
-            version, by_id = _parent_rows(store, dataset, src.append_from, parent_versions)
-            parents[src.append_from] = version
-            for i, item in enumerate(item_ids):
-                row = by_id.get(item)
-                if row is not None and row["status"] == "ok" and row["text"]:
-                    texts[i] = f"{texts[i]} {row['text']}" if texts[i] else row["text"]
-        for i, text in enumerate(texts):
-            if text is None:
-                errors[i] = ("read", f"no text in fields {src.text_fields}")
-            else:
-                inputs[i], hashes[i] = text, _sha256_text(text)
-    elif src.media:
-        paths = items.column(src.media).to_pylist() if src.media in items.column_names else [None] * n
-        for i, p in enumerate(paths):
-            if not p:
-                errors[i] = ("read", f"item has no {src.media}")
-                continue
-            path = Path(p)
-            try:
-                hashes[i], inputs[i] = file_sha256(path), str(path)
-            except FileNotFoundError:
-                errors[i] = ("read", f"file not found: {path}")
-            except OSError as exc:
-                errors[i] = ("read", f"cannot read {path}: {exc.strerror or exc}")
-    else:
-        parent = src.from_
-        version, by_id = _parent_rows(store, dataset, parent, parent_versions)
-        parents[parent] = version
-        for i, item in enumerate(item_ids):
-            row = by_id.get(item)
-            if row is None:
-                errors[i] = ("parent", f"no row in parent {parent}/{version}")
-            elif row["status"] != "ok" or not row["text"]:
-                errors[i] = ("parent", f"parent {parent} failed: {row['error'] or 'empty text'}")
-            else:
-                inputs[i], hashes[i] = row["text"], _sha256_text(row["text"])
-    return PlannedInputs(item_ids, inputs, hashes, errors, parents)
+def full_fingerprint(featurizer: Featurizer) -> dict[str, Any]:
+    """The featurizer's own fingerprint plus its code and library versions
+    (:func:`featurizers.fingerprinting.code_fingerprint`). A wrapper that only observes calls
+    (counting, timing) names the class whose code computes the values as ``code_owner``."""
+    owner = getattr(featurizer, "code_owner", None) or type(featurizer)
+    return {**featurizer.fingerprint(), "code": code_fingerprint(owner)}
 
 
 class FeatureSetJob:
-    """One feature set's run: plan, shard, compute, publish. Prefect-free."""
+    """One feature set's run: plan, shard, compute, publish. Prefect-free.
+
+    ``key`` is the request key (:func:`pipelines.plan.request_key`); without one (a featurizer
+    that is not a registered kind) the key is derived from the built featurizer's fingerprint.
+    Callers that may race other processes hold ``store.lock(dataset, spec.name)`` around the
+    job (:func:`run_feature_set` does); :meth:`run_all` takes it itself.
+    """
 
     def __init__(
         self,
@@ -184,28 +93,40 @@ class FeatureSetJob:
         *,
         shard_size: int = 2048,
         lineage: dict[str, Any] | None = None,
+        key: str | None = None,
     ) -> None:
         self.store, self.dataset, self.spec, self.featurizer, self.planned = store, dataset, spec, featurizer, planned
         self.shard_size = shard_size
         self.lineage = lineage or {}
-        self.fingerprint = featurizer.fingerprint()
+        self.fingerprint = full_fingerprint(featurizer)
         self.fp_hash = fingerprint_hash(self.fingerprint)
-        # Error rows are part of the version's identity too (their reason stands in for a hash).
-        keyed = [(i, h if h is not None else "error:" + e[1])  # type: ignore[index]
-                 for i, h, e in zip(planned.item_ids, planned.source_hashes, planned.pre_errors)]
-        self.version = version_id(self.fp_hash, keyed)
+        self.key = key or run_key(self.fp_hash, planned.keyed())
         out = featurizer.output
         self.schema = row_schema(out.kind, out.dim, out.dtype)
         n = len(planned.item_ids)
         self.shards = [range(s, min(s + shard_size, n)) for s in range(0, n, shard_size)]
-        self.cache_hit = store.has_version(dataset, spec.name, self.version)
-        self.writer = None if self.cache_hit else store.writer(
-            dataset, spec.name, self.version, {"shard_size": shard_size, "items": n, "fingerprint": self.fp_hash}
-        )
+        self._writer: VersionWriter | None = None
+        self.refresh()
         self._reuse: dict[str, Any] | None = None
         self.reused = 0
         self.computed = 0
         self.seconds = 0.0
+
+    def refresh(self) -> None:
+        """Look for a finished version of this request again (another run may have published it
+        while this one waited for the lock)."""
+        hit = self.store.complete_version(self.dataset, self.spec.name, self.key)
+        self.cache_hit = hit is not None
+        self.version = hit["version"] if hit else ""  # known once published: ids name content
+
+    @property
+    def writer(self) -> VersionWriter | None:
+        if self.cache_hit:
+            return None
+        if self._writer is None:
+            self._writer = self.store.writer(self.dataset, self.spec.name, self.key, {
+                "shard_size": self.shard_size, "items": len(self.planned.item_ids), "fingerprint": self.fp_hash})
+        return self._writer
 
     def pending_shards(self) -> list[int]:
         if self.writer is None:
@@ -214,12 +135,18 @@ class FeatureSetJob:
         return [i for i in range(len(self.shards)) if i not in done]
 
     def _reusable(self) -> dict[str, Any]:
+        """Ok values for this run's input hashes (one filtered lookup per run, not per shard)."""
         if self._reuse is None:
-            self._reuse = self.store.reusable_rows(self.dataset, self.spec.name, self.fp_hash)
+            assert self.writer is not None
+            done = self.writer.done_parts()
+            needed = {self.planned.source_hashes[i] for s, rows in enumerate(self.shards) if s not in done
+                      for i in rows if self.planned.pre_errors[i] is None}
+            self._reuse = self.store.reusable_rows(self.dataset, self.spec.name, self.fp_hash, needed,
+                                                   extra_parts=self.writer.staged_parts()) if needed else {}
         return self._reuse
 
     def compute_shard(self, index: int) -> dict[str, int]:
-        """Featurize one shard (reusing earlier values, computing equal inputs once) and stage its part."""
+        """Featurize one shard (reusing earlier ok values, computing equal inputs once) and stage its part."""
         assert self.writer is not None, "cache hit: nothing to compute"
         t0 = time.perf_counter()
         rows = self.shards[index]
@@ -263,24 +190,21 @@ class FeatureSetJob:
 
     def finish(self, failure_threshold: float, aliases: Sequence[str] = ("latest",)) -> FeatureSetReport:
         """Publish if the error fraction is within the threshold; report either way."""
-        final_dir = self.store.feature_dir(self.dataset, self.spec.name) / self.version
         if self.cache_hit:
             for alias in aliases:
                 self.store.set_alias(self.dataset, self.spec.name, alias, self.version)
             m = self.store.manifest(self.dataset, self.spec.name, self.version)
-            return self._report(m["rows"], m["errors"], final_dir, cache_hit=True)
+            return self._report(m["rows"], m["errors"], cache_hit=True)
         assert self.writer is not None
         pending = self.pending_shards()
         if pending:
             raise RuntimeError(f"{self.spec.name}: shards {pending} not computed; cannot publish")
-        import pyarrow.parquet as pq
-
         status = pa.concat_arrays(
             [pq.read_table(self.writer.part_path(i), columns=["status"]).column("status").combine_chunks()
              for i in range(len(self.shards))]
         ) if self.shards else pa.array([], pa.string())
         n = len(status)
-        n_err = int(np.sum(np.asarray(status.to_pylist()) == "error")) if n else 0
+        n_err = int(pc.sum(pc.equal(status, "error")).as_py() or 0) if n else 0
         if n and n_err / n > failure_threshold:
             examples = self.error_examples(5)
             raise FeatureSetFailed(
@@ -289,7 +213,7 @@ class FeatureSetJob:
                 + "; ".join(f"{e['item_id']} [{e['stage']}] {e['error']}" for e in examples)
             )
         out = self.featurizer.output
-        self.writer.publish(
+        final = self.writer.publish(
             {
                 "schema": self.schema.to_string(show_schema_metadata=False),
                 "output": {"kind": out.kind, "dim": out.dim, "dtype": out.dtype},
@@ -301,15 +225,13 @@ class FeatureSetJob:
             },
             aliases=aliases,
         )
-        return self._report(n, n_err, final_dir, cache_hit=False)
+        self.version = final.name
+        return self._report(n, n_err, cache_hit=False)
 
     def error_examples(self, limit: int) -> list[dict[str, str]]:
         """A few error rows (item, stage, reason), from the staged or published parts."""
-        import pyarrow.compute as pc
-        import pyarrow.parquet as pq
-
-        folder = self.writer.dir if self.writer and self.writer.dir.exists() else (
-            self.store.feature_dir(self.dataset, self.spec.name) / self.version)
+        staged = self._writer.dir if self._writer is not None and self._writer.dir.exists() else None
+        folder = staged or self.store.feature_dir(self.dataset, self.spec.name) / self.version
         out: list[dict[str, str]] = []
         for part in sorted(folder.glob("part-*.parquet")):
             t = pq.read_table(part, columns=["item_id", "status", "stage", "error"])
@@ -319,22 +241,43 @@ class FeatureSetJob:
                 break
         return out[:limit]
 
-    def _report(self, rows: int, errors: int, path: Path, cache_hit: bool) -> FeatureSetReport:
+    def _report(self, rows: int, errors: int, cache_hit: bool) -> FeatureSetReport:
         return FeatureSetReport(
             feature_set=self.spec.name, version=self.version, rows=rows, errors=errors, reused=self.reused,
             computed=self.computed, seconds=self.seconds, cache_hit=cache_hit,
             featurizer={"name": self.featurizer.name, "fingerprint_hash": self.fp_hash,
                         "backbone": self.fingerprint.get("backbone")},
-            parents=self.planned.parents, path=str(path), error_examples=self.error_examples(5) if errors else [],
+            parents=self.planned.parents,
+            path=str(self.store.feature_dir(self.dataset, self.spec.name) / self.version),
+            error_examples=self.error_examples(5) if errors else [],
         )
 
-    def run_all(self, failure_threshold: float, progress: bool = True) -> FeatureSetReport:
+    def run_all(self, failure_threshold: float, progress: bool = True,
+                aliases: Sequence[str] = ("latest",)) -> FeatureSetReport:
         """Run every pending shard in this process, then publish (what the flow does, minus Prefect)."""
         from tqdm.auto import tqdm
 
-        for i in tqdm(self.pending_shards(), desc=self.spec.name, unit="shard", disable=not progress):
-            self.compute_shard(i)
-        return self.finish(failure_threshold)
+        with self.store.lock(self.dataset, self.spec.name):
+            if self._writer is None:
+                self.refresh()
+            for i in tqdm(self.pending_shards(), desc=self.spec.name, unit="shard", disable=not progress):
+                self.compute_shard(i)
+            return self.finish(failure_threshold, aliases)
+
+
+def cached_report(store: FeatureStore, dataset: str, spec: FeatureSetSpec, m: dict[str, Any],
+                  parents: dict[str, str], aliases: Sequence[str], note: str = "") -> FeatureSetReport:
+    """The report of a cache hit found before any featurizer was built."""
+    for alias in aliases:
+        store.set_alias(dataset, spec.name, alias, m["version"])
+    fz = m["featurizer"]
+    return FeatureSetReport(
+        feature_set=spec.name, version=m["version"], rows=m["rows"], errors=m["errors"], reused=0, computed=0,
+        seconds=0.0, cache_hit=True,
+        featurizer={"name": fz["name"], "fingerprint_hash": fz["fingerprint_hash"],
+                    "backbone": fz["fingerprint"].get("backbone")},
+        parents=parents, path=str(store.feature_dir(dataset, spec.name) / m["version"]), error_examples=[], note=note,
+    )
 
 
 _INPUT_KINDS = {"image_uri": "image", "video_uri": "video", "audio_uri": "audio"}
@@ -348,6 +291,15 @@ def _check_input_kind(spec: FeatureSetSpec, featurizer: Featurizer) -> None:
                          f"but the manifest gives it {given} ({spec.input.model_dump(by_alias=True, exclude_none=True)})")
 
 
+def fallback_spec(spec: FeatureSetSpec) -> FeatureSetSpec | None:
+    """The spec the fallback featurizer runs under (it may read another input), or None."""
+    if spec.fallback is None:
+        return None
+    fb = spec.fallback
+    return spec.model_copy(update={"kind": fb.kind, "params": fb.params, "input": fb.input or spec.input,
+                                   "fallback": None})
+
+
 def build_featurizer_for(spec: FeatureSetSpec) -> tuple[Featurizer, FeatureSetSpec, str]:
     """The featurizer for a feature set, or its fallback when the primary's weights are missing.
 
@@ -359,16 +311,93 @@ def build_featurizer_for(spec: FeatureSetSpec) -> tuple[Featurizer, FeatureSetSp
     try:
         featurizer, effective, note = build_featurizer(spec.kind, dict(spec.params)), spec, ""
     except WeightsUnavailable as exc:
-        if spec.fallback is None:
+        effective = fallback_spec(spec)  # type: ignore[assignment]
+        if effective is None:
             raise
-        fb = spec.fallback
-        log.warning("%s: %s -- using fallback %s", spec.name, exc, fb.kind)
-        featurizer = build_featurizer(fb.kind, dict(fb.params))
-        effective = spec.model_copy(update={"kind": fb.kind, "params": fb.params, "input": fb.input or spec.input,
-                                            "fallback": None})
-        note = f"primary {spec.kind} unavailable ({exc}); ran fallback {fb.kind}"
+        log.warning("%s: %s -- using fallback %s", spec.name, exc, effective.kind)
+        featurizer = build_featurizer(effective.kind, dict(effective.params))
+        note = f"primary {spec.kind} unavailable ({exc}); ran fallback {effective.kind}"
     _check_input_kind(effective, featurizer)
     return featurizer, effective, note
+
+
+ShardRunner = Callable[[FeatureSetJob, list[int]], None]
+
+
+def _run_in_process(job: FeatureSetJob, pending: list[int]) -> None:
+    for i in pending:
+        job.compute_shard(i)
+
+
+def run_feature_set(
+    store: FeatureStore,
+    manifest: Manifest,
+    spec: FeatureSetSpec,
+    items: pa.Table,
+    *,
+    parent_versions: dict[str, str] | None = None,
+    lineage: dict[str, Any] | None = None,
+    aliases: Sequence[str] = ("latest",),
+    run_shards: ShardRunner = _run_in_process,
+) -> FeatureSetReport:
+    """Build (or find) one feature set's version, holding its writer lock throughout.
+
+    Args:
+        store: the feature store.
+        manifest: the manifest (dataset, data root, shard size, failure threshold).
+        spec: the feature set.
+        items: the source's items table.
+        parent_versions: versions built earlier in this run, for chained inputs.
+        lineage: what to record about the source.
+        aliases: aliases for the result (``latest`` and the run's tag).
+        run_shards: how pending shards run (in process by default; the flow submits Prefect tasks).
+
+    Returns:
+        The report (cache hit or the newly published version).
+
+    Raises:
+        WeightsUnavailable: neither the primary nor the fallback can load.
+        FeatureSetFailed: too many error rows; nothing published.
+
+    Example:
+        >>> from pipelines.manifest import load_manifest                        # doctest: +SKIP
+        >>> m = load_manifest("microlens"); items, _, _ = load_items(m)         # doctest: +SKIP
+        >>> run_feature_set(FeatureStore("store"), m, m.feature_set("title_minilm"), items).version  # doctest: +SKIP
+        'v-...'
+    """
+    from featurizers.registry import WeightsUnavailable
+
+    dataset = manifest.store_dataset
+    plan = dict(store=store, dataset=dataset, parent_versions=parent_versions,
+                data_root=manifest.resolved_data_root())
+    with store.lock(dataset, spec.name):
+        # Which spec would run (the primary unless its weights are missing), and is it done already?
+        for candidate in (spec, fallback_spec(spec)):
+            if candidate is None:
+                continue
+            try:
+                planned = plan_inputs(items, candidate, **plan)
+                key = request_key(candidate, planned)
+            except WeightsUnavailable:
+                continue
+            hit = store.complete_version(dataset, spec.name, key) if key else None
+            if hit is not None:
+                log.info("%s: version %s already published by the same request (cache hit, no model loaded)",
+                         spec.name, hit["version"])
+                note = "" if candidate is spec else f"fallback {candidate.kind} (primary weights unavailable)"
+                return cached_report(store, dataset, spec, hit, planned.parents, aliases, note)
+            break
+        featurizer, effective, note = build_featurizer_for(spec)
+        planned = plan_inputs(items, effective, **plan)
+        job = FeatureSetJob(store, dataset, effective, featurizer, planned, shard_size=manifest.shard_size,
+                            lineage=lineage, key=request_key(effective, planned))
+        pending = job.pending_shards()
+        if not job.cache_hit and len(pending) < len(job.shards):
+            log.info("%s: resuming run %s, %d of %d shards left", spec.name, job.key, len(pending), len(job.shards))
+        run_shards(job, pending)
+        report = job.finish(manifest.failure_threshold, aliases=aliases)
+        report.note = note
+        return report
 
 
 def load_items(manifest: Manifest) -> tuple[pa.Table, pa.Table, str]:

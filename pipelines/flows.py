@@ -14,15 +14,18 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from pipelines.extract import (
-    FeatureSetJob,
-    FeatureSetReport,
-    build_featurizer_for,
-    load_items,
-    plan_inputs,
-)
+from pipelines.extract import FeatureSetJob, FeatureSetReport, load_items, run_feature_set
 from pipelines.manifest import load_manifest
 from pipelines.store import FeatureStore, default_store_root
+
+try:  # the registry's "not available here" errors: missing weights, a missing optional extra
+    from featurizers.registry import MissingDependency, WeightsUnavailable
+
+    UNAVAILABLE: tuple[type[Exception], ...] = (WeightsUnavailable, MissingDependency)
+except ImportError:  # pragma: no cover - MissingDependency lands with the params schemas
+    from featurizers.registry import WeightsUnavailable
+
+    UNAVAILABLE = (WeightsUnavailable,)
 
 
 @task(name="load-source", cache_policy=NO_CACHE, retries=1)
@@ -89,6 +92,13 @@ def extract_features(
     aliases = ["latest"] + ([tag] if tag else [])
     reports: list[FeatureSetReport] = []
     produced: dict[str, str] = {}
+    lineage = {"manifest": m.name, "source": {"kind": m.source.kind, "root": str(m.source_root() or "built-in"),
+                                              "fingerprint": source_fp}}
+
+    def run_shards(job: FeatureSetJob, pending: list[int]) -> None:
+        for i in pending:
+            featurize_shard(job, i)
+
     for spec in m.feature_sets:
         if spec.name not in wanted:
             continue
@@ -99,30 +109,18 @@ def extract_features(
                 continue
             raise RuntimeError(f"{spec.name} reads {parent}, which was not built in this run")
         try:
-            featurizer, spec, note = build_featurizer_for(spec)
-        except Exception as exc:
-            if spec.optional:
-                logger.warning("skipping optional feature set %s: %s", spec.name, exc)
-                continue
-            raise
-        planned = plan_inputs(items, spec, store=store, dataset=m.store_dataset, parent_versions=produced)
-        job = FeatureSetJob(store, m.store_dataset, spec, featurizer, planned, shard_size=m.shard_size,
-                            lineage={"manifest": m.name, "source": {"kind": m.source.kind,
-                                     "root": str(m.source_root() or "built-in"), "fingerprint": source_fp}})
-        pending = job.pending_shards()
-        if job.cache_hit:
-            logger.info("%s: version %s already published (cache hit)", spec.name, job.version)
-        elif len(pending) < len(job.shards):
-            logger.info("%s: resuming version %s, %d of %d shards left", spec.name, job.version,
-                        len(pending), len(job.shards))
-        for i in pending:
-            featurize_shard(job, i)
-        report = job.finish(m.failure_threshold, aliases=aliases)
-        report.note = note
+            report = run_feature_set(store, m, spec, items, parent_versions=produced, lineage=lineage,
+                                     aliases=aliases, run_shards=run_shards)
+        except UNAVAILABLE as exc:  # only missing weights or a missing extra make "optional" skip
+            if not spec.optional:
+                raise
+            logger.warning("skipping optional feature set %s: %s", spec.name, exc)
+            continue
         produced[spec.name] = report.version
         reports.append(report)
-        logger.info("%s -> %s (%d rows, %d errors, %d reused, %d computed)", spec.name, report.version,
-                    report.rows, report.errors, report.reused, report.computed)
+        logger.info("%s -> %s (%d rows, %d errors, %d reused, %d computed%s)", spec.name, report.version,
+                    report.rows, report.errors, report.reused, report.computed,
+                    ", cache hit" if report.cache_hit else "")
     create_markdown_artifact(
         key=f"extract-{m.store_dataset}".lower().replace("_", "-").replace(".", "-"),
         markdown=_artifact_markdown(m.store_dataset, reports, store),

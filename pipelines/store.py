@@ -4,49 +4,70 @@ Layout::
 
     <root>/<dataset>/<feature_set>/<version>/part-00000.parquet ... _manifest.json
     <root>/<dataset>/<feature_set>/_aliases.json          {"latest": "<version>", "<tag>": "<version>"}
-    <root>/<dataset>/<feature_set>/_staging/<version>/    parts of an unfinished run (resume from here)
+    <root>/<dataset>/<feature_set>/_staging/<run key>/    parts of an unfinished run (resume from here)
+    <root>/<dataset>/<feature_set>/.lock                  held by the one run writing this feature set
 
-Promises:
-- a version id is derived from its inputs (featurizer fingerprint + the items' input hashes), so the
-  same run is a cache hit and a changed backbone, prompt or item is a new version;
-- versions are immutable and published atomically: parts are staged, checksummed, then the staging
-  folder is renamed into place; readers never see a half-written version;
-- a crashed run resumes from its finished parts (each part is written to a temp name then renamed);
-- every read can verify per-part sha256 checksums against ``_manifest.json``.
+Promises (the README's store section states them for users):
 
-Rows: ``item_id``, the value (``embedding`` or ``text``), ``status`` (``ok``/``error``), ``error``,
-``stage`` (where it failed), ``source_sha256`` (hash of the item's input: the text, or the media
-file's bytes).
-
-Embeddings on disk are Parquet FIXED_LEN_BYTE_ARRAY columns: each value is one vector's
-little-endian float32/float16 bytes (``dim * itemsize`` bytes; dim and dtype are in the column's
-field metadata and in ``_manifest.json``). Parquet decodes a fixed-size *list* column through
-per-value repetition levels, 15x slower than ``np.load`` for a 100k x 384 matrix; a fixed-size
-binary column decodes at memcpy speed. :meth:`FeatureStore.read_table` hands the column back as
-the Arrow type ``fixed_size_list<float32|float16>[dim]`` (a zero-copy view), so users of the
-Arrow API never see the bytes; outside mmfeat, ``np.frombuffer(b"".join(col), "<f4").reshape(-1, dim)``.
+- **A version id identifies its content**: ``v-`` + hash(featurizer fingerprint hash, digest of
+  every row: ids, values, statuses, errors, input hashes). Two versions with different rows never
+  share an id; the same rows always get the same id, however they were sharded.
+- **A run key identifies a request**: hash(featurizer fingerprint, every item's input hash). A
+  published version with the run's key and no retryable errors is a cache hit; one with error rows
+  of stage ``featurize`` is not -- those rows are recomputed and the ok rows reused.
+- **Atomic, immutable publish**: parts are staged under the run key, checksummed, the manifest
+  written, then the folder renamed to its version id. Readers never see half a version.
+- **Resume**: a crashed run (even ``kill -9``) leaves its finished parts staged; the next run with
+  the same key skips those without retryable errors.
+- **Reads verify**: every part's sha256 is checked against ``_manifest.json`` before its bytes are
+  returned (once per part per process, memoized by path, size, mtime and inode).
+- **One writer per feature set**: a run holds the feature set's file lock from planning to publish
+  (a second run waits, then finds the cache hit); alias files are replaced atomically under it.
+  The OS drops the lock of a killed process, so a dead run never blocks; temp files it left are
+  removed by the next holder.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import logging
 import os
 import shutil
+import threading
 import time
+from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from featurizers.fingerprinting import mmfeat_version
+from featurizers.hashing import file_sha256 as _file_sha256
+from pipelines.store_format import (  # noqa: F401  (re-exported: the store's row API)
+    ContentDigest,
+    as_list_column,
+    build_rows,
+    content_version_id,
+    embedding_layout,
+    embedding_matrix,
+    row_schema,
+    write_parquet,
+)
+
+log = logging.getLogger("mmfeat.store")
+
 MANIFEST_NAME = "_manifest.json"
 ALIASES_NAME = "_aliases.json"
 STAGING = "_staging"
-FORMAT_VERSION = 1
+LOCK_NAME = ".lock"
+FORMAT_VERSION = 2
+#: Error rows of these stages are retried by the next run (the input was fine, computing failed).
+RETRYABLE_STAGES = ("featurize",)
 
 
 class StoreError(RuntimeError):
@@ -58,165 +79,19 @@ def default_store_root() -> Path:
     return Path(os.environ.get("MMFEAT_STORE", Path(__file__).resolve().parents[1] / "store"))
 
 
-def mmfeat_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("mmfeat")
-    except Exception:
-        return "0+unknown"
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes as they are now (never memoized: checksums must see the bytes)."""
+    return _file_sha256(path, memo=False)
 
 
-def version_id(featurizer_fp_hash: str, input_hashes: Iterable[tuple[str, str]]) -> str:
-    """Content-derived version id: the featurizer fingerprint plus every (item_id, input hash)."""
+def run_key(featurizer_fp_hash: str, input_hashes: Iterable[tuple[str, str]]) -> str:
+    """The key of a request: the featurizer fingerprint hash plus every (item_id, input hash)."""
+    import hashlib
+
     h = hashlib.sha256(featurizer_fp_hash.encode())
     for item_id, src in sorted(input_hashes):
         h.update(b"\0" + item_id.encode() + b"\1" + src.encode())
-    return "v-" + h.hexdigest()[:16]
-
-
-def _np_dtype(dtype: str | None) -> np.dtype:
-    return np.dtype("<f2" if dtype == "float16" else "<f4")
-
-
-def row_schema(kind: str, dim: int | None = None, dtype: str | None = None) -> pa.Schema:
-    """The on-disk Arrow schema of a version's rows (embeddings as fixed-size binary vectors)."""
-    if kind == "embedding":
-        assert dim is not None
-        dtype = dtype or "float32"
-        value = pa.field("embedding", pa.binary(dim * _np_dtype(dtype).itemsize),
-                         metadata={"mmfeat.dim": str(dim), "mmfeat.dtype": dtype})
-    elif kind == "text":
-        value = pa.field("text", pa.string())
-    else:
-        raise ValueError(f"unknown output kind {kind!r}")
-    return pa.schema(
-        [
-            pa.field("item_id", pa.string(), nullable=False),
-            value,
-            pa.field("status", pa.string(), nullable=False),
-            pa.field("error", pa.string()),
-            pa.field("stage", pa.string()),
-            pa.field("source_sha256", pa.string()),
-        ]
-    )
-
-
-def build_rows(
-    schema: pa.Schema,
-    item_ids: Sequence[str],
-    values: Sequence[Any],
-    errors: Sequence[str | None],
-    stages: Sequence[str | None],
-    source_hashes: Sequence[str | None],
-) -> pa.Table:
-    """Assemble a part's rows; error rows get a null value. Embeddings are stacked, not looped."""
-    value_field = schema.field(1)
-    if value_field.name == "embedding":
-        dim, np_dtype = _embedding_layout(value_field)
-        mat = np.zeros((len(values), dim), dtype=np_dtype)
-        ok = np.array([e is None for e in errors], dtype=bool)
-        if ok.any():
-            mat[ok] = np.stack([values[i] for i in np.flatnonzero(ok)]).astype(np_dtype, copy=False)
-        validity = None if ok.all() else pa.py_buffer(np.packbits(ok, bitorder="little").tobytes())
-        value_arr = pa.FixedSizeBinaryArray.from_buffers(value_field.type, len(values),
-                                                          [validity, pa.py_buffer(mat.tobytes())],
-                                                          null_count=int((~ok).sum()))
-    else:
-        value_arr = pa.array([v if e is None else None for v, e in zip(values, errors)], type=pa.string())
-    status = ["ok" if e is None else "error" for e in errors]
-    return pa.Table.from_arrays(
-        [
-            pa.array(list(item_ids), pa.string()),
-            value_arr,
-            pa.array(status, pa.string()),
-            pa.array(list(errors), pa.string()),
-            pa.array(list(stages), pa.string()),
-            pa.array(list(source_hashes), pa.string()),
-        ],
-        schema=schema,
-    )
-
-
-def _embedding_layout(field: pa.Field) -> tuple[int, np.dtype]:
-    meta = field.metadata or {}
-    dtype = _np_dtype(meta.get(b"mmfeat.dtype", b"float32").decode())
-    return field.type.byte_width // dtype.itemsize, dtype
-
-
-def embedding_matrix(column: pa.ChunkedArray | pa.Array, field: pa.Field,
-                     positions: np.ndarray | None = None) -> np.ndarray:
-    """Vectors of a fixed-size-binary embedding column as one writable [n, dim] matrix.
-
-    ``positions`` (row numbers into the column) gathers rows in that order; either way the data is
-    copied exactly once, straight from the Arrow buffers (no intermediate full matrix).
-    """
-    dim, dtype = _embedding_layout(field)
-    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
-    width = field.type.byte_width
-    views = [np.frombuffer(c.buffers()[1], dtype=np.uint8)[c.offset * width:(c.offset + len(c)) * width]
-             .view(dtype).reshape(-1, dim) if len(c) else np.empty((0, dim), dtype) for c in chunks]
-    if positions is None:
-        out = np.empty((sum(len(v) for v in views), dim), dtype)
-        row = 0
-        for v in views:
-            out[row:row + len(v)] = v
-            row += len(v)
-        return out
-    # Rows as opaque (dim * itemsize)-byte records: the gather is one memcpy per row, ~1.4x faster
-    # than numpy's element-wise fancy indexing of a 2-D array.
-    row = np.dtype((np.void, width))
-    out = np.empty((len(positions), dim), dtype)
-    out_rows = out.view(row).reshape(len(positions))
-    if len(views) == 1:
-        np.take(views[0].view(row).reshape(-1), positions, out=out_rows)
-        return out
-    starts = np.cumsum([0] + [len(v) for v in views])
-    which = np.searchsorted(starts, positions, side="right") - 1
-    for c, v in enumerate(views):
-        sel = np.flatnonzero(which == c)
-        if len(sel):
-            out_rows[sel] = v.view(row).reshape(-1)[positions[sel] - starts[c]]
-    return out
-
-
-def _as_list_column(column: pa.ChunkedArray, field: pa.Field) -> pa.ChunkedArray:
-    """Zero-copy view of fixed-size-binary vectors as ``fixed_size_list<float>[dim]``."""
-    dim, dtype = _embedding_layout(field)
-    value_type = pa.float16() if dtype.itemsize == 2 else pa.float32()
-    chunks = []
-    for c in column.chunks:
-        values = pa.Array.from_buffers(value_type, (c.offset + len(c)) * dim, [None, c.buffers()[1]])
-        values = values.slice(c.offset * dim, len(c) * dim)
-        mask = pc.is_null(c) if c.null_count else None
-        chunks.append(pa.FixedSizeListArray.from_arrays(values, dim, mask=mask))
-    return pa.chunked_array(chunks, type=pa.list_(value_type, dim))
-
-
-def _write_parquet(table: pa.Table, path: Path) -> None:
-    """Write atomically (temp + rename). Embeddings are stored uncompressed: float noise does not
-    compress, and skipping the codec makes reads run at disk/memcpy speed."""
-    tmp = path.with_name(path.name + ".tmp")
-    compression = {name: ("NONE" if name == "embedding" else "ZSTD") for name in table.column_names}
-    pq.write_table(
-        table,
-        tmp,
-        compression=compression,
-        use_dictionary=[c for c in table.column_names if c in ("status", "stage")],
-        row_group_size=1 << 20,
-        write_statistics=["item_id"],
-    )
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return "r-" + h.hexdigest()[:16]
 
 
 @dataclass
@@ -234,74 +109,158 @@ class MatrixRead:
         return self._ids()
 
 
-class VersionWriter:
-    """Stages one version's parts; finished parts survive a crash and are skipped on resume."""
+def _count_errors(paths: Sequence[Path]) -> tuple[int, int, int]:
+    """(rows, error rows, retryable error rows) over parts."""
+    rows = errors = retryable = 0
+    for p in paths:
+        t = pq.read_table(p, columns=["status", "stage"])
+        err = pc.equal(t.column("status"), "error")
+        rows += t.num_rows
+        errors += int(pc.sum(err).as_py() or 0)
+        retry = pc.and_(err, pc.is_in(t.column("stage"), pa.array(RETRYABLE_STAGES)))
+        retryable += int(pc.sum(retry).as_py() or 0)
+    return rows, errors, retryable
 
-    def __init__(self, store: "FeatureStore", dataset: str, feature_set: str, version: str, plan: dict[str, Any]):
-        self.store, self.dataset, self.feature_set, self.version = store, dataset, feature_set, version
-        self.dir = store.feature_dir(dataset, feature_set) / STAGING / version
+
+class VersionWriter:
+    """Stages one run's parts under its run key; finished parts survive a crash.
+
+    Parts with retryable error rows left by an earlier run are not "done": the next run recomputes
+    them (reusing their ok rows). ``publish`` names the version by its content.
+    """
+
+    def __init__(self, store: "FeatureStore", dataset: str, feature_set: str, key: str, plan: dict[str, Any]):
+        self.store, self.dataset, self.feature_set, self.key = store, dataset, feature_set, key
+        self.dir = store.feature_dir(dataset, feature_set) / STAGING / key
         plan_path = self.dir / "_plan.json"
         if self.dir.exists():
             old = json.loads(plan_path.read_text()) if plan_path.exists() else None
             if old != plan:  # a different shard plan cannot be resumed part by part
                 shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True, exist_ok=True)
+        for tmp in self.dir.glob("*.tmp"):  # half-written by a dead run (the caller holds the lock)
+            tmp.unlink(missing_ok=True)
         plan_path.write_text(json.dumps(plan, sort_keys=True))
+        self._written: set[int] = set()
+        self._retry: set[int] = {i for i in self._finished() if _count_errors([self.part_path(i)])[2]}
 
     def part_path(self, index: int) -> Path:
         return self.dir / f"part-{index:05d}.parquet"
 
-    def done_parts(self) -> set[int]:
+    def _finished(self) -> set[int]:
         return {int(p.stem.split("-")[1]) for p in self.dir.glob("part-*.parquet")}
+
+    def done_parts(self) -> set[int]:
+        """Parts that need no work: written by this run, or by an earlier one without retryable errors."""
+        return {i for i in self._finished() if i in self._written or i not in self._retry}
+
+    def staged_parts(self) -> list[Path]:
+        """Every finished part file (for reusing their ok rows)."""
+        return sorted(self.dir.glob("part-*.parquet"))
 
     def write_part(self, index: int, table: pa.Table) -> Path:
         path = self.part_path(index)
-        _write_parquet(table, path)
+        write_parquet(table, path)
+        self._written.add(index)
         return path
 
-    def publish(self, manifest: dict[str, Any], aliases: Sequence[str] = ("latest",)) -> Path:
-        """Checksum the parts, write ``_manifest.json``, and rename the folder into place."""
+    def publish(self, manifest: dict[str, Any], aliases: Sequence[str] = ("latest",), *,
+                identity: str | None = None) -> Path:
+        """Checksum the parts, name the version by its content, write ``_manifest.json``, rename
+        the folder into place and point ``aliases`` at it.
+
+        Args:
+            manifest: the version's description (output, featurizer, input, lineage, ...).
+            aliases: aliases to point at the published version.
+            identity: what made the rows (default: ``manifest["featurizer"]["fingerprint_hash"]``).
+
+        Returns:
+            The published version's folder (its name is the version id).
+        """
+        identity = identity or manifest.get("featurizer", {}).get("fingerprint_hash", "")
         parts = sorted(self.dir.glob("part-*.parquet"))
+        digest = ContentDigest()
         meta_parts = []
-        rows = errors = 0
         for p in parts:
-            md = pq.read_metadata(p)
-            status = pq.read_table(p, columns=["status"]).column("status")
-            n_err = int(pc.sum(pc.equal(status, "error")).as_py() or 0)
-            meta_parts.append({"file": p.name, "rows": md.num_rows, "errors": n_err, "sha256": file_sha256(p)})
-            rows += md.num_rows
-            errors += n_err
+            digest.update(pq.read_table(p))
+            rows, n_err, n_retry = _count_errors([p])
+            meta_parts.append({"file": p.name, "rows": rows, "errors": n_err, "sha256": file_sha256(p)})
+        rows, errors, retryable = _count_errors(parts)
+        version = content_version_id(identity, digest.hexdigest())
         manifest = {
             **manifest,
             "format_version": FORMAT_VERSION,
             "dataset": self.dataset,
             "feature_set": self.feature_set,
-            "version": self.version,
+            "version": version,
+            "run_key": self.key,
             "rows": rows,
             "errors": errors,
+            "retryable_errors": retryable,
+            "content_sha256": digest.hexdigest(),
             "parts": meta_parts,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "mmfeat_version": mmfeat_version(),
         }
-        (self.dir / "_plan.json").unlink(missing_ok=True)
-        tmp = self.dir / (MANIFEST_NAME + ".tmp")
-        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
-        os.replace(tmp, self.dir / MANIFEST_NAME)
-        final = self.store.feature_dir(self.dataset, self.feature_set) / self.version
-        if final.exists():  # published meanwhile by an identical run: versions are immutable
-            shutil.rmtree(self.dir)
-        else:
-            os.replace(self.dir, final)
-        for alias in aliases:
-            self.store.set_alias(self.dataset, self.feature_set, alias, self.version)
+        with self.store.lock(self.dataset, self.feature_set):
+            (self.dir / "_plan.json").unlink(missing_ok=True)
+            tmp = self.dir / (MANIFEST_NAME + ".tmp")
+            tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+            os.replace(tmp, self.dir / MANIFEST_NAME)
+            final = self.store.feature_dir(self.dataset, self.feature_set) / version
+            if final.exists():  # the same rows were published before: versions are immutable
+                shutil.rmtree(self.dir)
+            else:
+                os.replace(self.dir, final)
+            for alias in aliases:
+                self.store.set_alias(self.dataset, self.feature_set, alias, version)
         return final
 
 
+class _VerifiedParts:
+    """Parts whose bytes matched their manifest checksum in this process (bounded LRU)."""
+
+    def __init__(self, maxsize: int = 65536) -> None:
+        self._seen: OrderedDict[tuple, None] = OrderedDict()
+        self._maxsize = maxsize
+        self._lock = threading.Lock()
+
+    def check(self, path: Path, expected: str, where: str) -> None:
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise StoreError(f"{where}: part {path.name} is missing; re-run the extraction to rebuild this version") from None
+        key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino, expected)
+        with self._lock:
+            if key in self._seen:
+                self._seen.move_to_end(key)
+                return
+        if file_sha256(path) != expected:
+            raise StoreError(f"{where}: part {path.name} is corrupted (sha256 differs from _manifest.json); "
+                             f"re-run the extraction to rebuild this version")
+        with self._lock:
+            self._seen[key] = None
+            if len(self._seen) > self._maxsize:
+                self._seen.popitem(last=False)
+
+
+_VERIFIED = _VerifiedParts()
+
+
 class FeatureStore:
-    """Read and write feature versions under one root folder."""
+    """Read and write feature versions under one root folder.
+
+    Example:
+        >>> store = FeatureStore("store")                                  # doctest: +SKIP
+        >>> store.read_matrix("microlens-mini", "title_minilm", "latest",  # doctest: +SKIP
+        ...                   item_ids=["1", "2"]).matrix.shape
+        (2, 384)
+    """
 
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root).expanduser().resolve()
+        self._locks: dict[Path, Any] = {}
+        self._locks_guard = threading.Lock()
 
     # ------------------------------------------------------------------ layout and lookup
     def feature_dir(self, dataset: str, feature_set: str) -> Path:
@@ -324,15 +283,46 @@ class FeatureStore:
         path = self.feature_dir(dataset, feature_set) / ALIASES_NAME
         return json.loads(path.read_text()) if path.exists() else {}
 
+    @contextmanager
+    def lock(self, dataset: str, feature_set: str, *, log_every: float = 30.0) -> Iterator[None]:
+        """Hold the feature set's writer lock (reentrant in this process; waits for other processes).
+
+        A run holds it from planning to publish, so two runs of one feature set never stage or
+        publish over each other: the second waits (logging who holds it), then finds the first's
+        version. The OS releases the lock of a killed process.
+        """
+        from filelock import FileLock, Timeout
+
+        d = self.feature_dir(dataset, feature_set)
+        d.mkdir(parents=True, exist_ok=True)
+        path = d / LOCK_NAME
+        with self._locks_guard:
+            lk = self._locks.setdefault(path, FileLock(str(path), thread_local=False))
+        waited = 0.0
+        while True:
+            try:
+                lk.acquire(timeout=log_every)
+                break
+            except Timeout:
+                waited += log_every
+                log.warning("%s/%s: waiting for another run that holds %s (%.0f s so far)",
+                            dataset, feature_set, path, waited)
+        try:
+            yield
+        finally:
+            lk.release()
+
     def set_alias(self, dataset: str, feature_set: str, alias: str, version: str) -> None:
-        """Point an alias (``latest`` or a user tag) at a published version (atomic file swap)."""
+        """Point an alias (``latest`` or a user tag) at a published version (atomic file swap under
+        the feature set's lock, so two writers never lose each other's aliases)."""
         if not (self.feature_dir(dataset, feature_set) / version / MANIFEST_NAME).exists():
             raise StoreError(f"cannot tag {dataset}/{feature_set}: version {version} is not published")
-        aliases = {**self.aliases(dataset, feature_set), alias: version}
-        path = self.feature_dir(dataset, feature_set) / ALIASES_NAME
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(aliases, indent=2, sort_keys=True))
-        os.replace(tmp, path)
+        with self.lock(dataset, feature_set):
+            aliases = {**self.aliases(dataset, feature_set), alias: version}
+            path = self.feature_dir(dataset, feature_set) / ALIASES_NAME
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(aliases, indent=2, sort_keys=True))
+            os.replace(tmp, path)
 
     def resolve(self, dataset: str, feature_set: str, ref: str = "latest") -> str:
         """A version id from an id, an alias, or a unique id prefix."""
@@ -358,36 +348,66 @@ class FeatureStore:
         v = self.resolve(dataset, feature_set, ref)
         return json.loads((self.feature_dir(dataset, feature_set) / v / MANIFEST_NAME).read_text())
 
+    def complete_version(self, dataset: str, feature_set: str, key: str) -> dict[str, Any] | None:
+        """The newest published version made by the request ``key`` with no retryable error rows
+        (a cache hit), else None."""
+        for m in reversed(self.versions(dataset, feature_set)):
+            if m.get("run_key") == key and m.get("retryable_errors", 1) == 0:
+                return m
+        return None
+
     # ------------------------------------------------------------------ writing
-    def writer(self, dataset: str, feature_set: str, version: str, plan: dict[str, Any]) -> VersionWriter:
-        return VersionWriter(self, dataset, feature_set, version, plan)
+    def writer(self, dataset: str, feature_set: str, key: str, plan: dict[str, Any]) -> VersionWriter:
+        """A stager for the run ``key`` (a run key, or any name unique to what is being written)."""
+        return VersionWriter(self, dataset, feature_set, key, plan)
 
     # ------------------------------------------------------------------ reading
     def verify(self, dataset: str, feature_set: str, ref: str = "latest") -> None:
-        """Raise :class:`StoreError` naming the part whose bytes differ from its recorded checksum."""
+        """Re-hash every part now (no memo); raise :class:`StoreError` naming a missing or changed one."""
         m = self.manifest(dataset, feature_set, ref)
         d = self.feature_dir(dataset, feature_set) / m["version"]
+        where = f"{dataset}/{feature_set}/{m['version']}"
         for part in m["parts"]:
             path = d / part["file"]
             if not path.exists():
-                raise StoreError(f"{dataset}/{feature_set}/{m['version']}: part {part['file']} is missing")
+                raise StoreError(f"{where}: part {part['file']} is missing")
             if file_sha256(path) != part["sha256"]:
-                raise StoreError(
-                    f"{dataset}/{feature_set}/{m['version']}: part {part['file']} is corrupted "
-                    f"(sha256 differs from _manifest.json); re-run the extraction to rebuild this version"
-                )
+                raise StoreError(f"{where}: part {part['file']} is corrupted (sha256 differs from "
+                                 f"_manifest.json); re-run the extraction to rebuild this version")
+
+    def _verified_paths(self, m: dict[str, Any]) -> list[str]:
+        d = self.feature_dir(m["dataset"], m["feature_set"]) / m["version"]
+        where = f"{m['dataset']}/{m['feature_set']}/{m['version']}"
+        paths = []
+        for part in m["parts"]:
+            _VERIFIED.check(d / part["file"], part["sha256"], where)
+            paths.append(str(d / part["file"]))
+        return paths
 
     def read_table(
-        self, dataset: str, feature_set: str, ref: str = "latest", *, verify: bool = False,
+        self, dataset: str, feature_set: str, ref: str = "latest", *, verify: bool = True,
         columns: Sequence[str] | None = None, only_ok: bool = False, raw: bool = False,
     ) -> pa.Table:
-        """All rows of a version as one Arrow table (parts in order). Embeddings come back as
-        ``fixed_size_list<float>[dim]``; ``raw=True`` keeps the on-disk fixed-size-binary column."""
-        if verify:
-            self.verify(dataset, feature_set, ref)
+        """All rows of a version as one Arrow table (parts in order).
+
+        Args:
+            dataset, feature_set, ref: which version (an id, alias or unique id prefix).
+            verify: check each part's sha256 against ``_manifest.json`` before reading it (once per
+                part per process); ``False`` only for callers that verified already.
+            columns: read only these columns.
+            only_ok: drop error rows.
+            raw: keep the on-disk fixed-size-binary embedding column instead of
+                ``fixed_size_list<float>[dim]``.
+
+        Returns:
+            The rows as an Arrow table.
+
+        Raises:
+            StoreError: unknown version, or a part missing, changed or unreadable.
+        """
         m = self.manifest(dataset, feature_set, ref)
         d = self.feature_dir(dataset, feature_set) / m["version"]
-        paths = [str(d / p["file"]) for p in m["parts"]]
+        paths = self._verified_paths(m) if verify else [str(d / p["file"]) for p in m["parts"]]
         if columns is not None and only_ok and "status" not in columns:
             columns = [*columns, "status"]
         if not paths:
@@ -403,9 +423,10 @@ class FeatureStore:
         if not raw and "embedding" in table.column_names:
             i = table.schema.get_field_index("embedding")
             field = table.schema.field(i)
-            table = table.set_column(i, pa.field("embedding", pa.list_(
-                pa.float16() if _embedding_layout(field)[1].itemsize == 2 else pa.float32(),
-                _embedding_layout(field)[0])), _as_list_column(table.column(i), field))
+            dim, dtype = embedding_layout(field)
+            value_type = pa.float16() if dtype.itemsize == 2 else pa.float32()
+            table = table.set_column(i, pa.field("embedding", pa.list_(value_type, dim)),
+                                     as_list_column(table.column(i), field))
         return table
 
     def read_matrix(
@@ -416,7 +437,7 @@ class FeatureStore:
         item_ids: Sequence[str] | None = None,
         *,
         fill_missing: float | str | None = None,
-        verify: bool = False,
+        verify: bool = True,
     ) -> MatrixRead:
         """Embeddings as a numpy matrix, row i = ``item_ids[i]`` (or the stored order if None).
 
@@ -459,9 +480,9 @@ class FeatureStore:
         positions = idx.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
         if ok_rows is not None:
             positions = ok_rows[positions] if len(ok_rows) else positions
-        dim = _embedding_layout(field)[0]
+        dim = embedding_layout(field)[0]
         if len(stored) == 0:
-            out = np.zeros((len(positions), dim), _embedding_layout(field)[1])
+            out = np.zeros((len(positions), dim), embedding_layout(field)[1])
         else:
             out = embedding_matrix(column, field, positions)
         if missing:  # "mean": the mean of every ok row of the version, not just of the requested ones
@@ -473,25 +494,48 @@ class FeatureStore:
         return MatrixRead(out, missing, version, _ids=lambda: [str(i) for i in item_ids])
 
     # ------------------------------------------------------------------ reuse across versions
-    def reusable_rows(self, dataset: str, feature_set: str, fingerprint_hash: str) -> dict[str, Any]:
-        """``source_sha256 -> value`` of ok rows in published versions made by the same featurizer.
+    def reusable_rows(self, dataset: str, feature_set: str, fingerprint_hash: str,
+                      needed: Iterable[str] | None = None, *,
+                      extra_parts: Sequence[Path] = ()) -> dict[str, Any]:
+        """``source_sha256 -> value`` of ok rows made by the same featurizer, for the ``needed``
+        input hashes only (all when None).
 
-        Lets a new version (new or changed items) reuse every unchanged item instead of recomputing.
+        Looks in ``extra_parts`` first (a resumed run's staged parts), then in published versions
+        newest first, filtering each by the still-needed hashes in Arrow (``pc.is_in``) and
+        stopping once every needed hash is found: a re-run reads only what it reuses.
         """
+        want = None if needed is None else pa.array(sorted(set(needed)), pa.string())
         out: dict[str, Any] = {}
-        for m in self.versions(dataset, feature_set):
-            if m.get("featurizer", {}).get("fingerprint_hash") != fingerprint_hash:
-                continue
-            t = self.read_table(dataset, feature_set, m["version"], only_ok=True, raw=True)
+
+        def take(table: pa.Table) -> None:
+            nonlocal want
+            mask = pc.equal(table.column("status"), "ok")
+            if want is not None:
+                mask = pc.and_(mask, pc.is_in(table.column("source_sha256"), value_set=want))
+            t = table.filter(mask)
+            if not t.num_rows:
+                return
             srcs = t.column("source_sha256").to_pylist()
             if "embedding" in t.column_names:
-                vals = embedding_matrix(t.column("embedding"), t.schema.field("embedding"))
+                vals: Any = embedding_matrix(t.column("embedding"), t.schema.field("embedding"))
             else:
                 vals = t.column("text").to_pylist()
-            out.update(zip(srcs, vals))
+            for s, v in zip(srcs, vals):
+                out.setdefault(s, v)
+            if want is not None:
+                want = pc.filter(want, pc.invert(pc.is_in(want, value_set=pa.array(list(out), pa.string()))))
+
+        for part in extra_parts:
+            take(pq.read_table(part))
+        for m in reversed(self.versions(dataset, feature_set)):
+            if want is not None and len(want) == 0:
+                break
+            if m.get("featurizer", {}).get("fingerprint_hash") != fingerprint_hash:
+                continue
+            take(self.read_table(dataset, feature_set, m["version"], raw=True))
         return out
 
     # ------------------------------------------------------------------ housekeeping
     def staged(self) -> list[Path]:
         """Unfinished runs (resumable) under the root."""
-        return sorted(self.root.glob(f"*/*/{STAGING}/v-*")) if self.root.exists() else []
+        return sorted(p for p in self.root.glob(f"*/*/{STAGING}/*") if p.is_dir()) if self.root.exists() else []

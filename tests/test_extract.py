@@ -34,6 +34,7 @@ class Counting:
     def __init__(self, inner):
         self.inner, self.seen = inner, []
         self.name, self.input_kind, self.output = inner.name, inner.input_kind, inner.output
+        self.code_owner = type(inner)
 
     def fingerprint(self):
         return self.inner.fingerprint()
@@ -85,7 +86,7 @@ def test_media_inputs_missing_files_are_error_rows(tmp_path: Path) -> None:
     good = tmp_path / "a.jpg"
     good.write_bytes(b"fake-bytes")
     items = pa.table({"item_id": ["1", "2", "3"], "image_uri": [str(good), str(tmp_path / "gone.jpg"), None]})
-    planned = plan_inputs(items, FeatureSetSpec(name="img", kind="x", input={"media": "image_uri"}))
+    planned = plan_inputs(items, FeatureSetSpec(name="img", kind="x", input={"media": "image_uri"}), data_root=tmp_path)
     assert planned.inputs[0] == str(good) and planned.source_hashes[0] is not None
     assert planned.pre_errors[1][0] == "read" and "file not found" in planned.pre_errors[1][1]
     assert "no image_uri" in planned.pre_errors[2][1]
@@ -134,6 +135,7 @@ KILL_SCRIPT = textwrap.dedent(
     calls = []
     class KilledMidway:
         name, input_kind, output = inner.name, inner.input_kind, inner.output
+        code_owner = type(inner)
         def fingerprint(self): return inner.fingerprint()
         def __call__(self, inputs):
             calls.append(1)

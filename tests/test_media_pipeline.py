@@ -35,7 +35,7 @@ def test_captions_then_chained_embedding_with_error_rows(tmp_path: Path, minilm)
     model, processor = tiny_llava()
     cap_spec = FeatureSetSpec(name="cover_caption", kind="caption", input={"media": "image_uri"})
     captioner = Captioner.from_model(model, processor, max_new_tokens=5, batch_size=4)
-    job = FeatureSetJob(store, "ml", cap_spec, captioner, plan_inputs(items, cap_spec), shard_size=5)
+    job = FeatureSetJob(store, "ml", cap_spec, captioner, plan_inputs(items, cap_spec, data_root=tmp_path / "ml"), shard_size=5)
     rep = job.run_all(0.5, progress=False)
     rows = {r["item_id"]: r for r in store.read_table("ml", "cover_caption").to_pylist()}
     assert rep.rows == 12 and rep.errors == 3
@@ -60,7 +60,7 @@ def test_cover_embeddings_into_store_and_mmrec_export(tmp_path: Path) -> None:
     model, processor, tokenizer = tiny_clip()
     emb = ImageEmbedder.from_model(model, processor, tokenizer, name="tiny-clip", batch_size=4)
     spec = FeatureSetSpec(name="cover_clip", kind="image_embedding", input={"media": "image_uri"})
-    rep = FeatureSetJob(store, "ml", spec, emb, plan_inputs(items, spec), shard_size=4).run_all(0.5, progress=False)
+    rep = FeatureSetJob(store, "ml", spec, emb, plan_inputs(items, spec, data_root=tmp_path / "ml"), shard_size=4).run_all(0.5, progress=False)
     assert rep.errors == 3 and rep.rows == 12
     ok_ids = [r["item_id"] for r in store.read_table("ml", "cover_clip").to_pylist() if r["status"] == "ok"]
     mat = store.read_matrix("ml", "cover_clip", "latest", ok_ids).matrix

@@ -7,31 +7,78 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.store import FeatureStore, StoreError, build_rows, row_schema, version_id
+from pipelines.store import FeatureStore, StoreError, build_rows, row_schema
 
 
-def _publish(store: FeatureStore, ids: list[str], mat: np.ndarray, version: str = "v-0000000000000001",
-             errors: dict[str, str] | None = None, fp_hash: str = "fp", parts: int = 1) -> str:
+def _publish(store: FeatureStore, ids: list[str], mat: np.ndarray, key: str = "r-1",
+             errors: dict[str, str] | None = None, fp_hash: str = "fp", parts: int = 1,
+             feature_set: str = "fs") -> str:
     errors = errors or {}
     schema = row_schema("embedding", mat.shape[1], "float32")
-    w = store.writer("ds", "fs", version, {"n": len(ids)})
+    w = store.writer("ds", feature_set, key, {"n": len(ids)})
     chunks = np.array_split(np.arange(len(ids)), parts)
     for k, idx in enumerate(chunks):
         t = build_rows(schema, [ids[i] for i in idx], [mat[i] for i in idx],
                        [errors.get(ids[i]) for i in idx], [("featurize" if ids[i] in errors else None) for i in idx],
                        [f"h{ids[i]}" for i in idx])
         w.write_part(k, t)
-    w.publish({"output": {"kind": "embedding", "dim": mat.shape[1], "dtype": "float32"},
-               "featurizer": {"name": "t", "kind": "t", "fingerprint": {}, "fingerprint_hash": fp_hash},
-               "lineage": {"parents": {}}, "input": {}})
-    return version
+    final = w.publish({"output": {"kind": "embedding", "dim": mat.shape[1], "dtype": "float32"},
+                       "featurizer": {"name": "t", "kind": "t", "fingerprint": {}, "fingerprint_hash": fp_hash},
+                       "lineage": {"parents": {}}, "input": {}})
+    return final.name
 
 
-def test_version_id_is_content_derived() -> None:
-    a = version_id("fp", [("1", "x"), ("2", "y")])
-    assert a == version_id("fp", [("2", "y"), ("1", "x")])  # order-free
-    assert a != version_id("fp", [("1", "x"), ("2", "z")])  # a changed item -> new version
-    assert a != version_id("fp2", [("1", "x"), ("2", "y")])  # a changed featurizer -> new version
+def test_version_id_names_the_rows_not_the_sharding(tmp_path: Path) -> None:
+    """Same rows -> same id however they are cut into parts; any changed row, error reason or
+    featurizer -> another id (two versions with different rows never share an id)."""
+    ids = [str(i) for i in range(10)]
+    mat = np.random.default_rng(0).normal(size=(10, 4)).astype(np.float32)
+    ids_for = {}
+    for name, kwargs in {"one_part": {}, "three_parts": {"parts": 3}}.items():
+        ids_for[name] = _publish(FeatureStore(tmp_path / name), ids, mat, **kwargs)
+    assert ids_for["one_part"] == ids_for["three_parts"]
+    changed = mat.copy()
+    changed[4, 2] += 1e-3
+    others = {
+        "value": _publish(FeatureStore(tmp_path / "a"), ids, changed),
+        "error": _publish(FeatureStore(tmp_path / "b"), ids, mat, errors={"3": "oom"}),
+        "reason": _publish(FeatureStore(tmp_path / "c"), ids, mat, errors={"3": "codec missing"}),
+        "featurizer": _publish(FeatureStore(tmp_path / "d"), ids, mat, fp_hash="fp2"),
+    }
+    assert len({ids_for["one_part"], *others.values()}) == 5, others
+
+
+def test_reads_verify_checksums(tmp_path: Path) -> None:
+    """read_table / read_matrix (and so training and exports) refuse a part whose bytes changed."""
+    store = FeatureStore(tmp_path)
+    _publish(store, [str(i) for i in range(20)], np.ones((20, 8), np.float32), parts=2)
+    m = store.manifest("ds", "fs")
+    part = tmp_path / "ds" / "fs" / m["version"] / m["parts"][1]["file"]
+    raw = bytearray(part.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    part.write_bytes(bytes(raw))
+    for read in (lambda: store.read_matrix("ds", "fs"), lambda: store.read_table("ds", "fs"),
+                 lambda: store.read_matrix("ds", "fs", item_ids=["1"])):
+        with pytest.raises(StoreError, match=r"part-00001\.parquet is corrupted"):
+            read()
+    part.unlink()
+    with pytest.raises(StoreError, match="missing"):
+        store.read_table("ds", "fs")
+
+
+def test_concurrent_alias_writers_keep_every_alias(tmp_path: Path) -> None:
+    """Alias updates from many threads/processes never lose one another (atomic swap under the lock)."""
+    import threading
+
+    store = FeatureStore(tmp_path)
+    v = _publish(store, ["a"], np.ones((1, 2), np.float32))
+    threads = [threading.Thread(target=lambda k=k: FeatureStore(tmp_path).set_alias("ds", "fs", f"t{k}", v))
+               for k in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert {f"t{k}" for k in range(16)} <= set(store.aliases("ds", "fs"))
 
 
 def test_publish_read_matrix_aligned_and_missing(tmp_path: Path) -> None:
@@ -60,23 +107,23 @@ def test_publish_read_matrix_aligned_and_missing(tmp_path: Path) -> None:
 def test_staging_invisible_until_publish(tmp_path: Path) -> None:
     store = FeatureStore(tmp_path)
     schema = row_schema("text")
-    w = store.writer("ds", "fs", "v-abc", {"n": 1})
+    w = store.writer("ds", "fs", "r-abc", {"n": 1})
     w.write_part(0, build_rows(schema, ["1"], ["hello"], [None], [None], ["h"]))
     with pytest.raises(StoreError):
         store.resolve("ds", "fs", "latest")
     assert store.versions("ds", "fs") == []
-    assert store.staged() and store.staged()[0].name == "v-abc"
+    assert store.staged() and store.staged()[0].name == "r-abc"
 
 
 def test_aliases_and_prefix_resolution(tmp_path: Path) -> None:
     store = FeatureStore(tmp_path)
     mat = np.eye(3, dtype=np.float32)
-    v1 = _publish(store, ["a", "b", "c"], mat, version="v-1111111111111111")
-    v2 = _publish(store, ["a", "b", "c"], mat * 2, version="v-2222222222222222")
+    v1 = _publish(store, ["a", "b", "c"], mat)
+    v2 = _publish(store, ["a", "b", "c"], mat * 2)
     assert store.resolve("ds", "fs", "latest") == v2
     store.set_alias("ds", "fs", "paper", v1)
     assert store.resolve("ds", "fs", "paper") == v1
-    assert store.resolve("ds", "fs", "v-1111") == v1
+    assert store.resolve("ds", "fs", v1[:8]) == v1
     with pytest.raises(StoreError, match="not a version or alias"):
         store.resolve("ds", "fs", "nope")
     with pytest.raises(StoreError, match="not published"):
@@ -95,7 +142,7 @@ def test_corrupted_part_detected_by_checksum(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match=r"part-00001\.parquet is corrupted"):
         store.verify("ds", "fs")
     with pytest.raises(StoreError, match="corrupted"):
-        store.read_matrix("ds", "fs", verify=True)
+        store.read_matrix("ds", "fs")
 
 
 def test_reusable_rows_only_from_same_featurizer(tmp_path: Path) -> None:
@@ -106,24 +153,34 @@ def test_reusable_rows_only_from_same_featurizer(tmp_path: Path) -> None:
     assert set(reuse) == {"ha", "hb"}  # the error row is never reused
     np.testing.assert_array_equal(reuse["hb"], mat[1])
     assert store.reusable_rows("ds", "fs", "fpB") == {}
+    assert set(store.reusable_rows("ds", "fs", "fpA", needed={"hb", "hz"})) == {"hb"}  # only what is asked
+
+
+def test_reuse_prefers_the_newest_version(tmp_path: Path) -> None:
+    store = FeatureStore(tmp_path)
+    _publish(store, ["a"], np.zeros((1, 2), np.float32), fp_hash="fpA")
+    import time as _t
+    _t.sleep(1.1)  # created_at has 1 s resolution
+    _publish(store, ["a"], np.ones((1, 2), np.float32), fp_hash="fpA")
+    np.testing.assert_array_equal(store.reusable_rows("ds", "fs", "fpA", needed={"ha"})["ha"], [1, 1])
 
 
 def test_float16_and_text_roundtrip(tmp_path: Path) -> None:
     store = FeatureStore(tmp_path)
     schema = row_schema("embedding", 3, "float16")
-    w = store.writer("ds", "h", "v-h", {})
+    w = store.writer("ds", "h", "r-h", {})
     w.write_part(0, build_rows(schema, ["1", "2"], [np.array([1, 2, 3]), None], [None, "x"], [None, "read"], ["a", None]))
-    w.publish({"output": {"kind": "embedding", "dim": 3, "dtype": "float16"},
+    vh = w.publish({"output": {"kind": "embedding", "dim": 3, "dtype": "float16"},
                "featurizer": {"name": "t", "kind": "t", "fingerprint": {}, "fingerprint_hash": "f"},
                "lineage": {}, "input": {}})
     read = store.read_matrix("ds", "h", "latest", ["1"])
     assert read.matrix.dtype == np.float16 and read.matrix.tolist() == [[1, 2, 3]]
-    on_disk = pq.read_schema(next((tmp_path / "ds" / "h" / "v-h").glob("*.parquet"))).field("embedding")
+    on_disk = pq.read_schema(next(vh.glob("*.parquet"))).field("embedding")
     assert on_disk.type.byte_width == 6 and on_disk.metadata[b"mmfeat.dtype"] == b"float16"
     arrow = store.read_table("ds", "h").column("embedding")
     assert str(arrow.type) == "fixed_size_list<item: halffloat>[3]"
     assert arrow.to_pylist()[0] == [1, 2, 3] and arrow.to_pylist()[1] is None
-    m = json.loads((tmp_path / "ds" / "h" / "v-h" / "_manifest.json").read_text())
+    m = json.loads((vh / "_manifest.json").read_text())
     assert m["errors"] == 1
 
 
