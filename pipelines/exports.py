@@ -1,11 +1,16 @@
-"""Exports of store versions into formats other repositories already read.
+"""Exports of store versions into formats other repositories read unchanged.
 
-- MMRec: ``<out>/text_feat.npy`` / ``image_feat.npy`` (float32, row i = MMRec item id i) plus the
-  ``i_id_mapping.csv`` used, so the alignment is never implicit.
-- Hugging Face ``datasets``: ``Dataset.save_to_disk`` of the version's rows, lineage in ``info``.
-- FuxiCTR (MicroLens_1M_MMCTR): ``item_info.parquet`` with ``item_id`` and ``item_emb_d128``.
+- MMRec (:func:`export_mmrec`): a complete MMRec dataset folder -- ``<name>.inter`` (``userID``,
+  ``itemID``, ``timestamp``, ``x_label`` of the split the recommenders use), ``text_feat.npy`` /
+  ``image_feat.npy`` (float32, row k = MMRec itemID k, every item covered), ``u_id_mapping.csv`` /
+  ``i_id_mapping.csv`` and the dataset config ``<name>.yaml`` for ``MMRec/src/configs/dataset/``.
+- Hugging Face ``datasets`` (:func:`export_hf`): ``Dataset.save_to_disk`` of the version's rows;
+  the version's ``_manifest.json`` is the dataset's ``info.description`` (JSON), so
+  ``load_from_disk(...).info`` says where the vectors came from.
+- FuxiCTR (:func:`export_fuxictr`): ``item_info.parquet`` with ``item_id`` and ``item_emb_d{dim}``.
 
-Every export writes ``_export.json`` naming the exact versions it came from.
+Every export writes ``_export.json`` naming the exact versions (and split) it came from, and every
+filled row (item without a usable feature row) is counted and named there.
 """
 
 from __future__ import annotations
@@ -15,80 +20,344 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from pipelines.store import FeatureStore, StoreError
+from pipelines.store import FeatureStore, StoreError, file_sha256
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from pipelines.manifest import Manifest
+
+#: file stem -> the MMRec dataset-config key that names it
+MMREC_FEATURE_KEYS = {"text_feat": "text_feature_file", "image_feat": "vision_feature_file"}
 
 
+# ---------------------------------------------------------------------------- ids and orders
 def _natural_key(s: str) -> tuple:
     return tuple((0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", s) if t)
 
 
-def read_item_order(path: str | os.PathLike[str]) -> list[str]:
-    """An item order: MMRec's ``i_id_mapping.csv`` (``asin<TAB>itemID``; ordered by itemID), a csv
-    with an ``item_id`` column, or a plain file with one id per line."""
+def natural_order(ids: Sequence[Any]) -> list[str]:
+    """Distinct ids in the dataset's own order: integers numerically ("2" before "10"), digit runs
+    inside other ids numerically too; never plain string order."""
+    return sorted({str(i) for i in ids}, key=_natural_key)
+
+
+def read_item_order(path: str | os.PathLike[str], id_column: str | None = None) -> list[str]:
+    """An item order from a file.
+
+    Args:
+        path: MMRec's ``i_id_mapping.csv`` (``asin<TAB>itemID``; returned ordered by itemID), a csv
+            with an ``item_id`` column, or a plain file with one id per line.
+        id_column: for an MMRec mapping, which column holds the id to return (default ``asin``;
+            ``"itemID"`` returns ``"0".."n-1"``, the ids MMRec-layout sources use).
+
+    Returns:
+        The ids, row k = item k.
+
+    Raises:
+        StoreError: an empty file, or a mapping whose itemIDs are not exactly 0..n-1.
+
+    Example:
+        >>> read_item_order("data/baby/i_id_mapping.csv")[:2]  # doctest: +SKIP
+        ['0439893577', '048645195X']
+    """
     path = Path(path)
     text = path.read_text().splitlines()
     if not text:
         raise StoreError(f"item order file {path} is empty")
     delim = "\t" if "\t" in text[0] else ","
     header = [h.strip() for h in text[0].split(delim)]
-    rows = list(csv.reader(text[1:], delimiter=delim))
+    rows = [r for r in csv.reader(text[1:], delimiter=delim) if r]
     if "itemID" in header:  # MMRec mapping: original id -> dense index
-        src = header.index("asin") if "asin" in header else 1 - header.index("itemID")
-        pairs = sorted(((int(r[header.index("itemID")]), r[src]) for r in rows if r), key=lambda p: p[0])
+        k = header.index("itemID")
+        src = header.index(id_column) if id_column in header else (
+            header.index("asin") if "asin" in header else 1 - k)
+        pairs = sorted(((int(r[k]), r[src].strip()) for r in rows), key=lambda p: p[0])
         if [i for i, _ in pairs] != list(range(len(pairs))):
             raise StoreError(f"{path}: itemID column is not 0..n-1")
         return [a for _, a in pairs]
     if "item_id" in header:
-        return [r[header.index("item_id")] for r in rows if r]
+        return [r[header.index("item_id")].strip() for r in rows]
     return [line.strip() for line in text if line.strip()]
 
 
+def _check_fill(fill_missing: float | str | None) -> None:
+    if isinstance(fill_missing, str) and fill_missing != "mean":
+        raise ValueError(f"fill_missing must be 'mean', a number or None (error on missing rows), not {fill_missing!r}")
+
+
+def _write_mapping(path: Path, header: tuple[str, str], ids: Sequence[str]) -> None:
+    """MMRec's mapping layout: ``<original id><TAB><dense id>``, one row per dense id."""
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh, delimiter="\t", lineterminator="\n")
+        w.writerow(header)
+        w.writerows((item, i) for i, item in enumerate(ids))
+
+
+def _feature_file(store: FeatureStore, dataset: str, ref: str, order: Sequence[str],
+                  fill_missing: float | str | None, path: Path) -> dict[str, Any]:
+    """Write one feature matrix aligned to ``order``; its record says what was filled and how."""
+    fs, _, version = ref.partition("@")
+    read = store.read_matrix(dataset, fs, version or "latest", list(order), fill_missing=fill_missing)
+    np.save(path, np.ascontiguousarray(read.matrix, dtype=np.float32))
+    return {"feature_set": fs, "version": read.version, "shape": list(read.matrix.shape),
+            "fill_missing": fill_missing if read.missing else None,
+            "missing_count": len(read.missing), "missing": read.missing, "sha256": file_sha256(path)}
+
+
+# ---------------------------------------------------------------------------- MMRec
+def split_frame(m: "Manifest", *, split: str | None = None, split_seed: int = 2024,
+                min_rating: float | None = None, k_core: int = 0) -> tuple["pd.DataFrame", str, str]:
+    """The manifest's interactions filtered and split exactly as ``train-recommender`` does
+    (same adapter, same filters, :func:`recommenders.splits.split_interactions`).
+
+    Returns ``(split_df[user_id, item_id, timestamp, split], source_fingerprint, method)`` where
+    ``method`` is the split method that ran (``given`` when the source has a split column).
+    """
+    from pipelines.extract import load_items
+    from recommenders.splits import k_core as apply_k_core
+    from recommenders.splits import resolve_split_method, split_interactions
+
+    _items, interactions, source_fp = load_items(m)
+    df = interactions.to_pandas()
+    if min_rating is not None:
+        if "label" not in df.columns:
+            raise ValueError(f"min_rating needs a rating/label column; {m.name}'s interactions have {list(df.columns)}")
+        df = df[df["label"] >= min_rating]
+    if k_core:
+        df = apply_k_core(df, k_core)
+    if df.empty:
+        raise ValueError(f"{m.name}: no interactions left after min_rating={min_rating}, k_core={k_core}")
+    method = resolve_split_method(df, split)
+    return split_interactions(df, method, seed=split_seed), source_fp, method
+
+
+def _mmrec_item_order(split_df: "pd.DataFrame", item_order: str | Path | Sequence[str] | None) -> list[str]:
+    """MMRec itemIDs 0..n-1 over exactly the interacted items: a given order, else the ids' natural order.
+
+    MMRec sets ``item_num = max(itemID) + 1`` from the ``.inter``, so an order listing items without
+    interactions would misalign the feature rows; such an order is refused, as is one that lacks an item.
+    """
+    present = natural_order(split_df["item_id"])
+    if item_order is None:
+        return present
+    order = read_item_order(item_order) if isinstance(item_order, (str, os.PathLike)) else [str(i) for i in item_order]
+    if len(set(order)) != len(order):
+        raise StoreError("item_order lists some item ids twice")
+    lacking = sorted(set(present) - set(order), key=_natural_key)
+    extra = sorted(set(order) - set(present), key=_natural_key)
+    if lacking:
+        raise StoreError(f"item_order lacks {len(lacking)} interacted items (first: {lacking[:5]})")
+    if extra:
+        raise StoreError(f"item_order has {len(extra)} items without interactions after filtering (first: "
+                         f"{extra[:5]}); MMRec's itemIDs must be 0..n-1 over the interacted items: drop them "
+                         f"from the order or export without k_core/min_rating")
+    return order
+
+
+def _write_inter(path: Path, split_df: "pd.DataFrame", users: list[str], items: list[str]) -> dict[str, int]:
+    """``userID itemID [timestamp] x_label``, tab-separated with a header (what RecDataset reads)."""
+    import pandas as pd
+
+    uidx = pd.Index(users).get_indexer(split_df["user_id"].astype(str))
+    iidx = pd.Index(items).get_indexer(split_df["item_id"].astype(str))
+    out = pd.DataFrame({"userID": uidx, "itemID": iidx})
+    if "timestamp" in split_df.columns:
+        out["timestamp"] = split_df["timestamp"].to_numpy()
+    out["x_label"] = split_df["split"].to_numpy(np.int64)
+    out = out.sort_values(["userID", "x_label"], kind="mergesort")
+    out.to_csv(path, sep="\t", index=False, lineterminator="\n")
+    return {str(k): int(v) for k, v in out["x_label"].value_counts().sort_index().items()}
+
+
+#: MMRec's default ``topk`` (src/configs/overall.yaml) and ``valid_metric``
+MMREC_TOPK = (5, 10, 20, 50)
+MMREC_VALID_K = 20
+
+
+def _small_catalogue_overrides(n_items: int) -> dict[str, Any]:
+    """MMRec ranks the top ``max(topk)`` items with ``torch.topk``, which fails on fewer items than
+    that (50 by default): a small catalogue gets the default cut-offs it can rank, recorded."""
+    if n_items >= max(MMREC_TOPK):
+        return {}
+    topk = [k for k in MMREC_TOPK if k <= n_items] or [n_items]
+    out: dict[str, Any] = {"topk": topk}
+    if MMREC_VALID_K not in topk:
+        out["valid_metric"] = f"Recall@{max(topk)}"
+    return out
+
+
+def _write_mmrec_config(path: Path, name: str, stems: Sequence[str], has_time: bool,
+                        n_items: int) -> dict[str, Any]:
+    """The dataset config MMRec loads from ``src/configs/dataset/<name>.yaml``."""
+    import yaml
+
+    cfg: dict[str, Any] = {"USER_ID_FIELD": "userID", "ITEM_ID_FIELD": "itemID"}
+    if has_time:
+        cfg["TIME_FIELD"] = "timestamp"
+    cfg.update({"filter_out_cod_start_users": True, "inter_file_name": f"{name}.inter",
+                "inter_splitting_label": "x_label"})
+    cfg.update({MMREC_FEATURE_KEYS[s]: f"{s}.npy" for s in stems})
+    cfg["field_separator"] = "\t"
+    cfg.update(_small_catalogue_overrides(n_items))
+    head = (f"# MMRec dataset config written by mmfeat: copy to MMRec/src/configs/dataset/{name}.yaml and put\n"
+            f"# this folder at <data_path>/{name}/ (MMRec's default data_path is ../data/ from src/).\n")
+    path.write_text(head + yaml.safe_dump(cfg, sort_keys=False))
+    return cfg
+
+
 def export_mmrec(
+    store: FeatureStore,
+    manifest: str | os.PathLike[str],
+    features: dict[str, str],
+    out: str | os.PathLike[str],
+    *,
+    split: str | None = None,
+    split_seed: int = 2024,
+    min_rating: float | None = None,
+    k_core: int = 0,
+    item_order: str | os.PathLike[str] | Sequence[str] | None = None,
+    fill_missing: float | str | None = "mean",
+    data_root: str | None = None,
+    name: str | None = None,
+) -> dict:
+    """Write a dataset folder MMRec's own ``main.py`` trains from as written.
+
+    The interactions and split are the ones ``train-recommender`` uses for the same options
+    (:func:`split_frame`); the split's sha256 (the run records' ``split_hash``) is recorded. Users
+    and items get dense ids 0..n-1 in the dataset's natural id order (or ``item_order``), written
+    as ``u_id_mapping.csv`` / ``i_id_mapping.csv``. Every item gets a feature row: items without an
+    ok row in the version are filled by ``fill_missing`` and listed in ``_export.json``.
+
+    Args:
+        store: the feature store.
+        manifest: manifest name or path (its source gives the interactions, its dataset the store namespace).
+        features: MMRec file stem -> ``feature_set[@ref]``; stems are ``text_feat`` and/or ``image_feat``.
+        out: the dataset folder; its name is MMRec's dataset name unless ``name`` is given.
+        split, split_seed, min_rating, k_core: as ``mmfeat train`` (``split`` None: the source's own
+            split when it has one, else seeded per-user random 8:1:1).
+        item_order: an ``i_id_mapping.csv`` / id file, or a list of ids, fixing the itemIDs.
+        fill_missing: ``"mean"`` (mean of the version's ok rows), a number, or None to raise instead.
+        data_root: override of the manifest's data root.
+        name: MMRec dataset name (file names ``<name>.inter`` / ``<name>.yaml``; default the folder name).
+
+    Returns:
+        The ``_export.json`` content.
+
+    Raises:
+        StoreError: missing rows with ``fill_missing=None``, an item order that does not match the
+            interacted items, or an unknown feature stem.
+        ValueError: ``min_rating`` on a source without ratings, a bad ``fill_missing``.
+
+    Example:
+        >>> export_mmrec(store, "microlens", {"text_feat": "title_minilm"}, "exports/microlens")  # doctest: +SKIP
+        # then: cp exports/microlens/microlens.yaml MMRec/src/configs/dataset/ && cp -r exports/microlens MMRec/data/
+        #       cd MMRec/src && python main.py -m FREEDOM -d microlens
+    """
+    from pipelines.manifest import load_manifest
+    from recommenders.data import hash_split_frame
+
+    bad = sorted(set(features) - set(MMREC_FEATURE_KEYS))
+    if bad:
+        raise StoreError(f"MMRec reads only {sorted(MMREC_FEATURE_KEYS)} feature files, not {bad}")
+    _check_fill(fill_missing)
+    m = load_manifest(manifest, data_root=data_root)
+    split_df, source_fp, method = split_frame(m, split=split, split_seed=split_seed, min_rating=min_rating, k_core=k_core)
+    users = natural_order(split_df["user_id"])
+    items = _mmrec_item_order(split_df, item_order)
+    outp = Path(out)
+    name = name or outp.resolve().name
+    outp.mkdir(parents=True, exist_ok=True)
+    files = {f"{stem}.npy": _feature_file(store, m.store_dataset, ref, items, fill_missing, outp / f"{stem}.npy")
+             for stem, ref in features.items()}
+    counts = _write_inter(outp / f"{name}.inter", split_df, users, items)
+    _write_mapping(outp / "u_id_mapping.csv", ("user_id", "userID"), users)
+    _write_mapping(outp / "i_id_mapping.csv", ("asin", "itemID"), items)
+    cfg = _write_mmrec_config(outp / f"{name}.yaml", name, list(features), "timestamp" in split_df.columns,
+                              len(items))
+    record = {
+        "format": "mmrec", "name": name, "manifest": m.name, "dataset": m.store_dataset,
+        "source_fingerprint": source_fp, "n_users": len(users), "n_items": len(items),
+        "item_order": "given" if item_order is not None else "natural id order of the interacted items",
+        "split": {"method": method, "seed": split_seed, "min_rating": min_rating, "k_core": k_core,
+                  "sha256": hash_split_frame(split_df), "rows_by_x_label": counts},
+        "inter": {"file": f"{name}.inter", "sha256": file_sha256(outp / f"{name}.inter")},
+        "config": f"{name}.yaml", "config_overrides": _small_catalogue_overrides(len(items)), "files": files,
+    }
+    (outp / "_export.json").write_text(json.dumps(record, indent=2, default=str))
+    return record
+
+
+
+def export_mmrec_features(
     store: FeatureStore,
     dataset: str,
     features: dict[str, str],
     out_dir: str | os.PathLike[str],
     *,
-    item_order: Sequence[str] | None = None,
-    fill_missing: float | str | None = None,
+    item_order: str | os.PathLike[str] | Sequence[str] | None = None,
+    fill_missing: float | str | None = "mean",
 ) -> dict:
-    """Write MMRec feature files. ``features`` maps file stem -> ``feature_set[@ref]``
-    (e.g. ``{"text_feat": "title_minilm@latest"}``). Without ``item_order`` the items are those of
-    the first feature set in natural id order, and the mapping is written as ``i_id_mapping.csv``."""
+    """Only the feature files and ``i_id_mapping.csv`` (no ``.inter``): for aligning new features to
+    an existing MMRec dataset folder, or a store dataset without a manifest.
+
+    Without ``item_order`` the items are every row (ok or failed) of the first feature set's version
+    in natural id order; failed rows are filled by ``fill_missing`` and listed. Prefer
+    :func:`export_mmrec`, which writes a folder MMRec trains from.
+
+    Example:
+        >>> export_mmrec_features(store, "baby", {"image_feat": "cover_clip"}, "MMRec/data/baby",
+        ...                       item_order="MMRec/data/baby/i_id_mapping.csv")  # doctest: +SKIP
+    """
+    _check_fill(fill_missing)
+    if not features:
+        raise StoreError("no features to export")
+    if item_order is None:
+        fs, _, ref = next(iter(features.values())).partition("@")
+        ids = store.read_table(dataset, fs, ref or "latest", columns=["item_id"]).column("item_id").to_pylist()
+        order = natural_order(ids)
+    elif isinstance(item_order, (str, os.PathLike)):
+        order = read_item_order(item_order)
+    else:
+        order = [str(i) for i in item_order]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    record: dict = {"format": "mmrec", "dataset": dataset, "files": {}}
-    for stem, ref in features.items():
-        fs, _, version = ref.partition("@")
-        if item_order is None:
-            ids = store.read_table(dataset, fs, version or "latest", columns=["item_id"], only_ok=True)
-            item_order = sorted(ids.column("item_id").to_pylist(), key=_natural_key)
-        read = store.read_matrix(dataset, fs, version or "latest", item_order, fill_missing=fill_missing)
-        np.save(out / f"{stem}.npy", read.matrix.astype(np.float32))
-        record["files"][f"{stem}.npy"] = {"feature_set": fs, "version": read.version,
-                                          "shape": list(read.matrix.shape), "missing": read.missing}
-    assert item_order is not None
-    with open(out / "i_id_mapping.csv", "w", newline="") as fh:
-        w = csv.writer(fh, delimiter="\t")
-        w.writerow(["asin", "itemID"])
-        w.writerows((item, i) for i, item in enumerate(item_order))
-    (out / "_export.json").write_text(json.dumps(record, indent=2))
+    files = {f"{stem}.npy": _feature_file(store, dataset, ref, order, fill_missing, out / f"{stem}.npy")
+             for stem, ref in features.items()}
+    _write_mapping(out / "i_id_mapping.csv", ("asin", "itemID"), order)
+    record = {"format": "mmrec-features", "dataset": dataset, "n_items": len(order),
+              "item_order": "given" if item_order is not None else "natural id order of every row",
+              "files": files}
+    (out / "_export.json").write_text(json.dumps(record, indent=2, default=str))
     return record
 
 
+# ---------------------------------------------------------------------------- Hugging Face
 def export_hf(store: FeatureStore, dataset: str, feature_set: str, out_dir: str | os.PathLike[str],
               ref: str = "latest") -> dict:
-    """Save a version as a Hugging Face dataset (``datasets.load_from_disk`` reads it back)."""
+    """Save a version as a Hugging Face dataset whose ``info`` carries the version's lineage.
+
+    ``info.description`` is the version's ``_manifest.json`` as JSON (featurizer fingerprint,
+    lineage, parents, checksums), ``info.dataset_name`` the store dataset, ``info.config_name`` the
+    feature set, so ``json.loads(load_from_disk(out).info.description)`` is the manifest.
+
+    Returns:
+        The ``_export.json`` content.
+
+    Example:
+        >>> export_hf(store, "microlens-mini", "title_minilm", "exports/hf")  # doctest: +SKIP
+        >>> json.loads(datasets.load_from_disk("exports/hf").info.description)["version"]  # doctest: +SKIP
+    """
     import datasets
 
     m = store.manifest(dataset, feature_set, ref)
     table = store.read_table(dataset, feature_set, m["version"])
-    info = datasets.DatasetInfo(description=f"mmfeat {dataset}/{feature_set}/{m['version']}",
-                                config_name=feature_set)
+    info = datasets.DatasetInfo(description=json.dumps(m, sort_keys=True, default=str),
+                                dataset_name=dataset, config_name=feature_set)
     ds = datasets.Dataset(table, info=info)
     ds.save_to_disk(str(out_dir))
     record = {"format": "hf-datasets", "dataset": dataset, "feature_set": feature_set, "version": m["version"],
@@ -97,32 +366,58 @@ def export_hf(store: FeatureStore, dataset: str, feature_set: str, out_dir: str 
     return record
 
 
+# ---------------------------------------------------------------------------- FuxiCTR
+def _pca(mat: np.ndarray, dim: int, pad: bool, what: str) -> tuple[np.ndarray, float, int]:
+    """Reduce (or zero-pad, when allowed) to ``dim`` columns; returns (matrix, explained variance, padded columns)."""
+    n, d = mat.shape
+    explained = 1.0
+    if d > dim:
+        centered = mat - mat.mean(axis=0)
+        _, sing, vt = np.linalg.svd(centered, full_matrices=False)
+        mat = centered @ vt[:dim].T  # at most min(n, d) components exist
+        explained = float((sing[:dim] ** 2).sum() / max((sing ** 2).sum(), 1e-12))
+    short = dim - mat.shape[1]
+    if short > 0 and not pad:
+        why = (f"has {n} items, so PCA gives at most {n} components" if d > dim else f"has {d} dims")
+        raise StoreError(f"{what} {why}, fewer than the requested {dim}: pass a smaller dim (<= {mat.shape[1]}) "
+                         f"or pad=True to append {short} zero columns")
+    if short > 0:
+        mat = np.hstack([mat, np.zeros((n, short), mat.dtype)])
+    return mat.astype(np.float32), explained, max(short, 0)
+
+
 def export_fuxictr(store: FeatureStore, dataset: str, feature_set: str, out_dir: str | os.PathLike[str],
-                   ref: str = "latest", dim: int = 128) -> dict:
+                   ref: str = "latest", dim: int = 128, *, fill_missing: float | str | None = "mean",
+                   pad: bool = False) -> dict:
     """FuxiCTR's MicroLens_1M_MMCTR item table: ``item_info.parquet`` with ``item_id`` and
-    ``item_emb_d{dim}`` (list<float32>). Wider embeddings are reduced to ``dim`` by PCA (as the
-    MMCTR challenge did); the components' explained variance is recorded in ``_export.json``."""
+    ``item_emb_d{dim}`` (list<float32>), rows in the dataset's natural id order (integer order on
+    MovieLens/MicroLens), with ``item_id_mapping.csv`` (row -> item_id) beside it.
+
+    Every row of the version is exported; failed rows are filled by ``fill_missing`` and listed.
+    Wider embeddings are reduced to ``dim`` by PCA (as the MMCTR challenge did; the explained variance
+    is recorded). Fewer items than ``dim`` (PCA has too few components) or a narrower embedding is
+    an error unless ``pad=True`` appends zero columns (recorded as ``padded_dims``).
+
+    Example:
+        >>> export_fuxictr(store, "microlens-mini", "title_minilm", "exports/fx", dim=32)  # doctest: +SKIP
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    read = store.read_matrix(dataset, feature_set, ref)
-    mat = read.matrix.astype(np.float32)
-    explained = 1.0
-    if mat.shape[1] > dim:
-        centered = mat - mat.mean(axis=0)
-        _, sing, vt = np.linalg.svd(centered, full_matrices=False)
-        mat = centered @ vt[:dim].T
-        explained = float((sing[:dim] ** 2).sum() / max((sing ** 2).sum(), 1e-12))
-    elif mat.shape[1] < dim:
-        raise StoreError(f"{dataset}/{feature_set} has {mat.shape[1]} dims, fewer than the requested {dim}")
-    ids = read.item_ids
+    _check_fill(fill_missing)
+    ids = natural_order(store.read_table(dataset, feature_set, ref, columns=["item_id"]).column("item_id").to_pylist())
+    read = store.read_matrix(dataset, feature_set, ref, ids, fill_missing=fill_missing)
+    mat, explained, padded = _pca(read.matrix.astype(np.float32), dim, pad, f"{dataset}/{feature_set}/{read.version}")
     id_col = pa.array([int(i) for i in ids], pa.int64()) if all(i.isdigit() for i in ids) else pa.array(ids)
     emb = pa.FixedSizeListArray.from_arrays(pa.array(mat.reshape(-1), pa.float32()), dim)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table({"item_id": id_col, f"item_emb_d{dim}": emb.cast(pa.list_(pa.float32()))}),
                    out / "item_info.parquet")
+    _write_mapping(out / "item_id_mapping.csv", ("item_id", "row"), ids)
     record = {"format": "fuxictr", "dataset": dataset, "feature_set": feature_set, "version": read.version,
-              "rows": len(ids), "dim": dim, "pca_explained_variance": explained}
+              "rows": len(ids), "dim": dim, "pca_explained_variance": explained, "padded_dims": padded,
+              "fill_missing": fill_missing if read.missing else None, "missing_count": len(read.missing),
+              "missing": read.missing}
     (out / "_export.json").write_text(json.dumps(record, indent=2))
     return record

@@ -53,7 +53,7 @@ def test_captions_then_chained_embedding_with_error_rows(tmp_path: Path, minilm)
 
 
 def test_cover_embeddings_into_store_and_mmrec_export(tmp_path: Path) -> None:
-    from pipelines.exports import export_mmrec
+    from pipelines.exports import export_mmrec_features
 
     items = _sample_with_bad_covers(tmp_path)
     store = FeatureStore(tmp_path / "store")
@@ -67,6 +67,6 @@ def test_cover_embeddings_into_store_and_mmrec_export(tmp_path: Path) -> None:
     direct = np.stack([r.value for r in emb([str(p) for p in items.to_pandas().set_index("item_id")
                                                .loc[ok_ids, "image_uri"]])])
     np.testing.assert_allclose(mat, direct, atol=1e-5)
-    rec = export_mmrec(store, "ml", {"image_feat": "cover_clip"}, tmp_path / "mmrec", fill_missing="mean")
-    assert sorted(rec["files"]["image_feat.npy"]["missing"]) == []  # natural order of ok rows only
-    assert np.load(tmp_path / "mmrec" / "image_feat.npy").shape == (9, emb.output.dim)
+    rec = export_mmrec_features(store, "ml", {"image_feat": "cover_clip"}, tmp_path / "mmrec", fill_missing="mean")
+    assert len(rec["files"]["image_feat.npy"]["missing"]) == 3  # failed items are filled and reported, not dropped
+    assert np.load(tmp_path / "mmrec" / "image_feat.npy").shape == (12, emb.output.dim)

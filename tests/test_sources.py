@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -295,10 +297,10 @@ def test_path_escapes_are_rejected(tmp_path: Path) -> None:
         load_source("microlens", MINI, covers_dir="../../..")
     with pytest.raises(SourceError, match="meta_file"):
         load_source("mmrec", tmp_path, meta_file="/etc/passwd")
-    # a media path inside a data file that escapes root
+    # a media path inside a data file that escapes root is that row's error, not the source's
     pd.DataFrame({"item_id": [1], "image_uri": ["../../etc/passwd"]}).to_csv(tmp_path / "evil.csv", index=False)
-    with pytest.raises(SourceError, match="outside the source root"):
-        load_source("generic", tmp_path, items_file="evil.csv")
+    s = load_source("generic", tmp_path, items_file="evil.csv")
+    assert "outside the data root" in s.items.column("row_error")[0].as_py()
 
 
 def test_dispatcher_errors(tmp_path: Path) -> None:
@@ -338,3 +340,184 @@ def test_fingerprint_stable_and_content_sensitive(tmp_path: Path, mini: SourceTa
     lines[1] = f"{u},{i},{int(t) + 1}"
     pf.write_text("\n".join(lines) + "\n")
     assert load_source("microlens", moved2).fingerprint() != mini.fingerprint()
+
+
+# ----------------------------------------------------------------------------------- one bad row
+
+
+def _errors(s: SourceTables) -> dict[str, str]:
+    """item id -> row_error of the rows that have one."""
+    if "row_error" not in s.items.column_names:
+        return {}
+    return {r["item_id"]: r["row_error"] for r in s.items.to_pylist() if r["row_error"] is not None}
+
+
+def test_generic_escaping_media_paths_are_row_errors_by_real_path(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.jpg").write_bytes(b"x")
+    root = tmp_path / "data"
+    (root / "media").mkdir(parents=True)
+    (root / "media" / "ok.jpg").write_bytes(b"x")
+    os.symlink(outside / "secret.jpg", root / "media" / "link.jpg")  # lexically inside, really outside
+    pd.DataFrame({
+        "item_id": [1, 2, 3, 4],
+        "image_uri": ["media/ok.jpg", "../outside/secret.jpg", "media/link.jpg", "https://x.org/a.jpg"],
+    }).to_csv(root / "items.csv", index=False)
+    s = load_source("generic", root, items_file="items.csv")
+    assert s.items.schema.field("row_error").type == pa.string()
+    errs = _errors(s)
+    assert set(errs) == {"2", "3", "4"}
+    assert "'../outside/secret.jpg' resolves to" in errs["2"] and "outside the data root" in errs["2"]
+    assert "'media/link.jpg' resolves to" in errs["3"] and str(outside) in errs["3"]
+    assert "remote URL" in errs["4"]
+    rows = {r["item_id"]: r for r in s.items.to_pylist()}
+    assert rows["1"]["image_uri"] == str(root / "media" / "ok.jpg")
+    assert rows["3"]["image_uri"] is None  # the escaping file is never handed on
+    assert len(s.fingerprint()) == 64
+
+
+def test_generic_undecodable_row_and_encoding_option(tmp_path: Path) -> None:
+    (tmp_path / "items.csv").write_bytes(b"item_id,title\n1,Plain\n2,Caf\xe9 au lait\n3,Tea\n")
+    s = load_source("generic", tmp_path, items_file="items.csv")
+    assert s.items.column("item_id").to_pylist() == ["1", "2", "3"]
+    errs = _errors(s)
+    assert list(errs) == ["2"]
+    assert errs["2"].startswith("items.csv line 3: bytes not valid utf-8 (0xe9")
+    rows = {r["item_id"]: r for r in s.items.to_pylist()}
+    assert rows["2"]["title"] is None and rows["1"]["title"] == "Plain"  # no replaced characters
+    latin = load_source("generic", tmp_path, items_file="items.csv", encoding="latin-1")
+    assert "row_error" not in latin.items.column_names
+    assert latin.items.column("title").to_pylist()[1] == "Café au lait"
+    with pytest.raises(SourceError, match="encoding='nope'"):
+        load_source("generic", tmp_path, items_file="items.csv", encoding="nope")
+
+
+def test_generic_per_row_values_never_reject_the_source(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    pd.DataFrame({
+        "item_id": ["a", "b", "a", None, "c"],
+        "likes": ["1", "many", "3", "4", "5"],
+    }).to_csv(tmp_path / "items.csv", index=False)
+    pd.DataFrame({"user_id": ["u", None, "u"], "item_id": ["a", "b", None]}).to_csv(tmp_path / "inter.csv", index=False)
+    with caplog.at_level(logging.WARNING, logger="mmfeat.sources"):
+        s = load_source("generic", tmp_path, items_file="items.csv", interactions_file="inter.csv")
+    assert s.items.column("item_id").to_pylist() == ["a", "b", "c"]
+    errs = _errors(s)
+    assert "appears on data rows 1 and 3" in errs["a"]
+    assert "'many' is not a number" in errs["b"]
+    assert "c" not in errs
+    assert s.interactions.column("item_id").to_pylist() == ["a"]
+    text = caplog.text
+    assert "items.csv: skipped 1 row(s): empty or undecodable item_id (data row 4)" in text
+    assert "inter.csv: skipped 2 row(s): empty or undecodable user or item id (data row 2, 3)" in text
+
+
+def test_mmrec_bad_meta_row_and_escaping_image_are_row_errors(tmp_path: Path) -> None:
+    pd.DataFrame({"userID": [0, 0, 1], "itemID": [0, 1, 2]}).to_csv(tmp_path / "baby.inter", sep="\t", index=False)
+    (tmp_path / "meta-baby.csv").write_bytes(b"itemID,title\n0,Bottle\n1,Sp\xffoon\n2,Bib\n")
+    (tmp_path / "images").mkdir()
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.jpg"
+    outside.write_bytes(b"x")
+    os.symlink(outside, tmp_path / "images" / "2.jpg")
+    s = load_source("mmrec", tmp_path, image_dir="images")
+    errs = _errors(s)
+    assert set(errs) == {"1", "2"}
+    assert "meta-baby.csv line 3: bytes not valid utf-8 (0xff" in errs["1"]
+    assert "outside the data root" in errs["2"]
+    assert s.items.column("title").to_pylist() == ["Bottle", None, "Bib"]
+    assert s.num_interactions == 3
+
+
+@needs_recbole
+def test_movielens_undecodable_item_row_is_a_row_error(tmp_path: Path) -> None:
+    (tmp_path / "toy.inter").write_text("user_id:token\titem_id:token\trating:float\n1\ta\t5\n1\tb\t2\n")
+    (tmp_path / "toy.item").write_bytes(b"item_id:token\tmovie_title:token_seq\na\tA Film\nb\tB \xff Film\n")
+    s = load_source("movielens", tmp_path, variant="toy")
+    assert _errors(s) == {"b": "line 3: bytes not valid utf-8 (0xff at byte 49)"}
+    assert s.items.column("title").to_pylist() == ["A Film", None]
+
+
+def test_microlens_bad_item_rows_are_row_errors(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = _copy_mini(tmp_path, media=True)
+    tf = root / f"{PREFIX}_title_en.csv"
+    lines = tf.read_bytes().split(b"\n")
+    k = next(n for n, line in enumerate(lines) if line.startswith(b"5,"))
+    lines[k] = lines[k] + b" \xfe"
+    lines.insert(k + 1, b",title without an id")
+    tf.write_bytes(b"\n".join(lines))
+    lv = root / f"{PREFIX}_likes_and_views.txt"
+    assert "\n7\t" in lv.read_text()
+    lv.write_text(lv.read_text().replace("\n7\t", "\n7\tlots\t", 1))
+    outside = tmp_path / "elsewhere.jpg"
+    shutil.copy(root / "covers" / "9.jpg", outside)
+    (root / "covers" / "9.jpg").unlink()
+    os.symlink(outside, root / "covers" / "9.jpg")  # a cover linked out of the data root
+    with caplog.at_level(logging.WARNING, logger="mmfeat.sources"):
+        s = load_source("microlens", root)
+    assert s.num_items == 40 and s.num_interactions == load_source("microlens", MINI).num_interactions
+    errs = _errors(s)
+    assert errs["5"] == f"{PREFIX}_title_en.csv line {k + 1}: bytes not valid utf-8 (0xfe at byte {sum(len(x) + 1 for x in lines[:k]) + len(lines[k]) - 1})"
+    assert "outside the data root" in errs["9"]
+    assert "7" in errs and "not numbers" in errs["7"]
+    assert set(errs) == {"5", "7", "9"}
+    assert f"line {k + 2}" in caplog.text and "empty or undecodable item id" in caplog.text
+    # the mini sample itself is clean: no row_error column, so its fingerprint is unchanged
+    assert "row_error" not in load_source("microlens", MINI).items.column_names
+
+
+def _pairs_root(tmp_path: Path, name: str, content: bytes) -> Path:
+    root = tmp_path / "pairs"
+    root.mkdir()
+    (root / f"{PREFIX}_title_en.csv").write_text("10,Ten\n11,Eleven\n12,Twelve\n")
+    (root / name).write_bytes(content)
+    return root
+
+
+def test_microlens_mixed_timestamps_are_an_error(tmp_path: Path) -> None:
+    root = _pairs_root(tmp_path, f"{PREFIX}_pairs.csv", b"user,item,timestamp\n1,10,1651889106003\n1,11,1651889106004\n2,12\n")
+    with pytest.raises(SourceError, match=r"_pairs\.csv: line 4 has no timestamp but line 2 has one"):
+        load_source("microlens", root)
+    (root / f"{PREFIX}_pairs.csv").write_bytes(b"1,10,5\n1,11,\n")
+    with pytest.raises(SourceError, match="line 2 has no timestamp but line 1 has one"):
+        load_source("microlens", root)
+    (root / f"{PREFIX}_pairs.csv").write_bytes(b"1,10,5\n\n1,11,6.0\n2,12,soon\n")
+    with pytest.raises(SourceError, match="line 4: timestamp 'soon' is not a number"):
+        load_source("microlens", root)
+    # no row has a timestamp: one consistent rule, the position in the user's rows
+    (root / f"{PREFIX}_pairs.csv").write_bytes(b"user,item\n1,10\n2,12\n1,11\n")
+    s = load_source("microlens", root)
+    assert s.interactions.column("timestamp").to_pylist() == [0, 0, 1]
+    (root / f"{PREFIX}_pairs.csv").write_bytes(b"1,10,5.5\n1,11,1e3\n")
+    assert load_source("microlens", root).interactions.column("timestamp").to_pylist() == [5, 1000]
+
+
+def test_microlens_pairs_bad_lines_are_skipped_and_reported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tsv = b"user\titems\n1\t10 11 12\n2\n\n3\t11 1\xff2 10\n\xff\t10\n4 12 10\n"
+    root = _pairs_root(tmp_path, f"{PREFIX}_pairs.tsv", tsv)
+    with caplog.at_level(logging.WARNING, logger="mmfeat.sources"):
+        s = load_source("microlens", root)
+    got = list(zip(*(s.interactions.column(c).to_pylist() for c in ("user_id", "item_id", "timestamp"))))
+    assert got == [("1", "10", 0), ("1", "11", 1), ("1", "12", 2), ("3", "11", 0), ("3", "10", 2),
+                   ("4", "12", 0), ("4", "10", 1)]
+    assert "no items" in caplog.text and "(line 3)" in caplog.text
+    assert "user id with bytes not valid utf-8 (line 6)" in caplog.text
+    assert "item tokens with bytes not valid utf-8 (line 5)" in caplog.text
+    (root / f"{PREFIX}_pairs.tsv").unlink()
+    (root / f"{PREFIX}_pairs.csv").write_bytes(b"1,10,1\n2\n,11,3\n1,1\xff1,4\n1,12,5\n")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mmfeat.sources"):
+        s = load_source("microlens", root)
+    assert s.interactions.column("item_id").to_pylist() == ["10", "12"]
+    for line in (2, 3, 4):
+        assert f"(line {line})" in caplog.text
+
+
+def test_fingerprint_covers_row_error(tmp_path: Path) -> None:
+    (tmp_path / "items.csv").write_bytes(b"item_id,title\n1,Plain\n2,Caf\xe9\n")
+    bad = load_source("generic", tmp_path, items_file="items.csv")
+    assert bad.fingerprint() == load_source("generic", tmp_path, items_file="items.csv").fingerprint()
+    (tmp_path / "items.csv").write_bytes(b"item_id,title\n1,Plain\n2,Cafe\n")
+    fixed = load_source("generic", tmp_path, items_file="items.csv")
+    assert "row_error" not in fixed.items.column_names
+    assert fixed.fingerprint() != bad.fingerprint()
+    assert bad.num_row_errors == 1 and bad.summary()["row_errors"] == 1

@@ -184,33 +184,6 @@ def test_float16_and_text_roundtrip(tmp_path: Path) -> None:
     assert m["errors"] == 1
 
 
-def test_mmrec_and_hf_export_roundtrip(tmp_path: Path) -> None:
-    import datasets
-
-    from pipelines.exports import export_hf, export_mmrec, read_item_order
-
-    store = FeatureStore(tmp_path / "store")
-    ids = ["10", "2", "1"]
-    mat = np.arange(12, dtype=np.float32).reshape(3, 4)
-    _publish(store, ids, mat)
-    mapping = tmp_path / "i_id_mapping.csv"
-    mapping.write_text("asin\titemID\n2\t1\n10\t0\n1\t2\n")
-    order = read_item_order(mapping)
-    assert order == ["10", "2", "1"]
-    out = tmp_path / "mmrec"
-    export_mmrec(store, "ds", {"text_feat": "fs"}, out, item_order=order)
-    np.testing.assert_array_equal(np.load(out / "text_feat.npy"), mat)
-    # Without an order: natural id order, written down as the mapping.
-    out2 = tmp_path / "mmrec2"
-    export_mmrec(store, "ds", {"text_feat": "fs@latest"}, out2)
-    assert read_item_order(out2 / "i_id_mapping.csv") == ["1", "2", "10"]
-    np.testing.assert_array_equal(np.load(out2 / "text_feat.npy"), mat[[2, 1, 0]])
-    export_hf(store, "ds", "fs", tmp_path / "hf")
-    ds = datasets.load_from_disk(str(tmp_path / "hf"))
-    assert ds.num_rows == 3 and ds[0]["item_id"] == "10"
-    np.testing.assert_allclose(ds[0]["embedding"], mat[0])
-
-
 def test_fuxictr_export_pca_and_cli(tmp_path: Path) -> None:
     from pipelines.cli import main
 
