@@ -27,7 +27,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from featurizers.base import CODE_VERSION, OutputSpec, Result, call_isolated
+from featurizers.base import OutputSpec, Result, call_isolated
+from featurizers.params import AudioTranscriptParams
 from featurizers.registry import (
     WeightsUnavailable,
     register_featurizer,
@@ -64,7 +65,7 @@ def split_windows(audio: np.ndarray, sample_rate: int = SAMPLE_RATE, window_seco
     return [audio[i : i + step] for i in range(0, audio.size, step)]
 
 
-@register_featurizer("audio_transcript")
+@register_featurizer("audio_transcript", AudioTranscriptParams)
 class AudioTranscriber:
     """Audio track of a video (or an audio file) -> its speech transcript."""
 
@@ -113,22 +114,23 @@ class AudioTranscriber:
         self.stats = {"generate_calls": 0, "windows": 0}
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any]) -> "AudioTranscriber":
+    def from_spec(cls, spec: dict[str, Any] | AudioTranscriptParams) -> "AudioTranscriber":
+        """Build from manifest params (:class:`~featurizers.params.AudioTranscriptParams`); loads Whisper."""
+        p = AudioTranscriptParams.parse(spec, "audio_transcript")
         import torch
         from transformers import AutoProcessor, WhisperForConditionalGeneration
 
-        spec = dict(spec)
-        backbone = spec.pop("backbone", "whisper-small")
-        folder, bspec = resolve_backbone(backbone, family="whisper")
-        device = spec.pop("device", None) or ("cuda" if torch.cuda.is_available() else "cpu")
-        dtype = spec.pop("dtype", None) or ("float16" if str(device).startswith("cuda") else "float32")
+        folder, bspec = resolve_backbone(p.backbone, family="whisper")
+        device = p.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = p.dtype or ("float16" if str(device).startswith("cuda") else "float32")
         try:
             processor = AutoProcessor.from_pretrained(str(folder))
             model = WhisperForConditionalGeneration.from_pretrained(str(folder), dtype=getattr(torch, dtype))
         except OSError as exc:
             raise WeightsUnavailable(f"cannot load a Whisper model from {folder}: {exc}") from exc
         return cls(model, processor, backbone=bspec.name, hub_id=bspec.hub_id, weights_sha256=weights_hash(folder),
-                   weights_source=bspec.source, device=device, dtype=dtype, **spec)
+                   weights_source=bspec.source, device=device, dtype=dtype,
+                   **p.model_dump(exclude={"backbone", "device", "dtype"}))
 
     @classmethod
     def from_model(cls, model: Any, processor: Any, **kwargs: Any) -> "AudioTranscriber":
@@ -148,7 +150,6 @@ class AudioTranscriber:
             "generation": {"language": self.language, "task": self.task, "max_new_tokens": self.max_new_tokens,
                            "do_sample": False, "window_seconds": WINDOW_SECONDS, "max_seconds": self.max_seconds,
                            "sample_rate": SAMPLE_RATE},
-            "code_version": CODE_VERSION,
             "audio_version": AUDIO_VERSION,
         }
 

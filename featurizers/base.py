@@ -8,8 +8,10 @@ so it runs the same from a flow, a notebook or a Dask worker:
   ``"audio"`` -> a local file path),
 - ``output``: an :class:`OutputSpec` (an embedding of dimension ``dim`` or free text),
 - ``fingerprint()``: a JSON-able dict naming everything that determines the output (backbone id,
-  weights hash, prompt, parameters, code version). The store hashes it into version ids, so a
-  changed backbone or prompt is a new version and an unchanged one is a cache hit,
+  weights hash, prompt, parameters). The engine adds the code and library versions itself
+  (:mod:`featurizers.fingerprinting`), so no version number is bumped by hand. The store hashes
+  it into run keys and version ids, so a changed backbone or prompt is a new version and an
+  unchanged one is a cache hit,
 - ``__call__(inputs) -> list[Result]``: one :class:`Result` per input, in order. One bad item is
   an error result with a reason; it never sinks the batch.
 """
@@ -22,9 +24,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, Literal, Protocol, Sequence, TypeVar, runtime_checkable
 
 import numpy as np
-
-#: Bumped when featurizer code changes in a way that changes outputs; part of every fingerprint.
-CODE_VERSION = "1"
 
 InputKind = Literal["text", "image", "video", "audio"]
 

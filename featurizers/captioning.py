@@ -45,12 +45,14 @@ from typing import Any, Literal, Sequence
 
 from PIL import Image
 
-from featurizers.base import CODE_VERSION, OutputSpec, Result, call_isolated
+from featurizers.base import OutputSpec, Result, call_isolated
+from featurizers.params import CaptionParams, VideoDescriptionParams
 from featurizers.prompts import Prompt, resolve_prompt
 from featurizers.registry import (
     WeightsUnavailable,
     register_featurizer,
     register_hub_backbones,
+    require_extra,
     resolve_backbone,
     weights_hash,
 )
@@ -366,29 +368,36 @@ class Captioner:
     # ----------------------------------------------------------------- constructors
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any], mode: Mode = "image") -> "Captioner":
-        spec = dict(spec)
-        mode = spec.pop("mode", mode)
-        if "backbone" not in spec:
-            raise ValueError(f"a {mode} captioner needs a `backbone` (registered name, local folder or hub id)")
-        backbone = spec.pop("backbone")
-        backend = choose_backend(spec.pop("backend", "auto"), allow_vllm=spec.pop("allow_vllm", True))
-        device, dtype = spec.pop("device", None), spec.pop("dtype", None)
-        vllm_kwargs = spec.pop("vllm", None) or {}
-        gen = GenerationConfig(**{k: spec.pop(k) for k in list(spec) if k in GenerationConfig.__dataclass_fields__})
-        folder, bspec = resolve_backbone(backbone, family="vlm")
+    def from_spec(
+        cls, spec: dict[str, Any] | CaptionParams | VideoDescriptionParams, mode: Mode = "image"
+    ) -> "Captioner":
+        """Build from manifest params, validated by :class:`~featurizers.params.CaptionParams` (images)
+        or :class:`~featurizers.params.VideoDescriptionParams` (videos); loads the model.
+
+        Raises:
+            featurizers.params.ParamsError: params that do not fit the schema.
+            MissingDependency: ``backend: vllm`` where vllm (the ``gpu`` extra) is not importable.
+            WeightsUnavailable: the backbone's weights are not here.
+        """
+        schema = CaptionParams if mode == "image" else VideoDescriptionParams
+        p = schema.parse(spec, "caption" if mode == "image" else "video_description")
+        backend = choose_backend(p.backend, allow_vllm=p.allow_vllm)
+        if backend == "vllm":
+            require_extra("vllm", "gpu", "the vllm captioning backend")
+        folder, bspec = resolve_backbone(p.backbone, family="vlm")
         if not (Path(folder) / "config.json").exists():
-            raise WeightsUnavailable(f"{backbone}: no config.json in {folder}; not a model folder")
+            raise WeightsUnavailable(f"{p.backbone}: no config.json in {folder}; not a model folder")
         digest = weights_hash(folder)
         if backend == "vllm":
             from featurizers.vllm_backend import VLLMBackend
 
-            impl: Any = VLLMBackend.load(folder, dtype=dtype, **vllm_kwargs)
+            impl: Any = VLLMBackend.load(folder, dtype=p.dtype, **p.vllm)
         else:
-            impl = TransformersVLM.load(folder, device=device, dtype=dtype)
+            impl = TransformersVLM.load(folder, device=p.device, dtype=p.dtype)
         return cls(
-            impl, mode=mode, generation=gen, backbone=bspec.name, hub_id=bspec.hub_id, weights_sha256=digest,
-            weights_source=bspec.source, random_init=False, **spec,
+            impl, mode=mode, prompt=p.resolved_prompt(), generation=GenerationConfig(**p.generation()),
+            backbone=bspec.name, hub_id=bspec.hub_id, weights_sha256=digest, weights_source=bspec.source,
+            random_init=False, **p.captioner_kwargs(),
         )
 
     @classmethod
@@ -419,7 +428,6 @@ class Captioner:
             "generation": self.generation.as_dict(),
             "image_max_side": self.image_max_side,
             "saw_pixels": True,
-            "code_version": CODE_VERSION,
             "captioning_version": CAPTIONING_VERSION,
         }
         if self.mode == "video":
@@ -524,21 +532,25 @@ class Captioner:
             results[i] = Result.failed(reason)
 
 
-@register_featurizer("caption")
+@register_featurizer("caption", CaptionParams, reads=("image",))
 class ImageCaptioner(Captioner):
     """``caption``: one image -> a description (default prompt ``product_image``)."""
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any], mode: Mode = "image") -> "Captioner":  # type: ignore[override]
+    def from_spec(  # type: ignore[override]
+        cls, spec: dict[str, Any] | CaptionParams, mode: Mode = "image"
+    ) -> "Captioner":
         return Captioner.from_spec(spec, mode="image")
 
 
-@register_featurizer("video_description")
+@register_featurizer("video_description", VideoDescriptionParams, reads=("video",))
 class VideoDescriber(Captioner):
     """``video_description``: frames of a clip -> a summary (default prompt ``video_summary``)."""
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any], mode: Mode = "video") -> "Captioner":  # type: ignore[override]
+    def from_spec(  # type: ignore[override]
+        cls, spec: dict[str, Any] | VideoDescriptionParams, mode: Mode = "video"
+    ) -> "Captioner":
         return Captioner.from_spec(spec, mode="video")
 
 

@@ -25,8 +25,9 @@ import threading
 from pathlib import Path
 from typing import Any, Sequence
 
-from featurizers.base import CODE_VERSION, OutputSpec, Result, call_isolated
+from featurizers.base import OutputSpec, Result, call_isolated
 from featurizers.hashing import file_sha256
+from featurizers.params import TextDescriptionParams
 from featurizers.prompts import Prompt, resolve_prompt
 from featurizers.registry import (
     BACKBONES,
@@ -159,7 +160,7 @@ def load_llm(folder: Path, gguf_file: str | None = None, device: str = "cpu") ->
 # --------------------------------------------------------------------------- the featurizer
 
 
-@register_featurizer("text_description")
+@register_featurizer("text_description", TextDescriptionParams)
 class TextDescriber:
     """Item text -> a short description from a text-only LLM (``saw_pixels: false``)."""
 
@@ -198,8 +199,10 @@ class TextDescriber:
         self.name = name or f"describe-{spec.name}"
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any]) -> "TextDescriber":
-        return cls(**spec)
+    def from_spec(cls, spec: dict[str, Any] | TextDescriptionParams) -> "TextDescriber":
+        """Build from manifest params (:class:`~featurizers.params.TextDescriptionParams`); loads the LLM."""
+        p = TextDescriptionParams.parse(spec, "text_description")
+        return cls(prompt=p.resolved_prompt(), **p.model_dump(exclude={"prompt", "prompt_text"}))
 
     def fingerprint(self) -> dict[str, Any]:
         return {
@@ -215,7 +218,6 @@ class TextDescriber:
             "prompt": self.prompt.fingerprint(),
             "system": self.system,
             "generation": {"max_new_tokens": self.max_new_tokens, "do_sample": False, "max_input_chars": self.max_input_chars},
-            "code_version": CODE_VERSION,
             "describer_version": DESCRIBER_VERSION,
         }
 

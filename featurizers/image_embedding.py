@@ -23,7 +23,8 @@ accepts an in-memory model, and its fingerprint then says ``"random_init": true`
 
 Throughput choices: identical files are embedded once (sha256 of the bytes); images are decoded by
 a small thread pool that prefetches the next batch while the model runs the current one; a batch
-that fails in the model is retried item by item so one bad image never sinks the batch.
+that fails in the model is retried item by item (:func:`featurizers.base.call_isolated`), so one
+bad image (or video frame) is its own error row and never sinks the batch, whatever its size.
 """
 
 from __future__ import annotations
@@ -42,9 +43,10 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from featurizers.base import CODE_VERSION, OutputSpec, Result, as_float_array
+from featurizers.base import OutputSpec, Result, as_float_array, call_isolated
 from featurizers.media import MediaError, file_sha256, load_image
-from featurizers.registry import WeightsUnavailable, register_featurizer, resolve_backbone, weights_hash
+from featurizers.params import ImageEmbeddingParams, ImageWordsParams, VideoEmbeddingParams
+from featurizers.registry import WeightsUnavailable, register_featurizer, require_extra, resolve_backbone, weights_hash
 
 DEFAULT_BACKBONE = "openai/clip-vit-base-patch32"
 DEFAULT_TEMPLATE = "a photo of {word}"
@@ -59,6 +61,11 @@ def _default_device(device: str | None) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _model_failure(what: str, exc: Exception) -> str:
+    """The error reason of an item the model failed on."""
+    return f"model failed on {what}: {type(exc).__name__}: {exc}"
 
 
 def _l2(x: np.ndarray) -> np.ndarray:
@@ -172,12 +179,7 @@ class OpenClipBackend(ClipBackend):
     backend = "open_clip"
 
     def __init__(self, arch: str, weights: Path | None, device: str | None = None) -> None:
-        try:
-            import open_clip  # noqa: F401
-        except Exception as exc:  # ImportError, or torchvision failing to import inside open_clip
-            raise ImportError(
-                f"the open_clip backend needs the `clip` extra (`pip install open-clip-torch`): {exc}"
-            ) from exc
+        open_clip = require_extra("open_clip", "clip", "the open_clip backend")
         import torch
 
         self.torch = torch
@@ -286,18 +288,7 @@ def load_clip_backend(
 # ============================================================================ image embeddings
 
 
-_SPEC_KEYS = {"backbone", "backend", "batch_size", "normalize", "dtype", "device", "arch", "max_pixels", "num_workers"}
-
-
-def _pick(spec: dict[str, Any], keys: Iterable[str], kind: str) -> dict[str, Any]:
-    keys = set(keys)
-    unknown = set(spec) - keys - {"kind", "name"}
-    if unknown:
-        raise ValueError(f"unknown {kind} spec keys: {sorted(unknown)}; known: {sorted(keys)}")
-    return {k: v for k, v in spec.items() if k in keys}
-
-
-@register_featurizer("image_embedding")
+@register_featurizer("image_embedding", ImageEmbeddingParams)
 class ImageEmbedder:
     """Embed one image file per item with a CLIP-family backbone.
 
@@ -350,8 +341,17 @@ class ImageEmbedder:
         self.output = OutputSpec("embedding", clip.dim, dtype)  # type: ignore[arg-type]
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any]) -> "ImageEmbedder":
-        return cls(**_pick(spec, _SPEC_KEYS, "image_embedding"))
+    def from_spec(cls, spec: dict[str, Any] | ImageEmbeddingParams) -> "ImageEmbedder":
+        """Build from manifest params (:class:`~featurizers.params.ImageEmbeddingParams`); loads the model.
+
+        Raises:
+            featurizers.params.ParamsError: params that do not fit the schema.
+            MissingDependency: ``backend: open_clip`` without the ``clip`` extra.
+            WeightsUnavailable: the backbone's weights are not here.
+        """
+        p = ImageEmbeddingParams.parse(spec, "image_embedding")
+        p.require_backend()
+        return cls(**p.model_dump())
 
     @classmethod
     def from_model(
@@ -401,7 +401,6 @@ class ImageEmbedder:
             "image_size": _jsonable(self.clip.image_size),
             "preprocess": self.clip.preprocess,
             "max_pixels": self.max_pixels,
-            "code_version": CODE_VERSION,
         }
 
     # -------------------------------------------------------------- the shared image path
@@ -454,21 +453,12 @@ class ImageEmbedder:
         return results  # type: ignore[return-value]
 
     def _encode_robust(self, images: list) -> list[np.ndarray | str]:
+        """One model call for the batch; where it fails, :func:`call_isolated` retries item by item,
+        so each image the model cannot take becomes its own error reason (also in a batch of one)."""
         if not images:
             return []
-        try:
-            feats = self.clip.encode_images(images)
-            return list(feats)
-        except Exception:
-            if len(images) == 1:
-                raise
-        out: list[np.ndarray | str] = []
-        for im in images:  # isolate the item that breaks the batch
-            try:
-                out.append(self.clip.encode_images([im])[0])
-            except Exception as exc:
-                out.append(f"model failed on this image: {type(exc).__name__}: {exc}")
-        return out
+        outputs = call_isolated(lambda batch: list(self.clip.encode_images(batch)), images)
+        return [_model_failure("this image", out) if isinstance(out, Exception) else out for out in outputs]
 
     def finish(self, vectors: np.ndarray) -> np.ndarray:
         """Normalize (if asked) and cast to the stored dtype."""
@@ -504,7 +494,7 @@ class VideoResult(Result):
     timestamps: tuple[float, ...] = field(default_factory=tuple)
 
 
-@register_featurizer("video_embedding")
+@register_featurizer("video_embedding", VideoEmbeddingParams)
 class VideoEmbedder:
     """Embed a video file: sample frames by seeking, embed them with a CLIP image backbone, mean-pool.
 
@@ -542,8 +532,11 @@ class VideoEmbedder:
         self.output = self.images.output
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any]) -> "VideoEmbedder":
-        return cls(**_pick(spec, _SPEC_KEYS | {"num_frames", "fps", "max_frames", "max_side"}, "video_embedding"))
+    def from_spec(cls, spec: dict[str, Any] | VideoEmbeddingParams) -> "VideoEmbedder":
+        """Build from manifest params (:class:`~featurizers.params.VideoEmbeddingParams`); loads the model."""
+        p = VideoEmbeddingParams.parse(spec, "video_embedding")
+        p.require_backend()
+        return cls(**p.model_dump())
 
     def fingerprint(self) -> dict[str, Any]:
         fp = self.images.fingerprint()
@@ -587,14 +580,14 @@ class VideoEmbedder:
                 take = min(emb.batch_size, len(pending_frames))
                 batch, owners = pending_frames[:take], pending_owner[:take]
                 del pending_frames[:take], pending_owner[:take]
-                try:
-                    feats = _l2(emb.clip.encode_images(batch).astype(np.float64))
-                except Exception as exc:  # the model failed on this batch: fail its videos, keep the rest
-                    for owner in set(owners):
-                        failed[owner] = f"model failed on frames of this video: {type(exc).__name__}: {exc}"
-                    continue
-                for owner, vec in zip(owners, feats):
-                    sums[owner] = sums.get(owner, 0.0) + vec
+                # a frame the model fails on fails its own video only, not the others in the batch
+                outputs = call_isolated(lambda ims: list(emb.clip.encode_images(ims)), batch)
+                for owner, out in zip(owners, outputs):
+                    if isinstance(out, Exception):
+                        failed.setdefault(owner, _model_failure("a frame of this video", out))
+                    else:
+                        vec = _l2(np.asarray(out, np.float64))
+                        sums[owner] = sums.get(owner, 0.0) + vec
 
         for digest in groups:
             try:
@@ -675,7 +668,7 @@ def _read_texts(source: Any) -> list[str]:
     return path.read_text().splitlines()
 
 
-@register_featurizer("image_words")
+@register_featurizer("image_words", ImageWordsParams)
 class ImageToWords:
     """DGVAE's image-to-words: an image -> its ``top_k`` closest vocabulary words (text output).
 
@@ -727,9 +720,11 @@ class ImageToWords:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any]) -> "ImageToWords":
-        keys = _SPEC_KEYS | {"vocabulary", "vocabulary_from", "min_count", "max_vocab", "top_k", "template"}
-        return cls(**_pick(spec, keys, "image_words"))
+    def from_spec(cls, spec: dict[str, Any] | ImageWordsParams) -> "ImageToWords":
+        """Build from manifest params (:class:`~featurizers.params.ImageWordsParams`); loads the model."""
+        p = ImageWordsParams.parse(spec, "image_words")
+        p.require_backend()
+        return cls(**p.model_dump())
 
     def fingerprint(self) -> dict[str, Any]:
         fp = self.images.fingerprint()

@@ -5,9 +5,12 @@ placeholders ``{title}``, ``{tags}``, ``{comments}``, ``{description}`` and ``{t
 text fields assembled into labelled lines); a placeholder the item does not have renders as an
 empty string (``{text}`` as ``(no text)``), so a template never raises on a missing field.
 
-A manifest can name a template (``prompt: video_summary``) or give its own text
-(``prompt: "Describe ..."``). Either way the **full text** goes into the featurizer's
-fingerprint, so editing a template (or bumping its version) makes a new feature version.
+A manifest names a template (``prompt: video_summary``) or gives its own text under its own key
+(``prompt_text: "Describe ..."``), never both. Keeping them apart is what makes a typo an error:
+``prompt: product_imgae`` names no template, so it fails with the closest registered name instead
+of silently becoming a one-word prompt. Either way the **full text** goes into the featurizer's
+fingerprint, so editing a template (or bumping its version) makes a new feature version; a custom
+text is recorded as ``{"name": "custom", "version": 1, "text": ...}``.
 
 Sources of the built-in templates:
 
@@ -23,6 +26,8 @@ Sources of the built-in templates:
 
 from __future__ import annotations
 
+import difflib
+import re
 import string
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -132,17 +137,68 @@ user would enjoy it. Use only the text above.""",
 )
 
 
+_NAME_LIKE = re.compile(r"[\w.-]+")
+
+
+def looks_like_name(value: str) -> bool:
+    """A single token of letters, digits, ``_``, ``-`` or ``.`` (``product_imgae``): meant as a name, not text."""
+    return bool(_NAME_LIKE.fullmatch(value.strip()))
+
+
+def check_prompt_name(name: str) -> Prompt:
+    """The registered template called ``name``.
+
+    Raises:
+        ValueError: ``name`` is not registered; the message names the closest registered prompt,
+            or (for something that reads like prompt text) says to use ``prompt_text``.
+    """
+    if name in PROMPTS:
+        return PROMPTS[name]
+    known = ", ".join(sorted(PROMPTS))
+    if looks_like_name(name):
+        close = difflib.get_close_matches(name, sorted(PROMPTS), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise ValueError(f"unknown prompt {name!r}{hint} (registered prompts: {known})")
+    raise ValueError(f"{name!r} is not a registered prompt name (registered prompts: {known}); "
+                     "put custom prompt text under prompt_text")
+
+
+def custom_prompt(text: str) -> Prompt:
+    """A custom template (name ``custom``, version 1) from its text; the text is what the fingerprint records."""
+    if not str(text).strip():
+        raise ValueError("empty prompt text")
+    return Prompt(name="custom", version=1, text=str(text).strip())
+
+
+def prompt_from_params(name: str | None, text: str | None, default: str) -> Prompt:
+    """The prompt of a manifest's ``prompt`` (a registered name) / ``prompt_text`` (custom text) pair.
+
+    Raises:
+        ValueError: both are given, ``name`` is not registered, or ``text`` is empty.
+    """
+    if name is not None and text is not None:
+        raise ValueError("give prompt (a registered name) or prompt_text (custom text), not both")
+    if text is not None:
+        return custom_prompt(text)
+    return check_prompt_name(name if name is not None else default)
+
+
 def resolve_prompt(prompt: str | Prompt | None, default: str) -> Prompt:
-    """A registered name -> that template; any other string -> a custom template (name ``custom``)."""
+    """The Python API's prompt argument: a :class:`Prompt`, a registered name, or custom template text.
+
+    A string that looks like a name (one token, see :func:`looks_like_name`) but is not registered
+    is an error naming the closest registered prompt, never a one-word custom prompt.
+    """
     if prompt is None:
         return PROMPTS[default]
     if isinstance(prompt, Prompt):
         return prompt
-    if prompt in PROMPTS:
-        return PROMPTS[prompt]
-    if not str(prompt).strip():
-        raise ValueError("empty prompt text")
-    return Prompt(name="custom", version=1, text=str(prompt).strip())
+    if prompt in PROMPTS or looks_like_name(str(prompt)):
+        return check_prompt_name(str(prompt))
+    return custom_prompt(prompt)
 
 
-__all__ = ["Prompt", "PROMPTS", "TEXT_FIELDS", "item_text", "register_prompt", "render_prompt", "resolve_prompt"]
+__all__ = [
+    "Prompt", "PROMPTS", "TEXT_FIELDS", "check_prompt_name", "custom_prompt", "item_text", "looks_like_name",
+    "prompt_from_params", "register_prompt", "render_prompt", "resolve_prompt",
+]

@@ -7,28 +7,79 @@ Two small registries:
   local folder, or a hub id (which only works where a hub cache or network exists). A manifest
   may also name a local folder directly. Missing weights raise :class:`WeightsUnavailable` with
   the model's name and how to provide it; nothing ever falls back to random weights.
-- **Featurizer kinds**: ``text_embedding``, ``caption``, ... map to a class with a
-  ``from_spec(spec: dict) -> Featurizer`` constructor, so a manifest entry builds a featurizer
-  without the pipeline knowing the class.
+- **Featurizer kinds**: ``text_embedding``, ``caption``, ... map to a :class:`FeaturizerKind`: the
+  class (with a ``from_spec(params) -> Featurizer`` constructor), its params schema
+  (:mod:`featurizers.params`) and the inputs it reads, so a manifest entry is validated in full
+  without loading anything, and built without the pipeline knowing the class.
+
+Why a featurizer cannot be built *here* is one of two :class:`Unavailable` errors: its weights are
+missing (:class:`WeightsUnavailable`) or an optional extra is (:class:`MissingDependency`, raised
+by :func:`require_extra`). Only those let an ``optional: true`` feature set be skipped.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
 import os
 import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from featurizers.base import Featurizer
 from featurizers.hashing import file_sha256
 
+if TYPE_CHECKING:
+    from featurizers.params import FeaturizerParams
 
-class WeightsUnavailable(RuntimeError):
+
+class Unavailable(RuntimeError):
+    """A featurizer cannot be built *here* (missing weights or a missing optional extra), though its
+    config is valid. These are the only reasons a feature set marked ``optional: true`` is skipped,
+    or a ``fallback:`` runs; any other exception is a bug or a bad config and fails the run."""
+
+
+class WeightsUnavailable(Unavailable):
     """Raised when a backbone's weights cannot be found offline; the message says how to fix it."""
+
+
+class MissingDependency(Unavailable, ImportError):
+    """An optional package (an mmfeat extra such as ``clip`` or ``gpu``) is not importable here.
+
+    Also an :class:`ImportError`, since that is what it is; the message names the pip extra.
+    """
+
+
+#: Extra hints for extras that cannot simply be added to the base environment.
+_EXTRA_HINTS = {"gpu": " in a separate GPU environment (vLLM pins its own torch and fastapi)"}
+
+
+def require_extra(module: str, extra: str, purpose: str) -> ModuleType:
+    """Import an optional package, or raise :class:`MissingDependency` naming the pip extra.
+
+    Args:
+        module: the import name (``open_clip``, ``vllm``).
+        extra: the mmfeat extra that installs it (``clip``, ``gpu``).
+        purpose: what needs it, for the message (``"the open_clip backend"``).
+
+    Returns:
+        The imported module.
+
+    Raises:
+        MissingDependency: the import failed for any reason (not installed, or a broken install,
+            e.g. open_clip failing on a torchvision that does not match torch).
+    """
+    try:
+        return importlib.import_module(module)
+    except Exception as exc:  # ImportError, or an error raised while the package imports its own deps
+        raise MissingDependency(
+            f"{purpose} needs the optional package {module!r}: install it with "
+            f"`pip install 'mmfeat[{extra}]'`{_EXTRA_HINTS.get(extra, '')} ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -238,26 +289,101 @@ def weights_hash(folder: Path) -> str:
 
 # --------------------------------------------------------------------------- featurizer kinds
 
-FeaturizerFactory = Callable[[dict[str, Any]], Featurizer]
-FEATURIZER_KINDS: dict[str, FeaturizerFactory] = {}
+#: The input kinds a manifest's ``input`` can give: text (``text_fields`` / ``from``) or a media column.
+INPUT_KINDS = ("text", "image", "video", "audio")
 
 
-def register_featurizer(kind: str) -> Callable[[type], type]:
-    """Class decorator: ``@register_featurizer("text_embedding")`` on a class with ``from_spec``."""
+@dataclass(frozen=True)
+class FeaturizerKind:
+    """One registered kind: the class that builds it, its params schema, and the inputs it reads.
+
+    ``params`` validates a manifest's ``params:`` without importing torch or loading weights, so a
+    manifest is checked in full before anything runs.
+    """
+
+    kind: str
+    cls: type
+    params: type["FeaturizerParams"]
+    reads: tuple[str, ...]
+
+    def build(self, params: Mapping[str, Any] | "FeaturizerParams") -> Featurizer:
+        """Validate ``params`` and build the featurizer (this may load weights)."""
+        return self.cls.from_spec(self.params.parse(params, self.kind))  # type: ignore[attr-defined]
+
+
+FEATURIZER_KINDS: dict[str, FeaturizerKind] = {}
+
+
+def _class_reads(cls: type) -> tuple[str, ...] | None:
+    accepts = getattr(cls, "accepts", None)
+    if accepts:
+        return tuple(accepts)
+    input_kind = getattr(cls, "input_kind", None)
+    return (input_kind,) if isinstance(input_kind, str) else None
+
+
+def register_featurizer(
+    kind: str, params: type["FeaturizerParams"], *, reads: Sequence[str] | None = None
+) -> Callable[[type], type]:
+    """Class decorator: ``@register_featurizer("text_embedding", TextEmbeddingParams)``.
+
+    Args:
+        kind: the manifest's ``kind:`` value.
+        params: the pydantic model of the kind's ``params:`` (``featurizers.params``); the class's
+            ``from_spec`` receives an instance of it.
+        reads: the input kinds it accepts (``text``, ``image``, ``video``, ``audio``); default: the
+            class's ``accepts`` or ``input_kind`` attribute.
+
+    Returns:
+        The decorator, which returns the class unchanged.
+
+    Raises:
+        TypeError: the class has no ``from_spec``, or its input kinds are not declared / not known.
+    """
 
     def wrap(cls: type) -> type:
-        FEATURIZER_KINDS[kind] = cls.from_spec  # type: ignore[attr-defined]
+        accepted = tuple(reads) if reads is not None else _class_reads(cls)
+        if not accepted or not set(accepted) <= set(INPUT_KINDS):
+            raise TypeError(f"featurizer kind {kind!r}: declare which inputs it reads (one or more of {INPUT_KINDS})")
+        if not callable(getattr(cls, "from_spec", None)):
+            raise TypeError(f"featurizer kind {kind!r}: {cls.__name__} has no from_spec classmethod")
+        FEATURIZER_KINDS[kind] = FeaturizerKind(kind, cls, params, accepted)
         return cls
 
     return wrap
 
 
-def build_featurizer(kind: str, spec: dict[str, Any]) -> Featurizer:
-    """Build a featurizer of ``kind`` from a manifest spec (``params`` etc.)."""
+def featurizer_kind(kind: str) -> FeaturizerKind:
+    """The registered kind called ``kind`` (the built-in kinds are imported first; none loads torch).
+
+    Raises:
+        ValueError: no such kind; the message names the closest registered one.
+    """
     _import_builtin_kinds()
     if kind not in FEATURIZER_KINDS:
-        raise ValueError(f"unknown featurizer kind {kind!r}; known kinds: {', '.join(sorted(FEATURIZER_KINDS))}")
-    return FEATURIZER_KINDS[kind](spec)
+        from featurizers.params import did_you_mean
+
+        raise ValueError(f"unknown featurizer kind {kind!r}{did_you_mean(kind, FEATURIZER_KINDS)}")
+    return FEATURIZER_KINDS[kind]
+
+
+def build_featurizer(kind: str, spec: Mapping[str, Any]) -> Featurizer:
+    """Build a featurizer of ``kind`` from a manifest's ``params``.
+
+    Args:
+        kind: a registered featurizer kind.
+        spec: the ``params:`` mapping (validated here against the kind's schema).
+
+    Returns:
+        The featurizer.
+
+    Raises:
+        ValueError: unknown kind.
+        featurizers.params.ParamsError: params that do not fit the kind's schema.
+        Unavailable: weights (:class:`WeightsUnavailable`) or an optional extra
+            (:class:`MissingDependency`) are missing here.
+    """
+    return featurizer_kind(kind).build(spec)
 
 
 _BUILTIN_MODULES = (
@@ -270,10 +396,6 @@ _BUILTIN_MODULES = (
 
 
 def _import_builtin_kinds() -> None:
-    """Import the modules that register the built-in kinds (each is optional: heavy deps are lazy)."""
-    import importlib
-
+    """Import the modules that register the built-in kinds (cheap: they import torch only when building)."""
     for module in _BUILTIN_MODULES:
-        if importlib.util.find_spec(module) is not None:
-            importlib.import_module(module)
-
+        importlib.import_module(module)

@@ -17,7 +17,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from featurizers.base import CODE_VERSION, OutputSpec, Result, as_float_array
+from featurizers.base import OutputSpec, Result, as_float_array
+from featurizers.params import TextEmbeddingParams
 from featurizers.registry import register_featurizer, resolve_backbone, weights_hash
 
 _MODELS: dict[tuple[str, str], Any] = {}
@@ -39,7 +40,7 @@ def load_sentence_transformer(path: Path, device: str | None = None) -> Any:
         return _MODELS[key]
 
 
-@register_featurizer("text_embedding")
+@register_featurizer("text_embedding", TextEmbeddingParams)
 class TextEmbedder:
     """Embed one text per item with a sentence-transformers backbone.
 
@@ -81,8 +82,9 @@ class TextEmbedder:
         self._weights_hash = weights_hash(self.path)
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any]) -> "TextEmbedder":
-        return cls(**spec)
+    def from_spec(cls, spec: dict[str, Any] | TextEmbeddingParams) -> "TextEmbedder":
+        """Build from manifest params, validated by :class:`~featurizers.params.TextEmbeddingParams`."""
+        return cls(**TextEmbeddingParams.parse(spec, "text_embedding").model_dump())
 
     def fingerprint(self) -> dict[str, Any]:
         return {
@@ -95,7 +97,6 @@ class TextEmbedder:
             "truncate_dim": self.truncate_dim,
             "dtype": self.dtype,
             "max_seq_length": int(self.model.max_seq_length),
-            "code_version": CODE_VERSION,
         }
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from featurizers.captioning import GenerationConfig, Request, chat_prompt, processor_supports_video
+from featurizers.registry import require_extra
 
 
 class VLLMBackend:
@@ -28,7 +29,7 @@ class VLLMBackend:
 
     def __init__(self, llm: Any, processor: Any, *, vllm_module: Any = None, dtype: str = "auto") -> None:
         if vllm_module is None:
-            import vllm as vllm_module  # noqa: PLC0415 - lazy on purpose
+            vllm_module = require_extra("vllm", "gpu", "the vllm backend")
         self.vllm = vllm_module
         self.llm = llm
         self.processor = processor
@@ -46,7 +47,7 @@ class VLLMBackend:
         max_images: int = 8,
         **llm_kwargs: Any,
     ) -> "VLLMBackend":
-        import vllm  # noqa: PLC0415 - optional GPU extra
+        vllm = require_extra("vllm", "gpu", "the vllm backend")
         from transformers import AutoProcessor
 
         processor = AutoProcessor.from_pretrained(str(folder))

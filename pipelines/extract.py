@@ -301,16 +301,17 @@ def fallback_spec(spec: FeatureSetSpec) -> FeatureSetSpec | None:
 
 
 def build_featurizer_for(spec: FeatureSetSpec) -> tuple[Featurizer, FeatureSetSpec, str]:
-    """The featurizer for a feature set, or its fallback when the primary's weights are missing.
+    """The featurizer for a feature set, or its fallback when the primary cannot be built here
+    (missing weights or a missing optional extra).
 
     Returns the featurizer, the spec it runs under (the fallback may read another input), and a
     note saying which one runs and why (empty when the primary runs).
     """
-    from featurizers.registry import WeightsUnavailable, build_featurizer
+    from featurizers.registry import Unavailable, build_featurizer
 
     try:
         featurizer, effective, note = build_featurizer(spec.kind, dict(spec.params)), spec, ""
-    except WeightsUnavailable as exc:
+    except Unavailable as exc:  # missing weights or a missing extra; any other error is a real failure
         effective = fallback_spec(spec)  # type: ignore[assignment]
         if effective is None:
             raise
@@ -365,7 +366,7 @@ def run_feature_set(
         >>> run_feature_set(FeatureStore("store"), m, m.feature_set("title_minilm"), items).version  # doctest: +SKIP
         'v-...'
     """
-    from featurizers.registry import WeightsUnavailable
+    from featurizers.registry import Unavailable
 
     dataset = manifest.store_dataset
     plan = dict(store=store, dataset=dataset, parent_versions=parent_versions,
@@ -378,7 +379,7 @@ def run_feature_set(
             try:
                 planned = plan_inputs(items, candidate, **plan)
                 key = request_key(candidate, planned)
-            except WeightsUnavailable:
+            except Unavailable:
                 continue
             hit = store.complete_version(dataset, spec.name, key) if key else None
             if hit is not None:

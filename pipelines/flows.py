@@ -18,14 +18,7 @@ from pipelines.extract import FeatureSetJob, FeatureSetReport, load_items, run_f
 from pipelines.manifest import load_manifest
 from pipelines.store import FeatureStore, default_store_root
 
-try:  # the registry's "not available here" errors: missing weights, a missing optional extra
-    from featurizers.registry import MissingDependency, WeightsUnavailable
-
-    UNAVAILABLE: tuple[type[Exception], ...] = (WeightsUnavailable, MissingDependency)
-except ImportError:  # pragma: no cover - MissingDependency lands with the params schemas
-    from featurizers.registry import WeightsUnavailable
-
-    UNAVAILABLE = (WeightsUnavailable,)
+from featurizers.registry import Unavailable
 
 
 @task(name="load-source", cache_policy=NO_CACHE, retries=1)
@@ -111,7 +104,7 @@ def extract_features(
         try:
             report = run_feature_set(store, m, spec, items, parent_versions=produced, lineage=lineage,
                                      aliases=aliases, run_shards=run_shards)
-        except UNAVAILABLE as exc:  # only missing weights or a missing extra make "optional" skip
+        except Unavailable as exc:  # only missing weights or a missing extra make "optional" skip
             if not spec.optional:
                 raise
             logger.warning("skipping optional feature set %s: %s", spec.name, exc)

@@ -5,6 +5,13 @@ A manifest names the source (which adapter, where its files are), the feature se
 strict: an unknown key, a wrong type, a missing path or a path that escapes the data root stops the
 run with the field's path and the reason, before a single file is written.
 
+That includes what the featurizers will receive: every feature set's ``kind`` (and its
+``fallback``'s) must be a registered featurizer kind, its ``params`` must fit that kind's schema
+(:mod:`featurizers.params`), and its input must be one the kind reads. The check imports the
+featurizer modules but neither torch nor any weights, so ``mmfeat manifest check`` is cheap, and a
+typo fails there with the closest valid name (``feature_sets.0.params.batchsize: unknown parameter;
+did you mean batch_size?``) instead of mid-run.
+
 Paths: ``data_root`` (default: the folder holding the manifest) anchors every source path;
 ``source.root`` and every file option of the source are relative to it and must stay inside it.
 A real download is one override away: ``data_root: /data/MicroLens-100k`` with ``source.root: .``,
@@ -14,11 +21,13 @@ or the flow/CLI parameter ``data_root``.
 from __future__ import annotations
 
 import os
+import types
+import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MANIFEST_DIR = Path(os.environ.get("MMFEAT_MANIFESTS", REPO_ROOT / "manifests"))
@@ -109,8 +118,8 @@ class Manifest(_Strict):
     #: Keep only the first N items (sorted by id); for quick looks at big sources.
     limit_items: int | None = Field(default=None, ge=1)
 
-    # Filled by load_manifest: where the manifest came from, and its resolved data root.
-    path: Path | None = None
+    # Set by load_manifest (never by the YAML): the file the manifest came from.
+    _path: Path | None = PrivateAttr(default=None)
 
     @field_validator("feature_sets")
     @classmethod
@@ -126,6 +135,11 @@ class Manifest(_Strict):
                     raise ValueError(f"{s.name}: input.{key} {parent!r} must name a feature set defined above it")
             known.add(s.name)
         return sets
+
+    @property
+    def path(self) -> Path | None:
+        """The manifest file (set by :func:`load_manifest`); relative paths are anchored at its folder."""
+        return self._path
 
     @property
     def store_dataset(self) -> str:
@@ -179,8 +193,193 @@ def find_manifest(name_or_path: str | os.PathLike[str]) -> Path:
     raise ManifestError(f"manifest {str(name_or_path)!r} not found (not a file; known names: {available})")
 
 
+# --------------------------------------------------------------------------- error messages
+
+
+def _inner_model(annotation: Any) -> type[BaseModel] | None:
+    """The model inside an annotation such as ``list[FeatureSetSpec]`` or ``InputSpec | None``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (list, typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            inner = _inner_model(arg)
+            if inner is not None:
+                return inner
+    return None
+
+
+def _keys_at(loc: tuple[Any, ...]) -> list[str]:
+    """The valid keys of the mapping at ``loc`` in a manifest (aliases as written in YAML)."""
+    model: type[BaseModel] | None = Manifest
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            continue
+        fields = {f.alias or name: f for name, f in model.model_fields.items()}
+        model = _inner_model(fields[part].annotation) if part in fields else None
+    return [f.alias or name for name, f in model.model_fields.items()] if model else []
+
+
+def _param_names(raw: Mapping[str, Any], loc: tuple[Any, ...]) -> list[str]:
+    """Param names of the kind of the feature set at ``loc`` (``feature_sets.N``), if that kind is known."""
+    entry: Any = raw
+    for part in loc:
+        if isinstance(entry, dict):
+            entry = entry.get(part)
+        elif isinstance(entry, list) and isinstance(part, int) and part < len(entry):
+            entry = entry[part]
+        else:
+            return []
+    kind = entry.get("kind") if isinstance(entry, dict) else None
+    if not isinstance(kind, str):
+        return []
+    from featurizers.registry import featurizer_kind
+
+    try:
+        return list(featurizer_kind(kind).params.model_fields)
+    except ValueError:  # an unknown kind is reported on its own line
+        return []
+
+
+def _unknown_key(raw: Mapping[str, Any], loc: tuple[Any, ...]) -> str:
+    """``unknown key; did you mean X?``: the closest key of that mapping, or a param put one level too high."""
+    import difflib
+
+    from featurizers.params import did_you_mean
+
+    key, parent = str(loc[-1]), loc[:-1]
+    keys = _keys_at(parent)
+    if not difflib.get_close_matches(key, keys, n=1, cutoff=0.6):
+        params = _param_names(raw, parent)
+        close = difflib.get_close_matches(key, params, n=1, cutoff=0.6)
+        if close:
+            return f"unknown key; did you mean params.{close[0]}?"
+    return "unknown key" + did_you_mean(key, keys)
+
+
+def _structure_problems(exc: ValidationError, raw: Mapping[str, Any]) -> list[str]:
+    """One ``path: reason`` line per pydantic error of the manifest's own structure."""
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        reason = _unknown_key(raw, err["loc"]) if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"{where}: {reason}" if where else reason)
+    return lines
+
+
+# --------------------------------------------------------------------------- featurizer checks
+
+_MEDIA_KINDS = {"image_uri": "image", "video_uri": "video", "audio_uri": "audio"}
+
+
+def _input_kind(raw_input: Any) -> str | None:
+    """What a raw ``input:`` mapping gives a featurizer (text or a media kind); None if it is malformed."""
+    if not isinstance(raw_input, dict):
+        return None
+    if raw_input.get("media") in _MEDIA_KINDS:
+        return _MEDIA_KINDS[raw_input["media"]]
+    return "text" if raw_input.get("text_fields") or raw_input.get("from") else None
+
+
+def _featurizer_entry_problems(
+    entry: Mapping[str, Any], where: str, raw_input: Any, *, inherited: bool = False
+) -> list[str]:
+    """Kind, params and input of one featurizer entry (a feature set or its fallback).
+
+    Malformed entries (no string ``kind``, ``params`` not a mapping) are left to the structural
+    validation, which reports them.
+    """
+    from featurizers.params import ParamsError
+    from featurizers.registry import featurizer_kind
+
+    kind = entry.get("kind")
+    if not isinstance(kind, str):
+        return []
+    try:
+        registered = featurizer_kind(kind)
+    except ValueError as exc:
+        return [f"{where}.kind: {exc}"]
+    problems = []
+    params = entry.get("params", {})
+    if isinstance(params, dict):
+        try:
+            registered.params.parse(params, kind)
+        except ParamsError as exc:
+            problems += [f"{where}.params{'.' + p if p else ''}: {reason}" for p, reason in exc.problems]
+    given = _input_kind(raw_input)
+    if given is not None and given not in registered.reads:
+        note = " (the feature set's input; give the fallback its own input)" if inherited else ""
+        reads = " or ".join(registered.reads)
+        problems.append(f"{where}.input: {kind} reads {reads} input, but it is given {given}{note}")
+    return problems
+
+
+def featurizer_problems(raw: Mapping[str, Any]) -> list[str]:
+    """Every featurizer problem of a raw manifest mapping, one ``path: reason`` line each.
+
+    Checks each feature set's ``kind``, ``params`` and ``input`` and the same for its ``fallback``
+    (whose input defaults to the feature set's). Loads no model and imports no torch.
+    """
+    sets = raw.get("feature_sets")
+    if not isinstance(sets, list):
+        return []
+    problems: list[str] = []
+    for i, entry in enumerate(sets):
+        if not isinstance(entry, dict):
+            continue
+        problems += _featurizer_entry_problems(entry, f"feature_sets.{i}", entry.get("input"))
+        fallback = entry.get("fallback")
+        if isinstance(fallback, dict):
+            own = fallback.get("input")
+            problems += _featurizer_entry_problems(fallback, f"feature_sets.{i}.fallback", own or entry.get("input"),
+                                                   inherited=not own)
+    return problems
+
+
+def _path_order(line: str) -> list[tuple[int, int | str]]:
+    """Sort key: problems in manifest order (``feature_sets.2`` before ``feature_sets.10``)."""
+    path = line.split(":", 1)[0]
+    return [(0, int(p)) if p.isdigit() else (1, p) for p in path.split(".")]
+
+
+def validate_manifest(raw: Mapping[str, Any], path: Path | None = None) -> Manifest:
+    """Validate a raw manifest mapping: its structure and every featurizer's kind, params and input.
+
+    Args:
+        raw: the parsed YAML.
+        path: the file it came from (anchors relative paths; named in errors).
+
+    Returns:
+        The manifest (paths not yet checked on disk; :func:`load_manifest` does that).
+
+    Raises:
+        ManifestError: one line per problem, each ``field.path: reason``.
+    """
+    problems = featurizer_problems(raw)
+    try:
+        manifest = Manifest.model_validate(raw)
+    except ValidationError as exc:
+        problems = _structure_problems(exc, raw) + problems
+    if problems:
+        problems.sort(key=_path_order)
+        where = f"{path}: " if path else ""
+        raise ManifestError(f"{where}invalid manifest\n" + "\n".join(f"  {line}" for line in problems))
+    manifest._path = path
+    return manifest
+
+
 def load_manifest(name_or_path: str | os.PathLike[str], *, data_root: str | None = None) -> Manifest:
-    """Read, validate and path-check a manifest. ``data_root`` overrides the manifest's own."""
+    """Read, validate and path-check a manifest.
+
+    Args:
+        name_or_path: a manifest file, or a name in ``manifests/`` (``microlens``).
+        data_root: overrides the manifest's own ``data_root``.
+
+    Returns:
+        The validated manifest.
+
+    Raises:
+        ManifestError: not found, not YAML, or invalid (one line per problem, naming the field).
+    """
     path = find_manifest(name_or_path)
     try:
         raw = yaml.safe_load(path.read_text())
@@ -190,11 +389,7 @@ def load_manifest(name_or_path: str | os.PathLike[str], *, data_root: str | None
         raise ManifestError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
     if data_root is not None:
         raw["data_root"] = str(Path(data_root).expanduser().resolve())
-    try:
-        manifest = Manifest.model_validate({**raw, "path": path})
-    except ValidationError as exc:
-        lines = [f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
-        raise ManifestError(f"{path}: invalid manifest\n" + "\n".join(lines)) from None
+    manifest = validate_manifest(raw, path)
     try:
         root = manifest.source_root()
         _file_options(manifest.source, root)

@@ -1,15 +1,23 @@
 """The ``train-recommender`` flow: store versions + a manifest's interactions -> a trained, evaluated model.
 
-Steps: load the manifest's interactions (same adapter as extraction), optional k-core, split
-(MMRec's ``x_label`` when the source has one, else seeded per-user 8:1:1, or a global time split),
-save the split as data (its hash goes in the run record), read each requested feature version
-aligned to the model's item index, train (one config or a grid selected on validation), write the
-run record and a Prefect table artifact. ``compare_runs`` prints runs side by side.
+Steps: check the request (:func:`validate_train_request`: model, feature roles, store versions,
+hyper-parameter names, seeds; nothing is loaded before it passes), load the manifest's interactions
+(same adapter as extraction), optional k-core, split (MMRec's ``x_label`` when the source has one, else
+per-user 8:1:1 seeded by ``split_seed``, or a global time split), save the split as data (its hash goes
+in the run record), read each requested feature version aligned to the model's item index, train (one
+config or a grid selected on validation; ``seed`` is the training seed), write the run record and a
+Prefect table artifact. ``compare_runs`` prints runs side by side.
+
+Two seeds, two options: ``split_seed`` makes the split, ``seed`` (or the hyper-parameter ``seed``, the
+same thing given twice must agree) seeds training. Both default to 2024, the value the single ``seed``
+option had, so a request naming neither reproduces earlier records; the record holds both
+(``split.seed`` and ``config.seed``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -17,8 +25,13 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from pipelines.manifest import REPO_ROOT, load_manifest
-from pipelines.store import FeatureStore, default_store_root
+from pipelines.manifest import REPO_ROOT, Manifest, ManifestError, load_manifest
+from pipelines.store import FeatureStore, StoreError, default_store_root
+
+#: default of both seeds (split and training): the single ``seed`` option's default before they were split
+DEFAULT_SEED = 2024
+
+log = logging.getLogger(__name__)
 
 REPORT_METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20")
 
@@ -35,21 +48,179 @@ def default_runs_dir() -> Path:
     return Path(os.environ.get("MMFEAT_RUNS", REPO_ROOT / "runs"))
 
 
+# ---------------------------------------------------------------------------- pre-flight checks
+class TrainRequestError(ValueError):
+    """A train request that cannot run; the message is one line saying what is wrong and what to do."""
+
+
+def known_models() -> list[str]:
+    """Names of the models ``train_recommender`` can train (for ``mmfeat train --help``)."""
+    from recommenders import model_names
+
+    return model_names()
+
+
+def resolve_training_seed(seed: int | None, overrides: dict[str, Any] | None,
+                          grid: dict[str, list[Any]] | None = None) -> int | None:
+    """The training seed of a request: ``seed`` or ``overrides["seed"]`` (the same option given two ways).
+
+    Returns None when the grid varies the seed (each combination brings its own), else DEFAULT_SEED when
+    neither is given.
+
+    Raises:
+        TrainRequestError: the two ways disagree, or the grid varies a seed also given as an option.
+    """
+    overrides, grid = overrides or {}, grid or {}
+    given = overrides.get("seed")
+    if seed is not None and given is not None and int(seed) != int(given):
+        raise TrainRequestError(f"training seed given twice with different values (seed={seed}, "
+                                f"--set seed={given}); give it once")
+    if "seed" in grid:
+        if seed is not None or given is not None:
+            raise TrainRequestError("the grid varies 'seed' and a training seed is also given; drop one of them")
+        return None
+    return int(seed if seed is not None else given if given is not None else DEFAULT_SEED)
+
+
+def _one_line(exc: Exception) -> str:
+    """An exception's message on one line (multi-line manifest errors joined with '; ')."""
+    return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+
+
+def _check_hyper_parameters(model: str, overrides: dict[str, Any], grid: dict[str, list[Any]]) -> None:
+    """Every ``--set`` / ``--grid`` key is declared by the model or the trainer; grids list values."""
+    from recommenders import ConfigError, check_hyper_parameters
+
+    for where, keys in (("--set", overrides), ("--grid", grid)):
+        if "split_seed" in keys:
+            raise TrainRequestError(f"'split_seed' in {where} is not a hyper-parameter; pass it as the train "
+                                    "request's split_seed option")
+        try:
+            check_hyper_parameters(model, keys, where=where)
+        except ConfigError as exc:
+            raise TrainRequestError(str(exc)) from None
+    for key, values in grid.items():
+        if not isinstance(values, (list, tuple)) or not values:
+            raise TrainRequestError(f"--grid {key} needs a non-empty list of values, got {values!r}")
+
+
+def _check_roles(model: str, arms: list[dict[str, str]], overrides: dict[str, Any],
+                 grid: dict[str, list[Any]]) -> None:
+    """Each arm's feature roles are read by the model (rule: no feature the model would ignore)."""
+    from recommenders import ConfigError, check_features, get_model_class, resolve_config
+
+    cfg = resolve_config(model, overrides)
+    alternatives = [{**cfg, k: v} for k, vals in grid.items() if k.endswith("_feature") for v in vals]
+    cls = get_model_class(model)
+    for feats in arms:
+        try:
+            check_features(model, feats, cfg, alternatives)
+        except ConfigError as exc:
+            raise TrainRequestError(str(exc)) from None
+        if cls.modality_roles and not feats:
+            raise TrainRequestError(f"{cls.model_name} needs item features: pass --feature ROLE=FEATURE_SET[@ref] "
+                                    f"for a role among {', '.join(cls.modality_roles)}")
+
+
+def _check_store_ref(store: FeatureStore, m: Manifest, manifest: str, flag: str, role: str, ref: str) -> None:
+    """``ref`` ("feature_set[@version or alias]") names a published embedding version of the manifest's dataset."""
+    fs, _, version = ref.partition("@")
+    dataset = m.store_dataset
+    if not fs:
+        raise TrainRequestError(f"{flag} {role}={ref}: no feature set name; write {role}=FEATURE_SET[@ref]")
+    extract = f"run `mmfeat extract {manifest} --feature-set {fs}` first"
+    if fs not in store.feature_sets(dataset):
+        from recommenders.config import did_you_mean
+
+        known = sorted(set(store.feature_sets(dataset)) | {f.name for f in m.feature_sets})
+        hint = did_you_mean(fs, known) if fs not in known else ""
+        raise TrainRequestError(f"{flag} {role}={ref}: feature set {fs!r} has no version in the store "
+                                f"{store.root} for dataset {dataset!r};{hint} {extract}")
+    try:
+        resolved = store.resolve(dataset, fs, version or "latest")
+    except StoreError as exc:
+        todo = extract if not version else "list them with `mmfeat store list`"
+        raise TrainRequestError(f"{flag} {role}={ref}: {_one_line(exc)}; {todo}") from None
+    kind = store.manifest(dataset, fs, resolved).get("output", {}).get("kind")
+    if kind is not None and kind != "embedding":
+        raise TrainRequestError(f"{flag} {role}={ref}: {dataset}/{fs}/{resolved} holds {kind}, not embeddings; "
+                                f"pass an embedding feature set (e.g. one computed from it)")
+
+
+def validate_train_request(
+    manifest: str,
+    *,
+    model: str,
+    features: dict[str, str] | None,
+    versus: dict[str, str] | None,
+    overrides: dict[str, object] | None,
+    grid: dict[str, list[object]] | None,
+    store_root: str | None = None,
+    data_root: str | None = None,
+    seed: int | None = None,
+) -> None:
+    """Check everything a train request needs before Prefect starts or any data loads.
+
+    Checks, in order: the model is known; every ``--set`` / ``--grid`` key is a declared hyper-parameter;
+    the training seed is not given twice with different values; every feature role (of ``features`` and
+    of ``features`` with ``versus`` swapped in) is read by the model; the manifest is valid; every feature
+    reference names a published embedding version of the manifest's dataset in the store.
+
+    Args:
+        manifest: manifest name or path.
+        model: model name (case-insensitive).
+        features: role -> ``"feature_set[@ref]"`` (``ref``: version id, unique prefix or alias; default latest).
+        versus: role -> ``"feature_set[@ref]"`` swapped into ``features`` for a second run.
+        overrides: hyper-parameters (``--set``).
+        grid: hyper-parameter -> values (``--grid``).
+        store_root: feature store root (default: the store's default root).
+        data_root: overrides the manifest's data root.
+        seed: the training seed option, when given (checked against ``overrides["seed"]``).
+
+    Raises:
+        TrainRequestError: one line saying what is wrong and what to do.
+    """
+    from recommenders import UnknownModelError, get_model_class
+
+    try:
+        model = get_model_class(model).model_name
+    except UnknownModelError as exc:
+        raise TrainRequestError(str(exc)) from None
+    overrides, grid = dict(overrides or {}), dict(grid or {})
+    _check_hyper_parameters(model, overrides, grid)
+    resolve_training_seed(seed, overrides, grid)
+    features = dict(features or {})
+    arms = [features] + ([{**features, **versus}] if versus else [])
+    _check_roles(model, arms, overrides, grid)
+    try:
+        m = load_manifest(manifest, data_root=data_root)
+    except ManifestError as exc:
+        raise TrainRequestError(_one_line(exc)) from None
+    store = FeatureStore(store_root or default_store_root())
+    for flag, refs in (("--feature", features), ("--versus", versus or {})):
+        for role, ref in refs.items():
+            _check_store_ref(store, m, manifest, flag, role, ref)
+
+
 def load_training_data(
     manifest: str,
     features: dict[str, str],
     *,
     store_root: str | None = None,
     split: str | None = None,
-    seed: int = 2024,
+    split_seed: int | None = None,
     min_rating: float | None = None,
     k_core: int = 0,
     runs_dir: str | None = None,
     data_root: str | None = None,
 ):
-    """Interactions -> split -> :class:`recommenders.InteractionData` with aligned store features."""
+    """Interactions -> split -> :class:`recommenders.InteractionData` with aligned store features.
+
+    ``split_seed`` seeds the random split (default DEFAULT_SEED); other methods do not use it, and the
+    record then says ``seed: None`` (a seed given for them is reported with a warning).
+    """
     from pipelines.extract import load_items
-    from recommenders import from_split_frame, k_core as apply_k_core, save_split, split_interactions
+    from recommenders import from_split_frame, k_core as apply_k_core, resolve_split_method, split_interactions
 
     m = load_manifest(manifest, data_root=data_root)
     _items, interactions, source_fp = load_items(m)
@@ -60,13 +231,13 @@ def load_training_data(
         df = df[df["label"] >= min_rating]
     if k_core:
         df = apply_k_core(df, k_core)
-    split_df = split_interactions(df, split, seed=seed)
-    split_dir = Path(runs_dir or default_runs_dir()) / "splits"
-    split_dir.mkdir(parents=True, exist_ok=True)
-    tmp = split_dir / f"{m.store_dataset}-{os.getpid()}.parquet"
-    split_hash = save_split(split_df, tmp)
-    final = split_dir / f"{m.store_dataset}-{split_hash[:12]}.parquet"
-    os.replace(tmp, final)
+    method = resolve_split_method(df, split)
+    if method != "random" and split_seed is not None:
+        log.warning("split_seed=%s is not used: the %s split is not random", split_seed, method)
+    seed_used = int(split_seed) if split_seed is not None else DEFAULT_SEED
+    split_info = {"method": method, "seed": seed_used if method == "random" else None}
+    split_df = split_interactions(df, method, seed=seed_used)
+    final, split_hash = _save_split_file(split_df, m.store_dataset, runs_dir)
     store = FeatureStore(store_root or default_store_root())
     matrices, versions = {}, {}
     for modality, ref in features.items():
@@ -74,10 +245,24 @@ def load_training_data(
         read = store.read_matrix(m.store_dataset, fs, version or "latest")
         matrices[modality] = (read.item_ids, read.matrix)
         versions[modality] = f"{m.store_dataset}/{fs}/{read.version}"
-    data = from_split_frame(split_df, features=matrices, feature_versions=versions, split_hash=split_hash)
+    data = from_split_frame(split_df, features=matrices, feature_versions=versions, split_hash=split_hash,
+                            split_info=split_info)
     info = {"manifest": m.name, "source_fingerprint": source_fp, "split_file": str(final),
-            "interactions": int(len(df)), **data.summary()}
+            "interactions": int(len(df)), "split": split_info, **data.summary()}
     return data, info
+
+
+def _save_split_file(split_df, dataset: str, runs_dir: str | None) -> tuple[Path, str]:
+    """Write the split under ``<runs>/splits/<dataset>-<hash12>.parquet``; returns (path, content hash)."""
+    from recommenders import save_split
+
+    split_dir = Path(runs_dir or default_runs_dir()) / "splits"
+    split_dir.mkdir(parents=True, exist_ok=True)
+    tmp = split_dir / f"{dataset}-{os.getpid()}.parquet"
+    split_hash = save_split(split_df, tmp)
+    final = split_dir / f"{dataset}-{split_hash[:12]}.parquet"
+    os.replace(tmp, final)
+    return final, split_hash
 
 
 def _metrics_table(records: list[dict[str, Any]]) -> str:
@@ -113,46 +298,73 @@ def train_recommender(
     features: dict[str, str] | None = None,
     config: dict[str, Any] | None = None,
     grid: dict[str, list[Any]] | None = None,
-    seed: int = 2024,
+    seed: int | None = None,
     split: str | None = None,
     min_rating: float | None = None,
     k_core: int = 0,
     store_root: str | None = None,
     runs_dir: str | None = None,
     data_root: str | None = None,
+    split_seed: int | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` on a manifest's interactions with store features (``{"text": "text_minilm@latest"}``).
 
     ``grid`` (name -> values) trains every combination and selects on VALID; test is only reported.
+    ``seed`` is the training seed (same as ``config["seed"]``; giving both with different values is an
+    error), ``split_seed`` seeds a random split; both default to DEFAULT_SEED and both are recorded.
+
+    Raises:
+        TrainRequestError: the request is invalid (see :func:`validate_train_request`), or the split has
+            no validation users and early stopping is on.
     """
     from dataclasses import asdict
 
-    from recommenders import fit, grid_search
+    from recommenders import ConfigError, fit, grid_search
 
     logger = get_run_logger()
-    data, info = load_training_data(manifest, features or {}, store_root=store_root, split=split, seed=seed,
-                                    min_rating=min_rating, k_core=k_core, runs_dir=runs_dir, data_root=data_root)
+    validate_train_request(manifest, model=model, features=features, versus=None, overrides=config, grid=grid,
+                           store_root=store_root, data_root=data_root, seed=seed)
+    data, info = load_training_data(manifest, features or {}, store_root=store_root, split=split,
+                                    split_seed=split_seed, min_rating=min_rating, k_core=k_core,
+                                    runs_dir=runs_dir, data_root=data_root)
     logger.info("data: %s", info)
-    cfg = {**(config or {}), "seed": seed}
+    cfg = dict(config or {})
+    training_seed = resolve_training_seed(seed, config, grid)
+    if training_seed is not None:
+        cfg["seed"] = training_seed
     out_dir = runs_dir or str(default_runs_dir())
-    if grid:
-        result = grid_search(data, model, grid, cfg, out_dir)
-        runs = [asdict(r) for r in result.runs]
-        best = asdict(result.best)
-    else:
-        best = asdict(fit(data, model, cfg, out_dir))
-        runs = [best]
-    md = [f"## train-recommender: {model} on {info['manifest']}",
-          f"split {data.split_hash[:12]} ({info['split_file']}); selected on validation, test reported at the best-valid epoch",
-          "", _metrics_table(runs)]
-    if grid:
-        md += ["", f"best (by valid recall@20): `{best['run_id']}`"]
-    create_markdown_artifact(key=f"train-{model}-{info['manifest']}".lower().replace("_", "-").replace(".", "-"),
-                             markdown="\n".join(md), description=f"{model} on {info['manifest']}")
+    try:
+        if grid:
+            result = grid_search(data, model, grid, cfg, out_dir)
+            runs = [asdict(r) for r in result.runs]
+            best = asdict(result.best)
+        else:
+            best = asdict(fit(data, model, cfg, out_dir))
+            runs = [best]
+    except ConfigError as exc:  # e.g. no validation users: known only once the split exists
+        raise TrainRequestError(str(exc)) from None
+    _publish_artifact(model, info, data.split_hash, runs, best if grid else None)
     logger.info("best run %s: valid recall@20 %.4f, test recall@20 %.4f ndcg@20 %.4f", best["run_id"],
                 best["best_valid"].get("recall@20", float("nan")), best["test"].get("recall@20", float("nan")),
                 best["test"].get("ndcg@20", float("nan")))
     return {"best": best, "runs": [r["run_id"] for r in runs], "data": info}
+
+
+def _publish_artifact(model: str, info: dict[str, Any], split_hash: str, runs: list[dict[str, Any]],
+                      grid_best: dict[str, Any] | None) -> None:
+    """The Prefect markdown artifact of a training run: split, seeds, how test was chosen, the metrics."""
+    split = info["split"]
+    seeds = ", ".join(sorted({f"training seed {r['config']['seed']}" for r in runs}))
+    chosen = ("selected on validation, test reported at the best-valid epoch"
+              if runs[0].get("selection", "best_valid") == "best_valid"
+              else "fixed number of epochs (early_stopping false), test reported at the last epoch")
+    md = [f"## train-recommender: {model} on {info['manifest']}",
+          f"split {split_hash[:12]} ({info['split_file']}; {split['method']}, split seed {split['seed']}); "
+          f"{seeds}; {chosen}", "", _metrics_table(runs)]
+    if grid_best is not None:
+        md += ["", f"best (by valid recall@20): `{grid_best['run_id']}`"]
+    create_markdown_artifact(key=f"train-{model}-{info['manifest']}".lower().replace("_", "-").replace(".", "-"),
+                             markdown="\n".join(md), description=f"{model} on {info['manifest']}")
 
 
 def train_deployments() -> list:

@@ -5,15 +5,25 @@ Main API::
     from recommenders import from_split_frame, split_interactions, train, grid_search
     data = from_split_frame(split_interactions(interactions_df), features={"text": (ids, mat)})
     rec = train(data, "FREEDOM", {"epochs": 50}, runs_dir="runs")   # -> RunRecord
+
+Configs are strict: every key must be declared by the trainer or the model (:func:`declared_keys`),
+else :class:`ConfigError` names the closest valid one.
 """
+from .config import ConfigError
 from .data import InteractionData, align_features, from_split_frame, hash_split_frame
 from .evaluation import Evaluator, metrics_from_hits
-from .models import DEFAULT_CONFIGS, MODEL_REGISTRY, Recommender, build_model, default_config, register
+from .models import (DEFAULT_CONFIGS, MODEL_REGISTRY, Recommender, UnknownModelError, build_model, check_features,
+                     check_hyper_parameters, declared_keys, default_config, feature_keys, get_model_class,
+                     model_names, register, resolve_config)
 from .sampler import NegativeSampler
-from .splits import k_core, load_split, save_split, split_interactions
-from .trainer import GridResult, RunRecord, fit, grid_search, seed_everything, train
+from .splits import (DEFAULT_SPLIT_SEED, k_core, load_split, resolve_split_method, save_split,
+                     split_interactions)
+from .trainer import EarlyStopping, GridResult, RunRecord, fit, grid_search, seed_everything, train
 
-__all__ = ["InteractionData", "align_features", "from_split_frame", "hash_split_frame", "Evaluator",
-           "metrics_from_hits", "DEFAULT_CONFIGS", "MODEL_REGISTRY", "Recommender", "build_model",
-           "default_config", "register", "NegativeSampler", "k_core", "load_split", "save_split",
-           "split_interactions", "GridResult", "RunRecord", "fit", "grid_search", "seed_everything", "train"]
+__all__ = ["ConfigError", "InteractionData", "align_features", "from_split_frame", "hash_split_frame", "Evaluator",
+           "metrics_from_hits", "DEFAULT_CONFIGS", "MODEL_REGISTRY", "Recommender", "UnknownModelError",
+           "build_model", "check_features", "check_hyper_parameters", "declared_keys", "default_config",
+           "feature_keys", "get_model_class", "model_names", "register", "resolve_config", "NegativeSampler",
+           "DEFAULT_SPLIT_SEED", "k_core", "load_split", "resolve_split_method", "save_split",
+           "split_interactions", "EarlyStopping", "GridResult", "RunRecord", "fit", "grid_search",
+           "seed_everything", "train"]

@@ -42,6 +42,7 @@ class InteractionData:
     split_hash: str = ""
     feature_versions: dict[str, str] = field(default_factory=dict)  # name -> feature-store version
     missing_features: dict[str, int] = field(default_factory=dict)  # name -> #items filled with the mean
+    split_info: dict = field(default_factory=dict)  # how the split was made ({"method", "seed"}), for records
     _csr: sp.csr_matrix | None = field(default=None, init=False, repr=False, compare=False)
     _norm_adj: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -159,12 +160,15 @@ def align_features(item_ids, matrices: dict, *, max_missing_fraction: float = MA
 
 def from_split_frame(df: pd.DataFrame, *, item_ids=None, features: dict | None = None,
                      feature_versions: dict | None = None, split_hash: str | None = None,
-                     max_missing_fraction: float = MAX_MISSING_FEATURE_FRACTION) -> InteractionData:
+                     max_missing_fraction: float = MAX_MISSING_FEATURE_FRACTION,
+                     split_info: dict | None = None) -> InteractionData:
     """Build :class:`InteractionData` from a table with ``user_id, item_id, split`` (0/1/2).
 
     ``item_ids``: optional item catalogue fixing the item index order (must cover every item in df);
     default: the sorted unique item ids of df (every split, as MMRec). Users are indexed in sorted order.
     Valid/test rows of users with no train row are dropped (MMRec ``filter_out_cod_start_users``).
+    ``split_info``: how the split was made (e.g. ``{"method": "random", "seed": 2024}``), copied into run
+    records.
     """
     df = df[["user_id", "item_id", "split"]]
     if split_hash is None:
@@ -196,4 +200,5 @@ def from_split_frame(df: pd.DataFrame, *, item_ids=None, features: dict | None =
     return InteractionData(n_users=len(user_ids), n_items=len(item_ids), train=train, valid=parts[0],
                            test=parts[1], user_ids=user_ids.astype(object), item_ids=item_ids.astype(object),
                            item_features=feats, split_hash=split_hash,
-                           feature_versions=dict(feature_versions or {}), missing_features=missing)
+                           feature_versions=dict(feature_versions or {}), missing_features=missing,
+                           split_info=dict(split_info or {}))

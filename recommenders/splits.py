@@ -26,12 +26,28 @@ import pandas as pd
 from .data import hash_split_frame
 
 
-def split_interactions(df: pd.DataFrame, method: str | None = None, *, seed: int = 2024,
-                       holdout: float = 0.2) -> pd.DataFrame:
-    """Return ``df[user_id, item_id, timestamp, split]`` with a split column (see module doc)."""
-    cols = [c for c in ("user_id", "item_id", "timestamp") if c in df.columns]
+SPLIT_METHODS = ("given", "random", "time")
+#: seed of the random split when none is given (the train flow's default since its first records)
+DEFAULT_SPLIT_SEED = 2024
+
+
+def resolve_split_method(df: pd.DataFrame, method: str | None) -> str:
+    """The method :func:`split_interactions` uses: ``given`` when ``df`` has a split column, else ``random``."""
     if method is None:
-        method = "given" if "split" in df.columns else "random"
+        return "given" if "split" in df.columns else "random"
+    if method not in SPLIT_METHODS:
+        raise ValueError(f"unknown split method {method!r} ({'/'.join(SPLIT_METHODS)})")
+    return method
+
+
+def split_interactions(df: pd.DataFrame, method: str | None = None, *, seed: int = DEFAULT_SPLIT_SEED,
+                       holdout: float = 0.2) -> pd.DataFrame:
+    """Return ``df[user_id, item_id, timestamp, split]`` with a split column (see module doc).
+
+    ``seed`` only matters for ``method="random"``.
+    """
+    cols = [c for c in ("user_id", "item_id", "timestamp") if c in df.columns]
+    method = resolve_split_method(df, method)
     if method == "given":
         if "split" not in df.columns:
             raise ValueError("method='given' needs a 'split' column")

@@ -5,12 +5,19 @@ Protocol (MMRec src/common/trainer.py + quick_start.py):
   ``train_batch_size`` with one uniform negative per positive, Adam (``learning_rate``, ``weight_decay``),
   LambdaLR ``lr * s0 ** (epoch / s1)`` stepped per epoch;
 * evaluate on VALID every ``eval_step`` epochs; early stop when ``valid_metric`` (Recall@20) has not
-  improved (strictly) for more than ``stopping_step`` evaluations;
+  improved (strictly) for more than ``stopping_step`` evaluations. Scores are compared rounded to 4
+  decimals, as MMRec does: its TopKEvaluator returns ``round(value, 4)`` (numpy rounding of a float64) and
+  its ``early_stopping`` compares those values, so an epoch better only in the 5th decimal is not a new
+  best and counts as a bad evaluation. The record keeps the full-precision metrics;
 * TEST metrics are those of the best-valid epoch. MMRec evaluates test at every epoch and keeps the one
   at the best valid epoch; we snapshot the weights at the best valid epoch and evaluate test once at the
   end (identical numbers, one test pass instead of one per epoch).
-* Grid search: every combination is trained; the best is chosen on VALID. (MMRec's quick_start picks the
-  "best" combination by its test score; we deliberately do not.)
+* Grid search: every combination is trained; the best is chosen on VALID (rounded the same way, first
+  combination wins ties). (MMRec's quick_start picks the "best" combination by its test score; we
+  deliberately do not.)
+* ``early_stopping: false`` (ours): train exactly ``epochs`` epochs and report TEST at the last one (the
+  record's ``selection`` says ``last_epoch``); the only way to train on a split without validation users,
+  which is otherwise an error (there is nothing to select on).
 """
 from __future__ import annotations
 
@@ -29,12 +36,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .config import ConfigError
 from .data import InteractionData
 from .evaluation import Evaluator
-from .models.base import build_model, default_config
+from .models.base import build_model, check_hyper_parameters, feature_keys, resolve_config
 from .sampler import NegativeSampler
 
 log = logging.getLogger(__name__)
+
+#: MMRec's TopKEvaluator rounds every metric to this many decimals; early stopping compares those values.
+VALID_SCORE_DECIMALS = 4
 
 
 @dataclass
@@ -43,9 +54,11 @@ class RunRecord:
     model: str
     config: dict
     split_hash: str
-    feature_versions: dict
+    feature_versions: dict  # only the features the model read
     missing_features: dict
     data: dict
+    split: dict = field(default_factory=dict)  # how the split was made: {"method", "seed"} (seed None if unused)
+    selection: str = "best_valid"  # "best_valid" (early stopping) or "last_epoch" (early_stopping false)
     epochs: list = field(default_factory=list)  # [{epoch, loss, train_s, eval_s, valid: {...}}]
     best_epoch: int = -1
     best_valid: dict = field(default_factory=dict)
@@ -133,24 +146,78 @@ def _plot_curve(rec: RunRecord, path: Path) -> str | None:
 
 
 # ---------------------------------------------------------------------------- training
-def fit(data: InteractionData, model_name: str, config: dict | None = None, runs_dir: str | os.PathLike | None = None,
-        *, run_id: str | None = None, progress: bool = True, save: bool = True) -> RunRecord:
-    """Train one model with one config; returns the run record (also written to runs_dir)."""
-    cfg = default_config(model_name)
-    cfg.update(config or {})
-    for k in ("epochs", "train_batch_size", "learning_rate", "stopping_step", "eval_step", "valid_metric",
-              "topk", "metrics", "eval_batch_size", "seed", "learner", "weight_decay", "learning_rate_scheduler"):
+REQUIRED_KEYS = ("epochs", "train_batch_size", "learning_rate", "stopping_step", "eval_step", "valid_metric",
+                 "topk", "metrics", "eval_batch_size", "seed", "learner", "weight_decay",
+                 "learning_rate_scheduler", "early_stopping")
+
+
+@dataclass
+class EarlyStopping:
+    """MMRec's ``early_stopping`` (src/utils/utils.py, ``bigger=True``) on MMRec's rounded scores.
+
+    MMRec compares ``valid_result[valid_metric]``, which its TopKEvaluator has already rounded with
+    ``round(np.float64, 4)``; we round the same way here (not in the evaluator, so records keep full
+    precision). A strictly greater rounded score is a new best and resets the counter; anything else
+    counts one bad evaluation, and more than ``stopping_step`` in a row stops training.
+    """
+
+    stopping_step: int
+    best: float = -np.inf
+    bad_evals: int = 0
+
+    @staticmethod
+    def rounded(score: float) -> float:
+        """``score`` as MMRec compares it (numpy half-to-even rounding to 4 decimals)."""
+        return float(np.round(np.float64(score), VALID_SCORE_DECIMALS))
+
+    def update(self, score: float) -> tuple[bool, bool]:
+        """Record one validation score; returns (is a new best, stop now)."""
+        score = self.rounded(score)
+        if score > self.best:
+            self.best, self.bad_evals = score, 0
+            return True, False
+        self.bad_evals += 1
+        return False, self.bad_evals > self.stopping_step
+
+
+def _check_config(model_name: str, cfg: dict, data: InteractionData) -> None:
+    """Fail before training on a config the loop cannot honour (missing key, no validation to select on)."""
+    for k in REQUIRED_KEYS:
         if k not in cfg:
             raise KeyError(f"trainer: missing config key {k!r}")
-    device = torch.device(cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
-    run_id = run_id or f"{model_name.lower()}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    _reset_peak_rss()
-    t_start = time.perf_counter()
-
-    seed_everything(int(cfg["seed"]))
-    model = build_model(model_name, data, cfg).to(device)
     if cfg["learner"].lower() != "adam":
         raise ValueError(f"only the adam learner is supported, got {cfg['learner']!r}")
+    if cfg["early_stopping"] and len(data.valid) == 0:
+        raise ConfigError(f"{model_name}: the split has no validation users, so there is nothing to select an "
+                          f"epoch on; use a split with validation rows, or set early_stopping=false to train "
+                          f"exactly epochs={cfg['epochs']} epochs and report test at the last one")
+
+
+def _used_features(model_name: str, cfg: dict, data: InteractionData) -> set[str]:
+    """The ``data.item_features`` keys the model reads under ``cfg``; logs (warning) the ones it ignores."""
+    used = set(feature_keys(model_name, cfg).values()) & set(data.item_features)
+    unused = sorted(set(data.item_features) - used)
+    if unused:
+        log.warning("%s reads none of the features %s; they are not used and not recorded", model_name, unused)
+    return used
+
+
+def _new_record(run_id: str, model_name: str, cfg: dict, data: InteractionData) -> RunRecord:
+    """A run record naming the split and only the features the model reads."""
+    used = _used_features(model_name, cfg, data)
+    summary = data.summary()
+    summary["features"] = {k: v for k, v in summary["features"].items() if k in used}
+    summary["missing_features"] = {k: v for k, v in summary["missing_features"].items() if k in used}
+    return RunRecord(run_id=run_id, model=model_name, config=cfg, split_hash=data.split_hash,
+                     feature_versions={k: v for k, v in data.feature_versions.items() if k in used},
+                     missing_features={k: v for k, v in data.missing_features.items() if k in used},
+                     data=summary, split=dict(data.split_info),
+                     selection="best_valid" if cfg["early_stopping"] else "last_epoch",
+                     torch_threads=torch.get_num_threads())
+
+
+def _optimizer(model: torch.nn.Module, cfg: dict, device: torch.device):
+    """Adam (fused where supported) and MMRec's LambdaLR ``lr * s0 ** (epoch / s1)``."""
     # fused Adam: same update rule as the default for-each loop, one kernel per step (~20% of a FREEDOM
     # epoch on CPU); falls back to the default where fused is unsupported (e.g. sparse gradients).
     params = [p for p in model.parameters()]
@@ -160,22 +227,89 @@ def fit(data: InteractionData, model_name: str, config: dict | None = None, runs
     except (RuntimeError, ValueError, TypeError):
         opt = torch.optim.Adam(params, lr=float(cfg["learning_rate"]), weight_decay=float(cfg["weight_decay"]))
     s0, s1 = cfg["learning_rate_scheduler"]
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: s0 ** (e / s1))
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda e: s0 ** (e / s1))
 
+
+def _train_epoch(model, opt, train: torch.Tensor, sampler: NegativeSampler, rng: np.random.Generator,
+                 cfg: dict, device: torch.device, epoch: int) -> float:
+    """One shuffled pass with one uniform negative per positive; returns the summed loss."""
+    bs, clip = int(cfg["train_batch_size"]), cfg.get("clip_grad_norm")
+    model.train()
+    model.pre_epoch()
+    perm = torch.from_numpy(rng.permutation(len(train)))
+    users, pos = train[perm, 0], train[perm, 1]
+    neg = torch.from_numpy(sampler.sample(users.numpy(), rng))
+    total = 0.0
+    for s in range(0, len(perm), bs):
+        b = (users[s:s + bs].to(device), pos[s:s + bs].to(device), neg[s:s + bs].to(device))
+        opt.zero_grad(set_to_none=True)
+        loss = model.calculate_loss(b)
+        if torch.isnan(loss):
+            raise FloatingPointError(f"{type(model).__name__}: NaN loss at epoch {epoch}, batch {s // bs}")
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), **clip)
+        opt.step()
+        total += float(loss.detach())
+    return total
+
+
+def _save_run(rec: RunRecord, model: torch.nn.Module, runs_dir: str | os.PathLike) -> None:
+    """Checkpoint, curve and record.json (atomically) under ``runs_dir/<run_id>``."""
+    out = Path(runs_dir) / rec.run_id
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), out / "model.pt")
+    rec.checkpoint = str(out / "model.pt")
+    rec.curve_png = _plot_curve(rec, out / "curve.png")
+    rec.record_path = str(out / "record.json")
+    tmp = out / "record.json.tmp"
+    tmp.write_text(rec.to_json())
+    os.replace(tmp, out / "record.json")
+
+
+def fit(data: InteractionData, model_name: str, config: dict | None = None, runs_dir: str | os.PathLike | None = None,
+        *, run_id: str | None = None, progress: bool = True, save: bool = True) -> RunRecord:
+    """Train one model with one config; returns the run record (also written to runs_dir).
+
+    Args:
+        data: the split and the item features.
+        model_name: a registered model (case-insensitive).
+        config: overrides of the model's declared defaults (every key must be declared).
+        runs_dir: where to write ``<run_id>/record.json``, the checkpoint and the curve (None: nowhere).
+        run_id: the run's folder name (default: model, time and a random suffix).
+        progress: show a tqdm bar.
+        save: write the run folder when ``runs_dir`` is given.
+
+    Returns:
+        The run record; ``rec._model`` holds the trained model (best-valid or last-epoch weights).
+
+    Raises:
+        ConfigError: an unknown model or config key, or early stopping asked on a split without
+            validation users.
+        FloatingPointError: a NaN loss.
+    """
+    cfg = resolve_config(model_name, config)
+    _check_config(model_name, cfg, data)
+    device = torch.device(cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
+    run_id = run_id or f"{model_name.lower()}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    _reset_peak_rss()
+    t_start = time.perf_counter()
+
+    seed_everything(int(cfg["seed"]))
+    model = build_model(model_name, data, cfg).to(device)
+    opt, sched = _optimizer(model, cfg, device)
     csr = data.train_csr()
     sampler = NegativeSampler(csr)
     rng = np.random.default_rng(int(cfg["seed"]))
     topk, metrics = tuple(cfg["topk"]), tuple(m.lower() for m in cfg["metrics"])
-    valid_eval = Evaluator(csr, data.valid, topk, metrics, cfg["eval_batch_size"])
+    valid_eval = Evaluator(csr, data.valid, topk, metrics, cfg["eval_batch_size"]) if len(data.valid) else None
     vm = cfg["valid_metric"].lower()
-    bs = int(cfg["train_batch_size"])
     train = torch.from_numpy(data.train)
-    clip = cfg.get("clip_grad_norm")
 
-    rec = RunRecord(run_id=run_id, model=model_name, config=cfg, split_hash=data.split_hash,
-                    feature_versions=dict(data.feature_versions), missing_features=dict(data.missing_features),
-                    data=data.summary(), torch_threads=torch.get_num_threads())
-    best_score, bad_evals, best_state = -np.inf, 0, None
+    rec = _new_record(run_id, model_name, cfg, data)
+    selecting = bool(cfg["early_stopping"])
+    stopper = EarlyStopping(int(cfg["stopping_step"]))
+    best_state = None
     train_times, eval_times = [], []
     epochs = int(cfg["epochs"])
     eval_step = max(1, min(int(cfg["eval_step"]), epochs))
@@ -185,51 +319,36 @@ def fit(data: InteractionData, model_name: str, config: dict | None = None, runs
         it = tqdm(it, desc=f"{model_name}", leave=False)
     for epoch in it:
         t0 = time.perf_counter()
-        model.train()
-        model.pre_epoch()
-        perm = torch.from_numpy(rng.permutation(len(train)))
-        users = train[perm, 0]
-        pos = train[perm, 1]
-        neg = torch.from_numpy(sampler.sample(users.numpy(), rng))
-        total = 0.0
-        for s in range(0, len(perm), bs):
-            b = (users[s:s + bs].to(device), pos[s:s + bs].to(device), neg[s:s + bs].to(device))
-            opt.zero_grad(set_to_none=True)
-            loss = model.calculate_loss(b)
-            if torch.isnan(loss):
-                raise FloatingPointError(f"{model_name}: NaN loss at epoch {epoch}, batch {s // bs}")
-            loss.backward()
-            if clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), **clip)
-            opt.step()
-            total += float(loss.detach())
+        total = _train_epoch(model, opt, train, sampler, rng, cfg, device, epoch)
         sched.step()
         train_times.append(time.perf_counter() - t0)
         row = {"epoch": epoch, "loss": total, "train_s": train_times[-1]}
-        if (epoch + 1) % eval_step == 0:
-            t1 = time.perf_counter()
-            res = valid_eval.evaluate(model)
-            eval_times.append(time.perf_counter() - t1)
-            row.update(valid=res, eval_s=eval_times[-1])
-            score = res[vm]
-            if score > best_score:  # MMRec early_stopping: strict improvement resets the counter
-                best_score, bad_evals = score, 0
-                rec.best_epoch, rec.best_valid = epoch, res
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                bad_evals += 1
-            if progress:
-                it.set_postfix(loss=f"{total:.3f}", **{vm: f"{score:.4f}"})
-            log.info("epoch %d loss %.4f valid %s %.4f (%.2fs train, %.2fs eval)", epoch, total, vm, score,
-                     train_times[-1], eval_times[-1])
-            rec.epochs.append(row)
-            if bad_evals > int(cfg["stopping_step"]):
-                rec.stopped_early = True
-                break
-        else:
-            rec.epochs.append(row)
+        rec.epochs.append(row)
+        if valid_eval is None or (epoch + 1) % eval_step:
+            continue
+        t1 = time.perf_counter()
+        res = valid_eval.evaluate(model)
+        eval_times.append(time.perf_counter() - t1)
+        row.update(valid=res, eval_s=eval_times[-1])
+        score = res[vm]
+        if progress:
+            it.set_postfix(loss=f"{total:.3f}", **{vm: f"{score:.4f}"})
+        log.info("epoch %d loss %.4f valid %s %.4f (%.2fs train, %.2fs eval)", epoch, total, vm, score,
+                 train_times[-1], eval_times[-1])
+        if not selecting:
+            continue
+        improved, stop = stopper.update(score)
+        if improved:
+            rec.best_epoch, rec.best_valid = epoch, res
+            best_state = copy.deepcopy(model.state_dict())
+        if stop:
+            rec.stopped_early = True
+            break
 
-    if best_state is not None:
+    if not selecting:  # fixed number of epochs: the last epoch is the reported one
+        rec.best_epoch = len(rec.epochs) - 1
+        rec.best_valid = dict(rec.epochs[-1].get("valid", {})) if rec.epochs else {}
+    elif best_state is not None:
         model.load_state_dict(best_state)
     test_eval = Evaluator(csr, data.test, topk, metrics, cfg["eval_batch_size"])
     rec.test = test_eval.evaluate(model)
@@ -238,16 +357,8 @@ def fit(data: InteractionData, model_name: str, config: dict | None = None, runs
     rec.s_per_eval = float(np.mean(eval_times)) if eval_times else 0.0
     rec.peak_rss_mb = _peak_rss_mb()
     if runs_dir is not None and save:
-        out = Path(runs_dir) / run_id
-        out.mkdir(parents=True, exist_ok=True)
-        torch.save(model.state_dict(), out / "model.pt")
-        rec.checkpoint = str(out / "model.pt")
-        rec.curve_png = _plot_curve(rec, out / "curve.png")
-        rec.record_path = str(out / "record.json")
-        tmp = out / "record.json.tmp"
-        tmp.write_text(rec.to_json())
-        os.replace(tmp, out / "record.json")
-    log.info("%s best epoch %d valid %s=%.4f test %s=%.4f", model_name, rec.best_epoch, vm,
+        _save_run(rec, model, runs_dir)
+    log.info("%s %s epoch %d valid %s=%.4f test %s=%.4f", model_name, rec.selection, rec.best_epoch, vm,
              rec.best_valid.get(vm, float("nan")), vm, rec.test.get(vm, float("nan")))
     rec._model = model  # not serialized; handy for callers
     return rec
@@ -274,8 +385,30 @@ class GridResult:
 
 def grid_search(data: InteractionData, model_name: str, grid: dict, config: dict | None = None,
                 runs_dir: str | os.PathLike | None = None, **kw) -> GridResult:
-    """Train every combination of ``grid`` (name -> list of values) on top of ``config``; the best is the
-    one with the highest VALID ``valid_metric`` at its best epoch (test is only reported)."""
+    """Train every combination of ``grid`` on top of ``config``; the best is the one with the highest VALID
+    ``valid_metric`` at its reported epoch, rounded as MMRec rounds (test is only reported).
+
+    Args:
+        data: the split and the item features.
+        model_name: a registered model.
+        grid: hyper-parameter name -> non-empty list of values.
+        config: fixed overrides shared by every combination.
+        runs_dir: where each run writes its folder (see :func:`fit`).
+        **kw: passed to :func:`fit`.
+
+    Returns:
+        Every run and the best one (the first of equal rounded scores).
+
+    Raises:
+        ConfigError: an unknown key, an empty value list, or a split without validation users.
+    """
+    check_hyper_parameters(model_name, grid, where="grid")
+    empty = [k for k, v in grid.items() if not isinstance(v, (list, tuple)) or not v]
+    if empty:
+        raise ConfigError(f"grid {empty[0]!r} needs a non-empty list of values, got {grid[empty[0]]!r}")
+    if len(data.valid) == 0:
+        raise ConfigError(f"{model_name}: a grid is selected on validation and the split has no validation "
+                          f"users; train one configuration with early_stopping=false instead")
     keys = list(grid)
     runs = []
     for values in itertools.product(*(grid[k] for k in keys)):
@@ -283,5 +416,6 @@ def grid_search(data: InteractionData, model_name: str, grid: dict, config: dict
         cfg.update(dict(zip(keys, values)))
         runs.append(fit(data, model_name, cfg, runs_dir, **kw))
     vm = runs[0].config["valid_metric"].lower()
-    best = max(runs, key=lambda r: r.best_valid.get(vm, -np.inf))  # VALID only; first wins ties
+    # VALID only, compared as MMRec compares scores; max keeps the first of equal keys
+    best = max(runs, key=lambda r: EarlyStopping.rounded(r.best_valid.get(vm, -np.inf)))
     return GridResult(best=best, runs=runs, grid=dict(grid))

@@ -16,7 +16,7 @@ from PIL import Image
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from featurizers.base import CODE_VERSION, Result  # noqa: E402
+from featurizers.base import Result  # noqa: E402
 from featurizers.registry import FEATURIZER_KINDS, WeightsUnavailable, weights_hash  # noqa: E402
 from featurizers.image_embedding import (  # noqa: E402
     ClipBackend,
@@ -155,6 +155,27 @@ def test_model_failure_isolated_to_item(tiny, photos):
     assert "boom" in next(r.error for r in res if not r.ok)
 
 
+def test_model_failure_in_batch_of_one_is_an_error_row(tiny, photos):
+    """A batch of one used to re-raise the model's exception and sink the whole call."""
+    emb = make(tiny, batch_size=1)
+    original = emb.clip.encode_images
+
+    def flaky(images):
+        if any(im.size == (384, 303) for im in images):  # coins.png
+            raise RuntimeError("boom")
+        return original(images)
+
+    emb.clip.encode_images = flaky
+    try:
+        coins = next(p for p in photos if Image.open(p).size == (384, 303))
+        alone = emb([coins])
+        mixed = emb(photos)
+    finally:
+        emb.clip.encode_images = original
+    assert not alone[0].ok and "model failed on this image" in alone[0].error and "boom" in alone[0].error
+    assert [r.ok for r in mixed].count(False) == 1
+
+
 def test_normalize_and_float16(tiny, photos):
     raw = make(tiny, normalize=False)
     half = make(tiny, dtype="float16")
@@ -170,9 +191,9 @@ def test_normalize_and_float16(tiny, photos):
 def test_fingerprint(tiny):
     fp = make(tiny).fingerprint()
     assert fp["random_init"] is True and fp["backbone"] == "tiny-clip"
-    for key in ("weights_sha256", "backend", "pooling", "normalize", "dtype", "image_size", "code_version"):
+    for key in ("weights_sha256", "backend", "pooling", "normalize", "dtype", "image_size"):
         assert key in fp, key
-    assert fp["backend"] == "transformers" and fp["code_version"] == CODE_VERSION
+    assert fp["backend"] == "transformers"
     assert fp["image_size"] == {"height": 32, "width": 32}
     assert make(tiny, dtype="float16").fingerprint() != fp
     assert make(tiny, normalize=False).fingerprint() != fp
@@ -193,7 +214,7 @@ def test_load_from_local_folder_and_spec(tiny, photos, tmp_path):
     assert fp["weights_sha256"] == weights_hash(folder) and "random_init" not in fp
     assert fp["backbone"] == "tiny-clip-folder"
     np.testing.assert_allclose(_matrix(emb(photos[:2])), _matrix(make(tiny)(photos[:2])), atol=1e-5)
-    with pytest.raises(ValueError, match="unknown image_embedding spec keys"):
+    with pytest.raises(ValueError, match="bacth_size: unknown parameter; did you mean batch_size"):
         ImageEmbedder.from_spec({"backbone": str(folder), "bacth_size": 2})
 
 
@@ -259,7 +280,7 @@ def test_open_clip_backend_with_fake_module(monkeypatch, photos, tmp_path):
 def test_open_clip_missing_gives_install_hint(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "open_clip", None)  # import open_clip -> ImportError
     (tmp_path / "w.pt").write_bytes(b"x")
-    with pytest.raises(ImportError, match="open-clip-torch"):
+    with pytest.raises(ImportError, match=r"mmfeat\[clip\]"):
         ImageEmbedder(str(tmp_path / "w.pt"), backend="open_clip", arch="ViT-B-32", device="cpu")
 
 
@@ -341,3 +362,51 @@ def test_image_to_words(tiny, photos, tmp_path):
 
 def test_clip_backend_interface_is_small():
     assert {"encode_images", "encode_texts"} <= set(vars(ClipBackend))
+
+
+def test_video_frame_model_failure_isolated_to_its_video(tiny):
+    """One batch holds frames of two videos; the model fails on a frame of one of them: only that
+    video is an error row (before, every video with a frame in the batch failed)."""
+    emb = make(tiny, batch_size=5)
+    video = VideoEmbedder(image_embedder=emb, num_frames=4, max_side=64)
+    bunny, carphone = _clip_path("bigbuckbunny.mp4"), _clip_path("carphone_pristine.mp4")
+    carphone_size = sample_frames(carphone, num_frames=1, max_side=64).images[0].size
+    original = emb.clip.encode_images
+
+    def flaky(images):
+        if any(im.size == carphone_size for im in images):
+            raise RuntimeError("boom")
+        return original(images)
+
+    emb.clip.encode_images = flaky
+    try:
+        res = video([bunny, carphone])
+    finally:
+        emb.clip.encode_images = original
+    assert res[0].ok and res[0].num_frames == 4
+    assert not res[1].ok and "model failed on a frame of this video" in res[1].error and "boom" in res[1].error
+
+
+def test_damaged_video_is_an_error_row(tiny, tmp_path):
+    """A truncated video (its index at the front, so it opens) is an error row, not an embedding
+    of copies of its last decodable frame."""
+    import av
+
+    path = tmp_path / "web.mp4"
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as out:
+        stream = out.add_stream("libx264", rate=25, options={"preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(100):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(path.read_bytes()[: int(path.stat().st_size * 0.6)])
+    video = VideoEmbedder(image_embedder=make(tiny), num_frames=8, max_side=64)
+    intact, damaged = video([path, cut])
+    assert intact.ok and intact.num_frames == 8
+    assert not damaged.ok and "video damaged" in damaged.error and "of 8 requested frames" in damaged.error

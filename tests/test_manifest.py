@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,238 @@ def test_cli_check_reports_error_and_writes_nothing(tmp_path: Path, capsys) -> N
     assert main(["--store", str(store), "extract", str(p)]) == 2
     assert "shard_size" in capsys.readouterr().err
     assert not store.exists()
+
+
+# ----------------------------------------------------------------------------- featurizer configs
+# Kinds, params (primary and fallback) and inputs are checked at load time, before any weights.
+
+
+def _with_sets(*sets: dict) -> dict:
+    return {**BASE, "feature_sets": list(sets)}
+
+
+_names = itertools.count()
+
+
+def _set(kind: str = "text_embedding", params: dict | None = None, input: dict | None = None, **extra) -> dict:
+    return {"name": f"set{next(_names)}", "kind": kind, "input": input or {"text_fields": ["title"]},
+            "params": params or {}, **extra}
+
+
+def _problems(tmp_path: Path, body: dict) -> list[str]:
+    with pytest.raises(ManifestError) as info:
+        load_manifest(_write(tmp_path, body))
+    return [line.strip() for line in str(info.value).splitlines()[1:]]
+
+
+def test_unknown_param_names_field_path_and_closest_name(tmp_path: Path) -> None:
+    lines = _problems(tmp_path, _with_sets(_set(params={"batchsize": 3})))
+    assert lines == ["feature_sets.0.params.batchsize: unknown parameter; did you mean batch_size?"]
+
+
+def test_unknown_kind_names_closest_kind(tmp_path: Path) -> None:
+    lines = _problems(tmp_path, _with_sets(_set(kind="text_embeding")))
+    assert lines == ["feature_sets.0.kind: unknown featurizer kind 'text_embeding'; did you mean text_embedding?"]
+
+
+def test_fallback_kind_and_params_are_checked(tmp_path: Path) -> None:
+    fallback = {"kind": "text_description", "params": {"max_new_token": 8}}
+    body = _with_sets(_set(kind="video_description", params={"backbone": "x"}, input={"media": "video_uri"},
+                           fallback={**fallback, "input": {"text_fields": ["title"]}}))
+    assert _problems(tmp_path, body) == [
+        "feature_sets.0.fallback.params.max_new_token: unknown parameter; did you mean max_new_tokens?"]
+    body["feature_sets"][0]["fallback"] = {"kind": "text_describer"}
+    assert _problems(tmp_path, body) == [
+        "feature_sets.0.fallback.kind: unknown featurizer kind 'text_describer'; did you mean text_description?"]
+
+
+def test_param_types_are_strict_and_required_params_named(tmp_path: Path) -> None:
+    lines = _problems(tmp_path, _with_sets(_set(params={"normalize": 1, "dtype": "float64", "batch_size": "64"}),
+                                           _set(kind="caption", input={"media": "image_uri"})))
+    assert any(line.startswith("feature_sets.0.params.normalize: Input should be a valid boolean") for line in lines)
+    assert any(line.startswith("feature_sets.0.params.dtype: Input should be 'float32' or 'float16'") for line in lines)
+    assert any(line.startswith("feature_sets.0.params.batch_size: Input should be a valid integer") for line in lines)
+    assert "feature_sets.1.params.backbone: required parameter is missing" in lines
+
+
+def test_every_problem_is_one_line_in_manifest_order(tmp_path: Path) -> None:
+    body = _with_sets(_set(params={"batchsize": 3}), _set(kind="text_embeding"))
+    body["shard_size"] = 0
+    lines = _problems(tmp_path, body)
+    assert [line.split(":")[0] for line in lines] == [
+        "feature_sets.0.params.batchsize", "feature_sets.1.kind", "shard_size"]
+
+
+def test_param_given_one_level_too_high_points_into_params(tmp_path: Path) -> None:
+    lines = _problems(tmp_path, _with_sets(_set(batch_size=8)))
+    assert lines == ["feature_sets.0.batch_size: unknown key; did you mean params.batch_size?"]
+
+
+def test_manifest_level_typo_names_closest_key(tmp_path: Path) -> None:
+    assert _problems(tmp_path, {**BASE, "shard_sise": 8}) == ["shard_sise: unknown key; did you mean shard_size?"]
+
+
+def test_path_is_not_a_manifest_key(tmp_path: Path) -> None:
+    """``path`` used to be accepted and silently overwritten with the file's location."""
+    lines = _problems(tmp_path, {**BASE, "path": "/etc"})
+    assert len(lines) == 1 and lines[0].startswith("path: unknown key")
+    m = load_manifest(_write(tmp_path, BASE))
+    assert m.path == (tmp_path / "m.yaml").resolve()
+
+
+def test_input_the_kind_cannot_read_is_an_error_at_load(tmp_path: Path) -> None:
+    body = _with_sets(_set(kind="caption", params={"backbone": "x"}),
+                      _set(kind="video_description", params={"backbone": "x"}, input={"media": "video_uri"},
+                           fallback={"kind": "text_description"}))
+    assert _problems(tmp_path, body) == [
+        "feature_sets.0.input: caption reads image input, but it is given text",
+        "feature_sets.1.fallback.input: text_description reads text input, but it is given video "
+        "(the feature set's input; give the fallback its own input)",
+    ]
+
+
+@pytest.mark.parametrize("kind, params, field", [
+    ("image_embedding", {"arch": "ViT-B-32"}, "arch"),  # arch only means something to open_clip
+    ("caption", {"backbone": "x", "temperature": 0.7}, "temperature"),  # greedy decoding ignores it
+    ("caption", {"backbone": "x", "backend": "transformers", "vllm": {"max_model_len": 8}}, "vllm"),
+    ("caption", {"backbone": "x", "backend": "vllm", "allow_vllm": False}, "allow_vllm"),
+    ("video_description", {"backbone": "x", "fps": 1.0, "num_frames": 4}, "num_frames"),
+    ("video_embedding", {"max_frames": 16}, "max_frames"),  # only caps fps sampling
+    ("image_words", {"vocabulary": ["cat"], "min_count": 3}, "min_count"),  # only for vocabulary_from
+])
+def test_params_that_would_be_ignored_are_errors(tmp_path: Path, kind: str, params: dict, field: str) -> None:
+    media = {"caption": "image_uri", "video_description": "video_uri", "video_embedding": "video_uri"}
+    body = _with_sets(_set(kind=kind, params=params, input={"media": media.get(kind, "image_uri")}))
+    (line,) = _problems(tmp_path, body)
+    assert line.startswith(f"feature_sets.0.params: {field} ")
+
+
+def test_keys_that_used_to_be_dropped_silently_are_errors(tmp_path: Path) -> None:
+    """image_embedding dropped ``kind``/``name``; captioning let ``mode`` override the kind."""
+    body = _with_sets(_set(kind="image_embedding", params={"name": "x"}, input={"media": "image_uri"}),
+                      _set(kind="caption", params={"backbone": "x", "mode": "video"}, input={"media": "image_uri"}))
+    lines = _problems(tmp_path, body)
+    assert [line.split(":")[0] for line in lines] == ["feature_sets.0.params.name", "feature_sets.1.params.mode"]
+
+
+# ----------------------------------------------------------------------------- prompts
+
+
+def test_prompt_typo_names_the_closest_registered_prompt(tmp_path: Path) -> None:
+    body = _with_sets(_set(kind="caption", params={"backbone": "x", "prompt": "product_imgae"},
+                           input={"media": "image_uri"}))
+    (line,) = _problems(tmp_path, body)
+    assert line.startswith("feature_sets.0.params.prompt: unknown prompt 'product_imgae'; did you mean product_image?")
+
+
+def test_custom_prompt_text_has_its_own_key(tmp_path: Path) -> None:
+    def body(params: dict) -> dict:
+        return _with_sets(_set(kind="text_description", params=params))
+
+    (line,) = _problems(tmp_path, body({"prompt": "Describe {title} briefly"}))
+    assert "not a registered prompt name" in line and "prompt_text" in line
+    (line,) = _problems(tmp_path, body({"prompt": "text_only_item", "prompt_text": "Describe {title}"}))
+    assert line == "feature_sets.0.params: give prompt (a registered name) or prompt_text (custom text), not both"
+    (line,) = _problems(tmp_path, body({"prompt_text": "  "}))
+    assert line.startswith("feature_sets.0.params.prompt_text: empty prompt text")
+    assert load_manifest(_write(tmp_path, body({"prompt_text": "Describe {title}"}))).feature_sets[0].params
+
+
+def test_fingerprint_records_full_prompt_text() -> None:
+    from featurizers.params import CaptionParams, TextDescriptionParams, VideoDescriptionParams
+    from featurizers.prompts import PROMPTS
+
+    custom = CaptionParams.parse({"backbone": "x", "prompt_text": " Describe {title}. "}, "caption")
+    assert custom.resolved_prompt().fingerprint() == {"name": "custom", "version": 1, "text": "Describe {title}."}
+    named = VideoDescriptionParams.parse({"backbone": "x", "prompt": "product_image"}, "video_description")
+    assert named.resolved_prompt().fingerprint()["text"] == PROMPTS["product_image"].text
+    assert VideoDescriptionParams.parse({"backbone": "x"}, "x").resolved_prompt().name == "video_summary"
+    assert TextDescriptionParams.parse({}, "x").resolved_prompt().name == "text_only_item"
+
+
+def test_python_api_prompt_typo_is_an_error_not_a_one_word_prompt() -> None:
+    from featurizers.prompts import resolve_prompt
+
+    with pytest.raises(ValueError, match="did you mean video_summary"):
+        resolve_prompt("video_sumary", "product_image")
+    assert resolve_prompt("What is this? {title}", "product_image").name == "custom"
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+def test_build_featurizer_rejects_bad_params_before_loading_weights() -> None:
+    from featurizers.params import ParamsError
+    from featurizers.registry import build_featurizer
+
+    with pytest.raises(ParamsError,
+                       match=r"text_embedding params\.batchsize: unknown parameter; did you mean batch_size"):
+        build_featurizer("text_embedding", {"backbone": "no-such-model", "batchsize": 3})
+    with pytest.raises(ValueError, match="did you mean text_embedding"):
+        build_featurizer("text_embeding", {})
+
+
+def test_missing_extra_is_missing_dependency_naming_the_pip_extra(monkeypatch) -> None:
+    import sys
+
+    from featurizers.image_embedding import ImageEmbedder
+    from featurizers.registry import (
+        MissingDependency, Unavailable, WeightsUnavailable, build_featurizer, require_extra,
+    )
+
+    assert issubclass(WeightsUnavailable, Unavailable) and issubclass(MissingDependency, Unavailable)
+    monkeypatch.setitem(sys.modules, "open_clip", None)  # import open_clip -> ImportError
+    monkeypatch.setitem(sys.modules, "vllm", None)
+    with pytest.raises(MissingDependency, match=r"pip install 'mmfeat\[clip\]'"):
+        ImageEmbedder.from_spec({"backbone": "/no/such/weights", "backend": "open_clip", "arch": "ViT-B-32"})
+    with pytest.raises(MissingDependency, match=r"pip install 'mmfeat\[gpu\]'"):
+        build_featurizer("caption", {"backbone": "/no/such/vlm", "backend": "vllm"})
+    with pytest.raises(MissingDependency) as info:
+        require_extra("open_clip", "clip", "the open_clip backend")
+    assert isinstance(info.value, ImportError) and "the open_clip backend" in str(info.value)
+
+
+def test_schema_defaults_are_the_constructor_defaults() -> None:
+    """The params schema is where manifest defaults live; the Python constructors must agree with it."""
+    import dataclasses
+    import inspect
+
+    from featurizers.captioning import Captioner, GenerationConfig
+    from featurizers.image_embedding import ImageEmbedder
+    from featurizers.registry import FEATURIZER_KINDS, featurizer_kind
+
+    featurizer_kind("text_embedding")  # registers the built-in kinds
+    gen = {f.name: f.default for f in dataclasses.fields(GenerationConfig)}
+    extra = {"caption": [Captioner.__init__], "video_description": [Captioner.__init__],
+             "video_embedding": [ImageEmbedder.__init__], "image_words": [ImageEmbedder.__init__]}
+    wraps_a_model = {("audio_transcript", "backbone")}  # its __init__'s backbone is a lineage label
+    checked = 0
+    for kind, entry in FEATURIZER_KINDS.items():
+        defaults = dict(gen) if kind in ("caption", "video_description") else {}
+        for fn in [entry.cls.__init__, *extra.get(kind, [])]:
+            for name, p in inspect.signature(fn).parameters.items():
+                if p.default is not inspect.Parameter.empty:
+                    defaults.setdefault(name, p.default)
+        for name, field in entry.params.model_fields.items():
+            if name in defaults and not field.is_required() and (kind, name) not in wraps_a_model:
+                assert field.get_default(call_default_factory=True) == defaults[name], (kind, name)
+                checked += 1
+    assert checked > 40
+
+
+def test_manifest_check_imports_neither_torch_nor_transformers() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from pipelines.manifest import load_manifest; load_manifest('microlens'); "
+            "heavy = [m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules]; "
+            "assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+def test_cli_manifest_check_prints_one_line_per_problem(tmp_path: Path, capsys) -> None:
+    from pipelines.cli import main
+
+    p = _write(tmp_path, _with_sets(_set(params={"batchsize": 3})))
+    assert main(["manifest", "check", str(p)]) == 2
+    assert "feature_sets.0.params.batchsize: unknown parameter; did you mean batch_size?" in capsys.readouterr().err

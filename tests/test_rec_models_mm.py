@@ -4,12 +4,17 @@ import pytest
 import torch
 
 from recommenders.data import InteractionData
-from recommenders.models import build_model
+from recommenders.models import build_model, declared_keys
 from recommenders.models import lattice as lattice_mod
 
 MODELS = ["VBPR", "LATTICE", "BM3", "DGVAE"]
-SMALL = {"embedding_size": 16, "feat_embed_dim": 16, "weight_size": [16, 16], "train_batch_size": 64,
-         "knn_k": 4, "n_words": 8}
+_SMALL = {"embedding_size": 16, "feat_embed_dim": 16, "weight_size": [16, 16], "train_batch_size": 64,
+          "knn_k": 4, "n_words": 8}
+
+
+def small(name: str, **extra) -> dict:
+    """The tiny config, restricted to the keys ``name`` declares (configs are strict), plus ``extra``."""
+    return {**{k: v for k, v in _SMALL.items() if k in declared_keys(name)}, **extra}
 N_USERS, N_ITEMS, N_CL = 32, 40, 4
 
 
@@ -77,7 +82,7 @@ def _fit(model, data, steps, lr=0.01, seed=0):
 def test_loss_finite_backprop_and_shapes(name, modalities):
     d = _planted(modalities)
     torch.manual_seed(0)
-    model = build_model(name, d, SMALL)
+    model = build_model(name, d, small(name))
     b = _batch(d, np.random.default_rng(1))
     model.train()
     model.pre_epoch()
@@ -96,7 +101,7 @@ def test_loss_finite_backprop_and_shapes(name, modalities):
 @pytest.mark.parametrize("name", MODELS)
 def test_loss_decreases(name, data):
     torch.manual_seed(0)
-    model = build_model(name, data, SMALL)
+    model = build_model(name, data, small(name))
     losses = _fit(model, data, 40)
     assert np.all(np.isfinite(losses))
     assert np.mean(losses[-5:]) < np.mean(losses[:5]), losses
@@ -119,7 +124,7 @@ def _cold_precision(model, data):
 @pytest.mark.parametrize("name", ["VBPR", "LATTICE"])
 def test_features_rank_cold_items_above_random(name, data):
     torch.manual_seed(0)
-    model = build_model(name, data, {**SMALL, "reg_weight": 1e-4})
+    model = build_model(name, data, small(name, reg_weight=1e-4))
     _fit(model, data, 60, lr=0.02)
     prec = _cold_precision(model, data)
     assert prec > 2 * 0.25, prec
@@ -128,13 +133,13 @@ def test_features_rank_cold_items_above_random(name, data):
     perm = np.random.default_rng(5).permutation(N_ITEMS)
     shuffled.item_features = {k: v[perm] for k, v in shuffled.item_features.items()}
     torch.manual_seed(0)
-    ctrl = build_model(name, shuffled, {**SMALL, "reg_weight": 1e-4})
+    ctrl = build_model(name, shuffled, small(name, reg_weight=1e-4))
     _fit(ctrl, shuffled, 60, lr=0.02)
     assert _cold_precision(ctrl, shuffled) < prec - 0.3
 
 
 def test_vbpr_item_is_id_plus_projected_content(data):
-    model = build_model("VBPR", data, SMALL)
+    model = build_model("VBPR", data, small("VBPR"))
     assert model.u_embedding.shape == (N_USERS, 32)
     assert model.item_raw_features.shape == (N_ITEMS, 12 + 20)  # text ; image
     e = model.item_embeddings()
@@ -169,7 +174,7 @@ def test_lattice_frozen_graph_cached_by_content_and_k(data, tmp_path):
 
 def test_lattice_learned_graph_trains_projection_on_rebuild_only(data):
     torch.manual_seed(0)
-    model = build_model("LATTICE", data, SMALL)
+    model = build_model("LATTICE", data, small("LATTICE"))
     rng = np.random.default_rng(0)
     model.pre_epoch()
     model.calculate_loss(_batch(data, rng)).backward()  # first batch of the epoch: graph rebuilt
@@ -181,7 +186,7 @@ def test_lattice_learned_graph_trains_projection_on_rebuild_only(data):
 
 def test_bm3_ignores_negatives(data):
     torch.manual_seed(0)
-    model = build_model("BM3", data, SMALL)
+    model = build_model("BM3", data, small("BM3"))
     u, p, n = _batch(data, np.random.default_rng(0))
     torch.manual_seed(1)
     a = model.calculate_loss((u, p, n))
@@ -192,7 +197,7 @@ def test_bm3_ignores_negatives(data):
 
 def test_dgvae_components(data):
     torch.manual_seed(0)
-    model = build_model("DGVAE", data, SMALL)
+    model = build_model("DGVAE", data, small("DGVAE"))
     # pseudo-word documents: one token per modality per item, rows L2-normalized, train only
     w = model._words
     assert w.shape == (N_USERS, model.n_words) and model.n_words <= 2 * 8
@@ -207,7 +212,7 @@ def test_dgvae_components(data):
     assert torch.equal(a, b)
     assert model.item_prototypes().shape == (N_ITEMS, 3)
     # one prototype: no MI negatives, still finite
-    m1 = build_model("DGVAE", data, {**SMALL, "n_prototypes": 1})
+    m1 = build_model("DGVAE", data, small("DGVAE", n_prototypes=1))
     assert torch.isfinite(m1.calculate_loss(_batch(data, np.random.default_rng(0))))
 
 
@@ -215,13 +220,13 @@ def test_missing_features_is_a_clear_error():
     d = _planted(())
     for name in MODELS:
         with pytest.raises(ValueError, match="needs at least one item feature"):
-            build_model(name, d, SMALL)
+            build_model(name, d, small(name))
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_end_to_end_through_trainer(name, data):
     trainer = pytest.importorskip("recommenders.trainer")
-    rec = trainer.train(data, name, {**SMALL, "epochs": 3, "learning_rate": 0.01, "topk": [5, 10],
+    rec = trainer.train(data, name, {**small(name), "epochs": 3, "learning_rate": 0.01, "topk": [5, 10],
                                      "valid_metric": "recall@10", "eval_batch_size": 16}, progress=False)
     assert all(np.isfinite(e["loss"]) for e in rec.epochs) and len(rec.epochs) == 3
     assert 0.0 <= rec.test["recall@10"] <= 1.0
@@ -230,7 +235,7 @@ def test_end_to_end_through_trainer(name, data):
 @pytest.mark.parametrize("cf_model", ["ngcf", "mf"])
 def test_lattice_other_cf_backbones(cf_model, data):
     torch.manual_seed(0)
-    model = build_model("LATTICE", data, {**SMALL, "cf_model": cf_model})
+    model = build_model("LATTICE", data, small("LATTICE", cf_model=cf_model))
     losses = _fit(model, data, 15)
     assert np.all(np.isfinite(losses)) and np.mean(losses[-3:]) < np.mean(losses[:3])
     model.eval()

@@ -11,7 +11,8 @@ from recommenders import RunRecord, build_model, from_split_frame, grid_search, 
 from recommenders.models._graph import knn_cache_key, knn_normalized_graph
 
 FAST = {"epochs": 25, "train_batch_size": 256, "learning_rate": 0.01, "stopping_step": 5,
-        "embedding_size": 16, "feat_embed_dim": 16, "topk": [5, 10, 20], "eval_batch_size": 64}
+        "embedding_size": 16, "topk": [5, 10, 20], "eval_batch_size": 64}
+FREEDOM_FAST = {**FAST, "feat_embed_dim": 16}
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,7 @@ def _random_recall20(data):
 
 @pytest.mark.parametrize("model", ["LightGCN", "FREEDOM"])
 def test_model_learns_and_writes_run_record(clustered, model, tmp_path):
-    rec = train(clustered, model, FAST, runs_dir=tmp_path, progress=False)
+    rec = train(clustered, model, FREEDOM_FAST if model == "FREEDOM" else FAST, runs_dir=tmp_path, progress=False)
     rand = _random_recall20(clustered)
     assert rec.test["recall@20"] > 2.5 * rand, (rec.test["recall@20"], rand)
     assert rec.best_epoch >= 0 and rec.best_valid["recall@20"] == max(
@@ -128,7 +129,7 @@ def test_feature_graph_cache_key_follows_content(tmp_path):
 
 
 def test_freedom_pre_epoch_prunes_edges(clustered):
-    m = build_model("FREEDOM", clustered, {**FAST, "dropout": 0.5})
+    m = build_model("FREEDOM", clustered, {**FREEDOM_FAST, "dropout": 0.5})
     torch.manual_seed(0)
     m.pre_epoch()
     a = m.masked_adj.to_sparse_coo().coalesce()
@@ -137,3 +138,84 @@ def test_freedom_pre_epoch_prunes_edges(clustered):
     first = a.indices().clone()
     m.pre_epoch()
     assert not torch.equal(first, m.masked_adj.to_sparse_coo().coalesce().indices())
+
+
+# ---------------------------------------------------------------------------- early stopping as MMRec does it
+class _ScriptedEvaluator:
+    """Stands in for the trainer's Evaluator: each evaluate() returns the next scripted recall@20."""
+
+    scores: list = []
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def evaluate(self, model):
+        return {"recall@20": _ScriptedEvaluator.scores.pop(0) if _ScriptedEvaluator.scores else 0.0}
+
+
+def test_early_stopping_compares_scores_rounded_to_4_decimals(clustered, monkeypatch):
+    # 0.12344 beats 0.12341 only in the 5th decimal: MMRec's evaluator rounds both to 0.1234, so epoch 0
+    # stays the best and epoch 1 is a bad evaluation (unrounded, epoch 1 would be the best).
+    _ScriptedEvaluator.scores = [0.12341, 0.12344, 0.1234, 0.9]  # 3 valid passes, then the test pass
+    monkeypatch.setattr(trainer_mod, "Evaluator", _ScriptedEvaluator)
+    rec = train(clustered, "BPR", {**FAST, "epochs": 10, "stopping_step": 1}, progress=False)
+    assert rec.best_epoch == 0 and len(rec.epochs) == 3 and rec.stopped_early
+    assert rec.best_valid["recall@20"] == 0.12341  # the record keeps full precision
+    assert rec.test == {"recall@20": 0.9}
+
+
+def test_early_stopping_rounds_like_numpy_float64():
+    stop = trainer_mod.EarlyStopping(stopping_step=0)
+    assert stop.rounded(0.12345) == float(np.round(np.float64(0.12345), 4))
+    assert stop.update(0.30004) == (True, False)
+    assert stop.update(0.30001) == (False, True)  # equal after rounding: not an improvement
+
+
+def test_grid_selection_compares_rounded_valid_scores(clustered, monkeypatch):
+    fake = {0.1: (0.12341, 0.1), 0.2: (0.12344, 0.9)}  # equal at 4 decimals: the first combination wins
+
+    def fake_fit(data, model_name, cfg, runs_dir=None, **kw):
+        v, t = fake[cfg["reg_weight"]]
+        return RunRecord(run_id=str(cfg["reg_weight"]), model=model_name, config={**cfg, "valid_metric": "recall@20"},
+                         split_hash="", feature_versions={}, missing_features={}, data={},
+                         best_valid={"recall@20": v}, test={"recall@20": t})
+
+    monkeypatch.setattr(trainer_mod, "fit", fake_fit)
+    assert grid_search(clustered, "BPR", {"reg_weight": [0.1, 0.2]}).best.config["reg_weight"] == 0.1
+
+
+# ---------------------------------------------------------------------------- splits without validation users
+@pytest.fixture(scope="module")
+def no_valid():
+    """24 users x 6 items each, every user's last item in test, none in valid."""
+    rng = np.random.default_rng(1)
+    rows = [(f"u{u}", f"i{i}", k) for u in range(24) for k, i in enumerate(rng.choice(30, 6, replace=False))]
+    df = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
+    df["split"] = np.where(df["timestamp"] == 5, 2, 0)
+    return from_split_frame(df)
+
+
+def test_split_without_validation_users_is_an_error(no_valid):
+    with pytest.raises(ValueError, match="no validation users.*early_stopping=false"):  # a ConfigError
+        train(no_valid, "LightGCN", {**FAST, "epochs": 3}, progress=False)
+    with pytest.raises(ValueError, match="no validation users"):
+        grid_search(no_valid, "LightGCN", {"n_layers": [1, 2]}, {**FAST, "epochs": 3}, progress=False)
+
+
+def test_fixed_epochs_without_validation_reports_test_at_the_last_epoch(no_valid, tmp_path):
+    from recommenders import Evaluator
+    rec = train(no_valid, "LightGCN", {**FAST, "epochs": 3, "early_stopping": False}, runs_dir=tmp_path,
+                progress=False)
+    assert len(rec.epochs) == 3 and rec.best_epoch == 2 and not rec.stopped_early
+    assert rec.selection == "last_epoch" and rec.best_valid == {}
+    assert all("valid" not in e for e in rec.epochs)
+    t = Evaluator(no_valid.train_csr(), no_valid.test, FAST["topk"]).evaluate(rec._model)
+    assert t["recall@20"] == pytest.approx(rec.test["recall@20"])
+    assert json.loads((tmp_path / rec.run_id / "record.json").read_text())["selection"] == "last_epoch"
+
+
+def test_fixed_epochs_trains_every_epoch_even_when_valid_stalls(clustered):
+    rec = train(clustered, "BPR", {**FAST, "epochs": 4, "learning_rate": 0.0, "stopping_step": 0,
+                                   "early_stopping": False}, progress=False)
+    assert len(rec.epochs) == 4 and not rec.stopped_early and rec.best_epoch == 3
+    assert rec.best_valid == rec.epochs[-1]["valid"]

@@ -214,3 +214,25 @@ def test_cache_hit_loads_no_model(tmp_path: Path, monkeypatch) -> None:
     assert again.cache_hit and again.version == first.version
     assert store.resolve("microlens-mini", "title_minilm", "again") == first.version
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
+
+
+@pytest.mark.parametrize("error, skipped", [("weights", True), ("extra", True), ("bug", False)])
+def test_optional_skips_only_missing_weights_or_extras(prefect_harness, tmp_path: Path, monkeypatch,
+                                                       error, skipped) -> None:
+    from featurizers.registry import MissingDependency, WeightsUnavailable
+    from pipelines import flows
+
+    exc = {"weights": WeightsUnavailable("no CLIP weights here"), "extra": MissingDependency("pip install 'mmfeat[clip]'"),
+           "bug": RuntimeError("a real bug in the featurizer")}[error]
+
+    def fails(store, manifest, spec, items, **kw):
+        raise exc
+
+    monkeypatch.setattr(flows, "run_feature_set", fails)
+    run = lambda: flows.extract_features(manifest="microlens", feature_sets=["cover_clip"],  # noqa: E731
+                                         store_root=str(tmp_path))
+    if skipped:
+        assert run()["feature_sets"] == []
+    else:
+        with pytest.raises(RuntimeError, match="a real bug"):
+            run()

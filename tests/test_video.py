@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 from fractions import Fraction
 from pathlib import Path
 
@@ -244,3 +245,175 @@ def test_bad_arguments(tmp_path):
         sample_frames(clip, num_frames=0)
     with pytest.raises(ValueError):
         sample_frames(clip, fps=-1)
+
+
+# ----------------------------------------------------------------------------- damaged vs intact (issue 7)
+
+
+def _encode_noise(path: Path, n: int = 100, *, container_options: dict | None = None, static: bool = False) -> Path:
+    """An h264 clip (25 fps, B-frames) of random pictures, so its bytes grow evenly with time."""
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w", options=container_options or {}) as out:
+        stream = out.add_stream("libx264", rate=25, options={"g": "12", "bf": "2", "preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        still = np.broadcast_to(np.linspace(0, 255, 64, dtype=np.uint8)[None, :, None], (48, 64, 3)).copy()
+        for i in range(n):
+            arr = still if static else rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+            frame = av.VideoFrame.from_ndarray(arr, format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def _cut(path: Path, fraction: float) -> Path:
+    cut = path.with_name("cut_" + path.name)
+    data = path.read_bytes()
+    cut.write_bytes(data[: int(len(data) * fraction)])
+    return cut
+
+
+@pytest.mark.parametrize("name, options", [("web.mp4", {"movflags": "faststart"}), ("clip.mkv", None)])
+def test_truncated_video_is_damaged_not_repeated_frames(tmp_path, name, options):
+    """A file cut at 60% (index at the front, so it still opens) is an error saying how far it
+    decoded; before, the targets past the cut got copies of the last decodable frame."""
+    clip = _encode_noise(tmp_path / name, container_options=options)
+    assert len(sample_frames(clip, num_frames=8).images) == 8  # the intact file is fine
+    cut = _cut(clip, 0.6)
+    with pytest.raises(MediaError, match=r"video damaged .*decoded [0-7] of 8 requested frames, "
+                                         r"stream ends at \d\.\d\d s of 4\.00 s declared: .*cut_"):
+        sample_frames(cut, num_frames=8)
+    with pytest.raises(MediaError, match="video damaged|cannot decode"):
+        decode_all_frames(cut)
+
+
+def test_corrupt_packets_are_damaged(tmp_path):
+    """2 kB of garbage in the middle of the stream: an error naming how far decoding got."""
+    clip = _encode_noise(tmp_path / "web.mp4", container_options={"movflags": "faststart"})
+    data = bytearray(clip.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 2000] = np.random.default_rng(1).integers(0, 256, 2000, dtype=np.uint8).tobytes()
+    bad = tmp_path / "corrupt.mp4"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(MediaError, match=r"video damaged \((decode error|the frame at).*decoded [0-7] of 8 requested"):
+        sample_frames(bad, num_frames=8)
+
+
+def test_short_clip_is_not_damaged(tmp_path):
+    """An intact clip with fewer frames than requested (3 frames, 0.12 s; targets every 0.015 s):
+    the first frame at or after each target, and the last frame for the targets in its display
+    time; ok, not an error."""
+    clip = _encode_noise(tmp_path / "short.mp4", n=3)
+    frames = sample_frames(clip, num_frames=8, max_side=None)
+    assert len(frames) == 8 and frames.info["distinct_frames"] == 2
+    assert frames.timestamps == pytest.approx([0.04] * 3 + [0.08] * 5)
+
+
+def test_static_clip_is_not_damaged(tmp_path):
+    """Identical pictures are content, not damage: the decision never looks at pixels."""
+    clip = _encode_noise(tmp_path / "still.mp4", n=50, static=True)
+    frames = sample_frames(clip, num_frames=8, max_side=None)
+    assert len(frames) == 8 and frames.info["distinct_frames"] == 8
+    first = np.asarray(frames.images[0]).astype(int)
+    assert all(np.abs(np.asarray(im).astype(int) - first).mean() < 3 for im in frames.images)
+
+
+def test_truncated_audio_is_damaged(tmp_path):
+    with av.open(str(tmp_path / "tone.m4a"), "w", options={"movflags": "faststart"}) as out:
+        stream = out.add_stream("aac", rate=16000, layout="mono")
+        rng = np.random.default_rng(0)
+        for start in range(0, 4 * 16000, 1024):
+            frame = av.AudioFrame.from_ndarray(rng.uniform(-0.5, 0.5, (1, 1024)).astype(np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, start
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    full = extract_audio(tmp_path / "tone.m4a")
+    assert abs(full.size / 16000 - 4.1) < 0.1
+    with pytest.raises(MediaError, match=r"audio damaged .*decoded \d\.\d\d s of 4\.\d\d s declared|audio damaged \(decode error"):
+        extract_audio(_cut(tmp_path / "tone.m4a", 0.6))
+
+
+# ----------------------------------------------------------------------------- first frame at or after each target
+
+
+FPS, N_FRAMES = 25, 60
+
+
+def _bits(i: int, size=(64, 48)) -> np.ndarray:
+    """Frame i shows its index in binary: 8 vertical bars, white for a 1 bit (survives lossy codecs)."""
+    w, h = size
+    arr = np.zeros((h, w, 3), np.uint8)
+    for b in range(8):
+        if (i >> b) & 1:
+            arr[:, b * w // 8 : (b + 1) * w // 8] = 255
+    return arr
+
+
+def _index_of(image) -> int:
+    arr = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image)
+    h, w = arr.shape[:2]
+    return sum(1 << b for b in range(8) if arr[h // 2, b * w // 8 + w // 16, 1] > 127)
+
+
+def _encode_bframes(path: Path, codec: str) -> Path:
+    """60 frames at 25 fps, GOP 12 with 3 B-frames, each frame showing its index."""
+    quality = {"preset": "veryfast"} if codec == "libx264" else {"qscale": "3"}
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=FPS, options={"g": "12", "bf": "3", **quality})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(N_FRAMES):
+            frame = av.VideoFrame.from_ndarray(_bits(i), format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def _reference(path: Path) -> tuple[float, float, list[int], list[float]]:
+    """Decode everything with plain PyAV: (stream start, first presentation time, the frame
+    indices in decoder output order, the raw pts of that output in seconds)."""
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        start = float(s.start_time * s.time_base) if s.start_time is not None else 0.0
+        out = [(_index_of(f.to_ndarray(format="rgb24")), float(f.pts * s.time_base)) for f in c.decode(s)]
+    return start, min(t for _, t in out), [i for i, _ in out], [t for _, t in out]
+
+
+BFRAME_FILES = [
+    ("h264_bframes.mp4", "libx264"),   # presentation times in the container (ctts)
+    ("h264_bframes.avi", "libx264"),   # AVI: decode-order times, the decoder's pts come out unsorted
+    ("mpeg4_bframes.avi", "mpeg4"),    # MPEG-4 Part 2 (the XviD/DivX codec) in AVI
+    ("mpeg4_bframes.mp4", "mpeg4"),    # the index's keyframe time is a decode time: seeks land late
+    ("mpeg2_bframes.ts", "mpeg2video"),  # no index: the seek lands where it can
+    ("mpeg2_bframes.mpg", "mpeg2video"),  # program stream: timestamps change after a seek
+]
+
+
+@pytest.fixture(scope="module")
+def bframe_clips(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("bframes")
+    return {name: _encode_bframes(folder / name, codec) for name, codec in BFRAME_FILES}
+
+
+@pytest.mark.parametrize("name", [n for n, _ in BFRAME_FILES])
+@pytest.mark.parametrize("request_", [{"num_frames": 8}, {"num_frames": 3}, {"num_frames": 13}, {"num_frames": None, "fps": 3.0}])
+def test_first_frame_at_or_after_each_target(bframe_clips, name, request_):
+    """For each target the sampler returns the frame with the smallest presentation time >= it,
+    checked by the index each frame shows against a decode-everything reference."""
+    clip = bframe_clips[name]
+    start, first, order, raw_pts = _reference(clip)
+    assert order == list(range(N_FRAMES))  # the decoder shows every frame, in order
+    if name == "h264_bframes.avi":  # the case the reorder logic exists for
+        assert raw_pts != sorted(raw_pts)
+    frames = sample_frames(clip, max_side=None, **request_)
+    got = [_index_of(im) for im in frames.images]
+    # frame i is shown at first + i / FPS; the answer is the first frame at or after the target
+    expected = [min(N_FRAMES - 1, max(0, math.ceil((start + t - first) * FPS - 1e-6))) for t in frames.info["targets"]]
+    assert got == expected
+    assert frames.timestamps == pytest.approx([first - start + i / FPS for i in expected], abs=1e-3)

@@ -1,8 +1,9 @@
 """Model zoo. Each module registers its class with :func:`base.register` on import."""
 import importlib
 
-from .base import (DEFAULT_CONFIGS, MODEL_REGISTRY, OVERALL_DEFAULTS, Recommender, build_model,
-                   default_config, get_model_class, register)
+from .base import (DEFAULT_CONFIGS, MODEL_REGISTRY, MULTIMODAL_ROLES, OVERALL_DEFAULTS, Recommender,
+                   UnknownModelError, build_model, check_features, check_hyper_parameters, declared_keys,
+                   default_config, feature_keys, get_model_class, model_names, register, resolve_config)
 
 # Modules imported lazily by get_model_class (a model written concurrently may be absent).
 _MODEL_MODULES = ["bpr", "lightgcn", "freedom", "vbpr", "lattice", "bm3", "dgvae"]
@@ -22,5 +23,6 @@ def _load_all():
     _loaded = True
 
 
-__all__ = ["DEFAULT_CONFIGS", "MODEL_REGISTRY", "OVERALL_DEFAULTS", "Recommender", "build_model",
-           "default_config", "get_model_class", "register"]
+__all__ = ["DEFAULT_CONFIGS", "MODEL_REGISTRY", "MULTIMODAL_ROLES", "OVERALL_DEFAULTS", "Recommender",
+           "UnknownModelError", "build_model", "check_features", "check_hyper_parameters", "declared_keys",
+           "default_config", "feature_keys", "get_model_class", "model_names", "register", "resolve_config"]

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._graph import sym_spmm, to_csr
-from .base import Recommender, emb_loss, register
+from .base import MULTIMODAL_ROLES, Recommender, emb_loss, register
 from .vbpr import item_modalities
 
 
@@ -38,6 +38,7 @@ def _cos_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 @register("BM3")
 class BM3(Recommender):
+    modality_roles = MULTIMODAL_ROLES
     defaults = {"embedding_size": 64, "feat_embed_dim": 64, "n_layers": 1, "dropout": 0.5,
                 "reg_weight": 0.1, "cl_weight": 2.0, "use_neg_sampling": False,
                 "text_feature": "text", "image_feature": "image"}

@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._graph import feature_hash, knn_normalized_graph, spmm, to_csr
-from .base import Recommender, register
+from .base import MULTIMODAL_ROLES, Recommender, register
 from .vbpr import item_modalities
 
 log = logging.getLogger(__name__)
@@ -215,6 +215,7 @@ def _mutual_information_reg(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 @register("DGVAE")
 class DGVAE(Recommender):
+    modality_roles = MULTIMODAL_ROLES
     defaults = {
         # authors' main.py defaults overridden by run-baby.sh (-ncl 3, -ldr_reg 0.4, -ldr_text 0.2,
         # -std/-tstd 0.075, -dr 0.5, anneal steps 20000)

@@ -20,13 +20,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._graph import knn_normalized_graph, spmm, sym_spmm, to_csr, transpose_csr
-from .base import Recommender, bpr_logsigmoid, register
+from .base import MULTIMODAL_ROLES, Recommender, bpr_logsigmoid, register
 
 log = logging.getLogger(__name__)
 
 
 @register("FREEDOM")
 class FREEDOM(Recommender):
+    modality_roles = MULTIMODAL_ROLES
     defaults = {
         "embedding_size": 64, "feat_embed_dim": 64, "knn_k": 10, "n_mm_layers": 1, "n_ui_layers": 2,
         "mm_image_weight": 0.1, "dropout": 0.8, "reg_weight": 1e-4,

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._graph import knn_cache_key, knn_indices, spmm, to_csr, transpose_csr
-from .base import Recommender, register
+from .base import MULTIMODAL_ROLES, Recommender, register
 from .vbpr import item_modalities
 
 log = logging.getLogger(__name__)
@@ -120,6 +120,7 @@ def row_normalized_bipartite_with_self_loops(csr, n_users: int, n_items: int) ->
 
 @register("LATTICE")
 class LATTICE(Recommender):
+    modality_roles = MULTIMODAL_ROLES
     defaults = {
         "embedding_size": 64, "feat_embed_dim": 64, "weight_size": [64, 64],
         "learning_rate_scheduler": [0.96, 50], "learning_rate": 1e-3,

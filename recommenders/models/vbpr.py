@@ -20,13 +20,9 @@ import torch
 from torch import nn
 
 from ..data import InteractionData
-from .base import Recommender, bpr_loss, emb_loss, register
+from .base import MULTIMODAL_ROLES, Recommender, bpr_loss, emb_loss, register
 
 log = logging.getLogger(__name__)
-
-# Modality roles in MMRec order (t_feat, v_feat); the config maps each role to a key of
-# data.item_features via "<role>_feature" (None = do not use that role).
-MODALITY_ROLES = ("text", "image")
 
 
 def item_modalities(model: Recommender, data: InteractionData) -> dict[str, torch.Tensor]:
@@ -37,7 +33,8 @@ def item_modalities(model: Recommender, data: InteractionData) -> dict[str, torc
     because a multimodal model without content would silently degrade to plain CF.
     """
     out: dict[str, torch.Tensor] = {}
-    for role in MODALITY_ROLES:
+    roles = type(model).modality_roles  # MMRec order (t_feat, v_feat)
+    for role in roles:
         name = model.hp(f"{role}_feature")
         if name is None:
             continue
@@ -48,12 +45,13 @@ def item_modalities(model: Recommender, data: InteractionData) -> dict[str, torc
     if not out:
         raise ValueError(
             f"{type(model).__name__} needs at least one item feature among "
-            f"{[model.hp(f'{r}_feature') for r in MODALITY_ROLES]}; data has {sorted(data.item_features)}")
+            f"{[model.hp(f'{r}_feature') for r in roles]}; data has {sorted(data.item_features)}")
     return out
 
 
 @register("VBPR")
 class VBPR(Recommender):
+    modality_roles = MULTIMODAL_ROLES
     defaults = {"embedding_size": 64, "reg_weight": 1e-4, "text_feature": "text", "image_feature": "image"}
     grid = {"reg_weight": [2.0, 1.0, 1e-01, 1e-02, 1e-03, 1e-04, 1e-05]}
 
