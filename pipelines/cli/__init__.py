@@ -1,0 +1,87 @@
+"""The ``mmfeat`` command line (``pipelines.cli:main``). One module per command group:
+
+    mmfeat extract MANIFEST [--feature-set NAME] [--tag T] [--data-root DIR]     (extract.py)
+    mmfeat serve                                                                 (extract.py)
+    mmfeat manifest check MANIFEST [--schema-only]                               (manifest.py)
+    mmfeat store list|show|summary|verify|tag|import|export ...                  (store.py)
+    mmfeat train MANIFEST --model FREEDOM --feature text=text_minilm [--versus text=text_mpnet]
+    mmfeat compare runs/<run-a> runs/<run-b>                                     (train.py)
+
+Every error is one ``error:`` line on stderr (``--debug`` adds the traceback); exit code 2 for a
+usage error, 1 for a failure (see :mod:`pipelines.cli.errors`). Commands import their heavy
+dependencies (Prefect, torch) only once their inputs have been checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Sequence
+
+from pipelines.cli.args import Parser, common_options
+from pipelines.cli.errors import BROKEN_PIPE, report, silence_stdout
+from pipelines.cli.extract import add_extract_commands
+from pipelines.cli.manifest import add_manifest_commands
+from pipelines.cli.store import add_store_commands, summarize_version
+from pipelines.cli.train import add_train_commands
+
+__all__ = ["build_parser", "main", "summarize_version"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser; ``--store``, ``-v`` and ``--debug`` are accepted before or after the command."""
+    common = common_options()
+    p = Parser(prog="mmfeat", parents=[common_options(top_level=True)],
+               description="Offline multimodal feature factory for recommenders: extract versioned features, "
+                           "inspect and export the store, train and compare recommenders.",
+               epilog="`mmfeat COMMAND --help` describes each command.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_extract_commands(sub, common)
+    add_manifest_commands(sub, common)
+    add_store_commands(sub, common)
+    add_train_commands(sub, common)
+    return p
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at emit time (not the stream at setup), so a CLI call from
+    a notebook or a test with captured output never logs into a closed stream."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:  # noqa: ANN001
+        pass
+
+
+def _setup_logging(verbose: bool) -> None:
+    root = logging.getLogger()
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command, with stdout flushed inside so that a closed pipe is seen here, not at exit."""
+    code = int(args.func(args) or 0)
+    sys.stdout.flush()
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse, run, and turn any exception into one line on stderr and an exit code."""
+    args = build_parser().parse_args(argv)  # usage errors: argparse prints one line + usage, exit 2
+    _setup_logging(args.verbose)
+    try:
+        return _run(args)
+    except BrokenPipeError:  # the reader went away (`mmfeat store list | head`): stop quietly
+        silence_stdout()
+        return BROKEN_PIPE
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the one place errors become one line
+        return report(exc, debug=args.debug)

@@ -1,0 +1,7 @@
+"""``python -m pipelines.cli`` behaves like ``mmfeat``."""
+
+import sys
+
+from pipelines.cli import main
+
+sys.exit(main())

@@ -1,0 +1,67 @@
+"""``mmfeat extract`` (run the extract-features flow locally) and ``mmfeat serve``.
+
+Everything a run can know to be wrong before it starts (an invalid manifest, an unknown feature
+set, a missing or escaping data path, a source file without its required columns) is checked here,
+before Prefect is imported, so it is one line and not a failed flow run.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from pipelines.cli.store import summarize_version
+
+
+def precheck_manifest(manifest: str, data_root: str | None, feature_sets: list[str] | None = None,
+                      read_source: bool = True) -> tuple["Manifest", str]:  # noqa: F821
+    """Validate a manifest and (``read_source``) read its source once; a short description of what was read."""
+    from pipelines.manifest import load_manifest
+
+    m = load_manifest(manifest, data_root=data_root)
+    for name in feature_sets or []:
+        m.feature_set(name)  # ManifestError naming the sets it has
+    if not read_source:
+        return m, "source not read"
+    from pipelines.extract import load_items
+
+    items, interactions, _fp = load_items(m)
+    return m, f"source {m.source.kind}: {items.num_rows} items, {interactions.num_rows} interactions"
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    precheck_manifest(args.manifest, args.data_root, args.feature_set)
+    from pipelines.cli.prefect_run import run_flow
+    from pipelines.flows import extract_features
+    from pipelines.store import FeatureStore
+
+    result = run_flow(extract_features, args, manifest=args.manifest, feature_sets=args.feature_set or None,
+                      store_root=args.store, tag=args.tag, data_root=args.data_root)
+    store = FeatureStore(result["store"])
+    for fs in result["feature_sets"]:
+        print(summarize_version(store, result["dataset"], fs["feature_set"], fs["version"]))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from pipelines.deployments import main as serve_main
+
+    serve_main()
+    return 0
+
+
+def add_extract_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    ex = sub.add_parser("extract", parents=[common], help="run the extract-features flow locally on a manifest",
+                        description="Build (or reuse) one store version per feature set of a manifest, "
+                                    "running the extract-features flow in this process (no server needed). "
+                                    "The manifest and its data are checked before the flow starts.")
+    ex.add_argument("manifest", help="manifest name (manifests/NAME.yaml) or path")
+    ex.add_argument("--feature-set", action="append", metavar="NAME", help="only this feature set (repeatable)")
+    ex.add_argument("--tag", help="extra alias for the new versions (besides latest)")
+    ex.add_argument("--data-root", help="override the manifest's data_root (e.g. a real download)")
+    ex.set_defaults(func=cmd_extract)
+
+    sv = sub.add_parser("serve", parents=[common],
+                        help="serve the Prefect deployments (extract-features/*, train-recommender/*)",
+                        description="Register and serve the deployments; needs a running Prefect server "
+                                    "(`prefect server start`).")
+    sv.set_defaults(func=cmd_serve)

@@ -1,0 +1,295 @@
+"""``mmfeat store ...``: inspect, verify, tag, import and export feature-store versions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from pipelines.cli.args import parse_feature_refs, parse_number_or_mean
+from pipelines.cli.errors import CommandFailed, UsageError
+from pipelines.store import FeatureStore, StoreError, default_store_root
+
+
+def open_store(args: argparse.Namespace) -> FeatureStore:
+    return FeatureStore(args.store or default_store_root())
+
+
+# ---------------------------------------------------------------------------- list / show / summary
+def _fmt_version_line(m: dict, aliases: dict[str, str]) -> str:
+    tags = ",".join(sorted(a for a, v in aliases.items() if v == m["version"]))
+    out = m.get("output", {})
+    value = "text" if out.get("kind") == "text" else f"embedding[{out.get('dim')}] {out.get('dtype')}"
+    return (f"    {m['version']}  {m['created_at']}  rows={m['rows']:<7} errors={m['errors']:<5} {value:<22} "
+            f"{m['featurizer']['name']}" + (f"  <- {tags}" if tags else ""))
+
+
+def cmd_store_list(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    datasets = [args.dataset] if args.dataset else store.datasets()
+    if args.dataset and args.dataset not in store.datasets():
+        raise UsageError(f"no dataset {args.dataset!r} in {store.root} (it has: {store.datasets() or 'nothing'})")
+    if not datasets:
+        print(f"store {store.root} is empty")
+    for ds in datasets:
+        print(ds)
+        for fs in store.feature_sets(ds):
+            print(f"  {fs}")
+            aliases = store.aliases(ds, fs)
+            for m in store.versions(ds, fs):
+                print(_fmt_version_line(m, aliases))
+    staged = store.staged()
+    if staged:
+        print("\nunfinished runs (resume by re-running the same extraction):")
+        for p in staged:
+            print(f"  {p.relative_to(store.root)}  ({len(list(p.glob('part-*.parquet')))} parts done)")
+    return 0
+
+
+def summarize_version(store: FeatureStore, dataset: str, feature_set: str, ref: str = "latest") -> str:
+    """A short human summary of one version: where, what, how many, made by what."""
+    m = store.manifest(dataset, feature_set, ref)
+    fp = m["featurizer"]["fingerprint"]
+    lines = [
+        f"{dataset}/{feature_set}/{m['version']}",
+        f"  path:       {store.feature_dir(dataset, feature_set) / m['version']}",
+        "  output:     " + ("text" if m["output"]["kind"] == "text" else
+                             f"embedding dim={m['output']['dim']} dtype={m['output']['dtype']}"),
+        f"  rows:       {m['rows']} ({m['errors']} errors) in {len(m['parts'])} part(s)",
+        f"  featurizer: {m['featurizer']['name']} ({m['featurizer']['kind']}), backbone={fp.get('backbone')}",
+        f"  weights:    {str(fp.get('weights_sha256', '-'))[:16]}  ({fp.get('weights_source', '-')})",
+        f"  input:      {json.dumps(m['input'])}",
+        f"  parents:    {m['lineage'].get('parents') or '-'}",
+        *(["  saw pixels: no (text-only describer)"] if fp.get("saw_pixels") is False else []),
+        f"  created:    {m['created_at']} by mmfeat {m['mmfeat_version']}",
+    ]
+    if m["output"]["kind"] == "text":
+        t = store.read_table(dataset, feature_set, m["version"], columns=["item_id", "text"], only_ok=True)
+        for row in t.slice(0, 2).to_pylist():
+            lines.append(f"  sample:     {row['item_id']}: {row['text'][:100]!r}")
+    return "\n".join(lines)
+
+
+def cmd_store_show(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    if args.json:
+        print(json.dumps(store.manifest(args.dataset, args.feature_set, args.ref), indent=2))
+    else:
+        print(summarize_version(store, args.dataset, args.feature_set, args.ref))
+    return 0
+
+
+def cmd_store_summary(args: argparse.Namespace) -> int:
+    from pipelines.manifest import load_manifest
+
+    store = open_store(args)
+    m = load_manifest(args.manifest, data_root=args.data_root)
+    print(f"store: {store.root}")
+    for spec in m.feature_sets:
+        try:
+            print(summarize_version(store, m.store_dataset, spec.name))
+        except StoreError:
+            print(f"{m.store_dataset}/{spec.name}: not built" + (" (optional)" if spec.optional else ""))
+    return 0
+
+
+# ---------------------------------------------------------------------------- verify / tag
+def cmd_store_verify(args: argparse.Namespace) -> int:
+    """A wrong name or ref is a usage error (2); a missing or changed part is a failure (1)."""
+    store = open_store(args)
+    version = store.resolve(args.dataset, args.feature_set, args.ref)
+    try:
+        store.verify(args.dataset, args.feature_set, version)
+    except StoreError as exc:
+        raise CommandFailed(str(exc)) from exc
+    print(f"ok: {args.dataset}/{args.feature_set}/{version}")
+    return 0
+
+
+def cmd_store_tag(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    version = store.resolve(args.dataset, args.feature_set, args.ref)
+    store.set_alias(args.dataset, args.feature_set, args.alias, version)
+    print(f"{args.dataset}/{args.feature_set}: {args.alias} -> {version}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- import / export
+def cmd_store_import(args: argparse.Namespace) -> int:
+    from pipelines.imports import import_features
+
+    store = open_store(args)
+    version = import_features(store, args.dataset, args.feature_set, args.file, ids=args.ids,
+                              id_column=args.id_column, vector_column=args.vector_column, tag=args.tag)
+    print(summarize_version(store, args.dataset, args.feature_set, version))
+    return 0
+
+
+def _fill(args: argparse.Namespace) -> float | str | None:
+    return None if args.fill_missing == "error" else parse_number_or_mean(args.fill_missing, "--fill-missing")
+
+
+def _single_feature(args: argparse.Namespace) -> tuple[str, str]:
+    if len(args.feature) != 1 or "=" in args.feature[0]:
+        raise UsageError(f"{args.format} export takes exactly one --feature FEATURE_SET[@ref], "
+                         f"e.g. --feature title_minilm; got {args.feature}")
+    fs, _, ref = args.feature[0].partition("@")
+    return fs, ref or "latest"
+
+
+def _manifest_dataset(manifest: str, data_root: str | None) -> str:
+    from pipelines.manifest import load_manifest
+
+    return load_manifest(manifest, data_root=data_root).store_dataset
+
+
+def _check_refs(store: FeatureStore, dataset: str, features: dict[str, str]) -> None:
+    """Every ``feature_set[@ref]`` resolves in the store: a typo fails before any data is read."""
+    for ref in features.values():
+        fs, _, version = ref.partition("@")
+        store.resolve(dataset, fs, version or "latest")
+
+
+def _check_item_order(path: str | None) -> None:
+    if path is not None and not Path(path).is_file():
+        raise UsageError(f"--item-order {path}: no such file (give MMRec's i_id_mapping.csv, a csv with item_id, "
+                         "or a file with one id per line)")
+
+
+def cmd_store_export(args: argparse.Namespace) -> int:
+    import pipelines.exports as ex
+
+    store = open_store(args)
+    _check_item_order(getattr(args, "item_order", None))
+    rec: dict[str, Any]
+    if args.format == "mmrec":
+        features = parse_feature_refs(args.feature, "--feature", "STEM", "text_feat=title_minilm")
+        _check_refs(store, _manifest_dataset(args.manifest, args.data_root), features)
+        rec = ex.export_mmrec(store, args.manifest, features, args.out, split=args.split, split_seed=args.split_seed,
+                              min_rating=args.min_rating, k_core=args.k_core, item_order=args.item_order,
+                              fill_missing=_fill(args), data_root=args.data_root, name=args.name)
+    elif args.format == "mmrec-features":
+        features = parse_feature_refs(args.feature, "--feature", "STEM", "image_feat=cover_clip")
+        _check_refs(store, args.dataset, features)
+        rec = ex.export_mmrec_features(store, args.dataset, features, args.out, item_order=args.item_order,
+                                       fill_missing=_fill(args))
+    elif args.format == "hf":
+        fs, ref = _single_feature(args)
+        rec = ex.export_hf(store, args.dataset, fs, args.out, ref)
+    else:
+        fs, ref = _single_feature(args)
+        rec = ex.export_fuxictr(store, args.dataset, fs, args.out, ref, dim=args.dim, fill_missing=_fill(args),
+                                pad=args.pad)
+    print(json.dumps(rec, indent=2, default=str))
+    return 0
+
+
+# ---------------------------------------------------------------------------- parsers
+def add_store_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    st = sub.add_parser("store", parents=[common], help="inspect, verify, tag, import and export feature versions",
+                        description="Inspect, verify, tag, import and export versions of the feature store.")
+    cmds = st.add_subparsers(dest="store_cmd", required=True, metavar="COMMAND")
+
+    ls = cmds.add_parser("list", parents=[common], help="every dataset, feature set and version (with aliases)")
+    ls.add_argument("--dataset", help="only this store dataset")
+    ls.set_defaults(func=cmd_store_list)
+
+    for name, func, what in (("show", cmd_store_show, "summarize one version (lineage, featurizer, rows)"),
+                             ("verify", cmd_store_verify, "re-hash every part of a version against its manifest")):
+        sp = cmds.add_parser(name, parents=[common], help=what, description=what[0].upper() + what[1:] + ".")
+        _add_version_args(sp)
+        if name == "show":
+            sp.add_argument("--json", action="store_true", help="print the full _manifest.json")
+        sp.set_defaults(func=func)
+
+    sm = cmds.add_parser("summary", parents=[common], help="latest version of every feature set of a manifest")
+    sm.add_argument("manifest", help="manifest name (manifests/NAME.yaml) or path")
+    sm.add_argument("--data-root", help="override the manifest's data_root")
+    sm.set_defaults(func=cmd_store_summary)
+
+    tg = cmds.add_parser("tag", parents=[common], help="point an alias (e.g. paper-v1) at a version")
+    _add_version_args(tg, ref_default=None)
+    tg.add_argument("alias", help="the alias to set (e.g. paper-v1)")
+    tg.set_defaults(func=cmd_store_tag)
+
+    _add_import(cmds, common)
+    _add_exports(cmds, common)
+
+
+def _add_version_args(sp: argparse.ArgumentParser, ref_default: str | None = "latest") -> None:
+    sp.add_argument("dataset", help="store dataset (a manifest's `dataset`, e.g. microlens-mini)")
+    sp.add_argument("feature_set", help="feature set name (e.g. title_minilm)")
+    ref_help = "version id, unique id prefix or alias"
+    if ref_default is None:
+        sp.add_argument("ref", help=ref_help)
+    else:
+        sp.add_argument("ref", nargs="?", default=ref_default, help=f"{ref_help} (default: {ref_default})")
+
+
+def _add_import(cmds: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    im = cmds.add_parser(
+        "import", parents=[common], help="bring an existing feature file (.npy, .parquet) into the store",
+        description="Import features computed elsewhere as a store version whose lineage says 'imported' "
+                    "and names the file's sha256: MMRec's .npy with its i_id_mapping.csv, or a Parquet/NumPy "
+                    "matrix with ids.")
+    im.add_argument("dataset", help="store dataset to import into")
+    im.add_argument("feature_set", help="feature set name for the imported version")
+    im.add_argument("file", help="the feature file: .npy (rows = items) or .parquet (an id and a vector column)")
+    im.add_argument("--ids", help="the row ids of a .npy: MMRec's i_id_mapping.csv, a csv with item_id, "
+                                  "or one id per line")
+    im.add_argument("--id-column", default="item_id",
+                    help="id column of a Parquet file, or of an MMRec mapping given as --ids (asin; itemID for "
+                         "0..n-1 ids) (default: item_id)")
+    im.add_argument("--vector-column", default="embedding", help="vector column of a Parquet file (default: embedding)")
+    im.add_argument("--tag", help="also point this alias at the new version")
+    im.set_defaults(func=cmd_store_import)
+
+
+def _add_exports(cmds: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    exp = cmds.add_parser("export", parents=[common], help="write versions in formats other tools read",
+                          description="Write store versions as files other repositories read unchanged; "
+                                      "each export writes _export.json naming the versions it came from.")
+    fmts = exp.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    fill_help = "items without an ok feature row: 'mean' (default), a number, or 'error' to fail instead"
+
+    mm = fmts.add_parser("mmrec", parents=[common],
+                         help="a dataset folder MMRec trains from (.inter, feature .npy files, mappings, config)",
+                         description="A folder MMRec's main.py trains from as written: <name>.inter from the "
+                                     "manifest's interactions and split (as `mmfeat train` makes it), "
+                                     "text_feat.npy / image_feat.npy row-aligned to its item ids, the id "
+                                     "mappings and a dataset config.")
+    mm.add_argument("manifest", help="manifest name or path (its interactions give the .inter; its dataset the store namespace)")
+    mm.add_argument("--feature", action="append", required=True,
+                    help="STEM=FEATURE_SET[@ref], STEM text_feat or image_feat (repeatable), e.g. text_feat=title_minilm")
+    mm.add_argument("--split", choices=["given", "random", "time"],
+                    help="default: the source's own split, else seeded per-user random 8:1:1")
+    mm.add_argument("--split-seed", type=int, default=2024, help="seed of the random split (default: 2024)")
+    mm.add_argument("--min-rating", type=float, help="keep interactions rated at least this")
+    mm.add_argument("--k-core", type=int, default=0, help="iteratively keep users and items with >= K interactions")
+    mm.add_argument("--item-order", help="fix the itemIDs: an MMRec i_id_mapping.csv, a csv with item_id, or one id per line")
+    mm.add_argument("--fill-missing", default="mean", help=fill_help)
+    mm.add_argument("--data-root", help="override the manifest's data_root")
+    mm.add_argument("--name", help="MMRec dataset name (default: the --out folder's name)")
+
+    mf = fmts.add_parser("mmrec-features", parents=[common],
+                         help="only MMRec feature .npy files + i_id_mapping.csv, for an existing MMRec dataset folder")
+    mf.add_argument("dataset", help="store dataset")
+    mf.add_argument("--feature", action="append", required=True, help="STEM=FEATURE_SET[@ref] (repeatable)")
+    mf.add_argument("--item-order", help="the MMRec folder's i_id_mapping.csv (default: every row in natural id order)")
+    mf.add_argument("--fill-missing", default="mean", help=fill_help)
+
+    hf = fmts.add_parser("hf", parents=[common], help="a Hugging Face dataset (save_to_disk), lineage in its info")
+    hf.add_argument("dataset", help="store dataset")
+    hf.add_argument("--feature", action="append", required=True, help="FEATURE_SET[@ref] (exactly one)")
+
+    fx = fmts.add_parser("fuxictr", parents=[common], help="FuxiCTR MicroLens_1M_MMCTR item_info.parquet")
+    fx.add_argument("dataset", help="store dataset")
+    fx.add_argument("--feature", action="append", required=True, help="FEATURE_SET[@ref] (exactly one)")
+    fx.add_argument("--dim", type=int, default=128, help="embedding width; wider versions are reduced by PCA (default: 128)")
+    fx.add_argument("--pad", action="store_true", help="append zero columns when the version is narrower than --dim")
+    fx.add_argument("--fill-missing", default="mean", help=fill_help)
+
+    for sp in (mm, mf, hf, fx):
+        sp.add_argument("--out", required=True, help="output folder")
+        sp.set_defaults(func=cmd_store_export)

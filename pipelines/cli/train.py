@@ -1,0 +1,130 @@
+"""``mmfeat train`` (the train-recommender flow, run locally) and ``mmfeat compare``.
+
+Everything a training run needs is checked before Prefect is imported or any data is loaded:
+the option values here (``ROLE=FEATURE_SET[@ref]``, ``KEY=VALUE``), then the request as a whole
+by :func:`pipelines.train_flow.validate_train_request` (model name, feature roles, store versions,
+``--versus``, hyper-parameter names), so a typo is one line, not a failed flow run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from pipelines.cli.args import parse_feature_refs, parse_grid, parse_settings
+from pipelines.cli.errors import UsageError
+
+MODEL_HELP_FALLBACK = "models: see recommenders/models/ (the registry could not be loaded: {exc})"
+
+
+def models_epilog() -> str:
+    """The ``train --help`` epilog: the registered models (importing them loads torch, hence lazily)."""
+    try:
+        from recommenders.models import model_names
+
+        names = model_names()
+    except Exception as exc:  # noqa: BLE001 - help must print even if a model module is broken
+        return MODEL_HELP_FALLBACK.format(exc=exc)
+    return ("models: " + ", ".join(names) + "\n\nexamples:\n"
+            "  mmfeat train movielens-100k --model FREEDOM --feature text=text_minilm --min-rating 4 --k-core 5\n"
+            "  mmfeat train movielens-100k --model FREEDOM --feature text=text_minilm --versus text=text_mpnet\n"
+            "  mmfeat train movielens-100k --model FREEDOM --feature text=text_minilm --grid learning_rate=0.001,0.0001")
+
+
+def train_request(args: argparse.Namespace) -> dict[str, Any]:
+    """The option values as the flow's parameters; malformed values are a :class:`UsageError`."""
+    features = parse_feature_refs(args.feature, "--feature")
+    versus = parse_feature_refs(args.versus, "--versus")
+    overrides = parse_settings(args.set, "--set")
+    grid = parse_grid(args.grid, "--grid")
+    return {"features": features, "versus": versus, "overrides": overrides, "grid": grid}
+
+
+def _seeds(args: argparse.Namespace) -> dict[str, int]:
+    """Only the seeds given as options: the flow owns the defaults (``--set seed=`` travels in the config)."""
+    given = {"split_seed": args.split_seed, "seed": args.seed}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    req = train_request(args)
+    from pipelines.train_flow import validate_train_request  # imports Prefect, starts nothing
+
+    validate_train_request(args.manifest, model=args.model, features=req["features"], versus=req["versus"],
+                           overrides=req["overrides"], grid=req["grid"], store_root=args.store,
+                           data_root=args.data_root, seed=args.seed)
+    from pipelines.cli.prefect_run import run_flow
+    from pipelines.train_flow import compare_runs, train_recommender
+
+    arms = [req["features"]] + ([{**req["features"], **req["versus"]}] if req["versus"] else [])
+    records = []
+    for feats in arms:  # same manifest, split and hyper-parameters: only the features differ
+        result = run_flow(train_recommender, args, manifest=args.manifest, model=args.model, features=feats,
+                          config=req["overrides"], grid=req["grid"] or None, split=args.split, min_rating=args.min_rating,
+                          k_core=args.k_core, store_root=args.store, runs_dir=args.runs, data_root=args.data_root,
+                          **_seeds(args))
+        records.append(_print_best(result["best"]))
+    if len(records) > 1:
+        print(compare_runs(records))
+    return 0
+
+
+def _print_best(best: dict[str, Any]) -> str:
+    print(f"best run {best['run_id']}  ({best['record_path']})")
+    print(f"  valid: {json.dumps({k: round(v, 4) for k, v in best['best_valid'].items()})}")
+    print(f"  test:  {json.dumps({k: round(v, 4) for k, v in best['test'].items()})}")
+    return best["record_path"]
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    missing = [p for p in args.runs if not _record_path(p).is_file()]
+    if missing:
+        raise UsageError(f"no run record at {', '.join(str(_record_path(p)) for p in missing)}; give run folders "
+                         "(runs/<run>, see --runs / $MMFEAT_RUNS) or their record.json")
+    from pipelines.train_flow import compare_runs
+
+    print(compare_runs(args.runs))
+    return 0
+
+
+def _record_path(path: str) -> Path:
+    p = Path(path)
+    return p / "record.json" if p.is_dir() else p
+
+
+def add_train_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    tr = sub.add_parser("train", parents=[common], help="train and evaluate a recommender on store features",
+                        description=textwrap.fill(
+                            "Run the train-recommender flow locally: split the manifest's interactions, read the "
+                            "feature versions, train (or grid-search, selected on validation) and write a run "
+                            "record. The request is checked before anything loads.", 78),
+                        lazy_epilog=models_epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+    tr.add_argument("manifest", help="manifest name (manifests/NAME.yaml) or path: whose interactions to train on")
+    tr.add_argument("--model", default="LightGCN", help="model name, case-insensitive (default: LightGCN; list below)")
+    tr.add_argument("--feature", action="append", metavar="ROLE=FEATURE_SET[@ref]",
+                    help="an item feature for a modality role of the model, e.g. text=text_minilm or "
+                         "image=cover_clip@paper-v1 (repeatable)")
+    tr.add_argument("--versus", action="append", metavar="ROLE=FEATURE_SET[@ref]",
+                    help="swap in this feature for a second, otherwise identical run and print both (repeatable)")
+    tr.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="a hyper-parameter, e.g. epochs=50 or learning_rate=1e-3 (repeatable)")
+    tr.add_argument("--grid", action="append", metavar="KEY=V1,V2,...",
+                    help="search these values, selected on validation (repeatable)")
+    tr.add_argument("--seed", type=int, help="training seed (init, sampling; default: the flow's, 2024)")
+    tr.add_argument("--split-seed", type=int, help="seed of the random split (default: the flow's, 2024)")
+    tr.add_argument("--split", choices=["given", "random", "time"],
+                    help="given: the source's split column; random: per-user 8:1:1; time: global time split "
+                         "(default: given when the source has one, else random)")
+    tr.add_argument("--min-rating", type=float, help="keep interactions rated at least this (needs ratings)")
+    tr.add_argument("--k-core", type=int, default=0, help="iteratively keep users and items with >= K interactions")
+    tr.add_argument("--runs", help="run records folder (default: $MMFEAT_RUNS, else ./runs)")
+    tr.add_argument("--data-root", help="override the manifest's data_root")
+    tr.set_defaults(func=cmd_train)
+
+    cp = sub.add_parser("compare", parents=[common], help="print run records side by side",
+                        description="Print run records (valid and test metrics, epochs, timings) as one table.")
+    cp.add_argument("runs", nargs="+", help="run folders or record.json files")
+    cp.set_defaults(func=cmd_compare)
