@@ -19,10 +19,12 @@ EXTRACT_DEPLOYMENTS = {
 
 def deployments() -> list:
     from pipelines.flows import extract_features
+    from pipelines.manifest import load_manifest
 
     out = [
-        extract_features.to_deployment(name=name, parameters=params, tags=["mmfeat", "extract"],
-                                       description=f"Extract features for the {name} manifest")
+        extract_features.to_deployment(
+            name=name, parameters=params, tags=["mmfeat", "extract"],
+            description=load_manifest(params["manifest"]).description or f"Extract features for the {name} manifest")
         for name, params in EXTRACT_DEPLOYMENTS.items()
     ]
     from pipelines.train_flow import train_deployments

@@ -112,28 +112,13 @@ def _feature_file(store: FeatureStore, dataset: str, ref: str, order: Sequence[s
 # ---------------------------------------------------------------------------- MMRec
 def split_frame(m: "Manifest", *, split: str | None = None, split_seed: int = 2024,
                 min_rating: float | None = None, k_core: int = 0) -> tuple["pd.DataFrame", str, str]:
-    """The manifest's interactions filtered and split exactly as ``train-recommender`` does
-    (same adapter, same filters, :func:`recommenders.splits.split_interactions`).
+    """``(split_df, source_fingerprint, method)`` exactly as ``train-recommender`` splits
+    (:func:`pipelines.interactions.filtered_split`)."""
+    from pipelines.interactions import filtered_split
 
-    Returns ``(split_df[user_id, item_id, timestamp, split], source_fingerprint, method)`` where
-    ``method`` is the split method that ran (``given`` when the source has a split column).
-    """
-    from pipelines.extract import load_items
-    from recommenders.splits import k_core as apply_k_core
-    from recommenders.splits import resolve_split_method, split_interactions
-
-    _items, interactions, source_fp = load_items(m)
-    df = interactions.to_pandas()
-    if min_rating is not None:
-        if "label" not in df.columns:
-            raise ValueError(f"min_rating needs a rating/label column; {m.name}'s interactions have {list(df.columns)}")
-        df = df[df["label"] >= min_rating]
-    if k_core:
-        df = apply_k_core(df, k_core)
-    if df.empty:
-        raise ValueError(f"{m.name}: no interactions left after min_rating={min_rating}, k_core={k_core}")
-    method = resolve_split_method(df, split)
-    return split_interactions(df, method, seed=split_seed), source_fp, method
+    df, _n, source_fp, method = filtered_split(m, split=split, split_seed=split_seed, min_rating=min_rating,
+                                               k_core=k_core)
+    return df, source_fp, method
 
 
 def _mmrec_item_order(split_df: "pd.DataFrame", item_order: str | Path | Sequence[str] | None) -> list[str]:

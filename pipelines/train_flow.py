@@ -219,24 +219,16 @@ def load_training_data(
     ``split_seed`` seeds the random split (default DEFAULT_SEED); other methods do not use it, and the
     record then says ``seed: None`` (a seed given for them is reported with a warning).
     """
-    from pipelines.extract import load_items
-    from recommenders import from_split_frame, k_core as apply_k_core, resolve_split_method, split_interactions
+    from pipelines.interactions import filtered_split
+    from recommenders import from_split_frame
 
     m = load_manifest(manifest, data_root=data_root)
-    _items, interactions, source_fp = load_items(m)
-    df = interactions.to_pandas()
-    if min_rating is not None:
-        if "label" not in df.columns:
-            raise ValueError(f"min_rating needs a rating/label column; {m.name}'s interactions have {list(df.columns)}")
-        df = df[df["label"] >= min_rating]
-    if k_core:
-        df = apply_k_core(df, k_core)
-    method = resolve_split_method(df, split)
+    seed_used = int(split_seed) if split_seed is not None else DEFAULT_SEED
+    split_df, n_kept, source_fp, method = filtered_split(m, split=split, split_seed=seed_used,
+                                                         min_rating=min_rating, k_core=k_core)
     if method != "random" and split_seed is not None:
         log.warning("split_seed=%s is not used: the %s split is not random", split_seed, method)
-    seed_used = int(split_seed) if split_seed is not None else DEFAULT_SEED
     split_info = {"method": method, "seed": seed_used if method == "random" else None}
-    split_df = split_interactions(df, method, seed=seed_used)
     final, split_hash = _save_split_file(split_df, m.store_dataset, runs_dir)
     store = FeatureStore(store_root or default_store_root())
     matrices, versions = {}, {}
@@ -248,7 +240,7 @@ def load_training_data(
     data = from_split_frame(split_df, features=matrices, feature_versions=versions, split_hash=split_hash,
                             split_info=split_info)
     info = {"manifest": m.name, "source_fingerprint": source_fp, "split_file": str(final),
-            "interactions": int(len(df)), "split": split_info, **data.summary()}
+            "interactions": n_kept, "split": split_info, **data.summary()}
     return data, info
 
 

@@ -10,6 +10,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import pytest  # noqa: E402
 
 import pipelines  # noqa: E402,F401  (sets Prefect env defaults before prefect is imported)
+import pipelines.flows  # noqa: E402,F401  (Prefect binds its console log handler to the sys.stderr of
+#                         its first import: import it here, not inside a capsys-captured test)
 
 
 @pytest.fixture(scope="session")

@@ -219,3 +219,16 @@ def test_train_flow_takes_split_seed_and_seed_separately(prefect_harness, store_
     assert [e["loss"] for e in via_set["epochs"]] == [e["loss"] for e in both["epochs"]]
     with pytest.raises(TrainRequestError, match="given twice"):
         train_recommender(**{**kw, "config": {**kw["config"], "seed": 5}}, seed=4)
+
+
+def test_min_rating_on_a_source_without_ratings_is_a_request_error() -> None:
+    """One split path for training and the MMRec export; a filter that cannot apply is a usage error
+    (exit 2, one line), not a bare ValueError from inside the flow."""
+    from pipelines.cli.errors import classify
+    from pipelines.interactions import SplitRequestError, filtered_split
+    from pipelines.manifest import load_manifest
+
+    with pytest.raises(SplitRequestError, match="needs ratings") as info:
+        filtered_split(load_manifest("microlens"), min_rating=4)
+    code, line = classify(info.value)
+    assert code == 2 and "drop --min-rating" in line

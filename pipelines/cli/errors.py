@@ -45,8 +45,9 @@ def _project_errors() -> list[tuple[type[BaseException], int, str]]:
         (_optional("pipelines.manifest", "ManifestError"), USAGE, ""),
         (_optional("pipelines.sources", "SourceError"), USAGE,
          "fix the manifest's source options or data_root, or pass --data-root"),
+        (_optional("pipelines.interactions", "SplitRequestError"), USAGE, ""),
         (_optional("pipelines.store", "StoreError"), USAGE, ""),  # its messages list what the store has
-        (_optional("featurizers.registry", "WeightsUnavailable"), FAILURE, ""),
+        (_optional("featurizers.registry", "Unavailable"), FAILURE, ""),  # missing weights or extra
         (_optional("pipelines.extract", "FeatureSetFailed"), FAILURE,
          "its finished parts stay staged: fix the cause and re-run to resume"),
     ]
