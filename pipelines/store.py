@@ -225,6 +225,20 @@ class _VerifiedParts:
         self._maxsize = maxsize
         self._lock = threading.Lock()
 
+    @staticmethod
+    def _key(path: Path, expected: str) -> tuple | None:
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return (str(path), st.st_size, st.st_mtime_ns, st.st_ino, expected)
+
+    def seen(self, path: Path, expected: str) -> bool:
+        """Whether this part, unchanged since, already matched ``expected`` in this process."""
+        key = self._key(path, expected)
+        with self._lock:
+            return key is not None and key in self._seen
+
     def check(self, path: Path, expected: str, where: str) -> None:
         try:
             st = path.stat()
@@ -247,6 +261,22 @@ class _VerifiedParts:
 _VERIFIED = _VerifiedParts()
 
 
+_LOCKS: dict[str, tuple[Any, Any]] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _process_lock(path: Path) -> tuple[Any, Any]:
+    """One (thread RLock, inter-process FileLock) pair per lock file in this process, shared by
+    every FeatureStore on the same root, so a nested acquire never deadlocks on itself."""
+    from filelock import FileLock
+
+    key = os.path.realpath(path)
+    with _LOCKS_GUARD:
+        if key not in _LOCKS:
+            _LOCKS[key] = (threading.RLock(), FileLock(key, thread_local=False))
+        return _LOCKS[key]
+
+
 class FeatureStore:
     """Read and write feature versions under one root folder.
 
@@ -259,8 +289,6 @@ class FeatureStore:
 
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root).expanduser().resolve()
-        self._locks: dict[Path, Any] = {}
-        self._locks_guard = threading.Lock()
 
     # ------------------------------------------------------------------ layout and lookup
     def feature_dir(self, dataset: str, feature_set: str) -> Path:
@@ -285,32 +313,38 @@ class FeatureStore:
 
     @contextmanager
     def lock(self, dataset: str, feature_set: str, *, log_every: float = 30.0) -> Iterator[None]:
-        """Hold the feature set's writer lock (reentrant in this process; waits for other processes).
+        """Hold the feature set's writer lock: reentrant for the thread holding it, exclusive against
+        other threads (any :class:`FeatureStore` object on this root) and other processes.
 
         A run holds it from planning to publish, so two runs of one feature set never stage or
-        publish over each other: the second waits (logging who holds it), then finds the first's
-        version. The OS releases the lock of a killed process.
+        publish over each other: the second waits (logging that it waits), then finds the first's
+        version. The OS releases the file lock of a killed process.
         """
-        from filelock import FileLock, Timeout
-
         d = self.feature_dir(dataset, feature_set)
         d.mkdir(parents=True, exist_ok=True)
-        path = d / LOCK_NAME
-        with self._locks_guard:
-            lk = self._locks.setdefault(path, FileLock(str(path), thread_local=False))
+        thread_lock, file_lock = _process_lock(d / LOCK_NAME)
         waited = 0.0
-        while True:
-            try:
-                lk.acquire(timeout=log_every)
-                break
-            except Timeout:
-                waited += log_every
-                log.warning("%s/%s: waiting for another run that holds %s (%.0f s so far)",
-                            dataset, feature_set, path, waited)
+        while not thread_lock.acquire(timeout=log_every):
+            waited += log_every
+            log.warning("%s/%s: waiting for another thread of this process writing it (%.0f s so far)",
+                        dataset, feature_set, waited)
         try:
-            yield
+            from filelock import Timeout
+
+            while True:
+                try:
+                    file_lock.acquire(timeout=log_every)
+                    break
+                except Timeout:
+                    waited += log_every
+                    log.warning("%s/%s: waiting for another run that holds %s (%.0f s so far)",
+                                dataset, feature_set, d / LOCK_NAME, waited)
+            try:
+                yield
+            finally:
+                file_lock.release()
         finally:
-            lk.release()
+            thread_lock.release()
 
     def set_alias(self, dataset: str, feature_set: str, alias: str, version: str) -> None:
         """Point an alias (``latest`` or a user tag) at a published version (atomic file swap under
@@ -381,13 +415,14 @@ class FeatureStore:
         d = self.feature_dir(m["dataset"], m["feature_set"]) / m["version"]
         where = f"{m['dataset']}/{m['feature_set']}/{m['version']}"
         checks = [(d / part["file"], part["sha256"]) for part in m["parts"]]
-        if len(checks) > 1:
+        checks_left = [c for c in checks if not _VERIFIED.seen(*c)]
+        if len(checks_left) > 1:
             from concurrent.futures import ThreadPoolExecutor
 
             with ThreadPoolExecutor(max_workers=min(len(checks), os.cpu_count() or 1)) as pool:
-                list(pool.map(lambda c: _VERIFIED.check(c[0], c[1], where), checks))
+                list(pool.map(lambda c: _VERIFIED.check(c[0], c[1], where), checks_left))
         else:
-            for path, sha in checks:
+            for path, sha in checks_left:
                 _VERIFIED.check(path, sha, where)
         return [str(path) for path, _ in checks]
 

@@ -236,3 +236,52 @@ def test_optional_skips_only_missing_weights_or_extras(prefect_harness, tmp_path
     else:
         with pytest.raises(RuntimeError, match="a real bug"):
             run()
+
+
+def test_nested_locks_from_two_store_objects_do_not_deadlock(tmp_path: Path) -> None:
+    a, b = FeatureStore(tmp_path), FeatureStore(tmp_path)
+    with a.lock("ds", "fs"):
+        with b.lock("ds", "fs"):  # same thread, another FeatureStore on the root: reentrant
+            pass
+
+
+class FileSize:
+    """A deterministic 'image' featurizer: the vector is the file's size."""
+
+    name, input_kind, output = "size", "image", OutputSpec("embedding", 1, "float32")
+
+    def __init__(self):
+        self.seen = []
+
+    def fingerprint(self):
+        return {"kind": "size"}
+
+    def __call__(self, inputs):
+        self.seen += list(inputs)
+        return [Result(value=np.array([Path(p).stat().st_size], np.float32)) for p in inputs]
+
+
+def test_read_errors_are_retried_when_the_file_appears_or_changes(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "a.jpg").write_bytes(b"x" * 3)
+    (root / "b.jpg").write_bytes(b"x" * 4)
+    items = pa.table({"item_id": ["a", "b", "c"], "image_uri": [str(root / f"{n}.jpg") for n in "abc"]})
+    spec = FeatureSetSpec(name="img", kind="fake", input={"media": "image_uri"})
+    store = FeatureStore(tmp_path / "store")
+
+    def run():
+        f = FileSize()
+        rep = FeatureSetJob(store, "ds", spec, f, plan_inputs(items, spec, data_root=root),
+                            shard_size=2).run_all(0.5, progress=False)
+        return rep, sorted(Path(p).name for p in f.seen)
+
+    first, seen = run()
+    assert first.errors == 1 and seen == ["a.jpg", "b.jpg"]
+    (root / "c.jpg").write_bytes(b"y" * 5)  # the missing file appears
+    second, seen = run()
+    assert seen == ["c.jpg"] and second.errors == 0 and second.version != first.version
+    (root / "a.jpg").write_bytes(b"z" * 7)  # a file changes
+    third, seen = run()
+    assert seen == ["a.jpg"] and third.version != second.version
+    assert store.read_matrix("ds", "img", "latest", ["a", "c"]).matrix.ravel().tolist() == [7, 5]
