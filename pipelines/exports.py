@@ -364,8 +364,8 @@ def _pca(mat: np.ndarray, dim: int, pad: bool, what: str) -> tuple[np.ndarray, f
     short = dim - mat.shape[1]
     if short > 0 and not pad:
         why = (f"has {n} items, so PCA gives at most {n} components" if d > dim else f"has {d} dims")
-        raise StoreError(f"{what} {why}, fewer than the requested {dim}: pass a smaller dim (<= {mat.shape[1]}) "
-                         f"or pad=True to append {short} zero columns")
+        raise StoreError(f"{what} {why}, fewer than the requested {dim}: pass a smaller dim (--dim <= {mat.shape[1]}) "
+                         f"or pad (--pad, pad=True) to append {short} zero columns")
     if short > 0:
         mat = np.hstack([mat, np.zeros((n, short), mat.dtype)])
     return mat.astype(np.float32), explained, max(short, 0)
