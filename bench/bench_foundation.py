@@ -61,7 +61,7 @@ def _s(v) -> str:
 
 def movie_texts(n: int) -> tuple[list[str], dict[str, int]]:
     """The first n unique texts (see module docstring) and how many came from each template."""
-    from pipelines.sources import load_source
+    from mmfeat.pipelines.sources import load_source
 
     rows = []
     for variant in ("ml-100k", "ml-1m"):
@@ -122,10 +122,10 @@ def best_median(xs: list[float]) -> tuple[float, float]:
 def bench_text(n_texts: int, reps: int, shard_size: int) -> dict:
     import pyarrow as pa
 
-    from featurizers.text_embedding import TextEmbedder
-    from pipelines.extract import FeatureSetJob, plan_inputs
-    from pipelines.manifest import FeatureSetSpec
-    from pipelines.store import FeatureStore
+    from mmfeat.featurizers.text_embedding import TextEmbedder
+    from mmfeat.pipelines.extract import FeatureSetJob, plan_inputs
+    from mmfeat.pipelines.manifest import FeatureSetSpec
+    from mmfeat.pipelines.store import FeatureStore
 
     texts, per_template = movie_texts(n_texts)
     ids = [f"t{i:06d}" for i in range(len(texts))]  # zero-padded: the pipeline's id order == text order
@@ -189,8 +189,8 @@ def bench_text(n_texts: int, reps: int, shard_size: int) -> dict:
 
 # ----------------------------------------------------------------------------- 2. matrix read
 def bench_read(n_rows: int, dim: int, reps: int, shard_rows: int) -> dict:
-    from pipelines import store as store_module
-    from pipelines.store import FeatureStore, build_rows, row_schema
+    from mmfeat.pipelines import store as store_module
+    from mmfeat.pipelines.store import FeatureStore, build_rows, row_schema
 
     rng = np.random.default_rng(0)
     mat = rng.standard_normal((n_rows, dim), dtype=np.float32)
@@ -267,10 +267,10 @@ def bench_read(n_rows: int, dim: int, reps: int, shard_rows: int) -> dict:
 CHILD_ENGINE = r"""
 import json, resource, sys, tempfile, time
 t0 = time.perf_counter()
-from featurizers.text_embedding import TextEmbedder
-from pipelines.extract import FeatureSetJob, load_items, plan_inputs
-from pipelines.manifest import load_manifest
-from pipelines.store import FeatureStore
+from mmfeat.featurizers.text_embedding import TextEmbedder
+from mmfeat.pipelines.extract import FeatureSetJob, load_items, plan_inputs
+from mmfeat.pipelines.manifest import load_manifest
+from mmfeat.pipelines.store import FeatureStore
 t_import = time.perf_counter()
 m = load_manifest("movielens-100k")
 spec = [s for s in m.feature_sets if s.kind == "text_embedding"][0]
@@ -295,7 +295,7 @@ print("RESULT " + json.dumps({
 
 CHILD_BASELINE = r"""
 import json, resource
-from featurizers.text_embedding import TextEmbedder
+from mmfeat.featurizers.text_embedding import TextEmbedder
 f = TextEmbedder("all-MiniLM-L6-v2", batch_size=64)
 hwm = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")]
 print("RESULT " + json.dumps({"maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

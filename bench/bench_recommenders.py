@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 def build(which: str):
     from _movielens import movielens_items, movielens_split
-    from recommenders import from_split_frame
+    from mmfeat.recommenders import from_split_frame
     s = movielens_split(which)
     items = movielens_items(which)
     genres = sorted({g for x in items["genres"] for g in x})
@@ -47,7 +47,7 @@ def build(which: str):
 def worker(a):
     import torch
     torch.set_num_threads(a.threads)
-    from recommenders import train
+    from mmfeat.recommenders import train
     data = build(a.dataset)
     cfg = {"epochs": a.epochs, "stopping_step": 1000}
     r = train(data, a.model, cfg, runs_dir=None, progress=False)

@@ -4,7 +4,7 @@
     python bench/mmrec_parity.py --dataset ml-1m --epochs 2 --lr 0.01 --seeds 999
     python bench/mmrec_parity.py memory --dataset ml-1m --lr 0.01 --time-cap 240
 
-1. prepare: ML-100K via pipelines.sources.load_source (installed recbole wheel, never committed; see
+1. prepare: ML-100K via mmfeat.pipelines.sources.load_source (installed recbole wheel, never committed; see
    bench/_movielens.py): ratings >= 4, 5-core, seeded per-user 8:1:1 split (MMRec's splitting rule),
    written in MMRec's format under bench/_work/ml100k/
    (``ml100k.inter`` with x_label, ``text_feat.npy``, ``image_feat.npy``). Both feature files are
@@ -96,7 +96,7 @@ def prepare(out_dir: Path, dataset: str = "ml-100k", split_seed: int = 2024) -> 
 
 def load_ours(data_dir: Path):
     import pandas as pd
-    from recommenders.data import from_split_frame
+    from mmfeat.recommenders.data import from_split_frame
     df = pd.read_csv(data_dir / f"{data_dir.name}.inter", sep="\t")
     n_items = int(df.itemID.max()) + 1
     tf, vf = np.load(data_dir / "text_feat.npy"), np.load(data_dir / "image_feat.npy")
@@ -109,7 +109,7 @@ def load_ours(data_dir: Path):
 
 # ---------------------------------------------------------------------------- workers
 def worker_ours(a) -> dict:
-    from recommenders import train
+    from mmfeat.recommenders import train
     d = load_ours(Path(a.data_dir))
     import torch
     torch.set_num_threads(a.threads)

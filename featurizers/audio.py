@@ -1,7 +1,7 @@
 """Speech transcripts of audio tracks with a Whisper-family model (optional featurizer).
 
 :class:`AudioTranscriber` (kind ``audio_transcript``, ``input_kind`` ``"video"`` or ``"audio"``)
-decodes the first audio stream of each file to 16 kHz mono (:func:`featurizers.video.extract_audio`),
+decodes the first audio stream of each file to 16 kHz mono (:func:`mmfeat.featurizers.video.extract_audio`),
 cuts it into 30-second windows (Whisper's context), transcribes all windows of a batch of files in
 batched ``generate`` calls and joins each file's windows in order. A file without an audio stream
 is an error row ``"no audio stream"``; any other unreadable file is an error row with the reason.
@@ -27,9 +27,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from featurizers.base import OutputSpec, Result, call_isolated
-from featurizers.params import AudioTranscriptParams
-from featurizers.registry import (
+from mmfeat.featurizers.base import OutputSpec, Result, call_isolated
+from mmfeat.featurizers.params import AudioTranscriptParams
+from mmfeat.featurizers.registry import (
     WeightsUnavailable,
     register_featurizer,
     register_hub_backbones,
@@ -115,7 +115,7 @@ class AudioTranscriber:
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any] | AudioTranscriptParams) -> "AudioTranscriber":
-        """Build from manifest params (:class:`~featurizers.params.AudioTranscriptParams`); loads Whisper."""
+        """Build from manifest params (:class:`~mmfeat.featurizers.params.AudioTranscriptParams`); loads Whisper."""
         p = AudioTranscriptParams.parse(spec, "audio_transcript")
         import torch
         from transformers import AutoProcessor, WhisperForConditionalGeneration
@@ -171,8 +171,8 @@ class AudioTranscriber:
 
 
     def __call__(self, inputs: Sequence[Any]) -> list[Result]:
-        from featurizers.media import MediaError, file_sha256
-        from featurizers.video import extract_audio
+        from mmfeat.featurizers.media import MediaError, file_sha256
+        from mmfeat.featurizers.video import extract_audio
 
         results: list[Result | None] = [None] * len(inputs)
         groups: OrderedDict[str, list[int]] = OrderedDict()

@@ -9,7 +9,7 @@ so it runs the same from a flow, a notebook or a Dask worker:
 - ``output``: an :class:`OutputSpec` (an embedding of dimension ``dim`` or free text),
 - ``fingerprint()``: a JSON-able dict naming everything that determines the output (backbone id,
   weights hash, prompt, parameters). The engine adds the code and library versions itself
-  (:mod:`featurizers.fingerprinting`), so no version number is bumped by hand. The store hashes
+  (:mod:`mmfeat.featurizers.fingerprinting`), so no version number is bumped by hand. The store hashes
   it into run keys and version ids, so a changed backbone or prompt is a new version and an
   unchanged one is a cache hit,
 - ``__call__(inputs) -> list[Result]``: one :class:`Result` per input, in order. One bad item is

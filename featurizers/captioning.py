@@ -12,7 +12,7 @@ Backends (``backend:`` in the manifest params):
 - ``transformers``: any ``AutoModelForImageTextToText`` + ``AutoProcessor`` (Qwen2-VL / Qwen2.5-VL,
   SmolVLM / Idefics3, LLaVA, BLIP-style). The processor's chat template builds the prompt, batches
   are left-padded, only the new tokens are decoded. bf16 on CUDA, float32 on CPU.
-- ``vllm`` (:mod:`featurizers.vllm_backend`): GPU-only, imported lazily.
+- ``vllm`` (:mod:`mmfeat.featurizers.vllm_backend`): GPU-only, imported lazily.
 - ``auto`` (default): vllm when it is importable, CUDA is available and ``allow_vllm`` is true;
   transformers otherwise.
 
@@ -45,10 +45,10 @@ from typing import Any, Literal, Sequence
 
 from PIL import Image
 
-from featurizers.base import OutputSpec, Result, call_isolated
-from featurizers.params import CaptionParams, VideoDescriptionParams
-from featurizers.prompts import Prompt, resolve_prompt
-from featurizers.registry import (
+from mmfeat.featurizers.base import OutputSpec, Result, call_isolated
+from mmfeat.featurizers.params import CaptionParams, VideoDescriptionParams
+from mmfeat.featurizers.prompts import Prompt, resolve_prompt
+from mmfeat.featurizers.registry import (
     WeightsUnavailable,
     register_featurizer,
     register_hub_backbones,
@@ -371,11 +371,11 @@ class Captioner:
     def from_spec(
         cls, spec: dict[str, Any] | CaptionParams | VideoDescriptionParams, mode: Mode = "image"
     ) -> "Captioner":
-        """Build from manifest params, validated by :class:`~featurizers.params.CaptionParams` (images)
-        or :class:`~featurizers.params.VideoDescriptionParams` (videos); loads the model.
+        """Build from manifest params, validated by :class:`~mmfeat.featurizers.params.CaptionParams` (images)
+        or :class:`~mmfeat.featurizers.params.VideoDescriptionParams` (videos); loads the model.
 
         Raises:
-            featurizers.params.ParamsError: params that do not fit the schema.
+            mmfeat.featurizers.params.ParamsError: params that do not fit the schema.
             MissingDependency: ``backend: vllm`` where vllm (the ``gpu`` extra) is not importable.
             WeightsUnavailable: the backbone's weights are not here.
         """
@@ -389,7 +389,7 @@ class Captioner:
             raise WeightsUnavailable(f"{p.backbone}: no config.json in {folder}; not a model folder")
         digest = weights_hash(folder)
         if backend == "vllm":
-            from featurizers.vllm_backend import VLLMBackend
+            from mmfeat.featurizers.vllm_backend import VLLMBackend
 
             impl: Any = VLLMBackend.load(folder, dtype=p.dtype, **p.vllm)
         else:
@@ -442,14 +442,14 @@ class Captioner:
 
     def _request(self, path: Any, text: str) -> Request:
         if self.mode == "image":
-            from featurizers.media import load_image
+            from mmfeat.featurizers.media import load_image
 
             return Request(text=text, images=[_shrink(load_image(path, max_pixels=self.max_pixels), self.image_max_side)])
-        from featurizers.video import sample_frames
+        from mmfeat.featurizers.video import sample_frames
 
         frames = sample_frames(path, num_frames=self.num_frames, fps=self.fps, max_side=self.max_side)
         if not frames.images:
-            from featurizers.media import MediaError
+            from mmfeat.featurizers.media import MediaError
 
             raise MediaError(f"no frames decoded from {path}")
         if self.video_input == "video":
@@ -476,7 +476,7 @@ class Captioner:
         return call_isolated(self._backend_call, requests, self._on_retry)
 
     def __call__(self, inputs: Sequence[Any]) -> list[Result]:
-        from featurizers.media import MediaError, file_sha256
+        from mmfeat.featurizers.media import MediaError, file_sha256
 
         results: list[Result | None] = [None] * len(inputs)
         groups: OrderedDict[tuple[str, str], list[int]] = OrderedDict()

@@ -25,11 +25,11 @@ import threading
 from pathlib import Path
 from typing import Any, Sequence
 
-from featurizers.base import OutputSpec, Result, call_isolated
-from featurizers.hashing import file_sha256
-from featurizers.params import TextDescriptionParams
-from featurizers.prompts import Prompt, resolve_prompt
-from featurizers.registry import (
+from mmfeat.featurizers.base import OutputSpec, Result, call_isolated
+from mmfeat.featurizers.hashing import file_sha256
+from mmfeat.featurizers.params import TextDescriptionParams
+from mmfeat.featurizers.prompts import Prompt, resolve_prompt
+from mmfeat.featurizers.registry import (
     BACKBONES,
     BackboneSpec,
     WeightsUnavailable,
@@ -91,7 +91,7 @@ def _converted_dir(folder: Path, gguf_file: str) -> Path:
     saved safetensors copy takes about a second. The key is the GGUF's sha256, so a changed file is
     never served from a stale copy.
     """
-    from featurizers.registry import cache_dir
+    from mmfeat.featurizers.registry import cache_dir
 
     digest = file_sha256(folder / gguf_file)
     return cache_dir() / "converted" / f"{Path(gguf_file).stem}-{digest[:16]}"
@@ -200,7 +200,7 @@ class TextDescriber:
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any] | TextDescriptionParams) -> "TextDescriber":
-        """Build from manifest params (:class:`~featurizers.params.TextDescriptionParams`); loads the LLM."""
+        """Build from manifest params (:class:`~mmfeat.featurizers.params.TextDescriptionParams`); loads the LLM."""
         p = TextDescriptionParams.parse(spec, "text_description")
         return cls(prompt=p.resolved_prompt(), **p.model_dump(exclude={"prompt", "prompt_text"}))
 

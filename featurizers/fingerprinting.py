@@ -32,7 +32,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-_PACKAGE = "featurizers"
+_PACKAGE = "mmfeat.featurizers"
 
 #: Distributions whose version can change a computed value (decoding, tokenizing, float math).
 COMPUTE_LIBRARIES = frozenset({
@@ -68,7 +68,7 @@ def _imports(path: Path) -> set[str]:
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
-            if node.module == _PACKAGE:  # from featurizers import media
+            if node.module == _PACKAGE:  # from mmfeat.featurizers import media
                 names.update(f"{_PACKAGE}.{alias.name}" for alias in node.names)
     return names
 
@@ -89,10 +89,10 @@ def _closure(module: str) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]
         own[name] = hashlib.sha256(path.read_bytes()).hexdigest()
         for imported in _imports(path):
             top = imported.split(".")[0]
-            if top == _PACKAGE:
-                if importlib.util.find_spec(imported) is not None:
+            if imported == _PACKAGE or imported.startswith(_PACKAGE + "."):
+                if _module_file(imported) is not None:
                     todo.append(imported)
-            elif top not in _STDLIB:
+            elif top not in _STDLIB and top != "mmfeat":
                 third.add(top)
     return tuple(sorted(own.items())), tuple(sorted(third))
 
@@ -136,7 +136,7 @@ def code_fingerprint(cls: type) -> dict[str, Any]:
         ``{"mmfeat": version, "source_sha256": hex, "modules": [...], "libraries": {dist: version}}``.
 
     Example:
-        >>> from featurizers.text_embedding import TextEmbedder
+        >>> from mmfeat.featurizers.text_embedding import TextEmbedder
         >>> sorted(code_fingerprint(TextEmbedder))
         ['libraries', 'mmfeat', 'modules', 'source_sha256']
     """

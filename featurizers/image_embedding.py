@@ -5,7 +5,7 @@ Three featurizers share one image path:
 - :class:`ImageEmbedder` (``image_embedding``): a local image file -> the CLIP image embedding
   (the projection head's output, ``pooling="clip_projection"``),
 - :class:`VideoEmbedder` (``video_embedding``): a video file -> frames sampled by seeking
-  (:func:`featurizers.video.sample_frames`) -> the same image backbone -> mean of the L2-normalized
+  (:func:`mmfeat.featurizers.video.sample_frames`) -> the same image backbone -> mean of the L2-normalized
   frame embeddings (``pooling="mean"``); each result also carries its frame count,
 - :class:`ImageToWords` (``image_words``): an image -> the ``top_k`` vocabulary words whose CLIP text
   embeddings (``"a photo of {word}"``) are closest to it, joined by spaces (the image-to-words
@@ -16,14 +16,14 @@ which on a machine without torchvision is the PIL "slow" processor, ``AutoTokeni
 ``open_clip`` (the ``clip`` extra, imported lazily; ``open_clip.create_model_and_transforms(arch,
 pretrained=<local weights file>)``).
 
-Weights come from :func:`featurizers.registry.resolve_backbone` (a local folder, a registered name,
-or a hub id that fails offline with :class:`~featurizers.registry.WeightsUnavailable`). Random weights
+Weights come from :func:`mmfeat.featurizers.registry.resolve_backbone` (a local folder, a registered name,
+or a hub id that fails offline with :class:`~mmfeat.featurizers.registry.WeightsUnavailable`). Random weights
 are never substituted in a real run: only :meth:`ImageEmbedder.from_model` (tests, benchmarks)
 accepts an in-memory model, and its fingerprint then says ``"random_init": true``.
 
 Throughput choices: identical files are embedded once (sha256 of the bytes); images are decoded by
 a small thread pool that prefetches the next batch while the model runs the current one; a batch
-that fails in the model is retried item by item (:func:`featurizers.base.call_isolated`), so one
+that fails in the model is retried item by item (:func:`mmfeat.featurizers.base.call_isolated`), so one
 bad image (or video frame) is its own error row and never sinks the batch, whatever its size.
 """
 
@@ -43,10 +43,10 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from featurizers.base import OutputSpec, Result, as_float_array, call_isolated
-from featurizers.media import MediaError, file_sha256, load_image
-from featurizers.params import ImageEmbeddingParams, ImageWordsParams, VideoEmbeddingParams
-from featurizers.registry import WeightsUnavailable, register_featurizer, require_extra, resolve_backbone, weights_hash
+from mmfeat.featurizers.base import OutputSpec, Result, as_float_array, call_isolated
+from mmfeat.featurizers.media import MediaError, file_sha256, load_image
+from mmfeat.featurizers.params import ImageEmbeddingParams, ImageWordsParams, VideoEmbeddingParams
+from mmfeat.featurizers.registry import WeightsUnavailable, register_featurizer, require_extra, resolve_backbone, weights_hash
 
 DEFAULT_BACKBONE = "openai/clip-vit-base-patch32"
 DEFAULT_TEMPLATE = "a photo of {word}"
@@ -342,10 +342,10 @@ class ImageEmbedder:
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any] | ImageEmbeddingParams) -> "ImageEmbedder":
-        """Build from manifest params (:class:`~featurizers.params.ImageEmbeddingParams`); loads the model.
+        """Build from manifest params (:class:`~mmfeat.featurizers.params.ImageEmbeddingParams`); loads the model.
 
         Raises:
-            featurizers.params.ParamsError: params that do not fit the schema.
+            mmfeat.featurizers.params.ParamsError: params that do not fit the schema.
             MissingDependency: ``backend: open_clip`` without the ``clip`` extra.
             WeightsUnavailable: the backbone's weights are not here.
         """
@@ -533,7 +533,7 @@ class VideoEmbedder:
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any] | VideoEmbeddingParams) -> "VideoEmbedder":
-        """Build from manifest params (:class:`~featurizers.params.VideoEmbeddingParams`); loads the model."""
+        """Build from manifest params (:class:`~mmfeat.featurizers.params.VideoEmbeddingParams`); loads the model."""
         p = VideoEmbeddingParams.parse(spec, "video_embedding")
         p.require_backend()
         return cls(**p.model_dump())
@@ -550,7 +550,7 @@ class VideoEmbedder:
         return fp
 
     def __call__(self, inputs: Sequence[Any]) -> list[VideoResult]:
-        from featurizers.video import sample_frames
+        from mmfeat.featurizers.video import sample_frames
 
         results: list[VideoResult | None] = [None] * len(inputs)
         groups: dict[str, list[int]] = {}
@@ -721,7 +721,7 @@ class ImageToWords:
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any] | ImageWordsParams) -> "ImageToWords":
-        """Build from manifest params (:class:`~featurizers.params.ImageWordsParams`); loads the model."""
+        """Build from manifest params (:class:`~mmfeat.featurizers.params.ImageWordsParams`); loads the model."""
         p = ImageWordsParams.parse(spec, "image_words")
         p.require_backend()
         return cls(**p.model_dump())

@@ -21,7 +21,7 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from featurizers import hashing as _hashing
+from mmfeat.featurizers import hashing as _hashing
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -51,7 +51,7 @@ def _check_file(path: PathLike, kind: str = "file") -> Path:
 
 
 def file_sha256(path: PathLike) -> str:
-    """sha256 of a media file (memoized per process by :mod:`featurizers.hashing`), raising
+    """sha256 of a media file (memoized per process by :mod:`mmfeat.featurizers.hashing`), raising
     :class:`MediaError` with the reason instead of a bare ``OSError``."""
     p = Path(path)
     try:

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Iterable, Literal, Mapping, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from featurizers.prompts import Prompt, check_prompt_name, custom_prompt, prompt_from_params
+from mmfeat.featurizers.prompts import Prompt, check_prompt_name, custom_prompt, prompt_from_params
 
 P = TypeVar("P", bound="FeaturizerParams")
 
@@ -187,7 +187,7 @@ class _VLMParams(PromptParams):
         return self
 
     def generation(self) -> dict[str, Any]:
-        """The fields of :class:`featurizers.captioning.GenerationConfig`."""
+        """The fields of :class:`mmfeat.featurizers.captioning.GenerationConfig`."""
         return self.model_dump(include={"max_new_tokens", "do_sample", "temperature", "top_p", "seed"})
 
     def captioner_kwargs(self) -> dict[str, Any]:
@@ -280,10 +280,10 @@ class _ClipParams(FeaturizerParams):
         """Import the backend's optional package now (open_clip: the ``clip`` extra).
 
         Raises:
-            featurizers.registry.MissingDependency: it is not importable here.
+            mmfeat.featurizers.registry.MissingDependency: it is not importable here.
         """
         if self.backend == "open_clip":
-            from featurizers.registry import require_extra
+            from mmfeat.featurizers.registry import require_extra
 
             require_extra("open_clip", "clip", "the open_clip backend")
 

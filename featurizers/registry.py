@@ -9,7 +9,7 @@ Two small registries:
   the model's name and how to provide it; nothing ever falls back to random weights.
 - **Featurizer kinds**: ``text_embedding``, ``caption``, ... map to a :class:`FeaturizerKind`: the
   class (with a ``from_spec(params) -> Featurizer`` constructor), its params schema
-  (:mod:`featurizers.params`) and the inputs it reads, so a manifest entry is validated in full
+  (:mod:`mmfeat.featurizers.params`) and the inputs it reads, so a manifest entry is validated in full
   without loading anything, and built without the pipeline knowing the class.
 
 Why a featurizer cannot be built *here* is one of two :class:`Unavailable` errors: its weights are
@@ -30,11 +30,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from featurizers.base import Featurizer
-from featurizers.hashing import file_sha256
+from mmfeat.featurizers.base import Featurizer
+from mmfeat.featurizers.hashing import file_sha256
 
 if TYPE_CHECKING:
-    from featurizers.params import FeaturizerParams
+    from mmfeat.featurizers.params import FeaturizerParams
 
 
 class Unavailable(RuntimeError):
@@ -272,7 +272,7 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf", ".pth", ".ckpt")
 
 def weights_hash(folder: Path) -> str:
     """sha256 over the weight files of a model folder (names + contents), memoized per file by
-    :func:`featurizers.hashing.file_sha256`.
+    :func:`mmfeat.featurizers.hashing.file_sha256`.
 
     This is the "weights revision" in lineage: two folders with the same bytes hash the same.
     """
@@ -329,7 +329,7 @@ def register_featurizer(
 
     Args:
         kind: the manifest's ``kind:`` value.
-        params: the pydantic model of the kind's ``params:`` (``featurizers.params``); the class's
+        params: the pydantic model of the kind's ``params:`` (``mmfeat.featurizers.params``); the class's
             ``from_spec`` receives an instance of it.
         reads: the input kinds it accepts (``text``, ``image``, ``video``, ``audio``); default: the
             class's ``accepts`` or ``input_kind`` attribute.
@@ -361,7 +361,7 @@ def featurizer_kind(kind: str) -> FeaturizerKind:
     """
     _import_builtin_kinds()
     if kind not in FEATURIZER_KINDS:
-        from featurizers.params import did_you_mean
+        from mmfeat.featurizers.params import did_you_mean
 
         raise ValueError(f"unknown featurizer kind {kind!r}{did_you_mean(kind, FEATURIZER_KINDS)}")
     return FEATURIZER_KINDS[kind]
@@ -379,7 +379,7 @@ def build_featurizer(kind: str, spec: Mapping[str, Any]) -> Featurizer:
 
     Raises:
         ValueError: unknown kind.
-        featurizers.params.ParamsError: params that do not fit the kind's schema.
+        mmfeat.featurizers.params.ParamsError: params that do not fit the kind's schema.
         Unavailable: weights (:class:`WeightsUnavailable`) or an optional extra
             (:class:`MissingDependency`) are missing here.
     """
@@ -387,11 +387,11 @@ def build_featurizer(kind: str, spec: Mapping[str, Any]) -> Featurizer:
 
 
 _BUILTIN_MODULES = (
-    "featurizers.text_embedding",
-    "featurizers.captioning",
-    "featurizers.describer",
-    "featurizers.image_embedding",
-    "featurizers.audio",
+    "mmfeat.featurizers.text_embedding",
+    "mmfeat.featurizers.captioning",
+    "mmfeat.featurizers.describer",
+    "mmfeat.featurizers.image_embedding",
+    "mmfeat.featurizers.audio",
 )
 
 

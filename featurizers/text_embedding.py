@@ -17,9 +17,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from featurizers.base import OutputSpec, Result, as_float_array
-from featurizers.params import TextEmbeddingParams
-from featurizers.registry import register_featurizer, resolve_backbone, weights_hash
+from mmfeat.featurizers.base import OutputSpec, Result, as_float_array
+from mmfeat.featurizers.params import TextEmbeddingParams
+from mmfeat.featurizers.registry import register_featurizer, resolve_backbone, weights_hash
 
 _MODELS: dict[tuple[str, str], Any] = {}
 _MODELS_LOCK = threading.Lock()
@@ -83,7 +83,7 @@ class TextEmbedder:
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any] | TextEmbeddingParams) -> "TextEmbedder":
-        """Build from manifest params, validated by :class:`~featurizers.params.TextEmbeddingParams`."""
+        """Build from manifest params, validated by :class:`~mmfeat.featurizers.params.TextEmbeddingParams`."""
         return cls(**TextEmbeddingParams.parse(spec, "text_embedding").model_dump())
 
     def fingerprint(self) -> dict[str, Any]:

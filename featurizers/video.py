@@ -9,16 +9,16 @@ Only the chosen frames are converted to RGB and scaled (``max_side``).
 
 This module is the public API (choosing targets, seeking strategy, conversion to images, audio);
 reading pictures in presentation order, the timestamp rules (pts, or decode-order times re-sorted
-over :data:`REORDER_WINDOW`) and damage detection live in :mod:`featurizers.video_decode`.
+over :data:`REORDER_WINDOW`) and damage detection live in :mod:`mmfeat.featurizers.video_decode`.
 
 Damage is an error, never repeated frames: a decode error, a corrupt picture, or a stream that ends
-short of its declared duration raises :class:`~featurizers.media.MediaError` saying how far it got
+short of its declared duration raises :class:`~mmfeat.featurizers.media.MediaError` saying how far it got
 ("video damaged (...): decoded 3 of 8 requested frames, stream ends at 0.84 s of 2.00 s declared").
 An intact clip shorter than the targets gives its last frame for the targets past it; pixels are
 never compared. :func:`extract_audio` applies the same rule to audio.
 
 Display rotation (the display-matrix side data, or the legacy ``rotate`` tag) is applied to the
-returned images. Every failure raises :class:`~featurizers.media.MediaError` with the file name.
+returned images. Every failure raises :class:`~mmfeat.featurizers.media.MediaError` with the file name.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from typing import Any, Iterator
 import numpy as np
 from PIL import Image
 
-from featurizers.media import MediaError, PathLike
-from featurizers.video_decode import (  # av: PyAV as imported there (None if missing)
+from mmfeat.featurizers.media import MediaError, PathLike
+from mmfeat.featurizers.video_decode import (  # av: PyAV as imported there (None if missing)
     _EPS,
     REORDER_WINDOW,
     _Progress,

@@ -1,7 +1,7 @@
-"""Low-level video decoding for :mod:`featurizers.video`: opening a file, reading its pictures in
+"""Low-level video decoding for :mod:`mmfeat.featurizers.video`: opening a file, reading its pictures in
 presentation order with their times, and telling an intact stream from a damaged one.
 
-Why a module of its own: :mod:`featurizers.video` decides *which* frames to return (targets, when to
+Why a module of its own: :mod:`mmfeat.featurizers.video` decides *which* frames to return (targets, when to
 seek, conversion to images); this module owns *how* pictures come out of the container and when the
 file counts as broken, so the sampling strategy can change without touching the timestamp rules.
 
@@ -12,7 +12,7 @@ with decode-order times that come out unsorted; those are re-sorted over a slidi
 file found unsorted while decoding is read again that way (:func:`_with_timestamp_fallback`).
 
 Damage: :class:`_Declared` is the end of the stream as its headers declare it; :class:`_Progress`
-builds the "video damaged (...)" :class:`~featurizers.media.MediaError`, and
+builds the "video damaged (...)" :class:`~mmfeat.featurizers.media.MediaError`, and
 :func:`_check_intact_end` raises it where the stream stops short of its declared end.
 """
 
@@ -26,7 +26,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from featurizers.media import MediaError, PathLike, _check_file
+from mmfeat.featurizers.media import MediaError, PathLike, _check_file
 
 try:  # PyAV is a base dependency; keep the import error readable if it is missing
     import av

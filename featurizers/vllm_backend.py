@@ -1,4 +1,4 @@
-"""A thin vLLM backend for :class:`featurizers.captioning.Captioner` (GPU machines only).
+"""A thin vLLM backend for :class:`mmfeat.featurizers.captioning.Captioner` (GPU machines only).
 
 vLLM pins its own torch and fastapi, so it never lives in the base environment: ``import vllm``
 happens inside :meth:`VLLMBackend.load`, and this module imports nothing heavy at import time.
@@ -18,8 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from featurizers.captioning import GenerationConfig, Request, chat_prompt, processor_supports_video
-from featurizers.registry import require_extra
+from mmfeat.featurizers.captioning import GenerationConfig, Request, chat_prompt, processor_supports_video
+from mmfeat.featurizers.registry import require_extra
 
 
 class VLLMBackend:

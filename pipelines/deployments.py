@@ -1,4 +1,4 @@
-"""Serve the deployments (``python -m pipelines.deployments``).
+"""Serve the deployments (``python -m mmfeat.pipelines.deployments``).
 
 ``flow.serve``/``prefect.serve`` registers deployments with the server and runs their flow runs in
 this process (no work pool needed), which is what a single-machine feature factory wants.
@@ -18,8 +18,8 @@ EXTRACT_DEPLOYMENTS = {
 
 
 def deployments() -> list:
-    from pipelines.flows import extract_features
-    from pipelines.manifest import load_manifest
+    from mmfeat.pipelines.flows import extract_features
+    from mmfeat.pipelines.manifest import load_manifest
 
     out = [
         extract_features.to_deployment(
@@ -27,7 +27,7 @@ def deployments() -> list:
             description=load_manifest(params["manifest"]).description or f"Extract features for the {name} manifest")
         for name, params in EXTRACT_DEPLOYMENTS.items()
     ]
-    from pipelines.train_flow import train_deployments
+    from mmfeat.pipelines.train_flow import train_deployments
 
     return out + train_deployments()
 

@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from pipelines.store import FeatureStore, StoreError, file_sha256
+from mmfeat.pipelines.store import FeatureStore, StoreError, file_sha256
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from pipelines.manifest import Manifest
+    from mmfeat.pipelines.manifest import Manifest
 
 #: file stem -> the MMRec dataset-config key that names it
 MMREC_FEATURE_KEYS = {"text_feat": "text_feature_file", "image_feat": "vision_feature_file"}
@@ -113,8 +113,8 @@ def _feature_file(store: FeatureStore, dataset: str, ref: str, order: Sequence[s
 def split_frame(m: "Manifest", *, split: str | None = None, split_seed: int = 2024,
                 min_rating: float | None = None, k_core: int = 0) -> tuple["pd.DataFrame", str, str]:
     """``(split_df, source_fingerprint, method)`` exactly as ``train-recommender`` splits
-    (:func:`pipelines.interactions.filtered_split`)."""
-    from pipelines.interactions import filtered_split
+    (:func:`mmfeat.pipelines.interactions.filtered_split`)."""
+    from mmfeat.pipelines.interactions import filtered_split
 
     df, _n, source_fp, method = filtered_split(m, split=split, split_seed=split_seed, min_rating=min_rating,
                                                k_core=k_core)
@@ -243,8 +243,8 @@ def export_mmrec(
         # then: cp exports/microlens/microlens.yaml MMRec/src/configs/dataset/ && cp -r exports/microlens MMRec/data/
         #       cd MMRec/src && python main.py -m FREEDOM -d microlens
     """
-    from pipelines.manifest import load_manifest
-    from recommenders.data import hash_split_frame
+    from mmfeat.pipelines.manifest import load_manifest
+    from mmfeat.recommenders.data import hash_split_frame
 
     bad = sorted(set(features) - set(MMREC_FEATURE_KEYS))
     if bad:

@@ -1,12 +1,12 @@
 """Turning one manifest feature set into one store version, shard by shard.
 
-This module is the extraction engine without Prefect: the flow in :mod:`pipelines.flows` wraps
+This module is the extraction engine without Prefect: the flow in :mod:`mmfeat.pipelines.flows` wraps
 each shard in a task (retries, UI) but the logic lives here, so a notebook, a test or a benchmark
 runs the same code (:func:`run_feature_set`).
 
 The life of a feature set (under the feature set's writer lock, see :class:`FeatureStore.lock`):
 
-1. **plan** (:mod:`pipelines.plan`): each item's input and content hash, or a ``read`` /
+1. **plan** (:mod:`mmfeat.pipelines.plan`): each item's input and content hash, or a ``read`` /
    ``parent`` error row with the reason.
 2. **request key**: hash(kind, params, weights hash, featurizer code fingerprint, every input
    hash), computed before any model loads. A published version with this key and no retryable
@@ -32,11 +32,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from featurizers.base import Featurizer, fingerprint_hash
-from featurizers.fingerprinting import code_fingerprint
-from pipelines.manifest import FeatureSetSpec, Manifest
-from pipelines.plan import PlannedInputs, plan_inputs, request_key  # noqa: F401  (plan_inputs re-exported)
-from pipelines.store import FeatureStore, VersionWriter, build_rows, row_schema, run_key
+from mmfeat.featurizers.base import Featurizer, fingerprint_hash
+from mmfeat.featurizers.fingerprinting import code_fingerprint
+from mmfeat.pipelines.manifest import FeatureSetSpec, Manifest
+from mmfeat.pipelines.plan import PlannedInputs, plan_inputs, request_key  # noqa: F401  (plan_inputs re-exported)
+from mmfeat.pipelines.store import FeatureStore, VersionWriter, build_rows, row_schema, run_key
 
 log = logging.getLogger("mmfeat.extract")
 
@@ -68,7 +68,7 @@ class FeatureSetReport:
 
 def full_fingerprint(featurizer: Featurizer) -> dict[str, Any]:
     """The featurizer's own fingerprint plus its code and library versions
-    (:func:`featurizers.fingerprinting.code_fingerprint`). A wrapper that only observes calls
+    (:func:`mmfeat.featurizers.fingerprinting.code_fingerprint`). A wrapper that only observes calls
     (counting, timing) names the class whose code computes the values as ``code_owner``."""
     owner = getattr(featurizer, "code_owner", None) or type(featurizer)
     return {**featurizer.fingerprint(), "code": code_fingerprint(owner)}
@@ -77,7 +77,7 @@ def full_fingerprint(featurizer: Featurizer) -> dict[str, Any]:
 class FeatureSetJob:
     """One feature set's run: plan, shard, compute, publish. Prefect-free.
 
-    ``key`` is the request key (:func:`pipelines.plan.request_key`); without one (a featurizer
+    ``key`` is the request key (:func:`mmfeat.pipelines.plan.request_key`); without one (a featurizer
     that is not a registered kind) the key is derived from the built featurizer's fingerprint.
     Callers that may race other processes hold ``store.lock(dataset, spec.name)`` around the
     job (:func:`run_feature_set` does); :meth:`run_all` takes it itself.
@@ -307,7 +307,7 @@ def build_featurizer_for(spec: FeatureSetSpec) -> tuple[Featurizer, FeatureSetSp
     Returns the featurizer, the spec it runs under (the fallback may read another input), and a
     note saying which one runs and why (empty when the primary runs).
     """
-    from featurizers.registry import Unavailable, build_featurizer
+    from mmfeat.featurizers.registry import Unavailable, build_featurizer
 
     try:
         featurizer, effective, note = build_featurizer(spec.kind, dict(spec.params)), spec, ""
@@ -361,12 +361,12 @@ def run_feature_set(
         FeatureSetFailed: too many error rows; nothing published.
 
     Example:
-        >>> from pipelines.manifest import load_manifest                        # doctest: +SKIP
+        >>> from mmfeat.pipelines.manifest import load_manifest                        # doctest: +SKIP
         >>> m = load_manifest("microlens"); items, _, _ = load_items(m)         # doctest: +SKIP
         >>> run_feature_set(FeatureStore("store"), m, m.feature_set("title_minilm"), items).version  # doctest: +SKIP
         'v-...'
     """
-    from featurizers.registry import Unavailable
+    from mmfeat.featurizers.registry import Unavailable
 
     dataset = manifest.store_dataset
     plan = dict(store=store, dataset=dataset, parent_versions=parent_versions,
@@ -403,7 +403,7 @@ def run_feature_set(
 
 def load_items(manifest: Manifest) -> tuple[pa.Table, pa.Table, str]:
     """The manifest's source as normalized (items, interactions, source fingerprint)."""
-    from pipelines.sources import load_source
+    from mmfeat.pipelines.sources import load_source
 
     tables = load_source(manifest.source.kind, manifest.source_root(), **manifest.source.options)
     items = tables.items.sort_by("item_id")

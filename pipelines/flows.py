@@ -1,7 +1,7 @@
-"""Prefect flows. Thin on purpose: the work is in :mod:`pipelines.extract`; here each shard becomes
+"""Prefect flows. Thin on purpose: the work is in :mod:`mmfeat.pipelines.extract`; here each shard becomes
 a task (retries, logs, UI) and each run leaves a markdown artifact with its numbers.
 
-Deployments (served by :mod:`pipelines.deployments`): ``extract-features/microlens`` and
+Deployments (served by :mod:`mmfeat.pipelines.deployments`): ``extract-features/microlens`` and
 ``extract-features/movielens-100k``.
 """
 
@@ -14,11 +14,11 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from pipelines.extract import FeatureSetJob, FeatureSetReport, load_items, run_feature_set
-from pipelines.manifest import load_manifest
-from pipelines.store import FeatureStore, default_store_root
+from mmfeat.pipelines.extract import FeatureSetJob, FeatureSetReport, load_items, run_feature_set
+from mmfeat.pipelines.manifest import load_manifest
+from mmfeat.pipelines.store import FeatureStore, default_store_root
 
-from featurizers.registry import Unavailable
+from mmfeat.featurizers.registry import Unavailable
 
 
 @task(name="load-source", cache_policy=NO_CACHE, retries=1)

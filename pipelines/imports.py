@@ -30,9 +30,9 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
-from featurizers.base import fingerprint_hash
-from pipelines.exports import read_item_order
-from pipelines.store import FeatureStore, StoreError, build_rows, file_sha256, row_schema, run_key
+from mmfeat.featurizers.base import fingerprint_hash
+from mmfeat.pipelines.exports import read_item_order
+from mmfeat.pipelines.store import FeatureStore, StoreError, build_rows, file_sha256, row_schema, run_key
 
 log = logging.getLogger("mmfeat.imports")
 

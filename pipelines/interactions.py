@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pandas as pd
 
-    from pipelines.manifest import Manifest
+    from mmfeat.pipelines.manifest import Manifest
 
 
 class SplitRequestError(ValueError):
@@ -22,7 +22,7 @@ def filtered_split(m: "Manifest", *, split: str | None = None, split_seed: int =
     Args:
         m: the loaded manifest (its source is read with the same adapter the extraction uses).
         split: ``given`` | ``random`` | ``time``; None = the source's split column if it has one,
-            else random 8:1:1 (:func:`recommenders.splits.resolve_split_method`).
+            else random 8:1:1 (:func:`mmfeat.recommenders.splits.resolve_split_method`).
         split_seed: seed of the random split.
         min_rating: keep interactions with ``label >= min_rating``.
         k_core: iterated k-core filter on users and items (0 = off).
@@ -35,12 +35,12 @@ def filtered_split(m: "Manifest", *, split: str | None = None, split_seed: int =
         SplitRequestError: ``min_rating`` on a source without ratings, or nothing left after filtering.
 
     Example:
-        >>> from pipelines.manifest import load_manifest           # doctest: +SKIP
+        >>> from mmfeat.pipelines.manifest import load_manifest           # doctest: +SKIP
         >>> df, n, fp, method = filtered_split(load_manifest("movielens-100k"), min_rating=4, k_core=5)  # doctest: +SKIP
     """
-    from pipelines.extract import load_items
-    from recommenders.splits import k_core as apply_k_core
-    from recommenders.splits import resolve_split_method, split_interactions
+    from mmfeat.pipelines.extract import load_items
+    from mmfeat.recommenders.splits import k_core as apply_k_core
+    from mmfeat.recommenders.splits import resolve_split_method, split_interactions
 
     _items, interactions, source_fp = load_items(m)
     df = interactions.to_pandas()

@@ -7,7 +7,7 @@ run with the field's path and the reason, before a single file is written.
 
 That includes what the featurizers will receive: every feature set's ``kind`` (and its
 ``fallback``'s) must be a registered featurizer kind, its ``params`` must fit that kind's schema
-(:mod:`featurizers.params`), and its input must be one the kind reads. The check imports the
+(:mod:`mmfeat.featurizers.params`), and its input must be one the kind reads. The check imports the
 featurizer modules but neither torch nor any weights, so ``mmfeat manifest check`` is cheap, and a
 typo fails there with the closest valid name (``feature_sets.0.params.batchsize: unknown parameter;
 did you mean batch_size?``) instead of mid-run.
@@ -29,8 +29,9 @@ from typing import Any, Literal, Mapping
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-MANIFEST_DIR = Path(os.environ.get("MMFEAT_MANIFESTS", REPO_ROOT / "manifests"))
+#: The folder holding pipelines/, featurizers/, manifests/: the checkout, or site-packages/mmfeat when installed.
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+MANIFEST_DIR = Path(os.environ.get("MMFEAT_MANIFESTS", PACKAGE_ROOT / "manifests"))
 
 
 class ManifestError(ValueError):
@@ -232,7 +233,7 @@ def _param_names(raw: Mapping[str, Any], loc: tuple[Any, ...]) -> list[str]:
     kind = entry.get("kind") if isinstance(entry, dict) else None
     if not isinstance(kind, str):
         return []
-    from featurizers.registry import featurizer_kind
+    from mmfeat.featurizers.registry import featurizer_kind
 
     try:
         return list(featurizer_kind(kind).params.model_fields)
@@ -244,7 +245,7 @@ def _unknown_key(raw: Mapping[str, Any], loc: tuple[Any, ...]) -> str:
     """``unknown key; did you mean X?``: the closest key of that mapping, or a param put one level too high."""
     import difflib
 
-    from featurizers.params import did_you_mean
+    from mmfeat.featurizers.params import did_you_mean
 
     key, parent = str(loc[-1]), loc[:-1]
     keys = _keys_at(parent)
@@ -288,8 +289,8 @@ def _featurizer_entry_problems(
     Malformed entries (no string ``kind``, ``params`` not a mapping) are left to the structural
     validation, which reports them.
     """
-    from featurizers.params import ParamsError
-    from featurizers.registry import featurizer_kind
+    from mmfeat.featurizers.params import ParamsError
+    from mmfeat.featurizers.registry import featurizer_kind
 
     kind = entry.get("kind")
     if not isinstance(kind, str):

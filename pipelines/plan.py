@@ -2,7 +2,7 @@
 
 Inputs are text built from item fields, a media path, or the text output of a parent feature set.
 Every input gets a content hash (``source_sha256``): sha256 of the text, or of the media file's
-bytes (hashed once per file per process, :mod:`featurizers.hashing`). Items with no usable input
+bytes (hashed once per file per process, :mod:`mmfeat.featurizers.hashing`). Items with no usable input
 become error rows right here: stage ``read`` (no text, no file, a path resolving outside the data
 root, a row the source adapter could not read: its ``row_error`` column) or ``parent`` (the
 parent feature set failed for it).
@@ -23,10 +23,10 @@ from typing import Any, Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from featurizers.base import fingerprint_hash
-from featurizers.hashing import contained_path, file_sha256, text_sha256
-from pipelines.manifest import FeatureSetSpec
-from pipelines.store import FeatureStore, run_key
+from mmfeat.featurizers.base import fingerprint_hash
+from mmfeat.featurizers.hashing import contained_path, file_sha256, text_sha256
+from mmfeat.pipelines.manifest import FeatureSetSpec
+from mmfeat.pipelines.store import FeatureStore, run_key
 
 #: Optional items-table column: a source adapter's reason why a row cannot be read (null = fine).
 ROW_ERROR = "row_error"
@@ -183,7 +183,7 @@ def plan_inputs(
 
 def featurizer_class(kind: str) -> type | None:
     """The class registered for a featurizer kind (None for an unknown kind)."""
-    from featurizers.registry import FEATURIZER_KINDS, _import_builtin_kinds
+    from mmfeat.featurizers.registry import FEATURIZER_KINDS, _import_builtin_kinds
 
     _import_builtin_kinds()
     entry = FEATURIZER_KINDS.get(kind)
@@ -197,7 +197,7 @@ def _located_weights(cls: type, params: dict[str, Any]) -> str | None:
     Raises:
         WeightsUnavailable: the weights are not here (the caller decides about fallbacks).
     """
-    from featurizers.registry import resolve_backbone, weights_hash
+    from mmfeat.featurizers.registry import resolve_backbone, weights_hash
 
     backbone = params.get("backbone")
     if backbone is None:
@@ -218,7 +218,7 @@ def request_key(spec: FeatureSetSpec, planned: PlannedInputs) -> str | None:
     Raises:
         WeightsUnavailable: the spec's weights are not available here.
     """
-    from featurizers.fingerprinting import code_fingerprint
+    from mmfeat.featurizers.fingerprinting import code_fingerprint
 
     cls = featurizer_class(spec.kind)
     if cls is None:

@@ -46,9 +46,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from featurizers.fingerprinting import mmfeat_version
-from featurizers.hashing import file_sha256 as _file_sha256
-from pipelines.store_format import (  # noqa: F401  (re-exported: the store's row API)
+from mmfeat.featurizers.fingerprinting import mmfeat_version
+from mmfeat.featurizers.hashing import file_sha256 as _file_sha256
+from mmfeat.pipelines.store_format import (  # noqa: F401  (re-exported: the store's row API)
     ContentDigest,
     as_list_column,
     build_rows,
@@ -75,8 +75,8 @@ class StoreError(RuntimeError):
 
 
 def default_store_root() -> Path:
-    """``$MMFEAT_STORE``, else ``store/`` in the project folder."""
-    return Path(os.environ.get("MMFEAT_STORE", Path(__file__).resolve().parents[1] / "store"))
+    """``$MMFEAT_STORE``, else ``store/`` in the working directory (never the install location)."""
+    return Path(os.environ.get("MMFEAT_STORE", Path.cwd() / "store"))
 
 
 def file_sha256(path: Path) -> str:

@@ -25,8 +25,8 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from pipelines.manifest import REPO_ROOT, Manifest, ManifestError, load_manifest
-from pipelines.store import FeatureStore, StoreError, default_store_root
+from mmfeat.pipelines.manifest import Manifest, ManifestError, load_manifest
+from mmfeat.pipelines.store import FeatureStore, StoreError, default_store_root
 
 #: default of both seeds (split and training): the single ``seed`` option's default before they were split
 DEFAULT_SEED = 2024
@@ -45,7 +45,8 @@ TRAIN_DEPLOYMENTS: dict[str, dict[str, Any]] = {
 
 
 def default_runs_dir() -> Path:
-    return Path(os.environ.get("MMFEAT_RUNS", REPO_ROOT / "runs"))
+    """``$MMFEAT_RUNS``, else ``runs/`` in the working directory (never the install location)."""
+    return Path(os.environ.get("MMFEAT_RUNS", Path.cwd() / "runs"))
 
 
 # ---------------------------------------------------------------------------- pre-flight checks
@@ -55,7 +56,7 @@ class TrainRequestError(ValueError):
 
 def known_models() -> list[str]:
     """Names of the models ``train_recommender`` can train (for ``mmfeat train --help``)."""
-    from recommenders import model_names
+    from mmfeat.recommenders import model_names
 
     return model_names()
 
@@ -89,7 +90,7 @@ def _one_line(exc: Exception) -> str:
 
 def _check_hyper_parameters(model: str, overrides: dict[str, Any], grid: dict[str, list[Any]]) -> None:
     """Every ``--set`` / ``--grid`` key is declared by the model or the trainer; grids list values."""
-    from recommenders import ConfigError, check_hyper_parameters
+    from mmfeat.recommenders import ConfigError, check_hyper_parameters
 
     for where, keys in (("--set", overrides), ("--grid", grid)):
         if "split_seed" in keys:
@@ -107,7 +108,7 @@ def _check_hyper_parameters(model: str, overrides: dict[str, Any], grid: dict[st
 def _check_roles(model: str, arms: list[dict[str, str]], overrides: dict[str, Any],
                  grid: dict[str, list[Any]]) -> None:
     """Each arm's feature roles are read by the model (rule: no feature the model would ignore)."""
-    from recommenders import ConfigError, check_features, get_model_class, resolve_config
+    from mmfeat.recommenders import ConfigError, check_features, get_model_class, resolve_config
 
     cfg = resolve_config(model, overrides)
     alternatives = [{**cfg, k: v} for k, vals in grid.items() if k.endswith("_feature") for v in vals]
@@ -130,7 +131,7 @@ def _check_store_ref(store: FeatureStore, m: Manifest, manifest: str, flag: str,
         raise TrainRequestError(f"{flag} {role}={ref}: no feature set name; write {role}=FEATURE_SET[@ref]")
     extract = f"run `mmfeat extract {manifest} --feature-set {fs}` first"
     if fs not in store.feature_sets(dataset):
-        from recommenders.config import did_you_mean
+        from mmfeat.recommenders.config import did_you_mean
 
         known = sorted(set(store.feature_sets(dataset)) | {f.name for f in m.feature_sets})
         hint = did_you_mean(fs, known) if fs not in known else ""
@@ -180,7 +181,7 @@ def validate_train_request(
     Raises:
         TrainRequestError: one line saying what is wrong and what to do.
     """
-    from recommenders import UnknownModelError, get_model_class
+    from mmfeat.recommenders import UnknownModelError, get_model_class
 
     try:
         model = get_model_class(model).model_name
@@ -214,13 +215,13 @@ def load_training_data(
     runs_dir: str | None = None,
     data_root: str | None = None,
 ):
-    """Interactions -> split -> :class:`recommenders.InteractionData` with aligned store features.
+    """Interactions -> split -> :class:`mmfeat.recommenders.InteractionData` with aligned store features.
 
     ``split_seed`` seeds the random split (default DEFAULT_SEED); other methods do not use it, and the
     record then says ``seed: None`` (a seed given for them is reported with a warning).
     """
-    from pipelines.interactions import filtered_split
-    from recommenders import from_split_frame
+    from mmfeat.pipelines.interactions import filtered_split
+    from mmfeat.recommenders import from_split_frame
 
     m = load_manifest(manifest, data_root=data_root)
     seed_used = int(split_seed) if split_seed is not None else DEFAULT_SEED
@@ -246,7 +247,7 @@ def load_training_data(
 
 def _save_split_file(split_df, dataset: str, runs_dir: str | None) -> tuple[Path, str]:
     """Write the split under ``<runs>/splits/<dataset>-<hash12>.parquet``; returns (path, content hash)."""
-    from recommenders import save_split
+    from mmfeat.recommenders import save_split
 
     split_dir = Path(runs_dir or default_runs_dir()) / "splits"
     split_dir.mkdir(parents=True, exist_ok=True)
@@ -311,7 +312,7 @@ def train_recommender(
     """
     from dataclasses import asdict
 
-    from recommenders import ConfigError, fit, grid_search
+    from mmfeat.recommenders import ConfigError, fit, grid_search
 
     logger = get_run_logger()
     validate_train_request(manifest, model=model, features=features, versus=None, overrides=config, grid=grid,

@@ -2,7 +2,7 @@
 
 Main API::
 
-    from recommenders import from_split_frame, split_interactions, train, grid_search
+    from mmfeat.recommenders import from_split_frame, split_interactions, train, grid_search
     data = from_split_frame(split_interactions(interactions_df), features={"text": (ids, mat)})
     rec = train(data, "FREEDOM", {"epochs": 50}, runs_dir="runs")   # -> RunRecord
 

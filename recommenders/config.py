@@ -7,7 +7,7 @@ outside them would be ignored by the code, so a typo (``--set learning_rte=0.1``
 with the default; here it is a :class:`ConfigError` naming the closest declared key.
 
 This module holds the model-independent checks (pure functions of names); the model-aware ones live
-next to the declarations in :mod:`recommenders.models.base`.
+next to the declarations in :mod:`mmfeat.recommenders.models.base`.
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ Split codes follow MMRec's ``x_label``: 0 = train, 1 = valid, 2 = test.
   order after a stable sort), so valid/test are strictly later interactions.
 
 Valid/test rows of users absent from train are dropped when the data is built
-(:func:`recommenders.data.from_split_frame`), as MMRec does; cold items are kept as candidates.
+(:func:`mmfeat.recommenders.data.from_split_frame`), as MMRec does; cold items are kept as candidates.
 The split is stored as data (parquet ``user_id, item_id, split``); its content sha256 is the
 ``split_hash`` carried in every run record.
 """

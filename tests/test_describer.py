@@ -21,7 +21,7 @@ ITEMS = [
 
 @pytest.fixture(scope="module")
 def describer():
-    from featurizers.registry import build_featurizer
+    from mmfeat.featurizers.registry import build_featurizer
 
     t = time.perf_counter()
     d = build_featurizer("text_description", {"max_new_tokens": 32, "batch_size": 2})
@@ -48,7 +48,7 @@ def test_real_smollm2_describes_items(describer):
 @needs_smollm2
 @pytest.mark.slow
 def test_fingerprint_and_registry(describer):
-    from featurizers.registry import BACKBONES
+    from mmfeat.featurizers.registry import BACKBONES
 
     fp = describer.fingerprint()
     assert fp["saw_pixels"] is False and fp["random_init"] is False
@@ -57,7 +57,7 @@ def test_fingerprint_and_registry(describer):
     assert "{text}" in fp["prompt"]["text"] and fp["prompt"]["name"] == "text_only_item"
     assert BACKBONES["SmolLM2-135M-Instruct"].family == "llm-gguf"
     # the model is cached per process: a second describer loads instantly
-    from featurizers.describer import TextDescriber
+    from mmfeat.featurizers.describer import TextDescriber
 
     t = time.perf_counter()
     other = TextDescriber(max_new_tokens=16, prompt="Summarize: {text}")
@@ -69,15 +69,15 @@ def test_fingerprint_and_registry(describer):
 
 @needs_smollm2
 def test_backbone_registered_and_located_without_loading():
-    import featurizers.describer  # noqa: F401 - registers the backbone
-    from featurizers.registry import resolve_backbone
+    import mmfeat.featurizers.describer  # noqa: F401 - registers the backbone
+    from mmfeat.featurizers.registry import resolve_backbone
 
     folder, spec = resolve_backbone("SmolLM2-135M-Instruct")
     assert spec.family == "llm-gguf" and (folder / "SmolLM2-135M-Instruct.Q4_1.gguf").is_file()
 
 
 def test_text_only_prompt_rendering():
-    from featurizers.prompts import PROMPTS, render_prompt
+    from mmfeat.featurizers.prompts import PROMPTS, render_prompt
 
     p = PROMPTS["text_only_item"]
     out = p.render({"title": "Toy Story", "tags": ["animation", "comedy"], "comments": None})

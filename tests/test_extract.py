@@ -11,10 +11,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from featurizers.base import OutputSpec, Result
-from pipelines.extract import FeatureSetFailed, FeatureSetJob, plan_inputs
-from pipelines.manifest import FeatureSetSpec
-from pipelines.store import FeatureStore
+from mmfeat.featurizers.base import OutputSpec, Result
+from mmfeat.pipelines.extract import FeatureSetFailed, FeatureSetJob, plan_inputs
+from mmfeat.pipelines.manifest import FeatureSetSpec
+from mmfeat.pipelines.store import FeatureStore
 
 REPO = Path(__file__).resolve().parents[1]
 TITLES = [f"video number {i} about {w}" for i, w in enumerate(["cats", "cars", "cooking", "travel", "music"] * 8)]
@@ -125,10 +125,10 @@ KILL_SCRIPT = textwrap.dedent(
     import os, signal, sys
     import pyarrow as pa
     sys.path.insert(0, {repo!r})
-    from featurizers.text_embedding import TextEmbedder
-    from pipelines.extract import FeatureSetJob, plan_inputs
-    from pipelines.manifest import FeatureSetSpec
-    from pipelines.store import FeatureStore
+    from mmfeat.featurizers.text_embedding import TextEmbedder
+    from mmfeat.pipelines.extract import FeatureSetJob, plan_inputs
+    from mmfeat.pipelines.manifest import FeatureSetSpec
+    from mmfeat.pipelines.store import FeatureStore
     titles = {titles!r}
     items = pa.table({{"item_id": [f"{{i:03d}}" for i in range(len(titles))], "title": titles}})
     inner = TextEmbedder("all-MiniLM-L6-v2")

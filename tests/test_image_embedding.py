@@ -16,9 +16,9 @@ from PIL import Image
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from featurizers.base import Result  # noqa: E402
-from featurizers.registry import FEATURIZER_KINDS, WeightsUnavailable, weights_hash  # noqa: E402
-from featurizers.image_embedding import (  # noqa: E402
+from mmfeat.featurizers.base import Result  # noqa: E402
+from mmfeat.featurizers.registry import FEATURIZER_KINDS, WeightsUnavailable, weights_hash  # noqa: E402
+from mmfeat.featurizers.image_embedding import (  # noqa: E402
     ClipBackend,
     ImageEmbedder,
     ImageToWords,
@@ -26,7 +26,7 @@ from featurizers.image_embedding import (  # noqa: E402
     VideoResult,
     build_vocabulary,
 )
-from featurizers.video import sample_frames  # noqa: E402
+from mmfeat.featurizers.video import sample_frames  # noqa: E402
 
 
 def tiny_clip(seed: int = 0):

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.manifest import ManifestError, load_manifest
+from mmfeat.pipelines.manifest import ManifestError, load_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -94,7 +94,7 @@ def test_bad_yaml_and_unknown_name(tmp_path: Path) -> None:
 
 
 def test_cli_check_reports_error_and_writes_nothing(tmp_path: Path, capsys) -> None:
-    from pipelines.cli import main
+    from mmfeat.pipelines.cli import main
 
     p = _write(tmp_path, {**BASE, "shard_size": 0})
     store = tmp_path / "store"
@@ -239,8 +239,8 @@ def test_custom_prompt_text_has_its_own_key(tmp_path: Path) -> None:
 
 
 def test_fingerprint_records_full_prompt_text() -> None:
-    from featurizers.params import CaptionParams, TextDescriptionParams, VideoDescriptionParams
-    from featurizers.prompts import PROMPTS
+    from mmfeat.featurizers.params import CaptionParams, TextDescriptionParams, VideoDescriptionParams
+    from mmfeat.featurizers.prompts import PROMPTS
 
     custom = CaptionParams.parse({"backbone": "x", "prompt_text": " Describe {title}. "}, "caption")
     assert custom.resolved_prompt().fingerprint() == {"name": "custom", "version": 1, "text": "Describe {title}."}
@@ -251,7 +251,7 @@ def test_fingerprint_records_full_prompt_text() -> None:
 
 
 def test_python_api_prompt_typo_is_an_error_not_a_one_word_prompt() -> None:
-    from featurizers.prompts import resolve_prompt
+    from mmfeat.featurizers.prompts import resolve_prompt
 
     with pytest.raises(ValueError, match="did you mean video_summary"):
         resolve_prompt("video_sumary", "product_image")
@@ -262,8 +262,8 @@ def test_python_api_prompt_typo_is_an_error_not_a_one_word_prompt() -> None:
 
 
 def test_build_featurizer_rejects_bad_params_before_loading_weights() -> None:
-    from featurizers.params import ParamsError
-    from featurizers.registry import build_featurizer
+    from mmfeat.featurizers.params import ParamsError
+    from mmfeat.featurizers.registry import build_featurizer
 
     with pytest.raises(ParamsError,
                        match=r"text_embedding params\.batchsize: unknown parameter; did you mean batch_size"):
@@ -275,8 +275,8 @@ def test_build_featurizer_rejects_bad_params_before_loading_weights() -> None:
 def test_missing_extra_is_missing_dependency_naming_the_pip_extra(monkeypatch) -> None:
     import sys
 
-    from featurizers.image_embedding import ImageEmbedder
-    from featurizers.registry import (
+    from mmfeat.featurizers.image_embedding import ImageEmbedder
+    from mmfeat.featurizers.registry import (
         MissingDependency, Unavailable, WeightsUnavailable, build_featurizer, require_extra,
     )
 
@@ -297,9 +297,9 @@ def test_schema_defaults_are_the_constructor_defaults() -> None:
     import dataclasses
     import inspect
 
-    from featurizers.captioning import Captioner, GenerationConfig
-    from featurizers.image_embedding import ImageEmbedder
-    from featurizers.registry import FEATURIZER_KINDS, featurizer_kind
+    from mmfeat.featurizers.captioning import Captioner, GenerationConfig
+    from mmfeat.featurizers.image_embedding import ImageEmbedder
+    from mmfeat.featurizers.registry import FEATURIZER_KINDS, featurizer_kind
 
     featurizer_kind("text_embedding")  # registers the built-in kinds
     gen = {f.name: f.default for f in dataclasses.fields(GenerationConfig)}
@@ -324,14 +324,14 @@ def test_manifest_check_imports_neither_torch_nor_transformers() -> None:
     import subprocess
     import sys
 
-    code = ("import sys; from pipelines.manifest import load_manifest; load_manifest('microlens'); "
+    code = ("import sys; from mmfeat.pipelines.manifest import load_manifest; load_manifest('microlens'); "
             "heavy = [m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules]; "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 
 
 def test_cli_manifest_check_prints_one_line_per_problem(tmp_path: Path, capsys) -> None:
-    from pipelines.cli import main
+    from mmfeat.pipelines.cli import main
 
     p = _write(tmp_path, _with_sets(_set(params={"batchsize": 3})))
     assert main(["manifest", "check", str(p)]) == 2

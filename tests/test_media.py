@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from featurizers.media import MediaError, file_sha256, load_image, to_rgb
+from mmfeat.featurizers.media import MediaError, file_sha256, load_image, to_rgb
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from featurizers.captioning import Captioner
-from featurizers.image_embedding import ImageEmbedder
-from pipelines.extract import FeatureSetJob, plan_inputs
-from pipelines.manifest import FeatureSetSpec
-from pipelines.sources import load_source, microlens_mini_root
-from pipelines.store import FeatureStore
+from mmfeat.featurizers.captioning import Captioner
+from mmfeat.featurizers.image_embedding import ImageEmbedder
+from mmfeat.pipelines.extract import FeatureSetJob, plan_inputs
+from mmfeat.pipelines.manifest import FeatureSetSpec
+from mmfeat.pipelines.sources import load_source, microlens_mini_root
+from mmfeat.pipelines.store import FeatureStore
 from tests.test_captioning import tiny_llava
 from tests.test_image_embedding import tiny_clip
 
@@ -53,7 +53,7 @@ def test_captions_then_chained_embedding_with_error_rows(tmp_path: Path, minilm)
 
 
 def test_cover_embeddings_into_store_and_mmrec_export(tmp_path: Path) -> None:
-    from pipelines.exports import export_mmrec_features
+    from mmfeat.pipelines.exports import export_mmrec_features
 
     items = _sample_with_bad_covers(tmp_path)
     store = FeatureStore(tmp_path / "store")

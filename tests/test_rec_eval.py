@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 import torch
 
-from recommenders import (Evaluator, NegativeSampler, align_features, from_split_frame, metrics_from_hits,
+from mmfeat.recommenders import (Evaluator, NegativeSampler, align_features, from_split_frame, metrics_from_hits,
                           split_interactions)
-from recommenders.data import InteractionData
+from mmfeat.recommenders.data import InteractionData
 
 TOPK = (1, 2, 3, 5)
 

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from recommenders.data import InteractionData
-from recommenders.models import build_model, declared_keys
-from recommenders.models import lattice as lattice_mod
+from mmfeat.recommenders.data import InteractionData
+from mmfeat.recommenders.models import build_model, declared_keys
+from mmfeat.recommenders.models import lattice as lattice_mod
 
 MODELS = ["VBPR", "LATTICE", "BM3", "DGVAE"]
 _SMALL = {"embedding_size": 16, "feat_embed_dim": 16, "weight_size": [16, 16], "train_batch_size": 64,
@@ -225,7 +225,7 @@ def test_missing_features_is_a_clear_error():
 
 @pytest.mark.parametrize("name", MODELS)
 def test_end_to_end_through_trainer(name, data):
-    trainer = pytest.importorskip("recommenders.trainer")
+    trainer = pytest.importorskip("mmfeat.recommenders.trainer")
     rec = trainer.train(data, name, {**small(name), "epochs": 3, "learning_rate": 0.01, "topk": [5, 10],
                                      "valid_metric": "recall@10", "eval_batch_size": 16}, progress=False)
     assert all(np.isfinite(e["loss"]) for e in rec.epochs) and len(rec.epochs) == 3

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 import torch
 
-import recommenders.trainer as trainer_mod
-from recommenders import RunRecord, build_model, from_split_frame, grid_search, split_interactions, train
-from recommenders.models._graph import knn_cache_key, knn_normalized_graph
+import mmfeat.recommenders.trainer as trainer_mod
+from mmfeat.recommenders import RunRecord, build_model, from_split_frame, grid_search, split_interactions, train
+from mmfeat.recommenders.models._graph import knn_cache_key, knn_normalized_graph
 
 FAST = {"epochs": 25, "train_batch_size": 256, "learning_rate": 0.01, "stopping_step": 5,
         "embedding_size": 16, "topk": [5, 10, 20], "eval_batch_size": 64}
@@ -77,7 +77,7 @@ def test_test_metrics_are_from_best_valid_epoch(clustered):
     rec = train(clustered, "LightGCN", {**FAST, "epochs": 6}, progress=False)
     model = build_model("LightGCN", clustered, rec.config)
     model.load_state_dict(rec._model.state_dict())
-    from recommenders import Evaluator
+    from mmfeat.recommenders import Evaluator
     v = Evaluator(clustered.train_csr(), clustered.valid, FAST["topk"]).evaluate(model)
     assert v["recall@20"] == pytest.approx(rec.best_valid["recall@20"])
 
@@ -105,7 +105,7 @@ def test_grid_search_real(clustered):
 
 
 def test_missing_hyper_parameter_is_a_clear_key_error(clustered):
-    from recommenders.models.lightgcn import LightGCN
+    from mmfeat.recommenders.models.lightgcn import LightGCN
     with pytest.raises(KeyError, match="n_layers"):
         LightGCN(clustered, {"embedding_size": 8, "reg_weight": 0.0})
 
@@ -203,7 +203,7 @@ def test_split_without_validation_users_is_an_error(no_valid):
 
 
 def test_fixed_epochs_without_validation_reports_test_at_the_last_epoch(no_valid, tmp_path):
-    from recommenders import Evaluator
+    from mmfeat.recommenders import Evaluator
     rec = train(no_valid, "LightGCN", {**FAST, "epochs": 3, "early_stopping": False}, runs_dir=tmp_path,
                 progress=False)
     assert len(rec.epochs) == 3 and rec.best_epoch == 2 and not rec.stopped_early

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.store import FeatureStore
+from mmfeat.pipelines.store import FeatureStore
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,7 +41,7 @@ def _mpnet_installed() -> bool:
 def test_mpnet_assembled_from_part_wheels() -> None:
     import numpy as np
 
-    from featurizers.text_embedding import TextEmbedder
+    from mmfeat.featurizers.text_embedding import TextEmbedder
 
     emb = TextEmbedder("all-mpnet-base-v2")
     assert emb.output.dim == 768 and emb.fingerprint()["hub_id"] == "sentence-transformers/all-mpnet-base-v2"

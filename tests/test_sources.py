@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from pipelines.sources import (
+from mmfeat.pipelines.sources import (
     SourceError,
     SourceTables,
     load_movielens,

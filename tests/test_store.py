@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.store import FeatureStore, StoreError, build_rows, row_schema
+from mmfeat.pipelines.store import FeatureStore, StoreError, build_rows, row_schema
 
 
 def _publish(store: FeatureStore, ids: list[str], mat: np.ndarray, key: str = "r-1",
@@ -185,7 +185,7 @@ def test_float16_and_text_roundtrip(tmp_path: Path) -> None:
 
 
 def test_fuxictr_export_pca_and_cli(tmp_path: Path) -> None:
-    from pipelines.cli import main
+    from mmfeat.pipelines.cli import main
 
     store = FeatureStore(tmp_path / "store")
     rng = np.random.default_rng(0)
@@ -205,7 +205,7 @@ def test_fuxictr_export_pca_and_cli(tmp_path: Path) -> None:
 
 
 def test_cli_list_show_verify_tag(tmp_path: Path, capsys) -> None:
-    from pipelines.cli import main
+    from mmfeat.pipelines.cli import main
 
     store = FeatureStore(tmp_path)
     v = _publish(store, ["a", "b"], np.ones((2, 3), np.float32))

@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from featurizers.base import fingerprint_hash
-from featurizers.registry import WeightsUnavailable, resolve_backbone
-from featurizers.text_embedding import TextEmbedder
+from mmfeat.featurizers.base import fingerprint_hash
+from mmfeat.featurizers.registry import WeightsUnavailable, resolve_backbone
+from mmfeat.featurizers.text_embedding import TextEmbedder
 
 
 def test_real_minilm_semantics_and_parity_with_plain_encode(minilm: TextEmbedder) -> None:

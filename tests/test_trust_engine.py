@@ -14,10 +14,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from featurizers.base import OutputSpec, Result
-from pipelines.extract import FeatureSetFailed, FeatureSetJob, plan_inputs
-from pipelines.manifest import FeatureSetSpec
-from pipelines.store import FeatureStore
+from mmfeat.featurizers.base import OutputSpec, Result
+from mmfeat.pipelines.extract import FeatureSetFailed, FeatureSetJob, plan_inputs
+from mmfeat.pipelines.manifest import FeatureSetSpec
+from mmfeat.pipelines.store import FeatureStore
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = FeatureSetSpec(name="emb", kind="fake", input={"text_fields": ["title"]})
@@ -82,7 +82,7 @@ def test_staged_error_parts_are_recomputed_after_a_failed_run(tmp_path: Path) ->
 def test_code_and_library_changes_change_the_fingerprint(tmp_path: Path, monkeypatch) -> None:
     import importlib
 
-    from featurizers import fingerprinting
+    from mmfeat.featurizers import fingerprinting
 
     pkg = tmp_path / "featurizers_probe"
     pkg.mkdir()
@@ -106,12 +106,12 @@ def test_code_and_library_changes_change_the_fingerprint(tmp_path: Path, monkeyp
 
 
 def test_featurizer_fingerprint_carries_its_modules_and_libraries(minilm) -> None:
-    from pipelines.extract import full_fingerprint
+    from mmfeat.pipelines.extract import full_fingerprint
 
     fp = full_fingerprint(minilm)
-    assert "featurizers.text_embedding" in fp["code"]["modules"]
+    assert "mmfeat.featurizers.text_embedding" in fp["code"]["modules"]
     assert {"torch", "transformers", "sentence-transformers"} <= set(fp["code"]["libraries"])
-    assert "featurizers.video" not in fp["code"]["modules"]  # a video change leaves text versions alone
+    assert "mmfeat.featurizers.video" not in fp["code"]["modules"]  # a video change leaves text versions alone
 
 
 def test_media_paths_are_contained_by_their_real_path(tmp_path: Path) -> None:
@@ -151,10 +151,10 @@ CONCURRENT = textwrap.dedent(
     import sys, time
     import numpy as np, pyarrow as pa
     sys.path.insert(0, {repo!r})
-    from featurizers.base import OutputSpec, Result
-    from pipelines.extract import FeatureSetJob, plan_inputs
-    from pipelines.manifest import FeatureSetSpec
-    from pipelines.store import FeatureStore
+    from mmfeat.featurizers.base import OutputSpec, Result
+    from mmfeat.pipelines.extract import FeatureSetJob, plan_inputs
+    from mmfeat.pipelines.manifest import FeatureSetSpec
+    from mmfeat.pipelines.store import FeatureStore
     class Slow:
         name, input_kind, output = "slow", "text", OutputSpec("embedding", 2, "float32")
         def fingerprint(self): return {{"kind": "slow"}}
@@ -195,9 +195,9 @@ def test_dead_runs_temp_files_are_cleaned(tmp_path: Path) -> None:
 
 
 def test_cache_hit_loads_no_model(tmp_path: Path, monkeypatch) -> None:
-    from featurizers import registry
-    from pipelines.extract import load_items, run_feature_set
-    from pipelines.manifest import load_manifest
+    from mmfeat.featurizers import registry
+    from mmfeat.pipelines.extract import load_items, run_feature_set
+    from mmfeat.pipelines.manifest import load_manifest
 
     m = load_manifest("microlens")
     items, _, _ = load_items(m)
@@ -219,8 +219,8 @@ def test_cache_hit_loads_no_model(tmp_path: Path, monkeypatch) -> None:
 @pytest.mark.parametrize("error, skipped", [("weights", True), ("extra", True), ("bug", False)])
 def test_optional_skips_only_missing_weights_or_extras(prefect_harness, tmp_path: Path, monkeypatch,
                                                        error, skipped) -> None:
-    from featurizers.registry import MissingDependency, WeightsUnavailable
-    from pipelines import flows
+    from mmfeat.featurizers.registry import MissingDependency, WeightsUnavailable
+    from mmfeat.pipelines import flows
 
     exc = {"weights": WeightsUnavailable("no CLIP weights here"), "extra": MissingDependency("pip install 'mmfeat[clip]'"),
            "bug": RuntimeError("a real bug in the featurizer")}[error]

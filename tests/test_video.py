@@ -13,8 +13,8 @@ from PIL import Image
 
 av = pytest.importorskip("av")
 
-from featurizers.media import MediaError  # noqa: E402
-from featurizers.video import (  # noqa: E402
+from mmfeat.featurizers.media import MediaError  # noqa: E402
+from mmfeat.featurizers.video import (  # noqa: E402
     Frames,
     decode_all_frames,
     extract_audio,

@@ -1,4 +1,4 @@
-"""The ``mmfeat`` command line (``pipelines.cli:main``). One module per command group:
+"""The ``mmfeat`` command line (``mmfeat.pipelines.cli:main``). One module per command group:
 
     mmfeat extract MANIFEST [--feature-set NAME] [--tag T] [--data-root DIR]     (extract.py)
     mmfeat serve                                                                 (extract.py)
@@ -8,7 +8,7 @@
     mmfeat compare runs/<run-a> runs/<run-b>                                     (train.py)
 
 Every error is one ``error:`` line on stderr (``--debug`` adds the traceback); exit code 2 for a
-usage error, 1 for a failure (see :mod:`pipelines.cli.errors`). Commands import their heavy
+usage error, 1 for a failure (see :mod:`mmfeat.pipelines.cli.errors`). Commands import their heavy
 dependencies (Prefect, torch) only once their inputs have been checked.
 """
 
@@ -19,12 +19,13 @@ import logging
 import sys
 from typing import Sequence
 
-from pipelines.cli.args import Parser, common_options
-from pipelines.cli.errors import BROKEN_PIPE, report, silence_stdout
-from pipelines.cli.extract import add_extract_commands
-from pipelines.cli.manifest import add_manifest_commands
-from pipelines.cli.store import add_store_commands, summarize_version
-from pipelines.cli.train import add_train_commands
+from mmfeat.pipelines.cli.args import Parser, common_options
+from mmfeat.pipelines.cli.errors import BROKEN_PIPE, report, silence_stdout
+from mmfeat.pipelines.cli.extract import add_extract_commands
+from mmfeat.pipelines.cli.manifest import add_manifest_commands
+from mmfeat.pipelines.cli.store import add_store_commands, summarize_version
+from mmfeat.pipelines.cli.train import add_train_commands
+from mmfeat.pipelines.environment import apply_defaults
 
 __all__ = ["build_parser", "main", "summarize_version"]
 
@@ -77,6 +78,7 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse, run, and turn any exception into one line on stderr and an exit code."""
     args = build_parser().parse_args(argv)  # usage errors: argparse prints one line + usage, exit 2
+    apply_defaults()  # Prefect home in the working directory, telemetry off; before Prefect loads
     _setup_logging(args.verbose)
     try:
         return _run(args)

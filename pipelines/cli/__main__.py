@@ -1,7 +1,7 @@
-"""``python -m pipelines.cli`` behaves like ``mmfeat``."""
+"""``python -m mmfeat.pipelines.cli`` behaves like ``mmfeat``."""
 
 import sys
 
-from pipelines.cli import main
+from mmfeat.pipelines.cli import main
 
 sys.exit(main())

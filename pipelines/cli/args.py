@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Callable
 
-from pipelines.cli.errors import UsageError
+from mmfeat.pipelines.cli.errors import UsageError
 
 
 class Parser(argparse.ArgumentParser):

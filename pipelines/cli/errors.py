@@ -40,15 +40,15 @@ def _project_errors() -> list[tuple[type[BaseException], int, str]]:
     table = [
         (UsageError, USAGE, ""),
         (CommandFailed, FAILURE, ""),
-        (_optional("pipelines.train_flow", "TrainRequestError"), USAGE, ""),
-        (_optional("recommenders.config", "ConfigError"), USAGE, ""),
-        (_optional("pipelines.manifest", "ManifestError"), USAGE, ""),
-        (_optional("pipelines.sources", "SourceError"), USAGE,
+        (_optional("mmfeat.pipelines.train_flow", "TrainRequestError"), USAGE, ""),
+        (_optional("mmfeat.recommenders.config", "ConfigError"), USAGE, ""),
+        (_optional("mmfeat.pipelines.manifest", "ManifestError"), USAGE, ""),
+        (_optional("mmfeat.pipelines.sources", "SourceError"), USAGE,
          "fix the manifest's source options or data_root, or pass --data-root"),
-        (_optional("pipelines.interactions", "SplitRequestError"), USAGE, ""),
-        (_optional("pipelines.store", "StoreError"), USAGE, ""),  # its messages list what the store has
-        (_optional("featurizers.registry", "Unavailable"), FAILURE, ""),  # missing weights or extra
-        (_optional("pipelines.extract", "FeatureSetFailed"), FAILURE,
+        (_optional("mmfeat.pipelines.interactions", "SplitRequestError"), USAGE, ""),
+        (_optional("mmfeat.pipelines.store", "StoreError"), USAGE, ""),  # its messages list what the store has
+        (_optional("mmfeat.featurizers.registry", "Unavailable"), FAILURE, ""),  # missing weights or extra
+        (_optional("mmfeat.pipelines.extract", "FeatureSetFailed"), FAILURE,
          "its finished parts stay staged: fix the cause and re-run to resume"),
     ]
     return [(cls, code, hint) for cls, code, hint in table if cls is not None]

@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import argparse
 
-from pipelines.cli.store import summarize_version
+from mmfeat.pipelines.cli.store import summarize_version
 
 
 def precheck_manifest(manifest: str, data_root: str | None, feature_sets: list[str] | None = None,
                       read_source: bool = True) -> tuple["Manifest", str]:  # noqa: F821
     """Validate a manifest and (``read_source``) read its source once; a short description of what was read."""
-    from pipelines.manifest import load_manifest
+    from mmfeat.pipelines.manifest import load_manifest
 
     m = load_manifest(manifest, data_root=data_root)
     for name in feature_sets or []:
         m.feature_set(name)  # ManifestError naming the sets it has
     if not read_source:
         return m, "source not read"
-    from pipelines.extract import load_items
+    from mmfeat.pipelines.extract import load_items
 
     items, interactions, _fp = load_items(m)
     return m, f"source {m.source.kind}: {items.num_rows} items, {interactions.num_rows} interactions"
@@ -30,9 +30,9 @@ def precheck_manifest(manifest: str, data_root: str | None, feature_sets: list[s
 
 def cmd_extract(args: argparse.Namespace) -> int:
     precheck_manifest(args.manifest, args.data_root, args.feature_set)
-    from pipelines.cli.prefect_run import run_flow
-    from pipelines.flows import extract_features
-    from pipelines.store import FeatureStore
+    from mmfeat.pipelines.cli.prefect_run import run_flow
+    from mmfeat.pipelines.flows import extract_features
+    from mmfeat.pipelines.store import FeatureStore
 
     result = run_flow(extract_features, args, manifest=args.manifest, feature_sets=args.feature_set or None,
                       store_root=args.store, tag=args.tag, data_root=args.data_root)
@@ -43,7 +43,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from pipelines.deployments import main as serve_main
+    from mmfeat.pipelines.deployments import main as serve_main
 
     serve_main()
     return 0

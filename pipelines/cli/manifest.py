@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipelines.cli.extract import precheck_manifest
+from mmfeat.pipelines.cli.extract import precheck_manifest
 
 
 def cmd_manifest_check(args: argparse.Namespace) -> int:

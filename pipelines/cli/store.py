@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipelines.cli.args import parse_feature_refs, parse_number_or_mean
-from pipelines.cli.errors import CommandFailed, UsageError
-from pipelines.store import FeatureStore, StoreError, default_store_root
+from mmfeat.pipelines.cli.args import parse_feature_refs, parse_number_or_mean
+from mmfeat.pipelines.cli.errors import CommandFailed, UsageError
+from mmfeat.pipelines.store import FeatureStore, StoreError, default_store_root
 
 
 def open_store(args: argparse.Namespace) -> FeatureStore:
@@ -81,7 +81,7 @@ def cmd_store_show(args: argparse.Namespace) -> int:
 
 
 def cmd_store_summary(args: argparse.Namespace) -> int:
-    from pipelines.manifest import load_manifest
+    from mmfeat.pipelines.manifest import load_manifest
 
     store = open_store(args)
     m = load_manifest(args.manifest, data_root=args.data_root)
@@ -117,7 +117,7 @@ def cmd_store_tag(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- import / export
 def cmd_store_import(args: argparse.Namespace) -> int:
-    from pipelines.imports import import_features
+    from mmfeat.pipelines.imports import import_features
 
     store = open_store(args)
     version = import_features(store, args.dataset, args.feature_set, args.file, ids=args.ids,
@@ -139,7 +139,7 @@ def _single_feature(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def _manifest_dataset(manifest: str, data_root: str | None) -> str:
-    from pipelines.manifest import load_manifest
+    from mmfeat.pipelines.manifest import load_manifest
 
     return load_manifest(manifest, data_root=data_root).store_dataset
 
@@ -158,7 +158,7 @@ def _check_item_order(path: str | None) -> None:
 
 
 def cmd_store_export(args: argparse.Namespace) -> int:
-    import pipelines.exports as ex
+    import mmfeat.pipelines.exports as ex
 
     store = open_store(args)
     _check_item_order(getattr(args, "item_order", None))

@@ -2,7 +2,7 @@
 
 Everything a training run needs is checked before Prefect is imported or any data is loaded:
 the option values here (``ROLE=FEATURE_SET[@ref]``, ``KEY=VALUE``), then the request as a whole
-by :func:`pipelines.train_flow.validate_train_request` (model name, feature roles, store versions,
+by :func:`mmfeat.pipelines.train_flow.validate_train_request` (model name, feature roles, store versions,
 ``--versus``, hyper-parameter names), so a typo is one line, not a failed flow run.
 """
 
@@ -14,8 +14,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from pipelines.cli.args import parse_feature_refs, parse_grid, parse_settings
-from pipelines.cli.errors import UsageError
+from mmfeat.pipelines.cli.args import parse_feature_refs, parse_grid, parse_settings
+from mmfeat.pipelines.cli.errors import UsageError
 
 MODEL_HELP_FALLBACK = "models: see recommenders/models/ (the registry could not be loaded: {exc})"
 
@@ -23,7 +23,7 @@ MODEL_HELP_FALLBACK = "models: see recommenders/models/ (the registry could not 
 def models_epilog() -> str:
     """The ``train --help`` epilog: the registered models (importing them loads torch, hence lazily)."""
     try:
-        from recommenders.models import model_names
+        from mmfeat.recommenders.models import model_names
 
         names = model_names()
     except Exception as exc:  # noqa: BLE001 - help must print even if a model module is broken
@@ -51,13 +51,13 @@ def _seeds(args: argparse.Namespace) -> dict[str, int]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     req = train_request(args)
-    from pipelines.train_flow import validate_train_request  # imports Prefect, starts nothing
+    from mmfeat.pipelines.train_flow import validate_train_request  # imports Prefect, starts nothing
 
     validate_train_request(args.manifest, model=args.model, features=req["features"], versus=req["versus"],
                            overrides=req["overrides"], grid=req["grid"], store_root=args.store,
                            data_root=args.data_root, seed=args.seed)
-    from pipelines.cli.prefect_run import run_flow
-    from pipelines.train_flow import compare_runs, train_recommender
+    from mmfeat.pipelines.cli.prefect_run import run_flow
+    from mmfeat.pipelines.train_flow import compare_runs, train_recommender
 
     arms = [req["features"]] + ([{**req["features"], **req["versus"]}] if req["versus"] else [])
     records = []
@@ -84,7 +84,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if missing:
         raise UsageError(f"no run record at {', '.join(str(_record_path(p)) for p in missing)}; give run folders "
                          "(runs/<run>, see --runs / $MMFEAT_RUNS) or their record.json")
-    from pipelines.train_flow import compare_runs
+    from mmfeat.pipelines.train_flow import compare_runs
 
     print(compare_runs(args.runs))
     return 0

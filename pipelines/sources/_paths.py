@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from featurizers.hashing import contained_path
+from mmfeat.featurizers.hashing import contained_path
 
 from .base import SourceError
 
@@ -67,7 +67,7 @@ def media_path(root: Path, value: str | None, column: str) -> tuple[str | None, 
     """One media value from a data file as ``(absolute path, problem)``; never raises.
 
     The path is joined to ``root`` (absolute paths kept) and checked by its real path, symlinks
-    resolved, against the real root (:func:`featurizers.hashing.contained_path`). An escaping path
+    resolved, against the real root (:func:`mmfeat.featurizers.hashing.contained_path`). An escaping path
     or a remote URL gives ``(None, reason)``: the row becomes an error row, the file is never
     opened. A missing file is kept: the featurizer reports it for that one item.
     """

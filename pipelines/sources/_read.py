@@ -16,6 +16,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -26,7 +27,6 @@ from .base import SourceError
 
 log = logging.getLogger("mmfeat.sources")
 
-csv.field_size_limit(1 << 30)
 
 #: A Unicode noncharacter that brackets each undecodable byte run: ``\U0010fffe<offset>:<hex>\U0010fffe``.
 MARK = "\U0010fffe"
@@ -131,7 +131,7 @@ def read_rows(dec: Decoded, delimiter: str, strip: bool = True) -> list[tuple[in
             rows = ((n, line.rstrip("\r\n").split("\t")) for n, line in enumerate(f, 1))
         else:
             reader = csv.reader(f, delimiter=delimiter)
-            rows = ((reader.line_num, r) for r in reader)
+            rows = ((reader.line_num, r) for r in _large_fields(reader))
         for n, r in rows:
             if not any(c.strip() for c in r):
                 continue
@@ -197,3 +197,14 @@ class RowProblems:
         if not self.item_errors:
             return None
         return pa.array([self.item_errors.get(i) for i in ids], pa.string())
+
+
+def _large_fields(reader: Iterator[list[str]]) -> Iterator[list[str]]:
+    """Rows of a csv reader with the module's field limit raised to 1 GiB while they are read
+    (long comment fields), and restored afterwards: a library must not change a process-wide
+    setting behind its user's back."""
+    old = csv.field_size_limit(1 << 30)
+    try:
+        yield from reader
+    finally:
+        csv.field_size_limit(old)

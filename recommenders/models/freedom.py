@@ -109,7 +109,7 @@ class FREEDOM(Recommender):
         u, i = e[0], e[1] + self.n_users
         n = self.n_users + self.n_items
         adj = torch.sparse_coo_tensor(torch.stack([torch.cat([u, i]), torch.cat([i, u])]),
-                                      torch.cat([v, v]), (n, n))
+                                      torch.cat([v, v]), (n, n), check_invariants=False)
         self.masked_adj = to_csr(adj).to(self.norm_adj.device)
 
     def forward(self, adj):

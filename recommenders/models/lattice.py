@@ -114,7 +114,7 @@ def row_normalized_bipartite_with_self_loops(csr, n_users: int, n_items: int) ->
     deg = torch.bincount(rows, minlength=n).float()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        adj = torch.sparse_coo_tensor(torch.stack([rows, cols]), 1.0 / deg[rows], (n, n))
+        adj = torch.sparse_coo_tensor(torch.stack([rows, cols]), 1.0 / deg[rows], (n, n), check_invariants=False)
     return to_csr(adj)
 
 

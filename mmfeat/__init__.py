@@ -1,0 +1,37 @@
+"""mmfeat: an offline multimodal feature factory for recommender systems, and the recommenders
+that consume it.
+
+The public API, for notebooks and scripts (the CLI ``mmfeat`` and the Prefect deployments run the
+same code):
+
+- :class:`FeatureStore` -- read versions (``read_matrix``, ``read_table``), verify, tag, list.
+- :func:`load_manifest` -- read and validate a manifest (a name in the shipped manifests, or a path).
+
+Names resolve on first use, so ``import mmfeat`` is cheap and changes nothing in the process.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+__all__ = ["FeatureStore", "load_manifest", "StoreError", "ManifestError"]
+
+_LAZY = {
+    "FeatureStore": "mmfeat.pipelines.store",
+    "StoreError": "mmfeat.pipelines.store",
+    "load_manifest": "mmfeat.pipelines.manifest",
+    "ManifestError": "mmfeat.pipelines.manifest",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mmfeat' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
