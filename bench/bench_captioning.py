@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def small_llava():
     """LLaVA with a 2-layer CLIP tower (112 px, 64 patches) and a 2-layer 128-d Llama, random weights
-    (the tests' builder, at benchmark size)."""
-    from tests.test_captioning import tiny_llava
+    (the tests' builder, :func:`mmfeat.featurizers.tiny_models.tiny_llava`, at benchmark size)."""
+    from mmfeat.featurizers.tiny_models import tiny_llava
 
     return tiny_llava(image_size=112, vision_hidden=64, vision_layers=2, text_hidden=128, text_layers=2, heads=4,
                       n_words=500)

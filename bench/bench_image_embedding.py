@@ -31,30 +31,19 @@ from PIL import Image  # noqa: E402
 from mmfeat.featurizers.image_embedding import ImageEmbedder  # noqa: E402
 
 CONFIGS = {
-    # vision tower shape; text tower kept tiny (not used for image embeddings)
-    "small": dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4,
-                  image_size=224, patch_size=32),
-    "vit-b-32": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                     image_size=224, patch_size=32),
+    # vision tower shape (tiny_clip keyword arguments); the text tower stays tiny (image embeddings do not use it)
+    "small": dict(vision_hidden=256, vision_intermediate=1024, vision_layers=4, vision_heads=4,
+                  image_size=224, patch_size=32, projection_dim=128),
+    "vit-b-32": dict(vision_hidden=768, vision_intermediate=3072, vision_layers=12, vision_heads=12,
+                     image_size=224, patch_size=32, projection_dim=512),
 }
 
 
 def random_clip(name: str):
-    from transformers import CLIPConfig, CLIPModel
+    """A random-init CLIP of the named vision shape (:func:`mmfeat.featurizers.tiny_models.tiny_clip`)."""
+    from mmfeat.featurizers.tiny_models import tiny_clip
 
-    try:
-        from transformers import CLIPImageProcessorPil as Processor
-    except ImportError:
-        from transformers import CLIPImageProcessor as Processor
-    config = CLIPConfig(
-        text_config=dict(vocab_size=1000, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=77),
-        vision_config=CONFIGS[name],
-        projection_dim=512 if name == "vit-b-32" else 128,
-    )
-    torch.manual_seed(0)
-    model = CLIPModel(config).eval()
-    processor = Processor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224})
+    model, processor, _tokenizer = tiny_clip(0, **CONFIGS[name])
     return model, processor
 
 
@@ -149,7 +138,7 @@ def main() -> None:
     note = (
         f"{n} unique images ({mb:.1f} MB, crops of scikit-image photos, 3/4 JPEG, 1/4 PNG). Backbone: a "
         f"**random-init** CLIP built from a config (vision tower `{args.config}`: "
-        f"{CONFIGS[args.config]['num_hidden_layers']} layers, hidden {CONFIGS[args.config]['hidden_size']}, "
+        f"{CONFIGS[args.config]['vision_layers']} layers, hidden {CONFIGS[args.config]['vision_hidden']}, "
         f"224 px, patch 32; {n_params:.1f} M vision parameters) — no CLIP weights exist offline, so this "
         "measures throughput only. Median of "
         f"{args.repeats} interleaved rounds after a warm-up, CPU ({os.cpu_count()} cores, torch {torch.__version__}, "

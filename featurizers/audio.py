@@ -28,6 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from mmfeat.featurizers.base import OutputSpec, Result, call_isolated
+from mmfeat.featurizers.cache import MODELS
 from mmfeat.featurizers.params import AudioTranscriptParams
 from mmfeat.featurizers.registry import (
     WeightsUnavailable,
@@ -63,6 +64,39 @@ def split_windows(audio: np.ndarray, sample_rate: int = SAMPLE_RATE, window_seco
     if audio.size == 0:
         return []
     return [audio[i : i + step] for i in range(0, audio.size, step)]
+
+
+def load_whisper(folder: Path, device: str = "cpu", dtype: str = "float32") -> tuple[Any, Any]:
+    """(model, processor) of a Whisper folder, loaded once through the process-wide model cache.
+
+    Args:
+        folder: the resolved model folder.
+        device: where the model will run (part of the key: the transcriber moves the shared model
+            there, and ``Module.to`` moves in place).
+        dtype: the torch dtype name to load the weights in.
+
+    Returns:
+        ``(WhisperForConditionalGeneration, processor)``; shared, so do not mutate them.
+
+    Raises:
+        WeightsUnavailable: the folder does not hold a loadable Whisper model.
+
+    Example:
+        >>> model, processor = load_whisper(Path("models/whisper-small"))  # doctest: +SKIP
+    """
+
+    def load() -> tuple[Any, Any]:
+        import torch
+        from transformers import AutoProcessor, WhisperForConditionalGeneration
+
+        try:
+            processor = AutoProcessor.from_pretrained(str(folder))
+            model = WhisperForConditionalGeneration.from_pretrained(str(folder), dtype=getattr(torch, dtype))
+        except OSError as exc:
+            raise WeightsUnavailable(f"cannot load a Whisper model from {folder}: {exc}") from exc
+        return model, processor
+
+    return MODELS.get_or_create(("whisper", str(Path(folder).resolve()), device, dtype), load)
 
 
 @register_featurizer("audio_transcript", AudioTranscriptParams)
@@ -118,16 +152,11 @@ class AudioTranscriber:
         """Build from manifest params (:class:`~mmfeat.featurizers.params.AudioTranscriptParams`); loads Whisper."""
         p = AudioTranscriptParams.parse(spec, "audio_transcript")
         import torch
-        from transformers import AutoProcessor, WhisperForConditionalGeneration
 
         folder, bspec = resolve_backbone(p.backbone, family="whisper")
         device = p.device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = p.dtype or ("float16" if str(device).startswith("cuda") else "float32")
-        try:
-            processor = AutoProcessor.from_pretrained(str(folder))
-            model = WhisperForConditionalGeneration.from_pretrained(str(folder), dtype=getattr(torch, dtype))
-        except OSError as exc:
-            raise WeightsUnavailable(f"cannot load a Whisper model from {folder}: {exc}") from exc
+        model, processor = load_whisper(Path(folder), device, dtype)
         return cls(model, processor, backbone=bspec.name, hub_id=bspec.hub_id, weights_sha256=weights_hash(folder),
                    weights_source=bspec.source, device=device, dtype=dtype,
                    **p.model_dump(exclude={"backbone", "device", "dtype"}))
@@ -233,4 +262,4 @@ class AudioTranscriber:
             results[i] = Result.failed(reason)
 
 
-__all__ = ["AudioTranscriber", "split_windows"]
+__all__ = ["AudioTranscriber", "load_whisper", "split_windows"]

@@ -35,17 +35,19 @@ Params (``from_spec``): ``backbone`` (registered name, local folder or hub id; r
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import math
 import sys
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
 from PIL import Image
 
 from mmfeat.featurizers.base import OutputSpec, Result, call_isolated
+from mmfeat.featurizers.cache import MODELS
+from mmfeat.featurizers.generation import GenerationConfig, Request, chat_prompt, processor_supports_video
 from mmfeat.featurizers.params import CaptionParams, VideoDescriptionParams
 from mmfeat.featurizers.prompts import Prompt, resolve_prompt
 from mmfeat.featurizers.registry import (
@@ -93,46 +95,6 @@ register_hub_backbones(
 )
 
 
-# --------------------------------------------------------------------------- generation params
-
-
-@dataclass(frozen=True)
-class GenerationConfig:
-    """What decides the generated text besides the model and the prompt (all in the fingerprint)."""
-
-    max_new_tokens: int = 128
-    do_sample: bool = False
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ValueError("max_new_tokens must be >= 1")
-        if self.do_sample and self.temperature <= 0:
-            raise ValueError("do_sample needs temperature > 0")
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def hf_kwargs(self) -> dict[str, Any]:
-        kw: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "do_sample": self.do_sample}
-        if self.do_sample:
-            kw.update(temperature=self.temperature, top_p=self.top_p)
-        else:  # silence "temperature is set but do_sample=False" from model generation configs
-            kw.update(temperature=None, top_p=None, top_k=None)
-        return kw
-
-
-@dataclass
-class Request:
-    """One unique generation: the user prompt text and the media it shows the model."""
-
-    text: str
-    images: list[Image.Image] = field(default_factory=list)
-    video: list[Image.Image] | None = None
-
-
 # --------------------------------------------------------------------------- helpers
 
 
@@ -161,35 +123,6 @@ def _shrink(image: Image.Image, max_side: int | None) -> Image.Image:
         image = image.copy()
         image.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
     return image
-
-
-def chat_prompt(processor: Any, text: str, *, n_images: int = 0, n_videos: int = 0) -> str:
-    """The full prompt string for one request, through the processor's chat template if it has one.
-
-    Without a chat template (BLIP-style models), the image tokens (if the processor names one) are
-    put before the text.
-    """
-    content: list[dict[str, Any]] = [{"type": "video"} for _ in range(n_videos)]
-    content += [{"type": "image"} for _ in range(n_images)]
-    content.append({"type": "text", "text": text})
-    messages = [{"role": "user", "content": content}]
-    tokenizer = getattr(processor, "tokenizer", processor)
-    template = getattr(processor, "chat_template", None) or getattr(tokenizer, "chat_template", None)
-    if template and hasattr(processor, "apply_chat_template"):
-        return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    image_token = getattr(processor, "image_token", None)
-    video_token = getattr(processor, "video_token", None)
-    prefix = ""
-    if image_token:
-        prefix += (image_token + "\n") * n_images
-    if video_token:
-        prefix += (video_token + "\n") * n_videos
-    return prefix + text
-
-
-def processor_supports_video(processor: Any) -> bool:
-    """True when the processor accepts ``videos=`` (it has a working video processor)."""
-    return getattr(processor, "video_processor", None) is not None and bool(getattr(processor, "video_token", None))
 
 
 # --------------------------------------------------------------------------- transformers backend
@@ -298,6 +231,50 @@ def choose_backend(backend: str = "auto", *, allow_vllm: bool = True) -> str:
     return "transformers"
 
 
+def load_vlm(
+    backend: str, folder: Path, *, device: str | None = None, dtype: str | None = None,
+    vllm_kwargs: dict[str, Any] | None = None,
+) -> Any:
+    """A generation backend for a model folder, loaded once through the process-wide model cache.
+
+    A caption and a video description on the same VLM share one loaded model (and for vLLM one
+    engine: a second ``vllm.LLM`` in the process would ask for the same GPU memory again).
+
+    Args:
+        backend: ``transformers`` or ``vllm`` (already chosen, see :func:`choose_backend`).
+        folder: the resolved model folder.
+        device: transformers only; default cuda when available.
+        dtype: the weights' dtype name; default bf16 on CUDA, float32 on CPU (vLLM: bf16).
+        vllm_kwargs: extra ``vllm.LLM`` keyword arguments (part of the cache key).
+
+    Returns:
+        A :class:`TransformersVLM` or a :class:`~mmfeat.featurizers.vllm_backend.VLLMBackend`.
+
+    Raises:
+        WeightsUnavailable: the folder does not hold a loadable model.
+        MissingDependency: ``vllm`` where the ``gpu`` extra is not importable.
+
+    Example:
+        >>> vlm = load_vlm("transformers", Path("models/SmolVLM-256M-Instruct"))  # doctest: +SKIP
+    """
+    vllm_kwargs = dict(vllm_kwargs or {})
+    where = str(Path(folder).resolve())
+    if backend == "vllm":
+        def load_vllm() -> Any:
+            from mmfeat.featurizers.vllm_backend import VLLMBackend
+
+            return VLLMBackend.load(folder, dtype=dtype, **vllm_kwargs)
+
+        key = ("vllm", where, dtype, json.dumps(vllm_kwargs, sort_keys=True, default=str))
+        return MODELS.get_or_create(key, load_vllm)
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return MODELS.get_or_create(("vlm", where, device, dtype),
+                                lambda: TransformersVLM.load(folder, device=device, dtype=dtype))
+
+
 # --------------------------------------------------------------------------- the featurizer
 
 
@@ -388,12 +365,7 @@ class Captioner:
         if not (Path(folder) / "config.json").exists():
             raise WeightsUnavailable(f"{p.backbone}: no config.json in {folder}; not a model folder")
         digest = weights_hash(folder)
-        if backend == "vllm":
-            from mmfeat.featurizers.vllm_backend import VLLMBackend
-
-            impl: Any = VLLMBackend.load(folder, dtype=p.dtype, **p.vllm)
-        else:
-            impl = TransformersVLM.load(folder, device=p.device, dtype=p.dtype)
+        impl = load_vlm(backend, Path(folder), device=p.device, dtype=p.dtype, vllm_kwargs=p.vllm)
         return cls(
             impl, mode=mode, prompt=p.resolved_prompt(), generation=GenerationConfig(**p.generation()),
             backbone=bspec.name, hub_id=bspec.hub_id, weights_sha256=digest, weights_source=bspec.source,
@@ -555,6 +527,7 @@ class VideoDescriber(Captioner):
 
 
 __all__ = [
-    "Captioner", "ImageCaptioner", "VideoDescriber", "GenerationConfig", "Request", "TransformersVLM",
-    "chat_prompt", "choose_backend", "tile_frames", "processor_supports_video",
+    "Captioner", "ImageCaptioner", "VideoDescriber", "TransformersVLM", "choose_backend", "load_vlm", "tile_frames",
+    # re-exported from generation, where they moved (import them from there in new code)
+    "GenerationConfig", "Request", "chat_prompt", "processor_supports_video",
 ]

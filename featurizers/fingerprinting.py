@@ -7,7 +7,8 @@ by itself, so nobody has to remember to bump a version number:
 - ``mmfeat``: the installed mmfeat version;
 - ``source_sha256``: a hash of the source files of the featurizer's module and of every
   ``featurizers.*`` module it imports, directly or lazily inside functions (found by parsing the
-  imports, so a change in ``featurizers/video.py`` invalidates video embeddings but not text ones);
+  imports, so a change in ``featurizers/video.py`` invalidates video embeddings but not text ones),
+  except the two that cannot change a value (the model cache, the input hashing);
 - ``libraries``: the installed versions of the numerical libraries (:data:`COMPUTE_LIBRARIES`)
   among the distributions those modules import and their direct requirements
   (``sentence-transformers`` computes through ``transformers``, ``tokenizers`` and ``torch``).
@@ -33,6 +34,10 @@ from pathlib import Path
 from typing import Any
 
 _PACKAGE = "mmfeat.featurizers"
+
+#: Modules whose code cannot change a computed value: the model cache (which object is reused) and
+#: the input hashing (hashes are keys, not values). Left out so editing them keeps every version.
+_NEUTRAL = frozenset({"mmfeat.featurizers.cache", "mmfeat.featurizers.hashing"})
 
 #: Distributions whose version can change a computed value (decoding, tokenizing, float math).
 COMPUTE_LIBRARIES = frozenset({
@@ -90,7 +95,7 @@ def _closure(module: str) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]
         for imported in _imports(path):
             top = imported.split(".")[0]
             if imported == _PACKAGE or imported.startswith(_PACKAGE + "."):
-                if _module_file(imported) is not None:
+                if imported not in _NEUTRAL and _module_file(imported) is not None:
                     todo.append(imported)
             elif top not in _STDLIB and top != "mmfeat":
                 third.add(top)

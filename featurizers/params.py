@@ -237,6 +237,12 @@ class TextDescriptionParams(PromptParams):
     batch_size: int = Field(8, gt=0)
     #: Each input text field is clipped to this many characters.
     max_input_chars: int = Field(2000, gt=0)
+    #: Stop a row at its first sentence end once it has this many new tokens (0 = no early stop).
+    sentence_stop_after: int = Field(24, ge=0)
+    #: No n-gram of this size twice in the generated text (0 = off); the prompt is not counted.
+    no_repeat_ngram_size: int = Field(3, ge=0)
+    #: transformers' repetition penalty on already generated tokens (1.0 = off).
+    repetition_penalty: float = Field(1.15, ge=1.0)
     device: str | None = None
 
 

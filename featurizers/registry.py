@@ -391,6 +391,8 @@ _BUILTIN_MODULES = (
     "mmfeat.featurizers.captioning",
     "mmfeat.featurizers.describer",
     "mmfeat.featurizers.image_embedding",
+    "mmfeat.featurizers.video_embedding",
+    "mmfeat.featurizers.image_words",
     "mmfeat.featurizers.audio",
 )
 

@@ -11,33 +11,53 @@ Why it is shaped this way:
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from mmfeat.featurizers.base import OutputSpec, Result, as_float_array
+from mmfeat.featurizers.cache import MODELS
 from mmfeat.featurizers.params import TextEmbeddingParams
 from mmfeat.featurizers.registry import register_featurizer, resolve_backbone, weights_hash
 
-_MODELS: dict[tuple[str, str], Any] = {}
-_MODELS_LOCK = threading.Lock()
 
+def load_sentence_transformer(path: Path, device: str | None = None, max_seq_length: int | None = None) -> Any:
+    """A sentence-transformers model from a local folder, offline, through the process-wide model cache.
 
-def load_sentence_transformer(path: Path, device: str | None = None) -> Any:
-    """Load (once per process) a sentence-transformers model from a local folder, offline."""
-    from sentence_transformers import SentenceTransformer
+    ``max_seq_length`` is part of the cache key and is set on the model when it loads: the model
+    object is shared by every featurizer that gets it, so setting it afterwards would change the
+    truncation (and the fingerprint) of every other featurizer on the same weights.
 
+    Args:
+        path: the model folder.
+        device: ``cuda`` / ``cpu``; default cuda when available.
+        max_seq_length: tokens kept per text; None keeps the model's own limit.
+
+    Returns:
+        The ``SentenceTransformer`` (shared: do not mutate it).
+
+    Raises:
+        OSError: the folder is not a loadable model.
+
+    Example:
+        >>> from mmfeat.featurizers.registry import resolve_backbone
+        >>> model = load_sentence_transformer(resolve_backbone("all-MiniLM-L6-v2")[0])  # doctest: +SKIP
+    """
     if device is None:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    key = (str(Path(path).resolve()), device)
-    with _MODELS_LOCK:
-        if key not in _MODELS:
-            _MODELS[key] = SentenceTransformer(str(path), device=device, local_files_only=True)
-        return _MODELS[key]
+
+    def load() -> Any:
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(str(path), device=device, local_files_only=True)
+        if max_seq_length is not None:
+            model.max_seq_length = max_seq_length
+        return model
+
+    return MODELS.get_or_create(("sentence-transformers", str(Path(path).resolve()), device, max_seq_length), load)
 
 
 @register_featurizer("text_embedding", TextEmbeddingParams)
@@ -66,9 +86,7 @@ class TextEmbedder:
             raise ValueError(f"dtype must be float32 or float16, got {dtype!r}")
         self.backbone = backbone
         self.path, self.spec = resolve_backbone(backbone, family="sentence-transformers")
-        self.model = load_sentence_transformer(self.path, device)
-        if max_seq_length is not None:
-            self.model.max_seq_length = max_seq_length
+        self.model = load_sentence_transformer(self.path, device, max_seq_length)
         full_dim = int(self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension")
                        else self.model.get_sentence_embedding_dimension())
         if truncate_dim is not None and not 0 < truncate_dim <= full_dim:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from mmfeat.featurizers.captioning import GenerationConfig, Request, chat_prompt, processor_supports_video
+from mmfeat.featurizers.generation import GenerationConfig, Request, chat_prompt, processor_supports_video
 from mmfeat.featurizers.registry import require_extra
 
 

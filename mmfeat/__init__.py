@@ -6,6 +6,8 @@ same code):
 
 - :class:`FeatureStore` -- read versions (``read_matrix``, ``read_table``), verify, tag, list.
 - :func:`load_manifest` -- read and validate a manifest (a name in the shipped manifests, or a path).
+- :func:`extract` -- build (or find) the feature versions of a manifest, in this process.
+- :func:`train` -- train and evaluate a recommender on store versions, in this process.
 
 Names resolve on first use, so ``import mmfeat`` is cheap and changes nothing in the process.
 """
@@ -15,13 +17,15 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-__all__ = ["FeatureStore", "load_manifest", "StoreError", "ManifestError"]
+__all__ = ["FeatureStore", "load_manifest", "extract", "train", "StoreError", "ManifestError"]
 
 _LAZY = {
     "FeatureStore": "mmfeat.pipelines.store",
     "StoreError": "mmfeat.pipelines.store",
     "load_manifest": "mmfeat.pipelines.manifest",
     "ManifestError": "mmfeat.pipelines.manifest",
+    "extract": "mmfeat.api",
+    "train": "mmfeat.api",
 }
 
 

@@ -15,12 +15,13 @@ filled row (item without a usable feature row) is counted and named there.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
@@ -322,6 +323,18 @@ def export_mmrec_features(
 
 
 # ---------------------------------------------------------------------------- Hugging Face
+@contextlib.contextmanager
+def _no_datasets_bars(datasets: Any) -> Iterator[None]:
+    """``datasets``' progress bars off while the block runs, then back as they were."""
+    was_on = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_on:
+            datasets.enable_progress_bars()
+
+
 def export_hf(store: FeatureStore, dataset: str, feature_set: str, out_dir: str | os.PathLike[str],
               ref: str = "latest") -> dict:
     """Save a version as a Hugging Face dataset whose ``info`` carries the version's lineage.
@@ -344,7 +357,8 @@ def export_hf(store: FeatureStore, dataset: str, feature_set: str, out_dir: str 
     info = datasets.DatasetInfo(description=json.dumps(m, sort_keys=True, default=str),
                                 dataset_name=dataset, config_name=feature_set)
     ds = datasets.Dataset(table, info=info)
-    ds.save_to_disk(str(out_dir))
+    with _no_datasets_bars(datasets):  # a "Saving the dataset" bar for a few shards is noise, not progress
+        ds.save_to_disk(str(out_dir))
     record = {"format": "hf-datasets", "dataset": dataset, "feature_set": feature_set, "version": m["version"],
               "rows": ds.num_rows, "lineage": m.get("lineage"), "featurizer": m.get("featurizer")}
     (Path(out_dir) / "_export.json").write_text(json.dumps(record, indent=2, default=str))
@@ -357,10 +371,15 @@ def _pca(mat: np.ndarray, dim: int, pad: bool, what: str) -> tuple[np.ndarray, f
     n, d = mat.shape
     explained = 1.0
     if d > dim:
-        centered = mat - mat.mean(axis=0)
-        _, sing, vt = np.linalg.svd(centered, full_matrices=False)
-        mat = centered @ vt[:dim].T  # at most min(n, d) components exist
-        explained = float((sing[:dim] ** 2).sum() / max((sing ** 2).sum(), 1e-12))
+        from sklearn.decomposition import PCA
+
+        # full SVD: exact components (the randomized solver's are approximate); at most min(n, d) exist.
+        # Component signs are sklearn's deterministic svd_flip convention.
+        pca = PCA(n_components=min(dim, n, d), svd_solver="full")
+        with np.errstate(invalid="ignore", divide="ignore"):  # constant matrix: 0/0 ratios, reported as 0
+            mat = pca.fit_transform(mat)
+        ratio = pca.explained_variance_ratio_
+        explained = float(ratio.sum()) if np.isfinite(ratio).all() else 0.0
     short = dim - mat.shape[1]
     if short > 0 and not pad:
         why = (f"has {n} items, so PCA gives at most {n} components" if d > dim else f"has {d} dims")

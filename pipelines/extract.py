@@ -22,11 +22,12 @@ The life of a feature set (under the feature set's writer lock, see :class:`Feat
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -36,9 +37,29 @@ from mmfeat.featurizers.base import Featurizer, fingerprint_hash
 from mmfeat.featurizers.fingerprinting import code_fingerprint
 from mmfeat.pipelines.manifest import FeatureSetSpec, Manifest
 from mmfeat.pipelines.plan import PlannedInputs, plan_inputs, request_key  # noqa: F401  (plan_inputs re-exported)
+from mmfeat.pipelines.progress import ProgressFactory, progress_factory
 from mmfeat.pipelines.store import FeatureStore, VersionWriter, build_rows, row_schema, run_key
 
 log = logging.getLogger("mmfeat.extract")
+
+#: ``(shard index, rows of that shard done so far)``, called after every sub-batch of a shard.
+ShardProgress = Callable[[int, int], None]
+
+#: A sub-batch is this many of the featurizer's own batches (its ``batch_size``), at least
+#: ``MIN_SUB_BATCH`` items: small enough for progress every few seconds inside a long shard, large
+#: enough that the featurizer's own batching (length sorting, padding) is unchanged in effect
+#: (bench/bench_foundation.py --parts text: same items/s as one call per shard).
+SUB_BATCH_FACTOR = 4
+MIN_SUB_BATCH = 32
+DEFAULT_SUB_BATCH = 256
+
+
+def sub_batch_size(featurizer: Featurizer) -> int:
+    """Items per featurizer call inside a shard: a few of its own batches, or 256 without one."""
+    batch = getattr(featurizer, "batch_size", None)
+    if isinstance(batch, int) and batch > 0:
+        return max(MIN_SUB_BATCH, SUB_BATCH_FACTOR * batch)
+    return DEFAULT_SUB_BATCH
 
 
 class FeatureSetFailed(RuntimeError):
@@ -81,6 +102,10 @@ class FeatureSetJob:
     that is not a registered kind) the key is derived from the built featurizer's fingerprint.
     Callers that may race other processes hold ``store.lock(dataset, spec.name)`` around the
     job (:func:`run_feature_set` does); :meth:`run_all` takes it itself.
+
+    A shard's unique inputs go to the featurizer in sub-batches of ``sub_batch`` items
+    (:func:`sub_batch_size` by default), and ``on_progress(shard, rows_done)`` is called after each,
+    so a long shard shows progress; the values are the same as one call per shard.
     """
 
     def __init__(
@@ -94,9 +119,13 @@ class FeatureSetJob:
         shard_size: int = 2048,
         lineage: dict[str, Any] | None = None,
         key: str | None = None,
+        sub_batch: int | None = None,
+        on_progress: ShardProgress | None = None,
     ) -> None:
         self.store, self.dataset, self.spec, self.featurizer, self.planned = store, dataset, spec, featurizer, planned
         self.shard_size = shard_size
+        self.sub_batch = sub_batch or sub_batch_size(featurizer)
+        self.on_progress = on_progress  # (shard index, rows of that shard done): after every sub-batch
         self.lineage = lineage or {}
         self.fingerprint = full_fingerprint(featurizer)
         self.fp_hash = fingerprint_hash(self.fingerprint)
@@ -170,15 +199,18 @@ class FeatureSetJob:
                 todo.setdefault(h, []).append(local)  # type: ignore[arg-type]
                 first_input.setdefault(h, p.inputs[i])  # type: ignore[arg-type]
         keys = list(todo)
-        results = self.featurizer([first_input[k] for k in keys]) if keys else []
-        if len(results) != len(keys):
-            raise RuntimeError(f"{self.featurizer.name} returned {len(results)} results for {len(keys)} inputs")
-        for k, res in zip(keys, results):
-            for local in todo[k]:
-                if res.ok:
-                    values[local] = res.value
-                else:
-                    errors[local], stages[local] = res.error, "featurize"
+        done = len(rows) - sum(len(v) for v in todo.values())  # reused rows and input errors: done already
+        self._report_progress(index, done)
+        for start in range(0, len(keys), self.sub_batch):
+            chunk = keys[start : start + self.sub_batch]
+            for k, res in zip(chunk, self._featurize([first_input[k] for k in chunk])):
+                for local in todo[k]:
+                    if res.ok:
+                        values[local] = res.value
+                    else:
+                        errors[local], stages[local] = res.error, "featurize"
+                done += len(todo[k])
+            self._report_progress(index, done)
         table = build_rows(self.schema, [p.item_ids[i] for i in rows], values, errors, stages,
                            [p.source_hashes[i] for i in rows])
         self.writer.write_part(index, table)
@@ -187,6 +219,24 @@ class FeatureSetJob:
         self.seconds += time.perf_counter() - t0
         n_err = sum(e is not None for e in errors)
         return {"rows": len(rows), "errors": n_err, "reused": reused, "computed": len(keys)}
+
+    def _featurize(self, inputs: list[Any]) -> list[Any]:
+        """One featurizer call; a result count that does not match the inputs is a bug, not an error row."""
+        results = self.featurizer(inputs)
+        if len(results) != len(inputs):
+            raise RuntimeError(f"{self.featurizer.name} returned {len(results)} results for {len(inputs)} inputs")
+        return results
+
+    def _report_progress(self, index: int, done: int) -> None:
+        if self.on_progress is not None:
+            self.on_progress(index, done)
+
+    def done_rows(self) -> int:
+        """Rows in shards already staged (a resumed run starts its progress there)."""
+        if self.writer is None:
+            return len(self.planned.item_ids)
+        finished = self.writer.done_parts()
+        return sum(len(rows) for i, rows in enumerate(self.shards) if i in finished)
 
     def finish(self, failure_threshold: float, aliases: Sequence[str] = ("latest",)) -> FeatureSetReport:
         """Publish if the error fraction is within the threshold; report either way."""
@@ -254,14 +304,14 @@ class FeatureSetJob:
 
     def run_all(self, failure_threshold: float, progress: bool = True,
                 aliases: Sequence[str] = ("latest",)) -> FeatureSetReport:
-        """Run every pending shard in this process, then publish (what the flow does, minus Prefect)."""
-        from tqdm.auto import tqdm
-
+        """Run every pending shard in this process, then publish (what the flow does, minus Prefect);
+        ``progress`` shows a bar of items done."""
         with self.store.lock(self.dataset, self.spec.name):
             if self._writer is None:
                 self.refresh()
-            for i in tqdm(self.pending_shards(), desc=self.spec.name, unit="shard", disable=not progress):
-                self.compute_shard(i)
+            pending = self.pending_shards()
+            with track(self, progress_factory("bar") if progress and pending else None):
+                _run_in_process(self, pending)
             return self.finish(failure_threshold, aliases)
 
 
@@ -330,6 +380,24 @@ def _run_in_process(job: FeatureSetJob, pending: list[int]) -> None:
         job.compute_shard(i)
 
 
+@contextlib.contextmanager
+def track(job: FeatureSetJob, progress: ProgressFactory | None) -> Iterator[None]:
+    """While the block runs, the job's sub-batch reports feed a progress bar or log lines
+    (nothing when ``progress`` is None); the last report says whether the block failed."""
+    if progress is None:
+        yield
+        return
+    tracker = progress(job.spec.name, len(job.planned.item_ids), job.done_rows())
+    job.on_progress = tracker.shard
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        job.on_progress = None
+        tracker.close(ok)
+
+
 def run_feature_set(
     store: FeatureStore,
     manifest: Manifest,
@@ -340,6 +408,7 @@ def run_feature_set(
     lineage: dict[str, Any] | None = None,
     aliases: Sequence[str] = ("latest",),
     run_shards: ShardRunner = _run_in_process,
+    progress: ProgressFactory | None = None,
 ) -> FeatureSetReport:
     """Build (or find) one feature set's version, holding its writer lock throughout.
 
@@ -352,6 +421,8 @@ def run_feature_set(
         lineage: what to record about the source.
         aliases: aliases for the result (``latest`` and the run's tag).
         run_shards: how pending shards run (in process by default; the flow submits Prefect tasks).
+        progress: what reports items done / total and items/s while shards run
+            (:func:`mmfeat.pipelines.progress.progress_factory`); None reports nothing.
 
     Returns:
         The report (cache hit or the newly published version).
@@ -388,6 +459,8 @@ def run_feature_set(
                 note = "" if candidate is spec else f"fallback {candidate.kind} (primary weights unavailable)"
                 return cached_report(store, dataset, spec, hit, planned.parents, aliases, note)
             break
+        log.info("%s: loading the %s featurizer (%s)", spec.name, spec.kind,
+                 spec.params.get("backbone") or "default backbone")
         featurizer, effective, note = build_featurizer_for(spec)
         planned = plan_inputs(items, effective, **plan)
         job = FeatureSetJob(store, dataset, effective, featurizer, planned, shard_size=manifest.shard_size,
@@ -395,7 +468,8 @@ def run_feature_set(
         pending = job.pending_shards()
         if not job.cache_hit and len(pending) < len(job.shards):
             log.info("%s: resuming run %s, %d of %d shards left", spec.name, job.key, len(pending), len(job.shards))
-        run_shards(job, pending)
+        with track(job, progress if pending else None):
+            run_shards(job, pending)
         report = job.finish(manifest.failure_threshold, aliases=aliases)
         report.note = note
         return report
@@ -410,3 +484,97 @@ def load_items(manifest: Manifest) -> tuple[pa.Table, pa.Table, str]:
     if manifest.limit_items:
         items = items.slice(0, manifest.limit_items)
     return items, tables.interactions, tables.fingerprint()
+
+
+SourceLoader = Callable[[Manifest], "tuple[pa.Table, pa.Table, str]"]
+
+
+def _wanted(manifest: Manifest, feature_sets: Sequence[str] | None) -> list[str]:
+    """The feature sets to run (default all), checked against the manifest."""
+    names = [s.name for s in manifest.feature_sets]
+    wanted = list(feature_sets or names)
+    unknown = sorted(set(wanted) - set(names))
+    if unknown:
+        raise ValueError(f"unknown feature sets {unknown}; manifest {manifest.name} has {names}")
+    return wanted
+
+
+def extract_manifest(
+    manifest: Manifest,
+    *,
+    store: FeatureStore,
+    feature_sets: Sequence[str] | None = None,
+    tag: str | None = None,
+    load_source: SourceLoader = load_items,
+    run_shards: ShardRunner = _run_in_process,
+    progress: ProgressFactory | None = None,
+    logger: logging.Logger | logging.LoggerAdapter = log,
+) -> list[FeatureSetReport]:
+    """Build (or reuse) one store version per feature set of a manifest, in manifest order.
+
+    This is the whole extraction without Prefect: the ``extract-features`` flow calls it with its
+    task hooks (``load_source``, ``run_shards``) and its run logger, a notebook calls it as is.
+    A chained feature set reads the version its parent got in this run; an ``optional`` one is
+    skipped with a warning when its weights or extra are missing or its parent was skipped.
+
+    Args:
+        manifest: the loaded manifest (:func:`mmfeat.pipelines.manifest.load_manifest`).
+        store: the feature store to write into.
+        feature_sets: the subset to run (default all); manifest order is kept.
+        tag: an alias for the new versions besides ``latest``.
+        load_source: reads the manifest's source as (items, interactions, source fingerprint).
+        run_shards: runs a job's pending shards (in process by default).
+        progress: reports items done / total and items/s per feature set
+            (:func:`mmfeat.pipelines.progress.progress_factory`: ``"bar"`` or ``"log"``); None: silent.
+        logger: where skips and per-feature-set results are logged.
+
+    Returns:
+        One report per feature set built or found (cache hits included), in manifest order.
+
+    Raises:
+        ValueError: an unknown feature set name.
+        RuntimeError: a chained feature set whose parent was wanted but not built.
+        WeightsUnavailable: a non-optional feature set cannot load its weights (nor its fallback).
+        FeatureSetFailed: too many error rows in a feature set; it publishes nothing and the run stops.
+
+    Example:
+        >>> from mmfeat.pipelines.manifest import load_manifest                          # doctest: +SKIP
+        >>> from mmfeat.pipelines.progress import progress_factory                       # doctest: +SKIP
+        >>> reports = extract_manifest(load_manifest("microlens"), store=FeatureStore("store"),
+        ...                            feature_sets=["title_minilm"], progress=progress_factory("bar"))  # doctest: +SKIP
+        >>> reports[0].feature_set, reports[0].rows                                      # doctest: +SKIP
+        ('title_minilm', 40)
+    """
+    from mmfeat.featurizers.registry import Unavailable
+
+    wanted = _wanted(manifest, feature_sets)
+    items, _interactions, source_fp = load_source(manifest)
+    aliases = ["latest"] + ([tag] if tag else [])
+    lineage = {"manifest": manifest.name, "source": {"kind": manifest.source.kind,
+                                                     "root": str(manifest.source_root() or "built-in"),
+                                                     "fingerprint": source_fp}}
+    reports: list[FeatureSetReport] = []
+    produced: dict[str, str] = {}
+    for spec in manifest.feature_sets:
+        if spec.name not in wanted:
+            continue
+        parent = spec.parent
+        if parent and parent not in produced and parent in wanted:
+            if spec.optional:
+                logger.warning("skipping optional feature set %s: its parent %s was not built", spec.name, parent)
+                continue
+            raise RuntimeError(f"{spec.name} reads {parent}, which was not built in this run")
+        try:
+            report = run_feature_set(store, manifest, spec, items, parent_versions=produced, lineage=lineage,
+                                     aliases=aliases, run_shards=run_shards, progress=progress)
+        except Unavailable as exc:  # only missing weights or a missing extra make "optional" skip
+            if not spec.optional:
+                raise
+            logger.warning("skipping optional feature set %s: %s", spec.name, exc)
+            continue
+        produced[spec.name] = report.version
+        reports.append(report)
+        logger.info("%s -> %s (%d rows, %d errors, %d reused, %d computed%s)", spec.name, report.version,
+                    report.rows, report.errors, report.reused, report.computed,
+                    ", cache hit" if report.cache_hit else "")
+    return reports

@@ -1,5 +1,7 @@
-"""Prefect flows. Thin on purpose: the work is in :mod:`mmfeat.pipelines.extract`; here each shard becomes
-a task (retries, logs, UI) and each run leaves a markdown artifact with its numbers.
+"""Prefect flows. Thin on purpose: the work is in :mod:`mmfeat.pipelines.extract`
+(:func:`~mmfeat.pipelines.extract.extract_manifest`); here loading the source and each shard become
+tasks (retries, logs, UI), progress and the engine's own log lines go to the run logger, and each
+run leaves a markdown artifact with its numbers.
 
 Deployments (served by :mod:`mmfeat.pipelines.deployments`): ``extract-features/microlens`` and
 ``extract-features/movielens-100k``.
@@ -14,11 +16,10 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from mmfeat.pipelines.extract import FeatureSetJob, FeatureSetReport, load_items, run_feature_set
+from mmfeat.pipelines.extract import FeatureSetJob, FeatureSetReport, extract_manifest, load_items
 from mmfeat.pipelines.manifest import load_manifest
+from mmfeat.pipelines.progress import ProgressMode, forward_logs, progress_factory, quiet_library_bars
 from mmfeat.pipelines.store import FeatureStore, default_store_root
-
-from mmfeat.featurizers.registry import Unavailable
 
 
 @task(name="load-source", cache_policy=NO_CACHE, retries=1)
@@ -60,6 +61,12 @@ def _artifact_markdown(dataset: str, reports: list[FeatureSetReport], store: Fea
     return "\n".join(lines)
 
 
+def _run_shards_as_tasks(job: FeatureSetJob, pending: list[int]) -> None:
+    """Each pending shard as a ``featurize-shard`` task run (retried by Prefect on failure)."""
+    for i in pending:
+        featurize_shard(job, i)
+
+
 @flow(name="extract-features", log_prints=True)
 def extract_features(
     manifest: str = "microlens",
@@ -67,53 +74,24 @@ def extract_features(
     store_root: str | None = None,
     tag: str | None = None,
     data_root: str | None = None,
+    progress: ProgressMode = "log",
 ) -> dict[str, Any]:
     """Build (or reuse) one store version per feature set of a manifest.
 
     Parameters: ``manifest`` (a name in manifests/ or a path), ``feature_sets`` (subset to run, in
     manifest order; default all), ``store_root`` (default ``$MMFEAT_STORE`` or ./store), ``tag``
-    (an extra alias besides ``latest``), ``data_root`` (override, e.g. a real MicroLens download).
+    (an extra alias besides ``latest``), ``data_root`` (override, e.g. a real MicroLens download),
+    ``progress``: ``log`` (items done / total and items/s as run-log lines every 10 s, the default
+    for deployments), ``bar`` (a tqdm bar on the terminal, what ``mmfeat extract`` asks for), ``none``.
     """
     logger = get_run_logger()
+    quiet_library_bars()  # "Loading weights" and friends: noise next to the run's own progress
     m = load_manifest(manifest, data_root=data_root)  # invalid manifest: fails here, nothing written
     store = FeatureStore(store_root or default_store_root())
-    wanted = feature_sets or [s.name for s in m.feature_sets]
-    unknown = sorted(set(wanted) - {s.name for s in m.feature_sets})
-    if unknown:
-        raise ValueError(f"unknown feature sets {unknown}; manifest {m.name} has {[s.name for s in m.feature_sets]}")
-    items, _interactions, source_fp = load_source_task(m)
-    aliases = ["latest"] + ([tag] if tag else [])
-    reports: list[FeatureSetReport] = []
-    produced: dict[str, str] = {}
-    lineage = {"manifest": m.name, "source": {"kind": m.source.kind, "root": str(m.source_root() or "built-in"),
-                                              "fingerprint": source_fp}}
-
-    def run_shards(job: FeatureSetJob, pending: list[int]) -> None:
-        for i in pending:
-            featurize_shard(job, i)
-
-    for spec in m.feature_sets:
-        if spec.name not in wanted:
-            continue
-        parent = spec.parent
-        if parent and parent not in produced and parent in wanted:
-            if spec.optional:
-                logger.warning("skipping optional feature set %s: its parent %s was not built", spec.name, parent)
-                continue
-            raise RuntimeError(f"{spec.name} reads {parent}, which was not built in this run")
-        try:
-            report = run_feature_set(store, m, spec, items, parent_versions=produced, lineage=lineage,
-                                     aliases=aliases, run_shards=run_shards)
-        except Unavailable as exc:  # only missing weights or a missing extra make "optional" skip
-            if not spec.optional:
-                raise
-            logger.warning("skipping optional feature set %s: %s", spec.name, exc)
-            continue
-        produced[spec.name] = report.version
-        reports.append(report)
-        logger.info("%s -> %s (%d rows, %d errors, %d reused, %d computed%s)", spec.name, report.version,
-                    report.rows, report.errors, report.reused, report.computed,
-                    ", cache hit" if report.cache_hit else "")
+    with forward_logs(logger):  # the engine's cache-hit / resume / lock-wait lines, in the run's log
+        reports = extract_manifest(m, store=store, feature_sets=feature_sets, tag=tag, load_source=load_source_task,
+                                   run_shards=_run_shards_as_tasks, progress=progress_factory(progress, logger),
+                                   logger=logger)
     create_markdown_artifact(
         key=f"extract-{m.store_dataset}".lower().replace("_", "-").replace(".", "-"),
         markdown=_artifact_markdown(m.store_dataset, reports, store),

@@ -380,6 +380,12 @@ def load_manifest(name_or_path: str | os.PathLike[str], *, data_root: str | None
 
     Raises:
         ManifestError: not found, not YAML, or invalid (one line per problem, naming the field).
+
+    Example:
+        >>> from mmfeat import load_manifest
+        >>> m = load_manifest("microlens")
+        >>> m.store_dataset, [s.name for s in m.feature_sets][:2]
+        ('microlens-mini', ['title_minilm', 'item_description'])
     """
     path = find_manifest(name_or_path)
     try:

@@ -6,7 +6,8 @@ hyper-parameter names, seeds; nothing is loaded before it passes), load the mani
 per-user 8:1:1 seeded by ``split_seed``, or a global time split), save the split as data (its hash goes
 in the run record), read each requested feature version aligned to the model's item index, train (one
 config or a grid selected on validation; ``seed`` is the training seed), write the run record and a
-Prefect table artifact. ``compare_runs`` prints runs side by side.
+Prefect table artifact. :func:`run_training` does all of it without Prefect (the flow calls it and adds
+the artifact); ``compare_runs`` prints runs side by side and warns when they are not comparable.
 
 Two seeds, two options: ``split_seed`` makes the split, ``seed`` (or the hyper-parameter ``seed``, the
 same thing given twice must agree) seeds training. Both default to 2024, the value the single ``seed``
@@ -19,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +35,12 @@ DEFAULT_SEED = 2024
 
 log = logging.getLogger(__name__)
 
-REPORT_METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20")
-
 #: deployment name -> default parameters
 TRAIN_DEPLOYMENTS: dict[str, dict[str, Any]] = {
-    "microlens": {"manifest": "microlens", "model": "LightGCN", "features": {},
-                  "config": {"epochs": 20}},
+    # what extract-features/microlens builds offline: title and description text, both MiniLM (the
+    # description stands in for the visual role; cover_clip needs CLIP weights and is skipped offline)
+    "microlens": {"manifest": "microlens", "model": "FREEDOM",
+                  "features": {"text": "title_minilm", "image": "description_minilm"}, "config": {"epochs": 50}},
     "movielens-100k": {"manifest": "movielens-100k", "model": "FREEDOM", "features": {"text": "text_minilm"},
                        "min_rating": 4.0, "k_core": 5, "config": {"epochs": 50}},
 }
@@ -258,30 +260,137 @@ def _save_split_file(split_df, dataset: str, runs_dir: str | None) -> tuple[Path
     return final, split_hash
 
 
-def _metrics_table(records: list[dict[str, Any]]) -> str:
-    head = "| run | model | features | valid recall@20 | " + " | ".join(f"test {k}" for k in REPORT_METRICS) + \
-           " | best epoch | s/epoch | peak MiB |"
-    lines = [head, "|" + "---|" * (len(REPORT_METRICS) + 7)]
-    for r in records:
-        feats = ", ".join(f"{k}={v}" for k, v in (r.get("feature_versions") or {}).items()) or "-"
-        lines.append(
-            f"| {r['run_id']} | {r['model']} | {feats} | {r['best_valid'].get('recall@20', float('nan')):.4f} | "
-            + " | ".join(f"{r['test'].get(k, float('nan')):.4f}" for k in REPORT_METRICS)
-            + f" | {r['best_epoch']} | {r['s_per_epoch']:.3f} | {r['peak_rss_mb']:.0f} |"
-        )
-    return "\n".join(lines)
-
-
 def compare_runs(paths: list[str]) -> str:
-    """Side-by-side table of run records (a run folder or its record.json)."""
-    records = []
-    for p in paths:
-        path = Path(p)
-        path = path / "record.json" if path.is_dir() else path
-        if not path.exists():
-            raise FileNotFoundError(f"no run record at {path}")
-        records.append(json.loads(path.read_text()))
-    return _metrics_table(records)
+    """Side-by-side table of run records (run folders or record.json files), with dataset and split hash,
+    then one ``warning:`` line per reason the runs are not comparable (dataset, split, metrics protocol).
+
+    Raises:
+        FileNotFoundError: a path holds no run record.
+    """
+    from mmfeat.pipelines.train_report import compare_text, load_records
+
+    return compare_text(load_records(paths))
+
+
+def run_training(
+    manifest: str,
+    *,
+    model: str,
+    features: dict[str, str] | None = None,
+    versus: dict[str, str] | None = None,
+    overrides: dict[str, Any] | None = None,
+    grid: dict[str, list[Any]] | None = None,
+    split: str | None = None,
+    split_seed: int | None = None,
+    seed: int | None = None,
+    min_rating: float | None = None,
+    k_core: int = 0,
+    store_root: str | None = None,
+    runs_dir: str | None = None,
+    data_root: str | None = None,
+    logger: logging.Logger | logging.LoggerAdapter | None = None,
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Train and evaluate a recommender on a manifest's interactions and store features, without Prefect.
+
+    The ``train-recommender`` flow is this function plus a Prefect artifact; notebooks, benchmarks and
+    tests call it directly and get the same split, seeds, records and checks. The whole request is checked
+    (:func:`validate_train_request`) before any data loads.
+
+    Args:
+        manifest: manifest name (``manifests/NAME.yaml``) or path: whose interactions to train on.
+        model: a registered model, case-insensitive (``mmfeat.recommenders.model_names()``).
+        features: modality role -> ``"feature_set[@ref]"`` (``ref``: version id, unique prefix or alias;
+            default ``latest``), e.g. ``{"text": "title_minilm", "image": "description_minilm"}``.
+        versus: role -> ``"feature_set[@ref]"`` swapped into ``features`` for a second run on the same split,
+            seed and hyper-parameters (its result is under ``"versus"``).
+        overrides: hyper-parameters over the model's defaults (e.g. ``{"epochs": 50}``).
+        grid: hyper-parameter -> values; every combination is trained and the best is selected on VALID.
+        split: ``given`` | ``random`` | ``time`` (default: ``given`` when the source has a split, else random).
+        split_seed: seed of the random split (default DEFAULT_SEED).
+        seed: training seed (default DEFAULT_SEED; same as ``overrides["seed"]``).
+        min_rating: keep interactions rated at least this.
+        k_core: iteratively keep users and items with at least this many interactions.
+        store_root: feature store root (default ``$MMFEAT_STORE``, else ``./store``).
+        runs_dir: where run folders and splits go (default ``$MMFEAT_RUNS``, else ``./runs``).
+        data_root: overrides the manifest's data root.
+        logger: where progress lines go (the flow passes its run logger; default this module's logger).
+        progress: an epoch progress bar (default: only when stderr is a terminal, so a served
+            deployment's log gets no bar redraws).
+
+    Returns:
+        ``{"best": record, "runs": [run ids], "records": [records], "data": data summary, "versus": same
+        keys for the second run or None}``; a record is the run's ``record.json`` as a dict (metrics at
+        the best epoch in ``best_valid`` / ``test``, ``best_epoch``, ``s_per_epoch``, ``record_path``,
+        ``dataset``, ...).
+
+    Raises:
+        TrainRequestError: the request is invalid (see :func:`validate_train_request`), or the split has
+            no validation users and early stopping is on.
+
+    Example:
+        >>> from mmfeat.pipelines.train_flow import run_training
+        >>> out = run_training("microlens", model="FREEDOM",  # doctest: +SKIP
+        ...                    features={"text": "title_minilm", "image": "description_minilm"},
+        ...                    overrides={"epochs": 20})
+        >>> out["best"]["test"]["recall@20"], out["best"]["record_path"]  # doctest: +SKIP
+    """
+    validate_train_request(manifest, model=model, features=features, versus=versus, overrides=overrides,
+                           grid=grid, store_root=store_root, data_root=data_root, seed=seed)
+    arms = [dict(features or {})] + ([{**(features or {}), **versus}] if versus else [])
+    request = {"split": split, "split_seed": split_seed, "min_rating": min_rating, "k_core": k_core,
+               "store_root": store_root, "runs_dir": runs_dir, "data_root": data_root}
+    bar = sys.stderr.isatty() if progress is None else progress
+    results = [_train_arm(manifest, model, feats, overrides, grid, seed, request, logger or log, bar)
+               for feats in arms]
+    return {**results[0], "versus": results[1] if versus else None}
+
+
+def _train_arm(manifest: str, model: str, features: dict[str, str], overrides: dict[str, Any] | None,
+               grid: dict[str, list[Any]] | None, seed: int | None, request: dict[str, Any],
+               logger: logging.Logger | logging.LoggerAdapter, progress: bool) -> dict[str, Any]:
+    """One feature assignment: load the split and features, train (or grid-search), annotate the records."""
+    from dataclasses import asdict
+
+    from mmfeat.recommenders import ConfigError, fit, grid_search
+
+    data, info = load_training_data(manifest, features, **request)
+    logger.info("data: %s", info)
+    cfg = dict(overrides or {})
+    training_seed = resolve_training_seed(seed, overrides, grid)
+    if training_seed is not None:
+        cfg["seed"] = training_seed
+    out_dir = request["runs_dir"] or str(default_runs_dir())
+    try:
+        if grid:
+            result = grid_search(data, model, grid, cfg, out_dir, progress=progress)
+            runs, best_id = [asdict(r) for r in result.runs], result.best.run_id
+        else:
+            runs = [asdict(fit(data, model, cfg, out_dir, progress=progress))]
+            best_id = runs[0]["run_id"]
+    except ConfigError as exc:  # e.g. no validation users: known only once the split exists
+        raise TrainRequestError(str(exc)) from None
+    dataset = load_manifest(manifest, data_root=request["data_root"]).store_dataset
+    for run in runs:
+        _annotate_record(run, dataset=dataset, manifest=info["manifest"])
+    best = next(r for r in runs if r["run_id"] == best_id)
+    logger.info("best run %s: valid recall@20 %.4f, test recall@20 %.4f ndcg@20 %.4f", best["run_id"],
+                best["best_valid"].get("recall@20", float("nan")), best["test"].get("recall@20", float("nan")),
+                best["test"].get("ndcg@20", float("nan")))
+    return {"best": best, "runs": [r["run_id"] for r in runs], "records": runs, "data": info, "grid": bool(grid)}
+
+
+def _annotate_record(run: dict[str, Any], **fields: Any) -> None:
+    """Add the dataset and manifest to a run and its record.json (atomically), so ``compare`` can tell
+    runs on different datasets apart even when they read no item features."""
+    run.update(fields)
+    path = run.get("record_path")
+    if not path or not Path(path).is_file():
+        return
+    record = {**json.loads(Path(path).read_text()), **fields}
+    tmp = Path(path).with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    os.replace(tmp, path)
 
 
 @flow(name="train-recommender", log_prints=True)
@@ -302,58 +411,35 @@ def train_recommender(
 ) -> dict[str, Any]:
     """Train ``model`` on a manifest's interactions with store features (``{"text": "text_minilm@latest"}``).
 
-    ``grid`` (name -> values) trains every combination and selects on VALID; test is only reported.
-    ``seed`` is the training seed (same as ``config["seed"]``; giving both with different values is an
-    error), ``split_seed`` seeds a random split; both default to DEFAULT_SEED and both are recorded.
+    :func:`run_training` does the work (``config`` is its ``overrides``); the flow adds a Prefect
+    markdown artifact with the metrics table. ``grid`` (name -> values) trains every combination and
+    selects on VALID; test is only reported. ``seed`` is the training seed (same as ``config["seed"]``),
+    ``split_seed`` seeds a random split; both default to DEFAULT_SEED and both are recorded.
 
     Raises:
         TrainRequestError: the request is invalid (see :func:`validate_train_request`), or the split has
             no validation users and early stopping is on.
     """
-    from dataclasses import asdict
-
-    from mmfeat.recommenders import ConfigError, fit, grid_search
-
-    logger = get_run_logger()
-    validate_train_request(manifest, model=model, features=features, versus=None, overrides=config, grid=grid,
-                           store_root=store_root, data_root=data_root, seed=seed)
-    data, info = load_training_data(manifest, features or {}, store_root=store_root, split=split,
-                                    split_seed=split_seed, min_rating=min_rating, k_core=k_core,
-                                    runs_dir=runs_dir, data_root=data_root)
-    logger.info("data: %s", info)
-    cfg = dict(config or {})
-    training_seed = resolve_training_seed(seed, config, grid)
-    if training_seed is not None:
-        cfg["seed"] = training_seed
-    out_dir = runs_dir or str(default_runs_dir())
-    try:
-        if grid:
-            result = grid_search(data, model, grid, cfg, out_dir)
-            runs = [asdict(r) for r in result.runs]
-            best = asdict(result.best)
-        else:
-            best = asdict(fit(data, model, cfg, out_dir))
-            runs = [best]
-    except ConfigError as exc:  # e.g. no validation users: known only once the split exists
-        raise TrainRequestError(str(exc)) from None
-    _publish_artifact(model, info, data.split_hash, runs, best if grid else None)
-    logger.info("best run %s: valid recall@20 %.4f, test recall@20 %.4f ndcg@20 %.4f", best["run_id"],
-                best["best_valid"].get("recall@20", float("nan")), best["test"].get("recall@20", float("nan")),
-                best["test"].get("ndcg@20", float("nan")))
-    return {"best": best, "runs": [r["run_id"] for r in runs], "data": info}
+    out = run_training(manifest, model=model, features=features, overrides=config, grid=grid, split=split,
+                       split_seed=split_seed, seed=seed, min_rating=min_rating, k_core=k_core,
+                       store_root=store_root, runs_dir=runs_dir, data_root=data_root, logger=get_run_logger())
+    _publish_artifact(out["best"]["model"], out["data"], out["records"], out["best"] if out["grid"] else None)
+    return {"best": out["best"], "runs": out["runs"], "data": out["data"]}
 
 
-def _publish_artifact(model: str, info: dict[str, Any], split_hash: str, runs: list[dict[str, Any]],
+def _publish_artifact(model: str, info: dict[str, Any], runs: list[dict[str, Any]],
                       grid_best: dict[str, Any] | None) -> None:
     """The Prefect markdown artifact of a training run: split, seeds, how test was chosen, the metrics."""
+    from mmfeat.pipelines.train_report import metrics_table
+
     split = info["split"]
     seeds = ", ".join(sorted({f"training seed {r['config']['seed']}" for r in runs}))
     chosen = ("selected on validation, test reported at the best-valid epoch"
               if runs[0].get("selection", "best_valid") == "best_valid"
               else "fixed number of epochs (early_stopping false), test reported at the last epoch")
     md = [f"## train-recommender: {model} on {info['manifest']}",
-          f"split {split_hash[:12]} ({info['split_file']}; {split['method']}, split seed {split['seed']}); "
-          f"{seeds}; {chosen}", "", _metrics_table(runs)]
+          f"split {info['split_hash'][:12]} ({info['split_file']}; {split['method']}, split seed {split['seed']}); "
+          f"{seeds}; {chosen}", "", metrics_table(runs)]
     if grid_best is not None:
         md += ["", f"best (by valid recall@20): `{grid_best['run_id']}`"]
     create_markdown_artifact(key=f"train-{model}-{info['manifest']}".lower().replace("_", "-").replace(".", "-"),
@@ -361,8 +447,15 @@ def _publish_artifact(model: str, info: dict[str, Any], split_hash: str, runs: l
 
 
 def train_deployments() -> list:
+    """One ``train-recommender/<name>`` deployment per entry of TRAIN_DEPLOYMENTS."""
     return [
         train_recommender.to_deployment(name=name, parameters=params, tags=["mmfeat", "train"],
-                                        description=f"Train {params['model']} on {name}")
+                                        description=_deployment_description(name, params))
         for name, params in TRAIN_DEPLOYMENTS.items()
     ]
+
+
+def _deployment_description(name: str, params: dict[str, Any]) -> str:
+    """What a train deployment trains on, as the Prefect UI shows it."""
+    feats = ", ".join(f"{k}={v}" for k, v in params.get("features", {}).items()) or "no item features"
+    return f"Train {params['model']} on {name} ({feats}; run extract-features/{name} first)"

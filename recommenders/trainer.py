@@ -118,27 +118,47 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _curve_title(rec: RunRecord) -> str:
+    """``MODEL on DATASET`` and the feature versions it read (one per line), so a saved curve says what it is.
+
+    The dataset is the record's ``dataset`` when it has one, else the prefix of its feature versions
+    (``dataset/feature_set/version``), else the split hash (a run without item features).
+    """
+    versions = dict(rec.feature_versions or {})
+    prefixes = {str(v).split("/", 1)[0] for v in versions.values() if "/" in str(v)}
+    dataset = getattr(rec, "dataset", None) or (prefixes.pop() if len(prefixes) == 1 else None)
+    where = dataset or f"split {str(rec.split_hash)[:12]}"
+    feats = ", ".join(f"{role}={str(v).split('/', 1)[-1] if dataset else v}" for role, v in versions.items())
+    return f"{rec.model} on {where}\n{feats or 'no item features'}"
+
+
 def _plot_curve(rec: RunRecord, path: Path) -> str | None:
+    """Train loss and the valid metric per epoch, best epoch marked; None (logged) without matplotlib."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
+        log.warning("matplotlib is not installed: no curve.png for run %s", rec.run_id)
         return None
     ep = [e["epoch"] for e in rec.epochs]
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(ep, [e["loss"] for e in rec.epochs], color="tab:blue", label="train loss")
+    handles = ax.plot(ep, [e["loss"] for e in rec.epochs], color="tab:blue", marker=".", label="train loss")
     ax.set_xlabel("epoch")
     ax.set_ylabel("train loss", color="tab:blue")
-    vm = rec.config.get("valid_metric", "recall@20")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    vm = str(rec.config.get("valid_metric", "recall@20")).lower()  # the evaluator's keys are lower case
     ev = [(e["epoch"], e["valid"][vm]) for e in rec.epochs if e.get("valid")]
     if ev:
         ax2 = ax.twinx()
-        ax2.plot(*zip(*ev), color="tab:red", label=f"valid {vm}")
+        handles += ax2.plot(*zip(*ev), color="tab:red", marker=".", label=f"valid {vm}")
         ax2.set_ylabel(f"valid {vm}", color="tab:red")
-        if rec.best_epoch >= 0:
-            ax2.axvline(rec.best_epoch, color="gray", ls="--", lw=0.8)
-    ax.set_title(f"{rec.model} {rec.run_id}")
+    if rec.best_epoch >= 0:
+        which = "best valid epoch" if rec.selection == "best_valid" else "reported (last) epoch"
+        handles.append(ax.axvline(rec.best_epoch, color="gray", ls="--", lw=0.8, label=f"{which} ({rec.best_epoch})"))
+    ax.legend(handles=handles, loc="best", fontsize="small")
+    ax.set_title(_curve_title(rec), fontsize="medium")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

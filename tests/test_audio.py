@@ -123,3 +123,13 @@ def test_split_windows():
 def test_missing_weights_fail_clearly():
     with pytest.raises(WeightsUnavailable, match="whisper-small"):
         build_featurizer("audio_transcript", {"backbone": "whisper-small"})
+
+
+def test_a_whisper_folder_loads_once_through_the_model_cache(whisper, tmp_path):
+    model, processor = whisper
+    folder = tmp_path / "tiny-whisper"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    a = build_featurizer("audio_transcript", {"backbone": str(folder), "device": "cpu", "max_new_tokens": 2})
+    b = build_featurizer("audio_transcript", {"backbone": str(folder), "device": "cpu", "language": "en"})
+    assert a.model is b.model and a.fingerprint()["weights_sha256"] == b.fingerprint()["weights_sha256"]

@@ -22,55 +22,10 @@ from mmfeat.featurizers.captioning import (
 )
 from mmfeat.featurizers.registry import WeightsUnavailable, build_featurizer
 
-WORDS = ["<pad>", "<s>", "</s>", "<unk>", "<image>", "USER:", "ASSISTANT:"] + [f"w{i}" for i in range(40)]
-CHAT_TEMPLATE = (
-    "{% for m in messages %}{% if m['role'] == 'user' %}USER: {% for c in m['content'] %}"
-    "{% if c['type'] == 'image' %}<image> {% elif c['type'] == 'text' %}{{ c['text'] }} {% endif %}"
-    "{% endfor %}{% endif %}{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"
-)
-
-
-def tiny_llava(seed: int = 0, *, image_size: int = 28, vision_hidden: int = 16, vision_layers: int = 1,
-               text_hidden: int = 16, text_layers: int = 1, heads: int = 2, n_words: int = 40):
-    """A random-init LLaVA (CLIP vision tower + Llama) and its processor, built offline from configs.
-
-    Defaults give a ~20k-parameter model for tests; the captioning benchmark asks for a larger one.
-    """
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import (
-        CLIPVisionConfig,
-        LlamaConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-        PreTrainedTokenizerFast,
-    )
-    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
-
-    words = WORDS[:7] + [f"w{i}" for i in range(n_words)]
-    tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=tk, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-        extra_special_tokens={"image_token": "<image>"},
-    )
-    image_processor = CLIPImageProcessorPil(size={"shortest_edge": image_size},
-                                            crop_size={"height": image_size, "width": image_size})
-    processor = LlavaProcessor(
-        image_processor=image_processor, tokenizer=tok, patch_size=14, vision_feature_select_strategy="default",
-        chat_template=CHAT_TEMPLATE, num_additional_image_tokens=1,
-    )
-    vision = CLIPVisionConfig(hidden_size=vision_hidden, intermediate_size=2 * vision_hidden,
-                              num_hidden_layers=vision_layers, num_attention_heads=heads, image_size=image_size,
-                              patch_size=14, projection_dim=vision_hidden)
-    text = LlamaConfig(vocab_size=len(words), hidden_size=text_hidden, intermediate_size=2 * text_hidden,
-                       num_hidden_layers=text_layers, num_attention_heads=heads, num_key_value_heads=heads,
-                       max_position_embeddings=1024, pad_token_id=0, bos_token_id=1, eos_token_id=2)
-    config = LlavaConfig(vision_config=vision, text_config=text, image_token_id=4, vision_feature_layer=-1)
-    torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(config).eval()
-    model.generation_config.eos_token_id = None  # random weights: always generate max_new_tokens
-    return model, processor
+# The builder lives in the package so bench/ never imports tests/; re-exported under the old names.
+from mmfeat.featurizers.tiny_models import LLAVA_CHAT_TEMPLATE as CHAT_TEMPLATE  # noqa: E402,F401
+from mmfeat.featurizers.tiny_models import LLAVA_WORDS as WORDS  # noqa: E402,F401
+from mmfeat.featurizers.tiny_models import tiny_llava  # noqa: E402,F401
 
 
 @pytest.fixture(scope="module")
@@ -294,3 +249,36 @@ def test_generation_config_validation():
     with pytest.raises(ValueError):
         GenerationConfig(do_sample=True, temperature=0.0)
     assert Request(text="x").images == []
+
+
+# --------------------------------------------------------------------------- package shape
+
+
+def test_vllm_backend_and_captioning_do_not_import_each_other():
+    """The shared generation types live in generation.py: neither backend module imports the other
+    (checked on the source, lazy imports inside functions included)."""
+    from pathlib import Path
+
+    import mmfeat.featurizers.captioning as captioning
+    import mmfeat.featurizers.vllm_backend as vllm_backend
+    from mmfeat.featurizers.fingerprinting import _imports
+
+    assert "mmfeat.featurizers.captioning" not in _imports(Path(vllm_backend.__file__))
+    assert "mmfeat.featurizers.generation" in _imports(Path(vllm_backend.__file__))
+    assert "mmfeat.featurizers.generation" in _imports(Path(captioning.__file__))
+    from mmfeat.featurizers import generation
+
+    assert captioning.GenerationConfig is generation.GenerationConfig  # old import path still works
+
+
+def test_caption_and_video_description_share_one_loaded_model(llava, tmp_path):
+    model, processor = llava
+    folder = tmp_path / "shared-llava"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    cap = build_featurizer("caption", {"backbone": str(folder), "backend": "transformers", "device": "cpu"})
+    vid = build_featurizer("video_description", {"backbone": str(folder), "backend": "transformers", "device": "cpu"})
+    assert vid.backend is cap.backend
+    other_dtype = build_featurizer("caption", {"backbone": str(folder), "backend": "transformers", "device": "cpu",
+                                               "dtype": "bfloat16"})
+    assert other_dtype.backend is not cap.backend and other_dtype.fingerprint()["dtype"] == "bfloat16"

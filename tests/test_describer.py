@@ -85,3 +85,126 @@ def test_text_only_prompt_rendering():
     assert "{" not in PROMPTS["video_summary"].render({}) and "Describe what you see" in PROMPTS["video_summary"].text
     assert render_prompt("T={title} X={missing}", {"title": "a"}) == "T=a X="
     assert p.render({"text": "raw item text"}).count("raw item text") == 1
+
+
+# --------------------------------------------------------------------------- decoding logic (fast)
+
+
+def test_trim_to_sentence_cuts_the_unfinished_tail():
+    from mmfeat.featurizers.describer import trim_to_sentence
+
+    assert trim_to_sentence("It is a rocket. It is a") == ("It is a rocket.", True)
+    assert trim_to_sentence("Worth $1.5 million! Then the") == ("Worth $1.5 million!", True)
+    assert trim_to_sentence('They say "wow." Fans of') == ('They say "wow."', True)
+    assert trim_to_sentence("  Is it? Yes.  ") == ("Is it? Yes.", True)
+    # no sentence end at all: kept as generated, and the caller is told
+    assert trim_to_sentence("version 2.0 of the") == ("version 2.0 of the", False)
+
+
+PIECES = ["a", " b", ".", " c", ".\n", "5", "!", "<eos>"]  # a toy vocabulary, ids 0..7
+
+
+def _stop(prompt_len: int, min_new: int):
+    from mmfeat.featurizers.describer import SentenceEndStop, sentence_token_tables
+
+    return SentenceEndStop(sentence_token_tables(PIECES), prompt_len, min_new)
+
+
+def test_sentence_stop_is_per_row_waits_for_min_tokens_and_skips_decimals():
+    import torch
+
+    stop = _stop(prompt_len=2, min_new=3)
+    # prompt [0, 0]; rows: ". c" (end + space), "1.5"-like ". 5" (no space: not an end), ".\n" (an end by itself)
+    ids = torch.tensor([[0, 0, 1, 2, 3], [0, 0, 1, 2, 5], [0, 0, 1, 0, 4]])
+    assert stop(ids, None).tolist() == [True, False, True]
+    # the same endings before min_new tokens are not stops
+    assert _stop(prompt_len=2, min_new=4)(ids, None).tolist() == [False, False, False]
+    assert _stop(prompt_len=4, min_new=0)(ids[:, :5], None).tolist() == [False, False, True]
+
+
+def test_repetition_controls_ignore_the_prompt():
+    import torch
+    from transformers import NoRepeatNGramLogitsProcessor
+
+    from mmfeat.featurizers.describer import repetition_processors
+
+    procs = repetition_processors(prompt_len=3, no_repeat_ngram_size=3, repetition_penalty=1.0)
+    assert len(procs) == 1
+    scores = torch.zeros(2, 10)
+    # prompt [5, 6, 7], generated [5, 6]: copying the prompt's trigram (the title) is allowed
+    ids = torch.tensor([[5, 6, 7, 5, 6], [9, 9, 9, 1, 2]])
+    out = procs[0](ids, scores.clone())
+    assert torch.isfinite(out[0]).all()
+    whole = NoRepeatNGramLogitsProcessor(3)(ids, scores.clone())
+    assert whole[0, 7] == -float("inf")  # transformers' processor on the whole row would ban the title's words
+    ids2 = torch.tensor([[9, 9, 9, 1, 2, 3, 1, 2]])
+    out2 = procs[0](ids2, torch.zeros(1, 10))
+    assert out2[0, 3] == -float("inf") and torch.isfinite(out2[0, :3]).all()
+    assert repetition_processors(3, 0, 1.0) == []
+    assert len(repetition_processors(3, 0, 1.2)) == 1
+
+
+def test_generate_stops_the_batch_when_every_row_is_done():
+    """The per-row criterion works inside transformers' generate: rows stop, then the batch stops."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, StoppingCriteriaList
+
+    from mmfeat.featurizers.describer import SentenceEndStop, sentence_token_tables
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=8, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=2)).eval()
+    prompt = torch.tensor([[0, 1, 0], [1, 0, 1]])
+    every_token_ends = tuple(torch.ones(8, dtype=torch.bool) for _ in range(3))
+    stop = SentenceEndStop(every_token_ends, prompt_len=3, min_new_tokens=4)
+    with torch.inference_mode():
+        out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=20, do_sample=False,
+                             pad_token_id=7, eos_token_id=None, stopping_criteria=StoppingCriteriaList([stop]))
+    assert out.shape[1] == 3 + 4
+
+
+def test_generation_params_defaults_match_the_constructor():
+    import inspect
+
+    from mmfeat.featurizers.describer import TextDescriber
+    from mmfeat.featurizers.params import TextDescriptionParams
+
+    sig = inspect.signature(TextDescriber.__init__).parameters
+    for name in ("sentence_stop_after", "no_repeat_ngram_size", "repetition_penalty", "max_new_tokens", "batch_size"):
+        assert TextDescriptionParams.model_fields[name].default == sig[name].default, name
+    with pytest.raises(Exception):
+        TextDescriptionParams.parse({"repetition_penalty": 0.5}, "text_description")
+
+
+# --------------------------------------------------------------------------- the demo's 40 items (slow)
+
+
+def _repeated_4gram(text: str) -> str | None:
+    words = re.findall(r"[a-z0-9']+", text.lower())
+    seen: set[tuple[str, ...]] = set()
+    for i in range(len(words) - 3):
+        gram = tuple(words[i : i + 4])
+        if gram in seen:
+            return " ".join(gram)
+        seen.add(gram)
+    return None
+
+
+@needs_smollm2
+@pytest.mark.slow
+def test_demo_items_end_on_a_sentence_and_do_not_repeat():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from bench_describer import demo_inputs
+
+    from mmfeat.featurizers.registry import build_featurizer
+
+    texts, params = demo_inputs()
+    assert len(texts) == 40
+    results = build_featurizer("text_description", params)(texts)
+    for text, r in zip(texts, results):
+        assert r.ok, (text, r.error)
+        assert r.value.endswith((".", "!", "?", '."', '!"', '?"')), r.value
+        assert _repeated_4gram(r.value) is None, (_repeated_4gram(r.value), r.value)

@@ -32,6 +32,28 @@ def test_microlens_deployment_flow_on_sample(prefect_harness, tmp_path: Path) ->
     assert again["feature_sets"][0]["cache_hit"] and again["feature_sets"][0]["version"] == rep["version"]
 
 
+def test_flow_logs_progress_and_engine_lines_to_the_run_logger_without_a_bar(prefect_harness, tmp_path: Path,
+                                                                            caplog, capsys) -> None:
+    """Deployments log items done / total and items/s through the run logger (no tqdm bar in the
+    run's log), and the engine's own lines (cache hit, no model loaded) reach the run's log too."""
+    import logging
+
+    from mmfeat.pipelines.flows import extract_features
+
+    kw = dict(manifest="microlens", feature_sets=["title_minilm"], store_root=str(tmp_path))
+    with caplog.at_level(logging.INFO):
+        extract_features(**kw)
+        extract_features(**kw)
+    run_lines = [r.getMessage() for r in caplog.records if r.name == "prefect.flow_runs"]
+    assert "title_minilm: starting, 0/40 items done" in run_lines
+    assert any(line.startswith("title_minilm: 40/40 items (100%)") and "items/s" in line and "finished" in line
+               for line in run_lines)
+    assert any("cache hit, no model loaded" in line for line in run_lines)
+    assert not [r for r in caplog.records if r.name == "mmfeat.extract"]  # forwarded once, not also propagated
+    err = capsys.readouterr().err
+    assert "it/s]" not in err and "item/s]" not in err and "Loading weights" not in err
+
+
 def test_flow_with_broken_media_reports_rows_and_fails_over_threshold(prefect_harness, tmp_path: Path) -> None:
     """A sample copy where one item has no title: an error row with the reason; over the threshold
     the flow fails and publishes nothing."""

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from PIL import Image
 
 torch = pytest.importorskip("torch")
@@ -18,44 +19,12 @@ transformers = pytest.importorskip("transformers")
 
 from mmfeat.featurizers.base import Result  # noqa: E402
 from mmfeat.featurizers.registry import FEATURIZER_KINDS, WeightsUnavailable, weights_hash  # noqa: E402
-from mmfeat.featurizers.image_embedding import (  # noqa: E402
-    ClipBackend,
-    ImageEmbedder,
-    ImageToWords,
-    VideoEmbedder,
-    VideoResult,
-    build_vocabulary,
-)
+from mmfeat.featurizers.clip_backends import ClipBackend  # noqa: E402
+from mmfeat.featurizers.image_embedding import ImageEmbedder  # noqa: E402
+from mmfeat.featurizers.image_words import ImageToWords, build_vocabulary  # noqa: E402
+from mmfeat.featurizers.video_embedding import VideoEmbedder, VideoResult  # noqa: E402
 from mmfeat.featurizers.video import sample_frames  # noqa: E402
-
-
-def tiny_clip(seed: int = 0):
-    """A tiny random-init CLIPModel + PIL image processor + byte-level tokenizer, all offline."""
-    from tokenizers import pre_tokenizers
-    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
-
-    try:
-        from transformers import CLIPImageProcessorPil as Processor
-    except ImportError:  # transformers 4.x
-        from transformers import CLIPImageProcessor as Processor
-
-    chars = sorted(pre_tokenizers.ByteLevel.alphabet())
-    vocab = {c: i for i, c in enumerate(chars)}
-    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
-    vocab.update({"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1})
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=[])
-    config = CLIPConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, max_position_embeddings=64, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        projection_dim=16,
-    )
-    torch.manual_seed(seed)
-    model = CLIPModel(config).eval()
-    processor = Processor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    return model, processor, tokenizer
+from mmfeat.featurizers.tiny_models import tiny_clip  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -410,3 +379,44 @@ def test_damaged_video_is_an_error_row(tiny, tmp_path):
     intact, damaged = video([path, cut])
     assert intact.ok and intact.num_frames == 8
     assert not damaged.ok and "video damaged" in damaged.error and "of 8 requested frames" in damaged.error
+
+
+# ----------------------------------------------------------------------------- package shape
+
+
+def test_each_featurizer_fingerprints_only_the_code_it_runs():
+    """The split keeps fingerprints precise: image embeddings do not hash the video decoder or the
+    DGVAE vocabulary code, so editing those leaves stored image versions reusable."""
+    from mmfeat.featurizers.fingerprinting import code_fingerprint
+
+    image = set(code_fingerprint(ImageEmbedder)["modules"])
+    assert {"mmfeat.featurizers.image_embedding", "mmfeat.featurizers.clip_backends"} <= image
+    assert not image & {"mmfeat.featurizers.video", "mmfeat.featurizers.video_decode",
+                        "mmfeat.featurizers.video_embedding", "mmfeat.featurizers.image_words"}
+    video = set(code_fingerprint(VideoEmbedder)["modules"])
+    assert {"mmfeat.featurizers.video", "mmfeat.featurizers.image_embedding"} <= video
+    assert "mmfeat.featurizers.image_words" not in video
+    words = set(code_fingerprint(ImageToWords)["modules"])
+    assert "mmfeat.featurizers.image_embedding" in words and "mmfeat.featurizers.video" not in words
+
+
+def test_each_kind_is_registered_by_its_own_module():
+    from mmfeat.featurizers.registry import featurizer_kind
+
+    assert featurizer_kind("image_embedding").cls is ImageEmbedder
+    assert featurizer_kind("video_embedding").cls.__module__ == "mmfeat.featurizers.video_embedding"
+    assert featurizer_kind("image_words").cls.__module__ == "mmfeat.featurizers.image_words"
+
+
+def test_a_folder_loads_once_through_the_shared_model_cache(tiny, tmp_path):
+    from mmfeat.featurizers.cache import MODELS
+
+    model, processor, tokenizer = tiny
+    folder = tmp_path / "cached-clip"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    a = ImageEmbedder(str(folder), device="cpu")
+    b = VideoEmbedder(str(folder), device="cpu", num_frames=2)
+    assert b.images.clip is a.clip
+    assert ("clip", str(folder.resolve()), "transformers", None, "cpu") in MODELS

@@ -15,8 +15,7 @@ from mmfeat.pipelines.extract import FeatureSetJob, plan_inputs
 from mmfeat.pipelines.manifest import FeatureSetSpec
 from mmfeat.pipelines.sources import load_source, microlens_mini_root
 from mmfeat.pipelines.store import FeatureStore
-from tests.test_captioning import tiny_llava
-from tests.test_image_embedding import tiny_clip
+from mmfeat.featurizers.tiny_models import tiny_clip, tiny_llava
 
 
 def _sample_with_bad_covers(tmp_path: Path) -> pa.Table:

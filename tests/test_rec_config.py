@@ -232,3 +232,82 @@ def test_min_rating_on_a_source_without_ratings_is_a_request_error() -> None:
         filtered_split(load_manifest("microlens"), min_rating=4)
     code, line = classify(info.value)
     assert code == 2 and "drop --min-rating" in line
+
+
+# ---------------------------------------------------------------------------- typed values
+@pytest.mark.parametrize("model, overrides, message", [
+    ("FREEDOM", {"knn_k": "ten"}, r"hyper-parameter 'knn_k' in config for FREEDOM must be int, got 'ten'"),
+    ("LightGCN", {"n_layers": 1.5}, r"'n_layers' .* must be int, got 1.5"),
+    ("LightGCN", {"n_layers": True}, r"'n_layers' .* must be int, got True \(a boolean\)"),
+    ("BPR", {"reg_weight": [0.1]}, r"'reg_weight' .* must be float"),
+    ("BPR", {"topk": 10}, r"'topk' .* must be list\[int\]"),
+    ("DGVAE", {"user_sampling": "some"}, r"'user_sampling' .* must be Literal\['inverse_degree', 'all'\]"),
+    ("FREEDOM", {"dropout": 1.5}, r"'dropout' .* must be float, got 1.5 \(input should be less than 1"),
+    ("BPR", {"learning_rate_scheduler": [0.9]}, r"'learning_rate_scheduler'"),
+])
+def test_wrong_type_is_an_error_naming_the_key(tiny, model, overrides, message):
+    from mmfeat.recommenders import ConfigError, resolve_config
+
+    with pytest.raises(ConfigError, match=message) as info:
+        resolve_config(model, overrides)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match=message):
+        build_model(model, tiny, overrides)
+
+
+def test_values_are_coerced_to_the_declared_types():
+    """What the CLI's YAML reading of ``--set`` gives (ints for floats, strings for exponents) and what a
+    Python caller gives end in the same typed config."""
+    from mmfeat.recommenders import resolve_config
+
+    cfg = resolve_config("LATTICE", {"reg_weight": 0, "learning_rate": "1e-3", "knn_k": 4.0, "text_feature": 7,
+                                     "topk": (5, 10), "image_feature": None})
+    assert cfg["reg_weight"] == 0.0 and isinstance(cfg["reg_weight"], float)
+    assert cfg["learning_rate"] == 1e-3 and cfg["knn_k"] == 4 and isinstance(cfg["knn_k"], int)
+    assert cfg["text_feature"] == "7" and cfg["topk"] == [5, 10] and cfg["image_feature"] is None
+    assert cfg["learning_rate_scheduler"] == [0.96, 50.0]  # LATTICE's yaml overrides the trainer default
+    assert resolve_config("BPR")["learning_rate_scheduler"] == [1.0, 50.0]
+
+
+def test_set_values_parsed_by_the_cli_are_typed():
+    from mmfeat.pipelines.cli.args import parse_settings
+    from mmfeat.recommenders import resolve_config
+
+    cfg = resolve_config("FREEDOM", parse_settings(["learning_rate=1e-3", "knn_k=5", "reg_weight=0",
+                                                    "early_stopping=false", "image_feature=null"]))
+    assert (cfg["learning_rate"], cfg["knn_k"], cfg["reg_weight"]) == (1e-3, 5, 0.0)
+    assert cfg["early_stopping"] is False and cfg["image_feature"] is None
+
+
+def test_defaults_and_grid_are_views_of_the_one_declaration():
+    from mmfeat.recommenders import default_config
+    from mmfeat.recommenders.models import OVERALL_DEFAULTS
+    from mmfeat.recommenders.models.lightgcn import LightGCN, LightGCNConfig
+
+    assert LightGCN.config_class is LightGCNConfig
+    assert LightGCN.defaults == {"embedding_size": 64, "n_layers": 2, "reg_weight": 1e-4}
+    assert LightGCN.grid == {"n_layers": [1, 2, 3, 4], "reg_weight": [1e-02, 1e-03, 1e-04, 1e-05, 1e-06]}
+    assert default_config("LightGCN") == {**OVERALL_DEFAULTS, **LightGCN.defaults}
+
+
+def test_wrong_grid_value_fails_before_any_training(tiny, monkeypatch):
+    def no_fit(*a, **k):
+        raise AssertionError("trained before checking the grid")
+
+    monkeypatch.setattr(trainer_mod, "fit", no_fit)
+    with pytest.raises(ValueError, match=r"'n_layers' in grid for LightGCN must be int, got 'two'"):
+        grid_search(tiny, "LightGCN", {"n_layers": [1, "two"]}, TINY)
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"overrides": {"knn_k": "ten"}}, r"'knn_k' in --set for FREEDOM must be int, got 'ten'"),
+    ({"grid": {"reg_weight": [0.1, "lots"]}}, r"'reg_weight' in --grid for FREEDOM must be float, got 'lots'"),
+])
+def test_mistyped_train_request_is_one_line_before_data_loads(store_root, monkeypatch, kw, message):
+    from mmfeat.pipelines import extract
+    from mmfeat.pipelines.train_flow import TrainRequestError
+
+    monkeypatch.setattr(extract, "load_items", lambda *a, **k: pytest.fail("validation loaded data"))
+    with pytest.raises(TrainRequestError, match=message) as info:
+        _request(store_root, **kw)
+    assert "\n" not in str(info.value)

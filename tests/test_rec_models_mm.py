@@ -6,6 +6,7 @@ import torch
 from mmfeat.recommenders.data import InteractionData
 from mmfeat.recommenders.models import build_model, declared_keys
 from mmfeat.recommenders.models import lattice as lattice_mod
+from mmfeat.recommenders.models._cache import KNN_GRAPHS
 
 MODELS = ["VBPR", "LATTICE", "BM3", "DGVAE"]
 _SMALL = {"embedding_size": 16, "feat_embed_dim": 16, "weight_size": [16, 16], "train_batch_size": 64,
@@ -165,9 +166,9 @@ def test_lattice_frozen_graph_cached_by_content_and_k(data, tmp_path):
     got = torch.zeros_like(sim).index_put_((rows, cols), vals, accumulate=True)
     assert torch.allclose(got, ref, atol=1e-6)
     # disk cache: a fresh process-level cache reads the same graph back
-    lattice_mod._GRAPH_CACHE.clear()
+    KNN_GRAPHS.clear()
     a = lattice_mod.frozen_knn_graph(f, 4, tmp_path)
-    lattice_mod._GRAPH_CACHE.clear()
+    KNN_GRAPHS.clear()
     b = lattice_mod.frozen_knn_graph(f, 4, tmp_path)
     assert len(list(tmp_path.glob("*.pt"))) == 1 and all(torch.equal(x, y) for x, y in zip(a, b))
 
@@ -240,3 +241,76 @@ def test_lattice_other_cf_backbones(cf_model, data):
     assert np.all(np.isfinite(losses)) and np.mean(losses[-3:]) < np.mean(losses[:3])
     model.eval()
     assert model.full_sort_predict(torch.arange(4)).shape == (4, N_ITEMS)
+
+
+def test_one_bounded_knn_cache_serves_freedom_and_lattice(data, tmp_path):
+    from mmfeat.recommenders.models._cache import KnnGraphCache
+    from mmfeat.recommenders.models._graph import knn_normalized_graph
+
+    KNN_GRAPHS.clear()
+    f = torch.from_numpy(data.item_features["text"])
+    knn_normalized_graph(f, 4)
+    lattice_mod.frozen_knn_graph(f, 4)
+    assert len(KNN_GRAPHS) == 2  # both constructions in the one cache, under different keys
+    small_cache = KnnGraphCache(maxsize=2, name="t")
+    for k in (1, 2, 3):
+        small_cache.get_or_build(f"g{k}", lambda k=k: torch.full((2,), float(k)), tmp_path)
+    assert len(small_cache) == 2 and "g1" not in small_cache and "g3" in small_cache  # LRU, bounded
+    built = []
+    again = small_cache.get_or_build("g1", lambda: built.append(1) or torch.zeros(2), tmp_path)
+    assert built == [] and torch.equal(again, torch.full((2,), 1.0))  # evicted from memory, read from disk
+
+
+def _old_spherical_kmeans(x, n_clusters, iters=20, seed=0):
+    """The former hand-written cosine Lloyd loop (random distinct-row init), the reference of the test below."""
+    x = torch.nn.functional.normalize(x.float(), dim=1)
+    g = torch.Generator().manual_seed(seed)
+    cent = x[torch.randperm(x.shape[0], generator=g)[:n_clusters]].clone()
+    lab = (x @ cent.T).argmax(1)
+    for _ in range(iters):
+        sums = torch.zeros_like(cent).index_add_(0, lab, x)
+        cnt = torch.bincount(lab, minlength=n_clusters)
+        cent = torch.where(cnt[:, None] > 0, torch.nn.functional.normalize(sums, dim=1), cent)
+        new = (x @ cent.T).argmax(1)
+        if torch.equal(new, lab):
+            break
+        lab = new
+    return lab
+
+
+def test_dgvae_kmeans_matches_the_former_spherical_kmeans_on_separated_directions():
+    from sklearn.metrics import adjusted_rand_score
+
+    from mmfeat.recommenders.models.dgvae import spherical_kmeans
+
+    rng = np.random.default_rng(0)
+    dirs = np.eye(8)[:4] * 3.0  # 4 well-separated directions; norms vary, so only the direction matters
+    x = torch.from_numpy((dirs[np.arange(60) % 4] + 0.2 * rng.normal(size=(60, 8))) * rng.uniform(0.5, 5, (60, 1)))
+    new = spherical_kmeans(x, 4, 20, seed=0).numpy()
+    truth = np.arange(60) % 4
+    assert adjusted_rand_score(truth, new) == 1.0
+    # the old loop can land in a worse local optimum from a bad random init; on seeds where it finds the
+    # planted partition, the two agree exactly
+    olds = [_old_spherical_kmeans(x, 4, 20, s).numpy() for s in range(5)]
+    assert any(adjusted_rand_score(truth, o) == 1.0 for o in olds)
+    assert all(adjusted_rand_score(o, new) == 1.0 for o in olds if adjusted_rand_score(truth, o) == 1.0)
+
+
+def test_dgvae_tfidf_is_the_sklearn_definition():
+    import scipy.sparse as sp
+
+    from mmfeat.recommenders.models.dgvae import user_tfidf
+
+    rng = np.random.default_rng(0)
+    train = sp.csr_matrix((rng.random((6, 10)) < 0.4).astype(np.float32))
+    tokens = np.stack([rng.integers(0, 4, 10), 4 + rng.integers(0, 3, 10)], 1)
+    got = user_tfidf(train, tokens, 7).toarray()
+    counts = np.zeros((6, 7))
+    for u, i in zip(*train.nonzero()):
+        for t in tokens[i]:
+            counts[u, t] += 1
+    idf = np.log((1 + 6) / (1 + (counts > 0).sum(0))) + 1  # smooth idf, raw tf
+    w = counts * idf
+    norm = np.linalg.norm(w, axis=1, keepdims=True)
+    ref = np.divide(w, norm, out=np.zeros_like(w), where=norm > 0)
+    assert got.dtype == np.float32 and np.allclose(got, ref, atol=1e-6)

@@ -219,3 +219,43 @@ def test_fixed_epochs_trains_every_epoch_even_when_valid_stalls(clustered):
                                    "early_stopping": False}, progress=False)
     assert len(rec.epochs) == 4 and not rec.stopped_early and rec.best_epoch == 3
     assert rec.best_valid == rec.epochs[-1]["valid"]
+
+
+def _plotted_figure(rec, tmp_path, monkeypatch):
+    """Run the trainer's curve plot and return the matplotlib figure it saved (and the png path)."""
+    from matplotlib.figure import Figure
+
+    saved = []
+    real_savefig = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: saved.append(self) or real_savefig(self, *a, **k))
+    path = trainer_mod._plot_curve(rec, tmp_path / "curve.png")
+    assert path == str(tmp_path / "curve.png") and (tmp_path / "curve.png").stat().st_size > 0
+    return saved[0]
+
+
+def _curve_record(**kw):
+    epochs = [{"epoch": e, "loss": 10.0 - e, "train_s": 0.1,
+               **({"valid": {"recall@20": 0.1 + 0.01 * e}} if e % 2 else {})} for e in range(7)]
+    base = dict(run_id="freedom-x", model="FREEDOM", config={"valid_metric": "recall@20"}, split_hash="ab" * 32,
+                feature_versions={"text": "microlens-mini/title_minilm/v-111", "image": "microlens-mini/desc/v-222"},
+                missing_features={}, data={}, epochs=epochs, best_epoch=5)
+    return RunRecord(**{**base, **kw})
+
+
+def test_curve_has_a_legend_integer_epoch_ticks_and_a_title_naming_model_dataset_and_versions(tmp_path, monkeypatch):
+    fig = _plotted_figure(_curve_record(), tmp_path, monkeypatch)
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["train loss", "valid recall@20", "best valid epoch (5)"]
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+    title = ax.get_title()
+    assert title.startswith("FREEDOM on microlens-mini")
+    assert "text=title_minilm/v-111" in title and "image=desc/v-222" in title
+
+
+def test_curve_title_of_a_run_without_features_names_the_split(tmp_path, monkeypatch):
+    rec = _curve_record(feature_versions={}, model="LightGCN", selection="last_epoch", best_epoch=6)
+    ax = _plotted_figure(rec, tmp_path, monkeypatch).axes[0]
+    assert ax.get_title() == "LightGCN on split abababababab\nno item features"
+    assert [t.get_text() for t in ax.get_legend().get_texts()][-1] == "reported (last) epoch (6)"

@@ -62,3 +62,14 @@ def test_unknown_or_unavailable_backbones_fail_clearly(monkeypatch) -> None:
         resolve_backbone("not-a-model")
     with pytest.raises(WeightsUnavailable, match="sentence-transformers/does-not-exist"):
         resolve_backbone("sentence-transformers/does-not-exist")
+
+
+def test_max_seq_length_of_one_embedder_does_not_leak_into_another() -> None:
+    """The loaded model is shared through the model cache, so a per-featurizer setting must not be
+    set on it afterwards (it used to be: the second embedder silently truncated at 32 tokens too)."""
+    short = TextEmbedder("all-MiniLM-L6-v2", max_seq_length=32)
+    default = TextEmbedder("all-MiniLM-L6-v2")
+    assert short.fingerprint()["max_seq_length"] == 32
+    assert default.fingerprint()["max_seq_length"] == 256  # MiniLM's own limit
+    assert default.model is not short.model
+    assert TextEmbedder("all-MiniLM-L6-v2", batch_size=3).model is default.model  # cached: loaded once

@@ -228,7 +228,9 @@ def test_optional_skips_only_missing_weights_or_extras(prefect_harness, tmp_path
     def fails(store, manifest, spec, items, **kw):
         raise exc
 
-    monkeypatch.setattr(flows, "run_feature_set", fails)
+    from mmfeat.pipelines import extract
+
+    monkeypatch.setattr(extract, "run_feature_set", fails)  # the flow's loop lives in extract_manifest
     run = lambda: flows.extract_features(manifest="microlens", feature_sets=["cover_clip"],  # noqa: E731
                                          store_root=str(tmp_path))
     if skipped:

@@ -8,6 +8,7 @@ before Prefect is imported, so it is one line and not a failed flow run.
 from __future__ import annotations
 
 import argparse
+import sys
 
 from mmfeat.pipelines.cli.store import summarize_version
 
@@ -28,14 +29,24 @@ def precheck_manifest(manifest: str, data_root: str | None, feature_sets: list[s
     return m, f"source {m.source.kind}: {items.num_rows} items, {interactions.num_rows} interactions"
 
 
+def progress_mode(stream: "TextIO | None" = None) -> str:  # noqa: F821
+    """A bar on a terminal; log lines (one every 10 s) when stderr is a file or a pipe, where a
+    bar's carriage returns would become hundreds of lines."""
+    stream = stream if stream is not None else sys.stderr
+    return "bar" if getattr(stream, "isatty", lambda: False)() else "log"
+
+
 def cmd_extract(args: argparse.Namespace) -> int:
     precheck_manifest(args.manifest, args.data_root, args.feature_set)
     from mmfeat.pipelines.cli.prefect_run import run_flow
     from mmfeat.pipelines.flows import extract_features
+    from mmfeat.pipelines.progress import quiet_library_bars
     from mmfeat.pipelines.store import FeatureStore
 
+    quiet_library_bars()
     result = run_flow(extract_features, args, manifest=args.manifest, feature_sets=args.feature_set or None,
-                      store_root=args.store, tag=args.tag, data_root=args.data_root)
+                      store_root=args.store, tag=args.tag, data_root=args.data_root,
+                      progress=args.progress or progress_mode())
     store = FeatureStore(result["store"])
     for fs in result["feature_sets"]:
         print(summarize_version(store, result["dataset"], fs["feature_set"], fs["version"]))
@@ -58,6 +69,9 @@ def add_extract_commands(sub: argparse._SubParsersAction, common: argparse.Argum
     ex.add_argument("--feature-set", action="append", metavar="NAME", help="only this feature set (repeatable)")
     ex.add_argument("--tag", help="extra alias for the new versions (besides latest)")
     ex.add_argument("--data-root", help="override the manifest's data_root (e.g. a real download)")
+    ex.add_argument("--progress", choices=["bar", "log", "none"],
+                    help="items done / total and items/s per feature set: a bar (default on a terminal), "
+                         "log lines every 10 s (default otherwise), or none")
     ex.set_defaults(func=cmd_extract)
 
     sv = sub.add_parser("serve", parents=[common],

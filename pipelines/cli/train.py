@@ -9,9 +9,7 @@ by :func:`mmfeat.pipelines.train_flow.validate_train_request` (model name, featu
 from __future__ import annotations
 
 import argparse
-import json
 import textwrap
-from pathlib import Path
 from typing import Any
 
 from mmfeat.pipelines.cli.args import parse_feature_refs, parse_grid, parse_settings
@@ -66,33 +64,36 @@ def cmd_train(args: argparse.Namespace) -> int:
                           config=req["overrides"], grid=req["grid"] or None, split=args.split, min_rating=args.min_rating,
                           k_core=args.k_core, store_root=args.store, runs_dir=args.runs, data_root=args.data_root,
                           **_seeds(args))
-        records.append(_print_best(result["best"]))
+        records.append(_print_best(result))
     if len(records) > 1:
+        print()
         print(compare_runs(records))
     return 0
 
 
-def _print_best(best: dict[str, Any]) -> str:
-    print(f"best run {best['run_id']}  ({best['record_path']})")
-    print(f"  valid: {json.dumps({k: round(v, 4) for k, v in best['best_valid'].items()})}")
-    print(f"  test:  {json.dumps({k: round(v, 4) for k, v in best['test'].items()})}")
+def _print_best(result: dict[str, Any]) -> str:
+    """A short table of the (best) run: valid and test metrics at its best epoch, best epoch, s/epoch."""
+    from mmfeat.pipelines.train_report import run_summary
+
+    best = result["best"]
+    n_runs = len(result.get("runs") or [])
+    if n_runs > 1:
+        print(f"grid: {n_runs} runs, best selected on valid recall@20:")
+    print(run_summary(best))
     return best["record_path"]
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    missing = [p for p in args.runs if not _record_path(p).is_file()]
+    from mmfeat.pipelines.train_report import record_path
+
+    missing = [p for p in args.runs if not record_path(p).is_file()]
     if missing:
-        raise UsageError(f"no run record at {', '.join(str(_record_path(p)) for p in missing)}; give run folders "
+        raise UsageError(f"no run record at {', '.join(str(record_path(p)) for p in missing)}; give run folders "
                          "(runs/<run>, see --runs / $MMFEAT_RUNS) or their record.json")
-    from mmfeat.pipelines.train_flow import compare_runs
+    from mmfeat.pipelines.train_report import compare_text, load_records  # no Prefect, no torch
 
-    print(compare_runs(args.runs))
+    print(compare_text(load_records(args.runs)))
     return 0
-
-
-def _record_path(path: str) -> Path:
-    p = Path(path)
-    return p / "record.json" if p.is_dir() else p
 
 
 def add_train_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -125,6 +126,8 @@ def add_train_commands(sub: argparse._SubParsersAction, common: argparse.Argumen
     tr.set_defaults(func=cmd_train)
 
     cp = sub.add_parser("compare", parents=[common], help="print run records side by side",
-                        description="Print run records (valid and test metrics, epochs, timings) as one table.")
+                        description="Print run records (dataset, split hash, features, valid and test metrics, "
+                                    "best epoch, timings) as one table; warns when the runs are not comparable "
+                                    "(different dataset, split hash or metrics protocol).")
     cp.add_argument("runs", nargs="+", help="run folders or record.json files")
     cp.set_defaults(func=cmd_compare)

@@ -1,7 +1,7 @@
 """Model zoo. Each module registers its class with :func:`base.register` on import."""
 import importlib
 
-from .base import (DEFAULT_CONFIGS, MODEL_REGISTRY, MULTIMODAL_ROLES, OVERALL_DEFAULTS, Recommender,
+from .base import (DEFAULT_CONFIGS, MODEL_REGISTRY, MULTIMODAL_ROLES, OVERALL_DEFAULTS, MultimodalConfig, Recommender,
                    UnknownModelError, build_model, check_features, check_hyper_parameters, declared_keys,
                    default_config, feature_keys, get_model_class, model_names, register, resolve_config)
 
@@ -23,6 +23,6 @@ def _load_all():
     _loaded = True
 
 
-__all__ = ["DEFAULT_CONFIGS", "MODEL_REGISTRY", "MULTIMODAL_ROLES", "OVERALL_DEFAULTS", "Recommender",
+__all__ = ["DEFAULT_CONFIGS", "MODEL_REGISTRY", "MULTIMODAL_ROLES", "OVERALL_DEFAULTS", "MultimodalConfig", "Recommender",
            "UnknownModelError", "build_model", "check_features", "check_hyper_parameters", "declared_keys",
            "default_config", "feature_keys", "get_model_class", "model_names", "register", "resolve_config"]

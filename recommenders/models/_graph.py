@@ -1,9 +1,14 @@
 """Sparse-graph helpers shared by the graph models."""
 from __future__ import annotations
 
+import hashlib
+import os
 import warnings
 
+import numpy as np
 import torch
+
+from ._cache import KNN_GRAPHS
 
 
 def to_csr(t: torch.Tensor) -> torch.Tensor:
@@ -47,17 +52,6 @@ def transpose_csr(adj: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------- item-item kNN graphs
-import hashlib
-import logging
-import os
-from pathlib import Path
-
-import numpy as np
-
-log = logging.getLogger(__name__)
-_MEM_CACHE: dict[str, torch.Tensor] = {}
-
-
 def feature_hash(mat) -> str:
     """sha256 of a feature matrix's content (dtype, shape and bytes)."""
     a = mat.detach().cpu().numpy() if isinstance(mat, torch.Tensor) else np.asarray(mat)
@@ -69,7 +63,7 @@ def feature_hash(mat) -> str:
 
 
 def knn_cache_key(mat, k: int, kind: str = "freedom-knn-sym") -> str:
-    """Cache key of a kNN graph: the features' content hash, k and the graph construction."""
+    """Cache key of a kNN graph: the features' content hash, k and the graph construction (``kind``)."""
     return f"{kind}-k{int(k)}-{feature_hash(mat)[:32]}"
 
 
@@ -85,32 +79,24 @@ def knn_indices(feat: torch.Tensor, k: int, chunk: int = 4096) -> torch.Tensor:
     return torch.cat(out)
 
 
+def _binary_knn_normalized(feat, k: int) -> torch.Tensor:
+    f = feat if isinstance(feat, torch.Tensor) else torch.from_numpy(np.asarray(feat, np.float32))
+    n = f.shape[0]
+    ind = knn_indices(f, k)
+    rows = torch.arange(n).repeat_interleave(k)
+    cols = ind.reshape(-1)
+    row_sum = torch.bincount(rows, minlength=n).float() + 1e-7
+    r = row_sum.pow(-0.5)
+    return torch.sparse_coo_tensor(torch.stack([rows, cols]), r[rows] * r[cols], (n, n),
+                                   check_invariants=False).coalesce()
+
+
 def knn_normalized_graph(feat, k: int, cache_dir: str | os.PathLike | None = None) -> torch.Tensor:
     """FREEDOM's frozen item-item graph: binary kNN adjacency A (row i -> its k neighbours),
     normalized as D^-1/2 A D^-1/2 with D = row sums (MMRec ``compute_normalized_laplacian``).
 
-    Returned as a coalesced sparse COO float32 tensor. Cached in memory and, if ``cache_dir`` is
-    given, on disk, keyed by :func:`knn_cache_key` (feature content + k), never by hyper-parameters.
+    Returned as a coalesced sparse COO float32 tensor, shared through :data:`_cache.KNN_GRAPHS` (bounded, in
+    memory, and on disk under ``cache_dir`` when given), keyed by :func:`knn_cache_key` (feature content + k),
+    never by hyper-parameters. Callers must not modify it in place.
     """
-    key = knn_cache_key(feat, k)
-    if key in _MEM_CACHE:
-        return _MEM_CACHE[key]
-    path = Path(cache_dir) / f"{key}.pt" if cache_dir else None
-    if path is not None and path.exists():
-        g = torch.load(path, weights_only=True)
-    else:
-        f = feat if isinstance(feat, torch.Tensor) else torch.from_numpy(np.asarray(feat, np.float32))
-        n = f.shape[0]
-        ind = knn_indices(f, k)
-        rows = torch.arange(n).repeat_interleave(k)
-        cols = ind.reshape(-1)
-        row_sum = torch.bincount(rows, minlength=n).float() + 1e-7
-        r = row_sum.pow(-0.5)
-        g = torch.sparse_coo_tensor(torch.stack([rows, cols]), r[rows] * r[cols], (n, n), check_invariants=False).coalesce()
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            torch.save(g, tmp)
-            os.replace(tmp, path)
-    _MEM_CACHE[key] = g
-    return g
+    return KNN_GRAPHS.get_or_build(knn_cache_key(feat, k), lambda: _binary_knn_normalized(feat, k), cache_dir)

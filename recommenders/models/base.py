@@ -1,51 +1,50 @@
 """Recommender base class (the MMRec contract), model registry and shared defaults."""
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Mapping
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from ..config import ConfigError, check_keys, did_you_mean
+from ..config import (ConfigError, TrainerConfig, check_keys, did_you_mean, grid_of, own_defaults, param,
+                      validate_values)
 from ..data import InteractionData
 
-# Training/evaluation defaults shared by every model: MMRec's src/configs/overall.yaml.
-OVERALL_DEFAULTS: dict = {
-    "seed": 999,
-    "embedding_size": 64,
-    "weight_decay": 0.0,
-    "epochs": 1000,
-    "stopping_step": 20,
-    "train_batch_size": 2048,
-    "learner": "adam",
-    "learning_rate": 1e-3,
-    "learning_rate_scheduler": [1.0, 50],  # lr * s[0] ** (epoch / s[1]); [1.0, 50] = constant
-    "eval_step": 1,
-    "topk": [5, 10, 20, 50],
-    "metrics": ["recall", "ndcg", "precision", "map"],
-    "valid_metric": "recall@20",
-    "eval_batch_size": 4096,
-    "clip_grad_norm": None,
-    # ours, not MMRec's:
-    "device": None,  # None: cuda when available, else cpu
-    "early_stopping": True,  # False: train exactly `epochs` epochs, report test at the last one (no selection)
-}
+# Training/evaluation defaults shared by every model: MMRec's src/configs/overall.yaml (a plain dict view of
+# TrainerConfig, for callers that print or merge it).
+OVERALL_DEFAULTS: dict = TrainerConfig().model_dump()
 
 # The item-feature roles of the multimodal models, in MMRec order (t_feat, v_feat). A model reads role r
 # from data.item_features[config[f"{r}_feature"]] (None = do not use that role).
 MULTIMODAL_ROLES: tuple[str, ...] = ("text", "image")
 
+
+class MultimodalConfig(TrainerConfig):
+    """Keys of every model with :data:`MULTIMODAL_ROLES`: the ``data.item_features`` key each role reads."""
+
+    text_feature: str | None = param("text")
+    image_feature: str | None = param("image")
+
+
 MODEL_REGISTRY: dict[str, type["Recommender"]] = {}
 
 
 def register(name: str) -> Callable[[type], type]:
-    """Class decorator: ``@register("lightgcn")`` makes the model buildable by name (case-insensitive)."""
+    """Class decorator: ``@register("lightgcn")`` makes the model buildable by name (case-insensitive).
+
+    Derives the class's ``defaults`` and ``grid`` from its ``config_class`` (the one declaration) and checks
+    that every modality role has its ``<role>_feature`` key there.
+    """
     def deco(cls):
         key = name.lower()
         if key in MODEL_REGISTRY and MODEL_REGISTRY[key] is not cls:
             raise ValueError(f"model {name!r} registered twice")
+        missing = [f"{r}_feature" for r in cls.modality_roles if f"{r}_feature" not in cls.config_class.model_fields]
+        if missing:
+            raise TypeError(f"{name}: config_class {cls.config_class.__name__} does not declare {missing}")
+        cls.defaults = own_defaults(cls.config_class)
+        cls.grid = grid_of(cls.config_class)
         MODEL_REGISTRY[key] = cls
         cls.model_name = name
         return cls
@@ -83,35 +82,56 @@ def get_model_class(name: str) -> type["Recommender"]:
 
 
 def declared_keys(name: str) -> set[str]:
-    """Every config key the trainer or model ``name`` reads: OVERALL_DEFAULTS + its defaults + its grid."""
+    """Every config key the trainer or model ``name`` reads: the fields of its ``config_class``."""
+    return set(get_model_class(name).config_class.model_fields)
+
+
+def check_hyper_parameters(name: str, keys: Iterable[str] | Mapping, where: str = "config", *,
+                           candidates: bool | None = None) -> None:
+    """Raise :class:`ConfigError` when a key of ``keys`` is not declared for ``name`` (closest key named), or,
+    when ``keys`` is a mapping, when a value does not fit the key's declared type.
+
+    Args:
+        name: the model.
+        keys: key names, or key -> value (``--set``), or key -> candidate values (``--grid``).
+        where: where they came from, for the message (``"--set"``, ``"--grid"``, ``"grid"``, ``"config"``).
+        candidates: whether a mapping's values are lists of candidates (a grid); default: ``"grid" in where``.
+            A grid entry that is not a list is left to the caller's non-empty-list check.
+
+    Raises:
+        ConfigError: naming the unknown key and the closest declared one, or the key of a mistyped value.
+    """
     cls = get_model_class(name)
-    return set(OVERALL_DEFAULTS) | set(cls.defaults) | set(cls.grid)
-
-
-def check_hyper_parameters(name: str, keys: Iterable[str], where: str = "config") -> None:
-    """Raise :class:`ConfigError` when a key of ``keys`` is not declared for ``name`` (closest key named)."""
-    check_keys(keys, declared_keys(name), owner=get_model_class(name).model_name, where=where)
+    check_keys(keys, cls.config_class.model_fields, owner=cls.model_name, where=where)
+    if not isinstance(keys, Mapping):
+        return
+    if candidates is None:
+        candidates = "grid" in where
+    if not candidates:
+        validate_values(cls.config_class, keys, owner=cls.model_name, where=where)
+        return
+    for key, values in keys.items():
+        if isinstance(values, (list, tuple)):
+            for v in values:
+                validate_values(cls.config_class, {key: v}, owner=cls.model_name, where=where)
 
 
 def default_config(name: str) -> dict:
-    """OVERALL_DEFAULTS overlaid with the model's own ``defaults`` (MMRec overall.yaml + model yaml)."""
-    cls = get_model_class(name)
-    cfg = copy.deepcopy(OVERALL_DEFAULTS)
-    cfg.update(copy.deepcopy(cls.defaults))
-    return cfg
+    """Every declared key of ``name`` at its default (MMRec overall.yaml overlaid with the model's yaml)."""
+    return get_model_class(name).config_class().model_dump()
 
 
-def resolve_config(name: str, config: Mapping | None = None) -> dict:
-    """Defaults of ``name`` overlaid with ``config``, whose keys must all be declared.
+def resolve_config(name: str, config: Mapping | None = None, where: str = "config") -> dict:
+    """Defaults of ``name`` overlaid with ``config``, whose keys must all be declared and whose values must
+    fit the declared types (coerced to them: ``"1e-3"`` -> 0.001, ``2.0`` -> 2).
 
     Raises:
-        ConfigError: a key of ``config`` that neither the trainer nor the model reads.
+        ConfigError: a key of ``config`` that neither the trainer nor the model reads, or a mistyped value.
     """
+    cls = get_model_class(name)
     config = dict(config or {})
-    check_hyper_parameters(name, config)
-    cfg = default_config(name)
-    cfg.update(config)
-    return cfg
+    check_keys(config, cls.config_class.model_fields, owner=cls.model_name, where=where)
+    return validate_values(cls.config_class, config, owner=cls.model_name, where=where)
 
 
 def feature_keys(name: str, config: Mapping) -> dict[str, str]:
@@ -183,15 +203,20 @@ def build_model(name: str, data: InteractionData, config: dict | None = None) ->
 class Recommender(torch.nn.Module):
     """Base of all general (user-item) recommenders: the MMRec contract.
 
-    ``defaults``: the model's hyper-parameter defaults (MMRec's src/configs/model/<NAME>.yaml, single
-    values; the yaml's grid lists live in ``grid``). ``modality_roles``: the item-feature roles it
-    consumes (:data:`MULTIMODAL_ROLES` for the multimodal models, none for CF-only ones). Together they
-    declare every key a config may set (:func:`declared_keys`). ``config`` is a plain dict; a missing key
-    raises KeyError via :meth:`hp`, never a silent ``None``.
+    ``config_class``: the typed declaration of every key a config may set (a :class:`TrainerConfig`
+    subclass; MMRec's src/configs/model/<NAME>.yaml, with the yaml's grid lists as ``param(grid=...)``).
+    ``defaults`` (the model's own keys' defaults) and ``grid`` (its search space) are derived from it by
+    :func:`register`; they are views, not declarations. ``modality_roles``: the item-feature roles it
+    consumes (:data:`MULTIMODAL_ROLES` for the multimodal models, none for CF-only ones), each read through
+    a ``<role>_feature`` key of the config class. ``config`` is a plain dict (:func:`build_model` validates
+    it); a missing key raises KeyError via :meth:`hp`, never a silent ``None``.
+
+    Every model's class docstring ends with a ``Reference:`` block naming the paper and the reference code.
     """
 
-    defaults: dict = {}
-    grid: dict = {}  # MMRec's hyper-parameter search space for this model (name -> list)
+    config_class: type[TrainerConfig] = TrainerConfig
+    defaults: dict = {}  # derived from config_class by register()
+    grid: dict = {}  # derived from config_class by register(): MMRec's search space (name -> list)
     modality_roles: tuple[str, ...] = ()  # item-feature roles read via config["<role>_feature"]
     model_name: str = "base"
 

@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._graph import sym_spmm, to_csr
-from .base import MULTIMODAL_ROLES, Recommender, emb_loss, register
+from ..config import param
+from .base import MULTIMODAL_ROLES, MultimodalConfig, Recommender, emb_loss, register
 from .vbpr import item_modalities
 
 
@@ -36,13 +37,30 @@ def _cos_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return 1.0 - F.cosine_similarity(a, b.detach(), dim=-1).mean()
 
 
+class BM3Config(MultimodalConfig):
+    """MMRec src/configs/model/BM3.yaml."""
+
+    embedding_size: int = param(64, ge=1)
+    feat_embed_dim: int = param(64, ge=1)  # declared by MMRec's yaml; its code (and ours) uses embedding_size
+    n_layers: int = param(1, ge=0, grid=[1, 2])
+    dropout: float = param(0.5, ge=0.0, lt=1.0, grid=[0.3, 0.5])
+    reg_weight: float = param(0.1, ge=0.0, grid=[0.1, 0.01])
+    cl_weight: float = param(2.0, ge=0.0)
+    use_neg_sampling: bool = param(False)  # MMRec's flag; the trainer always samples, BM3 ignores negatives
+
+
 @register("BM3")
 class BM3(Recommender):
+    """LightGCN online encoder, dropout-augmented targets, a shared predictor, cosine alignment losses.
+
+    Reference:
+        Paper: Xin Zhou, Hongyu Zhou, Yong Liu, Zhiwei Zeng, Chunyan Miao, Pengwei Wang, Yuan You, Feijun
+        Jiang. "Bootstrap Latent Representations for Multi-modal Recommendation". WWW 2023.
+        Code: enoche/MMRec src/models/bm3.py (protocol and defaults followed here).
+    """
+
     modality_roles = MULTIMODAL_ROLES
-    defaults = {"embedding_size": 64, "feat_embed_dim": 64, "n_layers": 1, "dropout": 0.5,
-                "reg_weight": 0.1, "cl_weight": 2.0, "use_neg_sampling": False,
-                "text_feature": "text", "image_feature": "image"}
-    grid = {"n_layers": [1, 2], "dropout": [0.3, 0.5], "reg_weight": [0.1, 0.01]}
+    config_class = BM3Config
 
     def __init__(self, data, config):
         super().__init__(data, config)

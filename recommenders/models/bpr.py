@@ -4,13 +4,28 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..config import TrainerConfig, param
 from .base import Recommender, bpr_loss, emb_loss, register
+
+
+class BPRConfig(TrainerConfig):
+    """MMRec src/configs/model/BPR.yaml."""
+
+    embedding_size: int = param(64, ge=1)
+    reg_weight: float = param(1e-4, ge=0.0, grid=[2.0, 1.0, 1e-01, 1e-02, 1e-03, 1e-04, 1e-05])
 
 
 @register("BPR")
 class BPR(Recommender):
-    defaults = {"embedding_size": 64, "reg_weight": 1e-4}
-    grid = {"reg_weight": [2.0, 1.0, 1e-01, 1e-02, 1e-03, 1e-04, 1e-05]}
+    """Matrix factorization trained with the BPR pairwise loss plus ``reg_weight`` * EmbLoss.
+
+    Reference:
+        Paper: Steffen Rendle, Christoph Freudenthaler, Zeno Gantner, Lars Schmidt-Thieme. "BPR: Bayesian
+        Personalized Ranking from Implicit Feedback". UAI 2009.
+        Code: enoche/MMRec src/models/bpr.py (protocol and defaults followed here).
+    """
+
+    config_class = BPRConfig
 
     def __init__(self, data, config):
         super().__init__(data, config)

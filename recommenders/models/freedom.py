@@ -20,21 +20,38 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._graph import knn_normalized_graph, spmm, sym_spmm, to_csr, transpose_csr
-from .base import MULTIMODAL_ROLES, Recommender, bpr_logsigmoid, register
+from ..config import param
+from .base import MULTIMODAL_ROLES, MultimodalConfig, Recommender, bpr_logsigmoid, register
 
 log = logging.getLogger(__name__)
 
 
+class FREEDOMConfig(MultimodalConfig):
+    """MMRec src/configs/model/FREEDOM.yaml."""
+
+    embedding_size: int = param(64, ge=1)
+    feat_embed_dim: int = param(64, ge=1)  # must equal embedding_size
+    knn_k: int = param(10, ge=1)
+    n_mm_layers: int = param(1, ge=0)
+    n_ui_layers: int = param(2, ge=0)
+    mm_image_weight: float = param(0.1, ge=0.0, le=1.0)
+    dropout: float = param(0.8, ge=0.0, lt=1.0, grid=[0.8, 0.9])  # share of user-item edges pruned per epoch
+    reg_weight: float = param(1e-4, ge=0.0, grid=[0.0, 1e-05, 1e-04, 1e-03])
+    graph_cache_dir: str | None = param(None)  # where frozen kNN graphs are kept across processes
+
+
 @register("FREEDOM")
 class FREEDOM(Recommender):
+    """Frozen multimodal item-item kNN graph + degree-pruned user-item graph (see the module docstring).
+
+    Reference:
+        Paper: Xin Zhou, Zhiqi Shen. "A Tale of Two Graphs: Freezing and Denoising Graph Structures for
+        Multimodal Recommendation". ACM Multimedia (MM) 2023.
+        Code: enoche/MMRec src/models/freedom.py (protocol and defaults followed here; also enoche/FREEDOM).
+    """
+
     modality_roles = MULTIMODAL_ROLES
-    defaults = {
-        "embedding_size": 64, "feat_embed_dim": 64, "knn_k": 10, "n_mm_layers": 1, "n_ui_layers": 2,
-        "mm_image_weight": 0.1, "dropout": 0.8, "reg_weight": 1e-4,
-        "image_feature": "image", "text_feature": "text",  # names in data.item_features (None = unused)
-        "graph_cache_dir": None,
-    }
-    grid = {"dropout": [0.8, 0.9], "reg_weight": [0.0, 1e-05, 1e-04, 1e-03]}
+    config_class = FREEDOMConfig
 
     def __init__(self, data, config):
         super().__init__(data, config)

@@ -5,7 +5,7 @@ Item-item structure
   * Per modality, a *frozen* graph S_m from the raw features: each item keeps its ``knn_k`` most
     cosine-similar items (itself included), weighted by the cosine similarity, then normalized
     D^-1/2 S D^-1/2 with D = row sums. Built once and cached by feature content + k (not by
-    hyper-parameters), in memory and optionally on disk (``graph_cache_dir``).
+    hyper-parameters), in the shared bounded kNN cache and optionally on disk (``graph_cache_dir``).
   * Per modality, a *learned* graph from the projected features ``W_m x_m`` (the raw features are
     trainable, as in MMRec): same kNN construction, the similarity values carry gradients.
   * Modalities are mixed with ``softmax(modal_weight)`` (a learned 2-vector), the learned mix is
@@ -29,21 +29,21 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._cache import KNN_GRAPHS
 from ._graph import knn_cache_key, knn_indices, spmm, to_csr, transpose_csr
-from .base import MULTIMODAL_ROLES, Recommender, register
+from ..config import param
+from .base import MULTIMODAL_ROLES, MultimodalConfig, Recommender, register
 from .vbpr import item_modalities
 
 log = logging.getLogger(__name__)
 
 Edges = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (rows, cols, values)
-_GRAPH_CACHE: dict[str, Edges] = {}
 
 
 # ---------------------------------------------------------------------------- edge-list graph helpers
@@ -76,24 +76,14 @@ def propagate(edges: Edges, h: torch.Tensor) -> torch.Tensor:
 
 
 def frozen_knn_graph(feat: torch.Tensor, k: int, cache_dir: str | os.PathLike | None = None) -> Edges:
-    """LATTICE's original modality graph (weighted kNN, symmetric-normalized), cached by feature content
-    and k: two models with different hyper-parameters on the same features share it."""
-    key = knn_cache_key(feat, k, kind="lattice-knn-weighted-sym")
-    if key in _GRAPH_CACHE:
-        return _GRAPH_CACHE[key]
-    path = Path(cache_dir) / f"{key}.pt" if cache_dir else None
-    if path is not None and path.exists():
-        g = tuple(torch.load(path, weights_only=True))
-    else:
+    """LATTICE's original modality graph (weighted kNN, symmetric-normalized), shared through
+    :data:`_cache.KNN_GRAPHS` by feature content and k: two models with different hyper-parameters on the
+    same features share it. Callers must not modify it in place."""
+    def build() -> Edges:
         with torch.no_grad():
-            g = sym_normalize(knn_edges(feat.float(), k), feat.shape[0])
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            torch.save(list(g), tmp)
-            os.replace(tmp, path)
-    _GRAPH_CACHE[key] = g
-    return g
+            return sym_normalize(knn_edges(feat.float(), k), feat.shape[0])
+
+    return KNN_GRAPHS.get_or_build(knn_cache_key(feat, k, kind="lattice-knn-weighted-sym"), build, cache_dir)
 
 
 def cat_edges(parts: list[tuple[Edges, torch.Tensor | float]]) -> Edges:
@@ -118,17 +108,36 @@ def row_normalized_bipartite_with_self_loops(csr, n_users: int, n_items: int) ->
     return to_csr(adj)
 
 
+class LATTICEConfig(MultimodalConfig):
+    """MMRec src/configs/model/LATTICE.yaml (it overrides the trainer's learning-rate schedule)."""
+
+    embedding_size: int = param(64, ge=1)
+    feat_embed_dim: int = param(64, ge=1)
+    weight_size: list[int] = param([64, 64], min_length=1)  # one entry per user-item layer
+    learning_rate_scheduler: list[float] = param([0.96, 50.0], min_length=2, max_length=2)
+    learning_rate: float = param(1e-3, ge=0.0, grid=[0.0001, 0.0005, 0.001, 0.005])
+    lambda_coeff: float = param(0.9, ge=0.0, le=1.0)
+    reg_weight: float = param(1e-4, ge=0.0, grid=[0.0, 1e-05, 1e-04, 1e-03])
+    cf_model: str = param("lightgcn")  # lightgcn | ngcf | mf (case-insensitive)
+    mess_dropout: list[float] = param([0.1, 0.1])  # ngcf only
+    n_layers: int = param(1, ge=0)
+    knn_k: int = param(10, ge=1)
+    graph_cache_dir: str | None = param(None)  # where frozen kNN graphs are kept across processes
+
+
 @register("LATTICE")
 class LATTICE(Recommender):
+    """Learned + frozen item-item kNN graphs over a user-item CF backbone (see the module docstring).
+
+    Reference:
+        Paper: Jinghao Zhang, Yanqiao Zhu, Qiang Liu, Shu Wu, Shuhui Wang, Liang Wang. "Mining Latent
+        Structures for Multimedia Recommendation". ACM Multimedia (MM) 2021.
+        Code: enoche/MMRec src/models/lattice.py (protocol and defaults followed here; the authors' code is
+        CRIPAC-DIG/LATTICE).
+    """
+
     modality_roles = MULTIMODAL_ROLES
-    defaults = {
-        "embedding_size": 64, "feat_embed_dim": 64, "weight_size": [64, 64],
-        "learning_rate_scheduler": [0.96, 50], "learning_rate": 1e-3,
-        "lambda_coeff": 0.9, "reg_weight": 1e-4, "cf_model": "lightgcn", "mess_dropout": [0.1, 0.1],
-        "n_layers": 1, "knn_k": 10,
-        "text_feature": "text", "image_feature": "image", "graph_cache_dir": None,
-    }
-    grid = {"reg_weight": [0.0, 1e-05, 1e-04, 1e-03], "learning_rate": [0.0001, 0.0005, 0.001, 0.005]}
+    config_class = LATTICEConfig
 
     def __init__(self, data, config):
         super().__init__(data, config)

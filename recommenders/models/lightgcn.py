@@ -7,14 +7,30 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..config import TrainerConfig, param
 from ._graph import sym_spmm, to_csr
 from .base import Recommender, bpr_loss, emb_loss, register
 
 
+class LightGCNConfig(TrainerConfig):
+    """MMRec src/configs/model/LightGCN.yaml."""
+
+    embedding_size: int = param(64, ge=1)
+    n_layers: int = param(2, ge=0, grid=[1, 2, 3, 4])
+    reg_weight: float = param(1e-4, ge=0.0, grid=[1e-02, 1e-03, 1e-04, 1e-05, 1e-06])
+
+
 @register("LightGCN")
 class LightGCN(Recommender):
-    defaults = {"embedding_size": 64, "n_layers": 2, "reg_weight": 1e-4}
-    grid = {"n_layers": [1, 2, 3, 4], "reg_weight": [1e-02, 1e-03, 1e-04, 1e-05, 1e-06]}
+    """Mean of ``n_layers`` propagations of the ID embeddings over D^-1/2 A D^-1/2.
+
+    Reference:
+        Paper: Xiangnan He, Kuan Deng, Xiang Wang, Yan Li, Yongdong Zhang, Meng Wang. "LightGCN: Simplifying
+        and Powering Graph Convolution Network for Recommendation". SIGIR 2020.
+        Code: enoche/MMRec src/models/lightgcn.py (protocol and defaults followed here).
+    """
+
+    config_class = LightGCNConfig
 
     def __init__(self, data, config):
         super().__init__(data, config)

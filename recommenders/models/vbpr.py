@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from ..data import InteractionData
-from .base import MULTIMODAL_ROLES, Recommender, bpr_loss, emb_loss, register
+from ..config import param
+from .base import MULTIMODAL_ROLES, MultimodalConfig, Recommender, bpr_loss, emb_loss, register
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +50,25 @@ def item_modalities(model: Recommender, data: InteractionData) -> dict[str, torc
     return out
 
 
+class VBPRConfig(MultimodalConfig):
+    """MMRec src/configs/model/VBPR.yaml."""
+
+    embedding_size: int = param(64, ge=1)
+    reg_weight: float = param(1e-4, ge=0.0, grid=[2.0, 1.0, 1e-01, 1e-02, 1e-03, 1e-04, 1e-05])
+
+
 @register("VBPR")
 class VBPR(Recommender):
+    """User [gamma_u; theta_u] against item [gamma_i; E f_i], BPR loss (see the module docstring).
+
+    Reference:
+        Paper: Ruining He, Julian McAuley. "VBPR: Visual Bayesian Personalized Ranking from Implicit
+        Feedback". AAAI 2016.
+        Code: enoche/MMRec src/models/vbpr.py (protocol and defaults followed here).
+    """
+
     modality_roles = MULTIMODAL_ROLES
-    defaults = {"embedding_size": 64, "reg_weight": 1e-4, "text_feature": "text", "image_feature": "image"}
-    grid = {"reg_weight": [2.0, 1.0, 1e-01, 1e-02, 1e-03, 1e-04, 1e-05]}
+    config_class = VBPRConfig
 
     def __init__(self, data, config):
         super().__init__(data, config)

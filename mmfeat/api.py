@@ -1,0 +1,81 @@
+"""The notebook entry points behind ``mmfeat.extract`` and ``mmfeat.train``: the code the Prefect
+deployments run (:func:`mmfeat.pipelines.extract.extract_manifest`,
+:func:`mmfeat.pipelines.train_flow.run_training`), in this process, without a Prefect server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+
+def extract(
+    manifest: str | Path,
+    *,
+    feature_sets: Sequence[str] | None = None,
+    store: str | Path | None = None,
+    tag: str | None = None,
+    data_root: str | Path | None = None,
+    progress: str = "bar",
+) -> list[Any]:
+    """Build (or find) the feature versions of a manifest, in this process.
+
+    Args:
+        manifest: a shipped manifest's name (``"microlens"``) or a path to a YAML file.
+        feature_sets: only these feature sets (in manifest order; default all).
+        store: the store root (default ``$MMFEAT_STORE``, else ``./store``).
+        tag: an alias to point at the versions, besides ``latest``.
+        data_root: overrides the manifest's ``data_root`` (e.g. a real MicroLens download).
+        progress: ``"bar"`` (tqdm), ``"log"`` (a line every 10 s) or ``"none"``.
+
+    Returns:
+        One :class:`mmfeat.pipelines.extract.FeatureSetReport` per feature set built or found
+        (version, rows, errors, reused, computed, cache hit).
+
+    Raises:
+        ManifestError: the manifest is invalid or its data paths do not exist.
+        FeatureSetFailed: a feature set has more error rows than its failure threshold.
+        Unavailable: a non-optional feature set's weights or extra are missing here.
+
+    Example:
+        >>> import mmfeat                                               # doctest: +SKIP
+        >>> reports = mmfeat.extract("microlens", feature_sets=["title_minilm"])  # doctest: +SKIP
+        >>> reports[0].version                                          # doctest: +SKIP
+        'v-...'
+    """
+    from mmfeat.pipelines.extract import extract_manifest
+    from mmfeat.pipelines.manifest import load_manifest
+    from mmfeat.pipelines.progress import progress_factory
+    from mmfeat.pipelines.store import FeatureStore, default_store_root
+
+    m = load_manifest(manifest, data_root=str(data_root) if data_root is not None else None)
+    return extract_manifest(m, store=FeatureStore(store or default_store_root()), feature_sets=feature_sets,
+                            tag=tag, progress=progress_factory(progress))  # type: ignore[arg-type]
+
+
+def train(manifest: str, *, model: str, features: dict[str, str] | None = None, **options: Any) -> dict[str, Any]:
+    """Train and evaluate a recommender on a manifest's interactions and store features, in this process.
+
+    Args:
+        manifest: a manifest name or path (its interactions and dataset).
+        model: a registered model (``"FREEDOM"``; ``mmfeat train --help`` lists them).
+        features: role -> ``feature_set[@ref]`` (``{"text": "title_minilm"}``).
+        **options: the rest of :func:`mmfeat.pipelines.train_flow.run_training`'s options
+            (``versus``, ``overrides``, ``grid``, ``split``, ``split_seed``, ``seed``, ``min_rating``,
+            ``k_core``, ``store_root``, ``runs_dir``, ``data_root``).
+
+    Returns:
+        ``{"best", "runs", "records", "data", "versus"}``: the best run's id, every run's id, their
+        records (config, split hash, feature versions, valid/test metrics at the best-valid epoch).
+
+    Raises:
+        TrainRequestError: an unknown model, role, hyper-parameter or feature version (checked before
+            any data loads).
+
+    Example:
+        >>> import mmfeat                                               # doctest: +SKIP
+        >>> out = mmfeat.train("microlens", model="FREEDOM",             # doctest: +SKIP
+        ...                    features={"text": "title_minilm"}, overrides={"epochs": 5})
+    """
+    from mmfeat.pipelines.train_flow import run_training
+
+    return run_training(manifest, model=model, features=features, **options)

@@ -1,0 +1,43 @@
+"""The public API: ``import mmfeat`` is cheap and side-effect free; extract/train run in process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def test_import_mmfeat_changes_nothing_and_loads_nothing_heavy() -> None:
+    code = ("import os, sys; before = dict(os.environ); import mmfeat; "
+            "assert dict(os.environ) == before, 'import changed the environment'; "
+            "heavy = [m for m in ('torch', 'prefect', 'transformers', 'pyarrow') if m in sys.modules]; "
+            "assert not heavy, heavy; print(sorted(mmfeat.__all__))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MMFEAT_"))}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "extract" in out.stdout and "FeatureStore" in out.stdout
+
+
+def test_every_public_name_has_a_documented_entry_point() -> None:
+    import mmfeat
+
+    for name in ("FeatureStore", "load_manifest", "extract", "train"):
+        doc = getattr(mmfeat, name).__doc__ or ""
+        assert "Example" in doc, name
+    for name in ("extract", "train", "load_manifest"):
+        doc = getattr(mmfeat, name).__doc__
+        assert "Args:" in doc and "Returns:" in doc and "Raises:" in doc, name
+
+
+def test_extract_then_read_in_process(tmp_path: Path) -> None:
+    import mmfeat
+
+    (rep,) = mmfeat.extract("microlens", feature_sets=["title_minilm"], store=tmp_path, progress="none")
+    assert rep.rows == 40 and not rep.cache_hit
+    again = mmfeat.extract("microlens", feature_sets=["title_minilm"], store=tmp_path, progress="none")
+    assert again[0].cache_hit and again[0].version == rep.version
+    read = mmfeat.FeatureStore(tmp_path).read_matrix("microlens-mini", "title_minilm", item_ids=["1", "2"])
+    assert read.matrix.shape == (2, 384) and np.isfinite(read.matrix).all()
