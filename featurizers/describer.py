@@ -58,7 +58,6 @@ from mmfeat.featurizers.registry import (
 
 log = logging.getLogger(__name__)
 
-DESCRIBER_VERSION = "2"  # 2: sentence stop + trimming, repetition controls
 SMOLLM2_NAME = "SmolLM2-135M-Instruct"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_SYSTEM = "You are a concise assistant that describes catalogue items for a recommender system."
@@ -340,7 +339,6 @@ class TextDescriber:
                 "no_repeat_ngram_size": self.no_repeat_ngram_size, "repetition_penalty": self.repetition_penalty,
                 "repetition_scope": "generated",
             },
-            "describer_version": DESCRIBER_VERSION,
         }
 
     def _chat(self, item: str | dict[str, Any]) -> str:
