@@ -1,6 +1,6 @@
 """The notebook entry points behind ``mmfeat.extract`` and ``mmfeat.train``: the code the Prefect
 deployments run (:func:`mmfeat.pipelines.extract.extract_manifest`,
-:func:`mmfeat.pipelines.train_flow.run_training`), in this process, without a Prefect server."""
+:func:`mmfeat.pipelines.training.run_training`), in this process, without a Prefect server."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def train(manifest: str, *, model: str, features: dict[str, str] | None = None, 
         manifest: a manifest name or path (its interactions and dataset).
         model: a registered model (``"FREEDOM"``; ``mmfeat train --help`` lists them).
         features: role -> ``feature_set[@ref]`` (``{"text": "title_minilm"}``).
-        **options: the rest of :func:`mmfeat.pipelines.train_flow.run_training`'s options
+        **options: the rest of :func:`mmfeat.pipelines.training.run_training`'s options
             (``versus``, ``overrides``, ``grid``, ``split``, ``split_seed``, ``seed``, ``min_rating``,
             ``k_core``, ``store_root``, ``runs_dir``, ``data_root``).
 
@@ -76,6 +76,6 @@ def train(manifest: str, *, model: str, features: dict[str, str] | None = None, 
         >>> out = mmfeat.train("microlens", model="FREEDOM",             # doctest: +SKIP
         ...                    features={"text": "title_minilm"}, overrides={"epochs": 5})
     """
-    from mmfeat.pipelines.train_flow import run_training
+    from mmfeat.pipelines.training import run_training  # Prefect-free
 
     return run_training(manifest, model=model, features=features, **options)

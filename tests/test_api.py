@@ -41,3 +41,11 @@ def test_extract_then_read_in_process(tmp_path: Path) -> None:
     assert again[0].cache_hit and again[0].version == rep.version
     read = mmfeat.FeatureStore(tmp_path).read_matrix("microlens-mini", "title_minilm", item_ids=["1", "2"])
     assert read.matrix.shape == (2, 384) and np.isfinite(read.matrix).all()
+
+
+def test_training_and_extraction_engines_import_no_prefect() -> None:
+    """mmfeat.extract / mmfeat.train run the deployments' code without Prefect in the process."""
+    code = ("import sys, mmfeat.pipelines.training, mmfeat.pipelines.extract, mmfeat.api; "
+            "assert 'prefect' not in sys.modules, 'prefect imported'")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]

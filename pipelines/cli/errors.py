@@ -40,7 +40,7 @@ def _project_errors() -> list[tuple[type[BaseException], int, str]]:
     table = [
         (UsageError, USAGE, ""),
         (CommandFailed, FAILURE, ""),
-        (_optional("mmfeat.pipelines.train_flow", "TrainRequestError"), USAGE, ""),
+        (_optional("mmfeat.pipelines.training", "TrainRequestError"), USAGE, ""),
         (_optional("mmfeat.recommenders.config", "ConfigError"), USAGE, ""),
         (_optional("mmfeat.pipelines.manifest", "ManifestError"), USAGE, ""),
         (_optional("mmfeat.pipelines.sources", "SourceError"), USAGE,

@@ -49,7 +49,7 @@ def _seeds(args: argparse.Namespace) -> dict[str, int]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     req = train_request(args)
-    from mmfeat.pipelines.train_flow import validate_train_request  # imports Prefect, starts nothing
+    from mmfeat.pipelines.train_flow import validate_train_request  # the flow module: imports Prefect, starts nothing
 
     validate_train_request(args.manifest, model=args.model, features=req["features"], versus=req["versus"],
                            overrides=req["overrides"], grid=req["grid"], store_root=args.store,
