@@ -40,7 +40,6 @@ from mmfeat.featurizers.registry import (
 
 log = logging.getLogger(__name__)
 
-AUDIO_VERSION = "1"
 SAMPLE_RATE = 16000
 WINDOW_SECONDS = 30.0
 
@@ -179,7 +178,6 @@ class AudioTranscriber:
             "generation": {"language": self.language, "task": self.task, "max_new_tokens": self.max_new_tokens,
                            "do_sample": False, "window_seconds": WINDOW_SECONDS, "max_seconds": self.max_seconds,
                            "sample_rate": SAMPLE_RATE},
-            "audio_version": AUDIO_VERSION,
         }
 
     # ----------------------------------------------------------------- generation

@@ -62,7 +62,6 @@ from mmfeat.featurizers.registry import (
 log = logging.getLogger(__name__)
 
 #: Bumped when this module changes outputs (prompt assembly, frame handling, decoding).
-CAPTIONING_VERSION = "1"
 
 Mode = Literal["image", "video"]
 VIDEO_INPUTS = ("auto", "video", "frames", "grid")
@@ -308,6 +307,7 @@ class Captioner:
         max_pixels: int = 50_000_000,
         num_frames: int = 8,
         fps: float | None = None,
+        max_frames: int = 32,
         max_side: int = 448,
         video_input: str = "auto",
         grid_max_side: int = 896,
@@ -331,6 +331,7 @@ class Captioner:
         self.random_init = random_init
         self.image_max_side, self.max_pixels = image_max_side, max_pixels
         self.num_frames, self.fps, self.max_side, self.grid_max_side = num_frames, fps, max_side, grid_max_side
+        self.max_frames = max_frames
         if video_input == "auto":
             video_input = "video" if getattr(backend, "supports_video", False) else "grid"
         if video_input == "video" and mode == "video" and not getattr(backend, "supports_video", False):
@@ -400,11 +401,11 @@ class Captioner:
             "generation": self.generation.as_dict(),
             "image_max_side": self.image_max_side,
             "saw_pixels": True,
-            "captioning_version": CAPTIONING_VERSION,
         }
         if self.mode == "video":
             fp["video"] = {
                 "num_frames": self.num_frames, "fps": self.fps, "max_side": self.max_side,
+                "max_frames": self.max_frames if self.fps is not None else None,
                 "video_input": self.video_input, "grid_max_side": self.grid_max_side,
                 "note": GRID_NOTE if self.video_input == "grid" else FRAMES_NOTE if self.video_input == "frames" else None,
             }
@@ -419,7 +420,8 @@ class Captioner:
             return Request(text=text, images=[_shrink(load_image(path, max_pixels=self.max_pixels), self.image_max_side)])
         from mmfeat.featurizers.video import sample_frames
 
-        frames = sample_frames(path, num_frames=self.num_frames, fps=self.fps, max_side=self.max_side)
+        frames = sample_frames(path, num_frames=self.num_frames, fps=self.fps, max_side=self.max_side,
+                               max_frames=self.max_frames if self.fps is not None else None)
         if not frames.images:
             from mmfeat.featurizers.media import MediaError
 

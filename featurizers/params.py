@@ -211,8 +211,10 @@ class VideoDescriptionParams(_VLMParams):
 
     default_prompt: ClassVar[str] = "video_summary"
     num_frames: int = Field(8, gt=0)
-    #: Frames at this rate instead of ``num_frames`` uniform ones.
+    #: Frames at this rate instead of ``num_frames`` uniform ones, at most ``max_frames`` (a long clip
+    #: at a fixed rate would otherwise send an unbounded number of frames into the VLM's context).
     fps: float | None = Field(None, gt=0)
+    max_frames: int = Field(32, gt=0)
     max_side: int = Field(448, gt=0)
     video_input: Literal["auto", "video", "frames", "grid"] = "auto"
     grid_max_side: int = Field(896, gt=0)
@@ -220,6 +222,7 @@ class VideoDescriptionParams(_VLMParams):
     @model_validator(mode="after")
     def _sampling(self) -> "VideoDescriptionParams":
         self._only_with("num_frames", self.fps is None, "has no effect when fps is set; give one of them")
+        self._only_with("max_frames", self.fps is not None, "only applies with fps")
         self._only_with("grid_max_side", self.video_input in ("auto", "grid"), "only applies to video_input: grid")
         return self
 

@@ -198,6 +198,7 @@ def test_input_the_kind_cannot_read_is_an_error_at_load(tmp_path: Path) -> None:
     ("caption", {"backbone": "x", "backend": "vllm", "allow_vllm": False}, "allow_vllm"),
     ("video_description", {"backbone": "x", "fps": 1.0, "num_frames": 4}, "num_frames"),
     ("video_embedding", {"max_frames": 16}, "max_frames"),  # only caps fps sampling
+    ("video_description", {"backbone": "x", "max_frames": 16}, "max_frames"),  # only caps fps sampling
     ("image_words", {"vocabulary": ["cat"], "min_count": 3}, "min_count"),  # only for vocabulary_from
 ])
 def test_params_that_would_be_ignored_are_errors(tmp_path: Path, kind: str, params: dict, field: str) -> None:
@@ -336,3 +337,24 @@ def test_cli_manifest_check_prints_one_line_per_problem(tmp_path: Path, capsys) 
     p = _write(tmp_path, _with_sets(_set(params={"batchsize": 3})))
     assert main(["manifest", "check", str(p)]) == 2
     assert "feature_sets.0.params.batchsize: unknown parameter; did you mean batch_size?" in capsys.readouterr().err
+
+
+def test_video_description_at_a_fixed_rate_is_capped(monkeypatch) -> None:
+    """fps sampling of a long clip must not send an unbounded number of frames into a VLM."""
+    from mmfeat.featurizers import video
+    from mmfeat.featurizers.captioning import Captioner
+    from mmfeat.featurizers.params import VideoDescriptionParams
+
+    assert VideoDescriptionParams.parse({"backbone": "x", "fps": 2.0}, "video_description").max_frames == 32
+    seen = {}
+
+    def fake_sample(path, **kw):
+        seen.update(kw)
+        raise video.MediaError("stop here")
+
+    monkeypatch.setattr(video, "sample_frames", fake_sample)
+    cap = Captioner.__new__(Captioner)
+    cap.mode, cap.num_frames, cap.fps, cap.max_side, cap.max_frames = "video", 8, 2.0, 448, 32
+    with pytest.raises(video.MediaError):
+        cap._request("clip.mp4", "describe")
+    assert seen["max_frames"] == 32 and seen["fps"] == 2.0
