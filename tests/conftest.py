@@ -31,3 +31,15 @@ def minilm():
     from mmfeat.featurizers.text_embedding import TextEmbedder
 
     return TextEmbedder("all-MiniLM-L6-v2", batch_size=32)
+
+
+@pytest.fixture()
+def one_torch_thread():
+    """Tiny tensors: intra-op threads only add contention (10x slower on a loaded 2-core box).
+    Opt in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
