@@ -81,7 +81,8 @@ def _publish_artifact(model: str, info: dict[str, Any], runs: list[dict[str, Any
           f"split {info['split_hash'][:12]} ({info['split_file']}; {split['method']}, split seed {split['seed']}); "
           f"{seeds}; {chosen}", "", metrics_table(runs)]
     if grid_best is not None:
-        md += ["", f"best (by valid recall@20): `{grid_best['run_id']}`"]
+        vm = str(grid_best["config"].get("valid_metric", "recall@20")).lower()
+        md += ["", f"best (by valid {vm}): `{grid_best['run_id']}`"]
     create_markdown_artifact(key=f"train-{model}-{info['manifest']}".lower().replace("_", "-").replace(".", "-"),
                              markdown="\n".join(md), description=f"{model} on {info['manifest']}")
 

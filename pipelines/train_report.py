@@ -12,8 +12,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-#: the metrics every summary and table reports, at the best-valid (or last) epoch
+#: the metrics every summary and table reports, at the best-valid (or last) epoch: user-item models
 REPORT_METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20")
+#: ... and next-item (sequential) models, whose records hold hit/mrr (RecBole's and MicroLens' names)
+SEQUENTIAL_REPORT_METRICS = ("hit@10", "ndcg@10", "mrr@10", "hit@20")
 
 #: config keys that define how metrics were computed and which epoch is reported
 PROTOCOL_KEYS = ("metrics", "topk", "valid_metric")
@@ -98,15 +100,28 @@ def _features(rec: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in (rec.get("feature_versions") or {}).items()) or "-"
 
 
+def report_metrics(records: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The metrics to show for these runs: the sequential set when every run has hit@10, else the user-item set."""
+    if records and all("hit@10" in (r.get("test") or {}) for r in records):
+        return SEQUENTIAL_REPORT_METRICS
+    return REPORT_METRICS
+
+
+def _valid_metric(records: list[dict[str, Any]]) -> str:
+    """The valid metric the runs were selected on (the first run's, lower case; recall@20 for old records)."""
+    return str(((records[0].get("config") or {}) if records else {}).get("valid_metric", "recall@20")).lower()
+
+
 def metrics_table(records: list[dict[str, Any]]) -> str:
     """Runs side by side as a markdown table (the compare output and the Prefect artifact)."""
-    cols = ["run", "model", "dataset", "split", "features", "valid recall@20",
-            *(f"test {k}" for k in REPORT_METRICS), "best epoch", "s/epoch", "peak MiB"]
+    shown, vm = report_metrics(records), _valid_metric(records)
+    cols = ["run", "model", "dataset", "split", "features", f"valid {vm}",
+            *(f"test {k}" for k in shown), "best epoch", "s/epoch", "peak MiB"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in records:
         valid, test = r.get("best_valid") or {}, r.get("test") or {}
         cells = [r.get("run_id", "?"), r.get("model", "?"), record_dataset(r) or "-", _short(r.get("split_hash")),
-                 _features(r), _num(valid.get("recall@20")), *(_num(test.get(k)) for k in REPORT_METRICS),
+                 _features(r), _num(valid.get(vm)), *(_num(test.get(k)) for k in shown),
                  str(r.get("best_epoch", "-")), _num(r.get("s_per_epoch"), ".3f"), _num(r.get("peak_rss_mb"), ".0f")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -121,13 +136,24 @@ def run_summary(rec: dict[str, Any]) -> str:
     """A short, human summary of one run: what was trained on what, valid/test metrics, best epoch, speed."""
     split = rec.get("split") or {}
     split_how = split.get("method", "?") + (f", seed {split['seed']}" if split.get("seed") is not None else "")
+    if split.get("dropped_users"):
+        split_how += f", {split['dropped_users']} users with < 3 interactions dropped"
     head = (f"{rec.get('model', '?')} on {record_dataset(rec) or '?'}: split {_short(rec.get('split_hash'))} "
             f"({split_how}), training seed {(rec.get('config') or {}).get('seed', '?')}")
-    width = max(len(k) for k in REPORT_METRICS)
-    rows = ["        " + "  ".join(k.rjust(width) for k in REPORT_METRICS)]
+    shown = report_metrics([rec])
+    width = max(len(k) for k in shown)
+    rows = ["        " + "  ".join(k.rjust(width) for k in shown)]
     for name, values in (("valid", rec.get("best_valid") or {}), ("test", rec.get("test") or {})):
-        rows.append(f"  {name:<6}" + "  ".join(_num(values.get(k)).rjust(width) for k in REPORT_METRICS))
-    return "\n".join([head, f"  features: {_features(rec)}", *rows, "  " + _epoch_line(rec),
+        rows.append(f"  {name:<6}" + "  ".join(_num(values.get(k)).rjust(width) for k in shown))
+    for sub, res in (rec.get("sub_models") or {}).items():  # e.g. fMRLRec's nested sizes
+        rows.append(f"  {sub:<6}" + "  ".join(_num((res.get("test") or {}).get(k)).rjust(width) for k in shown)
+                    + "  (test)")
+    data = rec.get("data") or {}
+    items = f" (items: {data['item_repr']})" if data.get("item_repr") else ""
+    cold = data.get("cold_targets") or {}
+    if cold.get("items"):
+        items += f"; {cold['items']} cold target items (never in train)"
+    return "\n".join([head, f"  features: {_features(rec)}{items}", *rows, "  " + _epoch_line(rec),
                       f"  run: {rec.get('record_path', '?')}"])
 
 

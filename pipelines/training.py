@@ -115,6 +115,39 @@ def _check_roles(model: str, arms: list[dict[str, str]], overrides: dict[str, An
                                     f"for a role among {', '.join(cls.modality_roles)}")
 
 
+#: a ``versus`` arm that reads no item features (ID embeddings only): ``--versus ids``
+IDS_ARM = "ids"
+
+
+def versus_arms(features: dict[str, str] | None, versus) -> list[dict[str, str]]:
+    """The feature assignment of every run a request makes: ``features`` first, then one per ``versus`` arm.
+
+    Args:
+        features: role -> ``"feature_set[@ref]"`` of the first run.
+        versus: None; one arm (role -> ref, swapped into ``features``); or a list of arms, each such a
+            mapping or :data:`IDS_ARM` (``"ids"``: no item features at all, e.g. SASRec on ID embeddings).
+
+    Returns:
+        One role -> ref mapping per run.
+
+    Raises:
+        TrainRequestError: an arm that is neither a mapping nor ``"ids"``.
+    """
+    features = dict(features or {})
+    if not versus:
+        return [features]
+    arms = [versus] if isinstance(versus, dict) else list(versus)
+    out = [features]
+    for arm in arms:
+        if arm == IDS_ARM:
+            out.append({})
+        elif isinstance(arm, dict):
+            out.append({**features, **arm})
+        else:
+            raise TrainRequestError(f"a versus arm is ROLE=FEATURE_SET[@ref] or {IDS_ARM!r}, got {arm!r}")
+    return out
+
+
 def _check_store_ref(store: FeatureStore, m: Manifest, manifest: str, flag: str, role: str, ref: str) -> None:
     """``ref`` ("feature_set[@version or alias]") names a published embedding version of the manifest's dataset."""
     fs, _, version = ref.partition("@")
@@ -145,12 +178,13 @@ def validate_train_request(
     *,
     model: str,
     features: dict[str, str] | None,
-    versus: dict[str, str] | None,
+    versus: dict[str, str] | list | None,
     overrides: dict[str, object] | None,
     grid: dict[str, list[object]] | None,
     store_root: str | None = None,
     data_root: str | None = None,
     seed: int | None = None,
+    split: str | None = None,
 ) -> None:
     """Check everything a train request needs before Prefect starts or any data loads.
 
@@ -163,12 +197,14 @@ def validate_train_request(
         manifest: manifest name or path.
         model: model name (case-insensitive).
         features: role -> ``"feature_set[@ref]"`` (``ref``: version id, unique prefix or alias; default latest).
-        versus: role -> ``"feature_set[@ref]"`` swapped into ``features`` for a second run.
+        versus: role -> ``"feature_set[@ref]"`` swapped into ``features`` for a second run, or a list of
+            such arms and ``"ids"`` (a run without item features), one run each (:func:`versus_arms`).
         overrides: hyper-parameters (``--set``).
         grid: hyper-parameter -> values (``--grid``).
         store_root: feature store root (default: the store's default root).
         data_root: overrides the manifest's data root.
         seed: the training seed option, when given (checked against ``overrides["seed"]``).
+        split: the split method, when given (a sequential model needs ``loo``, its default).
 
     Raises:
         TrainRequestError: one line saying what is wrong and what to do.
@@ -179,26 +215,38 @@ def validate_train_request(
         model = get_model_class(model).model_name
     except UnknownModelError as exc:
         raise TrainRequestError(str(exc)) from None
+    if model_task(model) == "sequential" and split not in (None, "loo"):
+        raise TrainRequestError(f"{model} is a sequential model: it is trained and evaluated leave-one-out "
+                                f"(--split loo, its default), not with --split {split}")
     overrides, grid = dict(overrides or {}), dict(grid or {})
     _check_hyper_parameters(model, overrides, grid)
     resolve_training_seed(seed, overrides, grid)
     features = dict(features or {})
-    arms = [features] + ([{**features, **versus}] if versus else [])
+    arms = versus_arms(features, versus)
     _check_roles(model, arms, overrides, grid)
     try:
         m = load_manifest(manifest, data_root=data_root)
     except ManifestError as exc:
         raise TrainRequestError(_one_line(exc)) from None
     store = FeatureStore(store_root or default_store_root())
-    for flag, refs in (("--feature", features), ("--versus", versus or {})):
+    extra = [a for a in ([versus] if isinstance(versus, dict) else list(versus or [])) if isinstance(a, dict)]
+    for flag, refs in (("--feature", features), *(("--versus", a) for a in extra)):
         for role, ref in refs.items():
             _check_store_ref(store, m, manifest, flag, role, ref)
+
+
+def model_task(model: str) -> str:
+    """``"sequential"`` for the next-item models (leave-one-out sequences), else ``"general"`` (user-item)."""
+    from mmfeat.recommenders import get_model_class
+
+    return getattr(get_model_class(model), "task", "general")
 
 
 def load_training_data(
     manifest: str,
     features: dict[str, str],
     *,
+    task: str = "general",
     store_root: str | None = None,
     split: str | None = None,
     split_seed: int | None = None,
@@ -207,14 +255,20 @@ def load_training_data(
     runs_dir: str | None = None,
     data_root: str | None = None,
 ):
-    """Interactions -> split -> :class:`mmfeat.recommenders.InteractionData` with aligned store features.
+    """Interactions -> split -> :class:`mmfeat.recommenders.InteractionData` (``task="general"``) or
+    :class:`mmfeat.recommenders.sequential.SequenceData` (``task="sequential"``: leave-one-out, the default
+    split for it) with aligned store features.
 
     ``split_seed`` seeds the random split (default DEFAULT_SEED); other methods do not use it, and the
-    record then says ``seed: None`` (a seed given for them is reported with a warning).
+    record then says ``seed: None`` (a seed given for them is reported with a warning). A leave-one-out
+    split records how many users it dropped for having fewer than 3 interactions.
     """
     from mmfeat.pipelines.interactions import filtered_split
     from mmfeat.recommenders import from_split_frame
+    from mmfeat.recommenders.sequential import from_loo_frame
 
+    if task == "sequential":
+        split = split or "loo"
     m = load_manifest(manifest, data_root=data_root)
     seed_used = int(split_seed) if split_seed is not None else DEFAULT_SEED
     split_df, n_kept, source_fp, method = filtered_split(m, split=split, split_seed=seed_used,
@@ -222,6 +276,8 @@ def load_training_data(
     if method != "random" and split_seed is not None:
         log.warning("split_seed=%s is not used: the %s split is not random", split_seed, method)
     split_info = {"method": method, "seed": seed_used if method == "random" else None}
+    if "dropped_users" in split_df.attrs:
+        split_info["dropped_users"] = int(split_df.attrs["dropped_users"])
     final, split_hash = _save_split_file(split_df, m.store_dataset, runs_dir)
     store = FeatureStore(store_root or default_store_root())
     matrices, versions = {}, {}
@@ -230,8 +286,9 @@ def load_training_data(
         read = store.read_matrix(m.store_dataset, fs, version or "latest")
         matrices[modality] = (read.item_ids, read.matrix)
         versions[modality] = f"{m.store_dataset}/{fs}/{read.version}"
-    data = from_split_frame(split_df, features=matrices, feature_versions=versions, split_hash=split_hash,
-                            split_info=split_info)
+    build = from_loo_frame if task == "sequential" else from_split_frame
+    data = build(split_df, features=matrices, feature_versions=versions, split_hash=split_hash,
+                 split_info=split_info)
     info = {"manifest": m.name, "source_fingerprint": source_fp, "split_file": str(final),
             "interactions": n_kept, "split": split_info, **data.summary()}
     return data, info
@@ -267,7 +324,7 @@ def run_training(
     *,
     model: str,
     features: dict[str, str] | None = None,
-    versus: dict[str, str] | None = None,
+    versus: dict[str, str] | list | None = None,
     overrides: dict[str, Any] | None = None,
     grid: dict[str, list[Any]] | None = None,
     split: str | None = None,
@@ -293,7 +350,8 @@ def run_training(
         features: modality role -> ``"feature_set[@ref]"`` (``ref``: version id, unique prefix or alias;
             default ``latest``), e.g. ``{"text": "title_minilm", "image": "description_minilm"}``.
         versus: role -> ``"feature_set[@ref]"`` swapped into ``features`` for a second run on the same split,
-            seed and hyper-parameters (its result is under ``"versus"``).
+            seed and hyper-parameters (its result is under ``"versus"``), or a list of such arms and
+            ``"ids"`` (a run without item features), one run each (all results under ``"arms"``).
         overrides: hyper-parameters over the model's defaults (e.g. ``{"epochs": 50}``).
         grid: hyper-parameter -> values; every combination is trained and the best is selected on VALID.
         split: ``given`` | ``random`` | ``time`` (default: ``given`` when the source has a split, else random).
@@ -310,7 +368,7 @@ def run_training(
 
     Returns:
         ``{"best": record, "runs": [run ids], "records": [records], "data": data summary, "versus": same
-        keys for the second run or None}``; a record is the run's ``record.json`` as a dict (metrics at
+        keys for the second run or None, "arms": every run's result, the first included}``; a record is the run's ``record.json`` as a dict (metrics at
         the best epoch in ``best_valid`` / ``test``, ``best_epoch``, ``s_per_epoch``, ``record_path``,
         ``dataset``, ...).
 
@@ -326,14 +384,14 @@ def run_training(
         >>> out["best"]["test"]["recall@20"], out["best"]["record_path"]  # doctest: +SKIP
     """
     validate_train_request(manifest, model=model, features=features, versus=versus, overrides=overrides,
-                           grid=grid, store_root=store_root, data_root=data_root, seed=seed)
-    arms = [dict(features or {})] + ([{**(features or {}), **versus}] if versus else [])
+                           grid=grid, store_root=store_root, data_root=data_root, seed=seed, split=split)
+    arms = versus_arms(features, versus)
     request = {"split": split, "split_seed": split_seed, "min_rating": min_rating, "k_core": k_core,
                "store_root": store_root, "runs_dir": runs_dir, "data_root": data_root}
     bar = sys.stderr.isatty() if progress is None else progress
     results = [_train_arm(manifest, model, feats, overrides, grid, seed, request, logger or log, bar)
                for feats in arms]
-    return {**results[0], "versus": results[1] if versus else None}
+    return {**results[0], "versus": results[1] if len(results) > 1 else None, "arms": results}
 
 
 def _train_arm(manifest: str, model: str, features: dict[str, str], overrides: dict[str, Any] | None,
@@ -344,7 +402,7 @@ def _train_arm(manifest: str, model: str, features: dict[str, str], overrides: d
 
     from mmfeat.recommenders import ConfigError, fit, grid_search
 
-    data, info = load_training_data(manifest, features, **request)
+    data, info = load_training_data(manifest, features, task=model_task(model), **request)
     logger.info("data: %s", info)
     cfg = dict(overrides or {})
     training_seed = resolve_training_seed(seed, overrides, grid)
@@ -364,9 +422,9 @@ def _train_arm(manifest: str, model: str, features: dict[str, str], overrides: d
     for run in runs:
         _annotate_record(run, dataset=dataset, manifest=info["manifest"])
     best = next(r for r in runs if r["run_id"] == best_id)
-    logger.info("best run %s: valid recall@20 %.4f, test recall@20 %.4f ndcg@20 %.4f", best["run_id"],
-                best["best_valid"].get("recall@20", float("nan")), best["test"].get("recall@20", float("nan")),
-                best["test"].get("ndcg@20", float("nan")))
+    vm = str(best["config"].get("valid_metric", "recall@20")).lower()
+    logger.info("best run %s: valid %s %.4f, test %s %.4f", best["run_id"], vm,
+                best["best_valid"].get(vm, float("nan")), vm, best["test"].get(vm, float("nan")))
     return {"best": best, "runs": [r["run_id"] for r in runs], "records": runs, "data": info, "grid": bool(grid)}
 
 

@@ -110,14 +110,24 @@ def sym_norm_bipartite(coo: sp.coo_matrix, n_users: int, n_items: int) -> torch.
 
 
 def hash_split_frame(df: pd.DataFrame) -> str:
-    """sha256 of a (user_id, item_id, split) table, order-independent."""
-    d = df[["user_id", "item_id", "split"]].astype({"user_id": str, "item_id": str})
-    d = d.sort_values(["user_id", "item_id", "split"], kind="mergesort")
+    """sha256 of a (user_id, item_id, split[, position]) table, independent of row order.
+
+    A ``position`` column (the order inside a user's sequence, leave-one-out splits) is part of the content:
+    the same interactions in another order are another split. Tables without it hash as they always did.
+    """
+    ordered = "position" in df.columns
+    cols = ["user_id", "item_id", "split"] + (["position"] if ordered else [])
+    d = df[cols].astype({"user_id": str, "item_id": str})
+    d = d.sort_values(["user_id", "position", "item_id"] if ordered else ["user_id", "item_id", "split"],
+                      kind="mergesort")
     h = hashlib.sha256()
     for col in ("user_id", "item_id"):
         h.update("\x1f".join(d[col].tolist()).encode())
         h.update(b"\x1e")
     h.update(d["split"].to_numpy(np.int64).tobytes())
+    if ordered:
+        h.update(b"position")
+        h.update(d["position"].to_numpy(np.int64).tobytes())
     return h.hexdigest()
 
 

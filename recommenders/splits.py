@@ -9,6 +9,12 @@ Split codes follow MMRec's ``x_label``: 0 = train, 1 = valid, 2 = test.
   zero train rows, so they would be dropped as cold anyway, and n=1 breaks its notebook).
 * ``method="time"``: global temporal split at the 80% / 90% timestamp quantiles (ties broken by row
   order after a stable sort), so valid/test are strictly later interactions.
+* ``method="loo"`` (leave-one-out, the sequential protocol of RecBole, MicroLens and fMRLRec): each user's
+  interactions in time order, ties in ``timestamp`` broken by source row order (a stable sort); the last is
+  test, the one before it valid, the rest train. Users with fewer than 3 interactions are dropped (they
+  would have no train item) and counted in ``out.attrs["dropped_users"]``. The output has a ``position``
+  column (0-based rank inside the user's sequence), which the split file and its hash keep, because a
+  sequence's order is part of the split.
 
 Valid/test rows of users absent from train are dropped when the data is built
 (:func:`mmfeat.recommenders.data.from_split_frame`), as MMRec does; cold items are kept as candidates.
@@ -26,7 +32,9 @@ import pandas as pd
 from .data import hash_split_frame
 
 
-SPLIT_METHODS = ("given", "random", "time")
+SPLIT_METHODS = ("given", "random", "time", "loo")
+#: the fewest interactions a user needs for a leave-one-out split (one train, one valid, one test)
+LOO_MIN_INTERACTIONS = 3
 #: seed of the random split when none is given (the train flow's default since its first records)
 DEFAULT_SPLIT_SEED = 2024
 
@@ -82,14 +90,45 @@ def split_interactions(df: pd.DataFrame, method: str | None = None, *, seed: int
         a, b = int(len(out) * (1 - holdout)), int(len(out) * (1 - holdout / 2))
         out["split"] = np.where(r < a, 0, np.where(r < b, 1, 2)).astype(np.int8)
         return out
+    if method == "loo":
+        return leave_one_out(out)
     raise ValueError(f"unknown split method {method!r} (given/random/time)")
 
 
+def leave_one_out(df: pd.DataFrame) -> pd.DataFrame:
+    """Leave-one-out per user (see the module doc): ``df`` plus ``position`` and ``split``, users in first-seen
+    order, each user's rows in (timestamp, source row) order.
+
+    Raises:
+        ValueError: no timestamp column (a sequence needs an order), or no user with 3 interactions.
+    """
+    if "timestamp" not in df.columns:
+        raise ValueError("a leave-one-out split needs a timestamp column (the order of each user's sequence)")
+    out = df.reset_index(drop=True)
+    # stable sorts: by timestamp, then by user; equal timestamps keep source row order
+    out = out.iloc[np.argsort(out["timestamp"].to_numpy(), kind="stable")]
+    out = out.iloc[np.argsort(pd.factorize(out["user_id"])[0], kind="stable")].reset_index(drop=True)
+    user_codes = pd.factorize(out["user_id"])[0]
+    n = np.bincount(user_codes)[user_codes]
+    keep = n >= LOO_MIN_INTERACTIONS
+    dropped = int(len(np.unique(user_codes[~keep])))
+    if not keep.any():
+        raise ValueError(f"no user has {LOO_MIN_INTERACTIONS} interactions: nothing to leave out")
+    out, n = out[keep].reset_index(drop=True), n[keep]
+    pos = out.groupby("user_id", sort=False).cumcount().to_numpy()
+    out["position"] = pos.astype(np.int64)
+    out["split"] = np.where(pos == n - 1, 2, np.where(pos == n - 2, 1, 0)).astype(np.int8)
+    out.attrs["dropped_users"] = dropped
+    return out
+
+
 def save_split(split_df: pd.DataFrame, path: str | os.PathLike) -> str:
-    """Write the split (user_id, item_id, split) as parquet atomically; returns its content sha256."""
+    """Write the split (user_id, item_id, split[, position]) as parquet atomically; returns its content sha256.
+
+    ``position`` (a leave-one-out split's order inside each user) is kept when present."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    d = split_df[["user_id", "item_id", "split"]].copy()
+    d = split_df[["user_id", "item_id", "split"] + (["position"] if "position" in split_df.columns else [])].copy()
     d["user_id"], d["item_id"] = d["user_id"].astype(str), d["item_id"].astype(str)
     h = hash_split_frame(d)
     tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")

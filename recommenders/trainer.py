@@ -69,6 +69,8 @@ class RunRecord:
     s_per_eval: float = 0.0
     peak_rss_mb: float = 0.0
     peak_rss_scope: str = "run"
+    #: name -> {"valid", "test"} metrics of sub-models of the selected model at its epoch (fMRLRec's sizes)
+    sub_models: dict = field(default_factory=dict)
     checkpoint: str | None = None
     curve_png: str | None = None
     record_path: str | None = None
@@ -166,6 +168,9 @@ def _plot_curve(rec: RunRecord, path: Path) -> str | None:
 
 
 # ---------------------------------------------------------------------------- training
+#: optimizers the ``learner`` key names (MMRec and RecBole: adam; fMRLRec: adamw)
+LEARNERS = ("adam", "adamw")
+
 REQUIRED_KEYS = ("epochs", "train_batch_size", "learning_rate", "stopping_step", "eval_step", "valid_metric",
                  "topk", "metrics", "eval_batch_size", "seed", "learner", "weight_decay",
                  "learning_rate_scheduler", "early_stopping")
@@ -200,14 +205,18 @@ class EarlyStopping:
         return False, self.bad_evals > self.stopping_step
 
 
-def _check_config(model_name: str, cfg: dict, data: InteractionData) -> None:
+def _check_config(model_name: str, cfg: dict, has_valid: bool) -> None:
     """Fail before training on a config the loop cannot honour (missing key, no validation to select on)."""
     for k in REQUIRED_KEYS:
         if k not in cfg:
             raise KeyError(f"trainer: missing config key {k!r}")
-    if cfg["learner"].lower() != "adam":
-        raise ValueError(f"only the adam learner is supported, got {cfg['learner']!r}")
-    if cfg["early_stopping"] and len(data.valid) == 0:
+    if cfg["learner"].lower() not in LEARNERS:
+        raise ConfigError(f"{model_name}: learner={cfg['learner']!r} is not one of {', '.join(LEARNERS)}")
+    computed = [f"{m.lower()}@{k}" for m in cfg["metrics"] for k in cfg["topk"]]
+    if cfg["valid_metric"].lower() not in computed:
+        raise ConfigError(f"{model_name}: valid_metric={cfg['valid_metric']!r} is not among the computed metrics "
+                          f"({', '.join(computed)}); choose one of them or add it through metrics / topk")
+    if cfg["early_stopping"] and not has_valid:
         raise ConfigError(f"{model_name}: the split has no validation users, so there is nothing to select an "
                           f"epoch on; use a split with validation rows, or set early_stopping=false to train "
                           f"exactly epochs={cfg['epochs']} epochs and report test at the last one")
@@ -240,38 +249,86 @@ def _optimizer(model: torch.nn.Module, cfg: dict, device: torch.device):
     """Adam (fused where supported) and MMRec's LambdaLR ``lr * s0 ** (epoch / s1)``."""
     # fused Adam: same update rule as the default for-each loop, one kernel per step (~20% of a FREEDOM
     # epoch on CPU); falls back to the default where fused is unsupported (e.g. sparse gradients).
-    params = [p for p in model.parameters()]
+    params = [p for p in model.parameters() if p.requires_grad]
+    klass = torch.optim.AdamW if cfg["learner"].lower() == "adamw" else torch.optim.Adam
+    kw = {"lr": float(cfg["learning_rate"]), "weight_decay": float(cfg["weight_decay"])}
     try:
-        opt = torch.optim.Adam(params, lr=float(cfg["learning_rate"]), weight_decay=float(cfg["weight_decay"]),
-                               fused=device.type in ("cpu", "cuda"))
+        opt = klass(params, **kw, fused=device.type in ("cpu", "cuda"))
     except (RuntimeError, ValueError, TypeError):
-        opt = torch.optim.Adam(params, lr=float(cfg["learning_rate"]), weight_decay=float(cfg["weight_decay"]))
+        opt = klass(params, **kw)
     s0, s1 = cfg["learning_rate_scheduler"]
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda e: s0 ** (e / s1))
 
 
-def _train_epoch(model, opt, train: torch.Tensor, sampler: NegativeSampler, rng: np.random.Generator,
-                 cfg: dict, device: torch.device, epoch: int) -> float:
-    """One shuffled pass with one uniform negative per positive; returns the summed loss."""
-    bs, clip = int(cfg["train_batch_size"]), cfg.get("clip_grad_norm")
-    model.train()
-    model.pre_epoch()
-    perm = torch.from_numpy(rng.permutation(len(train)))
-    users, pos = train[perm, 0], train[perm, 1]
-    neg = torch.from_numpy(sampler.sample(users.numpy(), rng))
-    total = 0.0
-    for s in range(0, len(perm), bs):
-        b = (users[s:s + bs].to(device), pos[s:s + bs].to(device), neg[s:s + bs].to(device))
-        opt.zero_grad(set_to_none=True)
-        loss = model.calculate_loss(b)
-        if torch.isnan(loss):
-            raise FloatingPointError(f"{type(model).__name__}: NaN loss at epoch {epoch}, batch {s // bs}")
-        loss.backward()
-        if clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), **clip)
-        opt.step()
-        total += float(loss.detach())
-    return total
+def _task_for(model_name: str, data, cfg: dict):
+    """The training/evaluation protocol of the model's task (``task = "sequential"`` or user-item)."""
+    from .models.base import get_model_class
+
+    if getattr(get_model_class(model_name), "task", "general") == "sequential":
+        from .sequential.training import SequentialTask
+
+        return SequentialTask(model_name, data, cfg)
+    if not isinstance(data, InteractionData):
+        raise ConfigError(f"{model_name} trains on user-item pairs (InteractionData), got {type(data).__name__}; "
+                          f"sequential data is for the sequential models")
+    return GeneralTask(data, cfg)
+
+
+def optimizer_step(model, opt, batch, clip: dict | None, epoch: int, index: int) -> float:
+    """One step on ``batch``: loss, NaN check, backward, optional gradient clipping, update; returns the loss.
+
+    Raises:
+        FloatingPointError: a NaN loss (naming the epoch and batch).
+    """
+    opt.zero_grad(set_to_none=True)
+    loss = model.calculate_loss(batch)
+    if torch.isnan(loss):
+        raise FloatingPointError(f"{type(model).__name__}: NaN loss at epoch {epoch}, batch {index}")
+    loss.backward()
+    if clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), **clip)
+    opt.step()
+    return float(loss.detach())
+
+
+class GeneralTask:
+    """User-item training and evaluation (MMRec's protocol): pairs with one uniform negative per positive,
+    full ranking with the user's train items masked. The sequential models' counterpart is
+    :class:`mmfeat.recommenders.sequential.training.SequentialTask`."""
+
+    def __init__(self, data: InteractionData, cfg: dict):
+        self.data, self.cfg = data, cfg
+        self.csr = data.train_csr()
+        self.sampler = NegativeSampler(self.csr)
+        self.train = torch.from_numpy(data.train)
+        self.has_valid = len(data.valid) > 0
+
+    def train_epoch(self, model, opt, rng: np.random.Generator, device: torch.device, epoch: int) -> float:
+        """One shuffled pass with one uniform negative per positive; returns the summed loss."""
+        bs, clip = int(self.cfg["train_batch_size"]), self.cfg.get("clip_grad_norm")
+        model.train()
+        model.pre_epoch()
+        perm = torch.from_numpy(rng.permutation(len(self.train)))
+        users, pos = self.train[perm, 0], self.train[perm, 1]
+        neg = torch.from_numpy(self.sampler.sample(users.numpy(), rng))
+        total = 0.0
+        for s in range(0, len(perm), bs):
+            b = (users[s:s + bs].to(device), pos[s:s + bs].to(device), neg[s:s + bs].to(device))
+            total += optimizer_step(model, opt, b, clip, epoch, s // bs)
+        return total
+
+    def evaluator(self, split: str) -> Evaluator:
+        rows = self.data.valid if split == "valid" else self.data.test
+        return Evaluator(self.csr, rows, tuple(self.cfg["topk"]), tuple(m.lower() for m in self.cfg["metrics"]),
+                         self.cfg["eval_batch_size"])
+
+    def sub_models(self, model) -> dict:
+        """Name -> valid/test metrics of sub-models of the selected model (none for user-item models)."""
+        return {}
+
+    def describe(self, model) -> dict:
+        """What the record's ``data`` adds about how this model read the data (nothing for user-item models)."""
+        return {}
 
 
 def _save_run(rec: RunRecord, model: torch.nn.Module, runs_dir: str | os.PathLike) -> None:
@@ -309,7 +366,8 @@ def fit(data: InteractionData, model_name: str, config: dict | None = None, runs
         FloatingPointError: a NaN loss.
     """
     cfg = resolve_config(model_name, config)
-    _check_config(model_name, cfg, data)
+    task = _task_for(model_name, data, cfg)
+    _check_config(model_name, cfg, task.has_valid)
     device = torch.device(cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
     run_id = run_id or f"{model_name.lower()}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     _reset_peak_rss()
@@ -318,15 +376,12 @@ def fit(data: InteractionData, model_name: str, config: dict | None = None, runs
     seed_everything(int(cfg["seed"]))
     model = build_model(model_name, data, cfg).to(device)
     opt, sched = _optimizer(model, cfg, device)
-    csr = data.train_csr()
-    sampler = NegativeSampler(csr)
     rng = np.random.default_rng(int(cfg["seed"]))
-    topk, metrics = tuple(cfg["topk"]), tuple(m.lower() for m in cfg["metrics"])
-    valid_eval = Evaluator(csr, data.valid, topk, metrics, cfg["eval_batch_size"]) if len(data.valid) else None
+    valid_eval = task.evaluator("valid") if task.has_valid else None
     vm = cfg["valid_metric"].lower()
-    train = torch.from_numpy(data.train)
 
     rec = _new_record(run_id, model_name, cfg, data)
+    rec.data.update(task.describe(model))
     selecting = bool(cfg["early_stopping"])
     stopper = EarlyStopping(int(cfg["stopping_step"]))
     best_state = None
@@ -339,7 +394,7 @@ def fit(data: InteractionData, model_name: str, config: dict | None = None, runs
         it = tqdm(it, desc=f"{model_name}", leave=False)
     for epoch in it:
         t0 = time.perf_counter()
-        total = _train_epoch(model, opt, train, sampler, rng, cfg, device, epoch)
+        total = task.train_epoch(model, opt, rng, device, epoch)
         sched.step()
         train_times.append(time.perf_counter() - t0)
         row = {"epoch": epoch, "loss": total, "train_s": train_times[-1]}
@@ -370,8 +425,8 @@ def fit(data: InteractionData, model_name: str, config: dict | None = None, runs
         rec.best_valid = dict(rec.epochs[-1].get("valid", {})) if rec.epochs else {}
     elif best_state is not None:
         model.load_state_dict(best_state)
-    test_eval = Evaluator(csr, data.test, topk, metrics, cfg["eval_batch_size"])
-    rec.test = test_eval.evaluate(model)
+    rec.test = task.evaluator("test").evaluate(model)
+    rec.sub_models = task.sub_models(model)
     rec.wall_s = time.perf_counter() - t_start
     rec.s_per_epoch = float(np.mean(train_times)) if train_times else 0.0
     rec.s_per_eval = float(np.mean(eval_times)) if eval_times else 0.0

@@ -114,7 +114,7 @@ def test_train_passes_parsed_values_and_both_seeds(store_dir, monkeypatch, capsy
             "--seed", "7", "--split-seed", "11"]
     assert main(argv) == 0
     assert seen["manifest"] == "ml" and seen["model"] == "FREEDOM" and seen["seed"] == 7
-    assert seen["features"] == {"text": "a@v-1", "image": "b"} and seen["versus"] == {"text": "c"}
+    assert seen["features"] == {"text": "a@v-1", "image": "b"} and seen["versus"] == [{"text": "c"}]
     assert seen["overrides"] == {"epochs": 3, "learning_rate": 0.001} and seen["grid"] == {"reg_weight": [0.1, 0.01]}
     assert [c["features"] for c in calls] == [{"text": "a@v-1", "image": "b"}, {"text": "c", "image": "b"}]
     assert all(c["seed"] == 7 and c["split_seed"] == 11 for c in calls)

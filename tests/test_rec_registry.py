@@ -30,10 +30,51 @@ def _tiny(roles) -> InteractionData:
                            split_hash="tiny")
 
 
+def _tiny_sequences(roles):
+    """20 users x 8 distinct items of 30 in random order (6 train + valid + test), random features."""
+    import pandas as pd
+
+    from mmfeat.recommenders import split_interactions
+    from mmfeat.recommenders.sequential import from_loo_frame
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame([(u, int(i), t) for u in range(20) for t, i in enumerate(rng.choice(30, 8, replace=False))],
+                      columns=["user_id", "item_id", "timestamp"])
+    dims = {"text": 6, "image": 5}
+    feats = {r: (np.arange(30), rng.normal(size=(30, dims.get(r, 4))).astype(np.float32)) for r in roles}
+    return from_loo_frame(split_interactions(df, "loo"), features=feats, split_hash="tiny")
+
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+SEQUENTIAL_TINY = {"hidden_size": 16, "inner_size": 16, "embedding_size": 8, "max_seq_length": 5,
+                   "train_batch_size": 32, "mrl_sizes": [8, 16]}
 
 
-@pytest.mark.parametrize("name", model_names())
+@pytest.mark.parametrize("name", [n for n in model_names() if getattr(get_model_class(n), "task", "") == "sequential"])
+def test_every_sequential_model_trains_evaluates_saves_and_loads(name, tmp_path):
+    from mmfeat.recommenders.sequential import SequentialEvaluator
+
+    cls = get_model_class(name)
+    data = _tiny_sequences(())
+    cfg = {k: v for k, v in {**TINY, **SEQUENTIAL_TINY, "valid_metric": "ndcg@10"}.items()
+           if k in cls.config_class.model_fields}
+    rec = fit(data, name, cfg, runs_dir=tmp_path, progress=False)
+    assert len(rec.epochs) == 2 and all(np.isfinite(e["loss"]) for e in rec.epochs)
+    assert set(rec.test) >= {"hit@10", "ndcg@10", "mrr@10"} and 0.0 <= rec.test["hit@10"] <= 1.0
+    loaded = build_model(name, data, rec.config)
+    loaded.load_state_dict(torch.load(tmp_path / rec.run_id / "model.pt", weights_only=True))
+    ev = SequentialEvaluator(data, "test", max_len=5, topk=(5, 10), metrics=("hit", "ndcg"))
+    inputs, lengths = torch.from_numpy(ev.inputs), torch.from_numpy(ev.lengths)
+    scores = []
+    for m in (rec._model.cpu(), loaded):
+        m.eval()
+        with torch.no_grad():
+            scores.append(m.full_sort_predict(inputs, lengths))
+    assert scores[0].shape == (data.n_users, data.n_items) and torch.equal(scores[0], scores[1])
+    assert ev.evaluate(loaded) == pytest.approx({k: rec.test[k] for k in ev.evaluate(loaded)})
+
+
+@pytest.mark.parametrize("name", [n for n in model_names() if getattr(get_model_class(n), "task", "") != "sequential"])
 def test_every_registered_model_trains_evaluates_saves_and_loads(name, tmp_path):
     cls = get_model_class(name)
     data = _tiny(cls.modality_roles)

@@ -29,13 +29,30 @@ def models_epilog() -> str:
     return ("models: " + ", ".join(names) + "\n\nexamples:\n"
             "  mmfeat train movielens-100k --model FREEDOM --feature text=text_minilm --min-rating 4 --k-core 5\n"
             "  mmfeat train movielens-100k --model FREEDOM --feature text=text_minilm --versus text=text_mpnet\n"
-            "  mmfeat train movielens-100k --model FREEDOM --feature text=text_minilm --grid learning_rate=0.001,0.0001")
+            "  mmfeat train movielens-100k --model FREEDOM --feature text=text_minilm --grid learning_rate=0.001,0.0001\n"
+            "  mmfeat train movielens-100k --model SASRec --set epochs=20\n"
+            "  mmfeat train microlens --model SASRec --feature text=title_minilm --versus text=description_minilm "
+            "--versus ids")
+
+
+def parse_versus(values: list[str] | None) -> list:
+    """Each ``--versus`` is one more run: ``ROLE=FEATURE_SET[@ref][,ROLE=...]`` swapped into ``--feature``, or
+    ``ids`` (no item features: ID embeddings). ``[]`` when none is given."""
+    from mmfeat.pipelines.training import IDS_ARM
+
+    arms: list = []
+    for raw in values or []:
+        if raw.strip() == IDS_ARM:
+            arms.append(IDS_ARM)
+        else:
+            arms.append(parse_feature_refs([part for part in raw.split(",") if part.strip()] or [raw], "--versus"))
+    return arms
 
 
 def train_request(args: argparse.Namespace) -> dict[str, Any]:
     """The option values as the flow's parameters; malformed values are a :class:`UsageError`."""
     features = parse_feature_refs(args.feature, "--feature")
-    versus = parse_feature_refs(args.versus, "--versus")
+    versus = parse_versus(args.versus)
     overrides = parse_settings(args.set, "--set")
     grid = parse_grid(args.grid, "--grid")
     return {"features": features, "versus": versus, "overrides": overrides, "grid": grid}
@@ -53,11 +70,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     validate_train_request(args.manifest, model=args.model, features=req["features"], versus=req["versus"],
                            overrides=req["overrides"], grid=req["grid"], store_root=args.store,
-                           data_root=args.data_root, seed=args.seed)
+                           data_root=args.data_root, seed=args.seed, split=args.split)
     from mmfeat.pipelines.cli.prefect_run import run_flow
     from mmfeat.pipelines.train_flow import compare_runs, train_recommender
 
-    arms = [req["features"]] + ([{**req["features"], **req["versus"]}] if req["versus"] else [])
+    from mmfeat.pipelines.training import versus_arms
+
+    arms = versus_arms(req["features"], req["versus"])
     records = []
     for feats in arms:  # same manifest, split and hyper-parameters: only the features differ
         result = run_flow(train_recommender, args, manifest=args.manifest, model=args.model, features=feats,
@@ -78,7 +97,8 @@ def _print_best(result: dict[str, Any]) -> str:
     best = result["best"]
     n_runs = len(result.get("runs") or [])
     if n_runs > 1:
-        print(f"grid: {n_runs} runs, best selected on valid recall@20:")
+        vm = str(best["config"].get("valid_metric", "recall@20")).lower()
+        print(f"grid: {n_runs} runs, best selected on valid {vm}:")
     print(run_summary(best))
     return best["record_path"]
 
@@ -108,17 +128,20 @@ def add_train_commands(sub: argparse._SubParsersAction, common: argparse.Argumen
     tr.add_argument("--feature", action="append", metavar="ROLE=FEATURE_SET[@ref]",
                     help="an item feature for a modality role of the model, e.g. text=text_minilm or "
                          "image=cover_clip@paper-v1 (repeatable)")
-    tr.add_argument("--versus", action="append", metavar="ROLE=FEATURE_SET[@ref]",
-                    help="swap in this feature for a second, otherwise identical run and print both (repeatable)")
+    tr.add_argument("--versus", action="append", metavar="ROLE=FEATURE_SET[@ref][,...]|ids",
+                    help="one more, otherwise identical run with these features swapped in (comma-separate roles), "
+                         "or 'ids' for a run without item features; all runs printed side by side (repeatable: "
+                         "one run each)")
     tr.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="a hyper-parameter, e.g. epochs=50 or learning_rate=1e-3 (repeatable)")
     tr.add_argument("--grid", action="append", metavar="KEY=V1,V2,...",
                     help="search these values, selected on validation (repeatable)")
     tr.add_argument("--seed", type=int, help="training seed (init, sampling; default: the flow's, 2024)")
     tr.add_argument("--split-seed", type=int, help="seed of the random split (default: the flow's, 2024)")
-    tr.add_argument("--split", choices=["given", "random", "time"],
-                    help="given: the source's split column; random: per-user 8:1:1; time: global time split "
-                         "(default: given when the source has one, else random)")
+    tr.add_argument("--split", choices=["given", "random", "time", "loo"],
+                    help="given: the source's split column; random: per-user 8:1:1; time: global time split; "
+                         "loo: leave-one-out per user in time order (default: loo for sequential models, else "
+                         "given when the source has one, else random)")
     tr.add_argument("--min-rating", type=float, help="keep interactions rated at least this (needs ratings)")
     tr.add_argument("--k-core", type=int, default=0, help="iteratively keep users and items with >= K interactions")
     tr.add_argument("--runs", help="run records folder (default: $MMFEAT_RUNS, else ./runs)")

@@ -6,7 +6,8 @@ from .base import (DEFAULT_CONFIGS, MODEL_REGISTRY, MULTIMODAL_ROLES, OVERALL_DE
                    default_config, feature_keys, get_model_class, model_names, register, resolve_config)
 
 # Modules imported lazily by get_model_class (a model written concurrently may be absent).
-_MODEL_MODULES = ["bpr", "lightgcn", "freedom", "vbpr", "lattice", "bm3", "dgvae"]
+_MODEL_MODULES = ["bpr", "lightgcn", "freedom", "vbpr", "lattice", "bm3", "dgvae",
+                  "..sequential.sasrec", "..sequential.gru4rec", "..sequential.fmrlrec"]
 _loaded = False
 
 
@@ -16,9 +17,9 @@ def _load_all():
         return
     for m in _MODEL_MODULES:
         try:
-            importlib.import_module(f"{__name__}.{m}")
+            importlib.import_module(m if m.startswith(".") else f".{m}", __name__)
         except ModuleNotFoundError as e:
-            if e.name != f"{__name__}.{m}":
+            if not str(e.name).endswith(m.lstrip(".")):
                 raise
     _loaded = True
 

@@ -1,0 +1,205 @@
+"""Base of the sequential (next-item) recommenders: the contract, the shared config and item tables.
+
+Contract (DESIGN.md "sequential"): batches of ``(inputs [B, L], targets [B, L])`` token windows
+(:mod:`.batches`; tokens are item index + 1, 0 pads), ``calculate_loss(batch)``, and
+``full_sort_predict(inputs, lengths) -> [B, n_items]`` scoring every item after each history. A model
+implements :meth:`SequentialRecommender.encode` (causal: the output at position j depends on inputs
+0..j only) and gets the losses, scoring and item representations from here.
+
+Item representations (``item_repr``): ``id`` (an embedding per item), ``feature`` (the frozen store
+features of the model's roles, concatenated or summed, through a learned projection: items never seen in
+training still get a vector), ``id+feature`` (their sum), or ``auto`` (the default: ``feature`` when the
+run passes item features, else ``id``; the record's ``data.item_repr`` says which ran). Passing features
+with ``item_repr=id`` or asking for features without passing any is a :class:`ConfigError`: nothing given
+is ignored.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ConfigError, TrainerConfig, param
+from ..models.base import MULTIMODAL_ROLES, bpr_loss
+from .batches import TRAIN_MODES
+
+ITEM_REPRS = ("auto", "id", "feature", "id+feature")
+FEATURE_FUSIONS = ("concat", "sum")
+LOSS_TYPES = ("CE", "BPR")
+
+
+class SequentialConfig(TrainerConfig):
+    """Keys of every sequential model: RecBole 1.2.1's overall.yaml where it has them, and ours."""
+
+    epochs: int = param(300, ge=1)
+    stopping_step: int = param(10, ge=0)
+    topk: list[int] = param([5, 10, 20, 50], min_length=1)
+    metrics: list[str] = param(["hit", "ndcg", "mrr", "recall"], min_length=1)
+    valid_metric: str = param("ndcg@10")
+    #: the longest history a model reads (RecBole MAX_ITEM_LIST_LENGTH 50; MicroLens feeds 10)
+    max_seq_length: int = param(50, ge=1)
+    #: window (every train target once per epoch, all positions of a window per pass), prefix (RecBole's
+    #: one sample per target), last (one window per user, original SASRec / fMRLRec); see batches.py
+    train_mode: str = param("window")
+    #: CE: softmax over all items; BPR: one uniformly sampled negative (not the target) per target
+    loss_type: str = param("CE")
+    #: mask the user's history items in ranking: RecBole 1.2.1 and fMRLRec false, MicroLens true
+    mask_history: bool = param(False)
+    item_repr: str = param("auto")
+    feature_fusion: str = param("concat")
+    text_feature: str | None = param("text")
+    image_feature: str | None = param("image")
+
+
+def _choice(model: str, key: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ConfigError(f"{model}: {key}={value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
+class ItemTable(nn.Module):
+    """The item representation table [n_items + 1, dim] (row 0: padding, always zero)."""
+
+    def __init__(self, data, config: dict, dim: int, roles: tuple[str, ...], model: str):
+        super().__init__()
+        names = [config.get(f"{r}_feature") for r in roles]
+        present = [n for n in names if n is not None and n in data.item_features]
+        mode = _choice(model, "item_repr", config["item_repr"], ITEM_REPRS)
+        fusion = _choice(model, "feature_fusion", config["feature_fusion"], FEATURE_FUSIONS)
+        if mode == "auto":
+            mode = "feature" if present else "id"
+        if mode == "id" and present:
+            raise ConfigError(f"{model}: item_repr=id reads no item features, but {', '.join(present)} were given; "
+                              f"set item_repr=feature or id+feature, or drop the features")
+        if mode != "id" and not present:
+            raise ConfigError(f"{model}: item_repr={mode} needs item features; pass --feature ROLE=FEATURE_SET "
+                              f"for a role among {', '.join(roles)}")
+        self.mode, self.fusion, self.used = mode, fusion, present
+        n = data.n_items
+        self.id_embedding = nn.Embedding(n + 1, dim, padding_idx=0) if mode in ("id", "id+feature") else None
+        self.projections = nn.ModuleList()
+        for i, name in enumerate(present if mode != "id" else []):
+            mat = np.zeros((n + 1, data.item_features[name].shape[1]), np.float32)
+            mat[1:] = data.item_features[name]
+            self.register_buffer(f"feature_{i}", torch.from_numpy(mat), persistent=False)
+        if mode != "id":
+            dims = [getattr(self, f"feature_{i}").shape[1] for i in range(len(present))]
+            ins = [sum(dims)] if fusion == "concat" else dims
+            self.projections.extend(nn.Linear(d, dim) for d in ins)
+
+    def forward(self) -> torch.Tensor:
+        parts = []
+        if self.projections:
+            feats = [getattr(self, f"feature_{i}") for i in range(len(self.used))]
+            if self.fusion == "concat":
+                parts.append(self.projections[0](torch.cat(feats, 1)))
+            else:
+                parts.append(sum(p(f) for p, f in zip(self.projections, feats)))
+        if self.id_embedding is not None:
+            parts.append(self.id_embedding.weight)
+        table = sum(parts)
+        return torch.cat([torch.zeros_like(table[:1]), table[1:]], 0)  # padding row stays zero
+
+
+class SequentialRecommender(nn.Module):
+    """Base of the next-item models (see the module doc); subclasses implement :meth:`encode`.
+
+    ``task = "sequential"`` tells the trainer to use leave-one-out sequences
+    (:class:`mmfeat.recommenders.sequential.data.SequenceData`) and the next-item evaluator.
+    """
+
+    task = "sequential"
+    config_class: type[TrainerConfig] = SequentialConfig
+    defaults: dict = {}
+    grid: dict = {}
+    modality_roles: tuple[str, ...] = MULTIMODAL_ROLES
+    model_name: str = "sequential"
+
+    def __init__(self, data, config: dict):
+        super().__init__()
+        self.data, self.config = data, dict(config)
+        self.n_items = data.n_items
+        self.max_len = int(config["max_seq_length"])
+        _choice(self.model_name, "train_mode", config["train_mode"], TRAIN_MODES)
+        self.loss_type = _choice(self.model_name, "loss_type", config["loss_type"], LOSS_TYPES)
+        self._eval_table: torch.Tensor | None = None
+
+    def item_table_module(self, dim: int) -> ItemTable:
+        """The item table of this model (call once in ``__init__``)."""
+        return ItemTable(self.data, self.config, dim, self.modality_roles, self.model_name)
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        return torch.device("cpu")
+
+    def item_repr(self) -> str:
+        """The item representation that ran (``auto`` resolved)."""
+        return self.items.mode
+
+    # ------------------------------------------------------------------ to implement
+    def encode(self, inputs: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """Hidden states [B, L, dim] of the token windows ``inputs`` [B, L] (causal), given the item table."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ shared
+    def pre_epoch(self) -> None:
+        """Called by the trainer before each epoch."""
+
+    def table(self) -> torch.Tensor:
+        return self._eval_table if self._eval_table is not None else self.items()
+
+    def calculate_loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        inputs, targets = batch
+        table = self.items()
+        hidden = self.encode(inputs, table)
+        sel = targets > 0
+        return self.loss_at(hidden[sel], targets[sel] - 1, table)
+
+    def loss_at(self, hidden: torch.Tensor, targets: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """CE over all items, or BPR with one uniform negative that is not the target."""
+        if self.loss_type == "CE":
+            return F.cross_entropy(hidden @ table[1:].T, targets)
+        neg = (targets + torch.randint(1, self.n_items, targets.shape, device=targets.device)) % self.n_items
+        pos_s = (hidden * table[targets + 1]).sum(-1)
+        neg_s = (hidden * table[neg + 1]).sum(-1)
+        return bpr_loss(pos_s, neg_s)
+
+    def last_hidden(self, inputs: torch.Tensor, lengths: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        hidden = self.encode(inputs, table)
+        return hidden[torch.arange(len(inputs), device=hidden.device), lengths - 1]
+
+    def full_sort_predict(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Scores [B, n_items] of every item after each history (``lengths``: real items per row)."""
+        table = self.table()
+        return self.last_hidden(inputs, lengths, table) @ table[1:].T
+
+    def prepare_eval(self) -> None:
+        with torch.no_grad():
+            self._eval_table = self.items()
+
+    def end_eval(self) -> None:
+        self._eval_table = None
+
+    def sub_model_scorers(self) -> dict:
+        """Name -> ``score_fn(inputs, lengths)`` of sub-models evaluated next to the full model (none here;
+        fMRLRec's nested sizes)."""
+        return {}
+
+
+def init_normal(module: nn.Module, std: float = 0.02) -> None:
+    """RecBole's SASRec init: N(0, std) for Linear and Embedding weights, zero biases, unit LayerNorm."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, 0.0, std)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    for m in module.modules():
+        if isinstance(m, nn.Embedding) and m.padding_idx is not None:
+            with torch.no_grad():
+                m.weight[m.padding_idx].zero_()

@@ -1,0 +1,66 @@
+"""The sequential task for the shared trainer (:func:`mmfeat.recommenders.trainer.fit`): token windows
+per epoch (:mod:`.batches`), next-item full ranking (:mod:`.evaluation`), sub-model metrics.
+
+The trainer's loop, early stopping (MMRec's rounding), records and grid search are the same as for the
+user-item models; only the samples and the evaluator differ.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..config import ConfigError
+from .batches import epoch_batches, train_samples
+from .data import SequenceData
+from .evaluation import SequentialEvaluator
+
+
+class SequentialTask:
+    """Leave-one-out next-item training and evaluation on :class:`SequenceData`."""
+
+    def __init__(self, model_name: str, data, cfg: dict):
+        if not isinstance(data, SequenceData):
+            raise ConfigError(f"{model_name} is a sequential model: it trains on leave-one-out sequences "
+                              f"(SequenceData, split method 'loo'), got {type(data).__name__}")
+        self.data, self.cfg = data, cfg
+        self.max_len = int(cfg["max_seq_length"])
+        self.starts, self.ends, self.last_only = train_samples(data.indptr, self.max_len, cfg["train_mode"])
+        if len(self.starts) == 0:
+            raise ConfigError(f"{model_name}: no user has a train target (every user has exactly 3 interactions); "
+                              f"nothing to train on")
+        self.has_valid = data.n_users > 0
+        self._evaluators: dict[str, SequentialEvaluator] = {}
+
+    def train_epoch(self, model, opt, rng: np.random.Generator, device: torch.device, epoch: int) -> float:
+        """One shuffled pass over the train samples in batches of about ``train_batch_size`` targets."""
+        from ..trainer import optimizer_step
+
+        model.train()
+        model.pre_epoch()
+        clip = self.cfg.get("clip_grad_norm")
+        total = 0.0
+        batches = epoch_batches(self.data.tokens, self.starts, self.ends, self.last_only, self.max_len,
+                                int(self.cfg["train_batch_size"]), rng)
+        for i, (inputs, targets) in enumerate(batches):
+            total += optimizer_step(model, opt, (inputs.to(device), targets.to(device)), clip, epoch, i)
+        return total
+
+    def evaluator(self, split: str) -> SequentialEvaluator:
+        if split not in self._evaluators:
+            self._evaluators[split] = SequentialEvaluator(
+                self.data, split, max_len=self.max_len, topk=tuple(self.cfg["topk"]),
+                metrics=tuple(m.lower() for m in self.cfg["metrics"]), batch_size=int(self.cfg["eval_batch_size"]),
+                mask_history=bool(self.cfg["mask_history"]))
+        return self._evaluators[split]
+
+    def sub_models(self, model) -> dict:
+        """Valid and test metrics of every sub-model (fMRLRec's nested sizes) of the selected model."""
+        out = {}
+        for name, score_fn in model.sub_model_scorers().items():
+            out[name] = {split: self.evaluator(split).evaluate(model, score_fn) for split in ("valid", "test")}
+        return out
+
+    def describe(self, model) -> dict:
+        """The record's extra data facts: which item representation ran and the training samples."""
+        return {"item_repr": model.item_repr(), "train_mode": self.cfg["train_mode"],
+                "train_samples": int(len(self.starts)), "max_seq_length": self.max_len}
