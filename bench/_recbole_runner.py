@@ -32,6 +32,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from typing import Any
 
 import torch
@@ -135,6 +136,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     t_start = time.perf_counter()
     if args.dataset == "ml-100k":
         raise SystemExit("dataset name 'ml-100k' makes RecBole read its bundled copy: use another name")
+    warnings.filterwarnings("ignore", category=FutureWarning)  # torch.cuda.amp.GradScaler notice
     sys.argv = sys.argv[:1]  # RecBole's Config parses --key=value from the command line
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -152,8 +154,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     init_seed(config["seed"], config["reproducibility"])
     t0 = time.perf_counter()
     dataset = create_dataset(config)
+    n_interactions = len(dataset.inter_feat)  # before build(): raw rows, not augmented samples
     train_data, valid_data, test_data = data_preparation(config, dataset)
     data_s = time.perf_counter() - t0
+    rss_after_data = peak_rss_mb()
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     trainer = make_trainer_class(Trainer)(config, model)
@@ -174,7 +178,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "config": {k: jsonable(config[k]) for k in REPORTED if k in config.final_config_dict},
         "n_users": int(dataset.user_num - 1),
         "n_items": int(dataset.item_num - 1),
-        "n_interactions": int(len(dataset.inter_feat)),
+        "n_interactions": int(n_interactions),
         "n_train_samples": int(len(train_data._dataset)),
         "n_valid_samples": int(len(valid_data._dataset)),
         "n_test_samples": int(len(test_data._dataset)),
@@ -187,6 +191,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "test_eval_s": test_eval_s,
         "data_s": data_s,
         "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb_after_data": rss_after_data,
         "wall_s": time.perf_counter() - t_start,
         "recbole_version": recbole.__version__,
         "torch_version": torch.__version__,

@@ -110,7 +110,7 @@ def _check_roles(model: str, arms: list[dict[str, str]], overrides: dict[str, An
             check_features(model, feats, cfg, alternatives)
         except ConfigError as exc:
             raise TrainRequestError(str(exc)) from None
-        if cls.modality_roles and not feats:
+        if cls.modality_roles and getattr(cls, "requires_features", True) and not feats:
             raise TrainRequestError(f"{cls.model_name} needs item features: pass --feature ROLE=FEATURE_SET[@ref] "
                                     f"for a role among {', '.join(cls.modality_roles)}")
 

@@ -114,6 +114,8 @@ class SequentialRecommender(nn.Module):
     defaults: dict = {}
     grid: dict = {}
     modality_roles: tuple[str, ...] = MULTIMODAL_ROLES
+    #: item features are optional: without them the items are ID embeddings (``item_repr`` auto)
+    requires_features = False
     model_name: str = "sequential"
 
     def __init__(self, data, config: dict):

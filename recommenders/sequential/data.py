@@ -140,7 +140,8 @@ def from_loo_frame(df: pd.DataFrame, *, features: dict | None = None, feature_ve
     expected = np.zeros(len(split), np.int64)
     expected[indptr[1:] - 1], expected[indptr[1:] - 2] = 2, 1
     if (counts < 3).any() or (split != expected).any():
-        bad = user_ids[uidx[np.flatnonzero(split != expected)[0]]] if (split != expected).any() else "?"
+        wrong = np.flatnonzero(split != expected)
+        bad = str(user_ids[uidx[wrong[0]]]) if len(wrong) else str(user_ids[np.flatnonzero(counts < 3)[0]])
         raise SequenceSplitError(f"sequential models need a leave-one-out split (train rows, then one valid, then "
                                  f"one test row per user in time order); user {bad!r} does not have it: use split "
                                  f"method 'loo'")

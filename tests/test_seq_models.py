@@ -1,0 +1,106 @@
+"""Sequential models on tiny data with a sequential rule (next item = last item + 1): each must beat the
+popularity baseline; item representations, losses, and fMRLRec's nested sizes."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mmfeat.recommenders import ConfigError, build_model, fit, split_interactions
+from mmfeat.recommenders.sequential import SequentialEvaluator, from_loo_frame
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+N_ITEMS = 30
+SMALL = {"epochs": 30, "learning_rate": 0.01, "train_batch_size": 128, "max_seq_length": 8, "hidden_size": 16,
+         "inner_size": 32, "embedding_size": 16, "mrl_sizes": [8, 16], "seed": 3, "early_stopping": False,
+         "topk": [1, 5, 10], "valid_metric": "hit@5", "learner": "adam", "weight_decay": 0.0}
+
+
+def _cyclic(features: bool = False):
+    """80 users, each walking 12 steps through the item cycle from a random start."""
+    rng = np.random.default_rng(0)
+    starts = rng.integers(0, N_ITEMS, 80)
+    df = pd.DataFrame([(u, int((s + t) % N_ITEMS), t) for u, s in enumerate(starts) for t in range(12)],
+                      columns=["user_id", "item_id", "timestamp"])
+    feats = {"text": (np.arange(N_ITEMS), np.eye(N_ITEMS, dtype=np.float32))} if features else None
+    return from_loo_frame(split_interactions(df, "loo"), features=feats, split_hash="cyclic")
+
+
+class _Popularity(torch.nn.Module):
+    device = torch.device("cpu")
+
+    def __init__(self, data):
+        super().__init__()
+        counts = np.bincount(data.tokens - 1, minlength=data.n_items).astype(np.float32)
+        self.scores = torch.from_numpy(counts)
+
+    def full_sort_predict(self, inputs, lengths):
+        return self.scores.expand(len(inputs), -1).clone()
+
+    def prepare_eval(self):
+        pass
+
+    def end_eval(self):
+        pass
+
+
+def _cfg(name):
+    from mmfeat.recommenders.models import get_model_class
+
+    fields = get_model_class(name).config_class.model_fields
+    return {k: v for k, v in SMALL.items() if k in fields}
+
+
+@pytest.mark.parametrize("name", ["SASRec", "GRU4Rec", "fMRLRec"])
+def test_each_model_beats_popularity(name):
+    data = _cyclic()
+    pop = SequentialEvaluator(data, "test", max_len=8, topk=(5,), metrics=("hit",)).evaluate(_Popularity(data))
+    rec = fit(data, name, _cfg(name), progress=False)
+    assert rec.test["hit@5"] > pop["hit@5"] + 0.3, (rec.test, pop)
+
+
+def test_fmrlrec_reports_every_nested_size_from_one_training():
+    rec = fit(_cyclic(), "fMRLRec", {**_cfg("fMRLRec"), "epochs": 3}, progress=False)
+    assert set(rec.sub_models) == {"d8"} and set(rec.sub_models["d8"]) == {"valid", "test"}
+    assert set(rec.sub_models["d8"]["test"]) == set(rec.test)  # same metrics at every size
+
+
+def test_fmrlrec_prefix_is_a_model_of_its_own():
+    """Output dims [:8] do not depend on any parameter or input beyond dim 8 (full-scale Matryoshka)."""
+    data = _cyclic(features=True)
+    model = build_model("fMRLRec", data, {**_cfg("fMRLRec"), "lru_dropout": 0.0, "lru_attn_dropout": 0.0}).eval()
+    inputs = torch.from_numpy(SequentialEvaluator(data, "test", max_len=8).inputs)
+    before = model.encode(inputs, model.items())[..., :8].detach().clone()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim == 2 and p.shape[0] == 16:  # rows 8.. of every layer's weight
+                p[8:] += torch.randn_like(p[8:])
+            elif p.ndim == 1 and p.shape[0] == 16:
+                p[8:] += 1.0
+    after = model.encode(inputs, model.items())[..., :8]
+    assert torch.allclose(before, after, atol=1e-5)
+
+
+def test_item_repr_auto_reads_features_and_nothing_given_is_ignored():
+    data = _cyclic(features=True)
+    rec = fit(data, "SASRec", _cfg("SASRec"), progress=False)
+    assert rec.data["item_repr"] == "feature" and rec.feature_versions == {} and rec.test["hit@5"] > 0.5
+    with pytest.raises(ConfigError, match="item_repr=id reads no item features"):
+        build_model("SASRec", data, {"item_repr": "id"})
+    with pytest.raises(ConfigError, match="needs item features"):
+        build_model("SASRec", _cyclic(), {"item_repr": "feature"})
+    both = build_model("SASRec", data, {"item_repr": "id+feature"})
+    assert both.items.id_embedding is not None and len(both.items.projections) == 1
+
+
+def test_bpr_loss_and_prefix_mode_train():
+    rec = fit(_cyclic(), "SASRec", {**_cfg("SASRec"), "loss_type": "BPR", "train_mode": "prefix", "epochs": 2},
+              progress=False)
+    assert rec.data["train_mode"] == "prefix" and all(np.isfinite(e["loss"]) for e in rec.epochs)
+    with pytest.raises(ConfigError, match="loss_type='bce'"):
+        build_model("SASRec", _cyclic(), {"loss_type": "bce"})
+
+
+def test_valid_metric_must_be_computed():
+    with pytest.raises(ConfigError, match="valid_metric='recall@20'"):
+        fit(_cyclic(), "SASRec", {**_cfg("SASRec"), "valid_metric": "recall@20"}, progress=False)

@@ -1,0 +1,123 @@
+"""The sequential protocol: leave-one-out split (ties, short users, order in the hash), sequences, training
+samples, and next-item metrics against hand-computed cases."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mmfeat.recommenders import hash_split_frame, split_interactions
+from mmfeat.recommenders.sequential import SequenceSplitError, SequentialEvaluator, from_loo_frame, metrics_from_ranks
+from mmfeat.recommenders.sequential.batches import epoch_batches, train_samples
+from mmfeat.recommenders.sequential.evaluation import target_ranks
+
+
+def _frame(rows):
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
+
+
+def test_leave_one_out_breaks_timestamp_ties_by_source_order_and_drops_short_users():
+    df = _frame([("u", "a", 5), ("u", "b", 3), ("u", "c", 3), ("u", "d", 7), ("v", "x", 1), ("v", "y", 2),
+                 ("w", "p", 9), ("w", "q", 9), ("w", "r", 9)])
+    out = split_interactions(df, "loo")
+    u = out[out.user_id == "u"].sort_values("position")
+    assert u.item_id.tolist() == ["b", "c", "a", "d"] and u.split.tolist() == [0, 0, 1, 2]
+    w = out[out.user_id == "w"].sort_values("position")  # all tied: source order
+    assert w.item_id.tolist() == ["p", "q", "r"] and w.split.tolist() == [0, 1, 2]
+    assert "v" not in set(out.user_id) and out.attrs["dropped_users"] == 1
+
+
+def test_split_hash_holds_the_sequence_order():
+    df = split_interactions(_frame([("u", "a", 1), ("u", "b", 2), ("u", "c", 3), ("u", "d", 4)]), "loo")
+    swapped = df.copy()
+    swapped.loc[swapped.item_id == "a", "position"], swapped.loc[swapped.item_id == "b", "position"] = 1, 0
+    assert hash_split_frame(df) != hash_split_frame(swapped)
+    assert hash_split_frame(df.drop(columns="position")) == hash_split_frame(swapped.drop(columns="position"))
+
+
+def test_sequence_data_needs_a_leave_one_out_split():
+    df = _frame([(u, f"i{k}", k) for u in range(3) for k in range(6)])
+    with pytest.raises(SequenceSplitError, match="leave-one-out"):
+        from_loo_frame(split_interactions(df, "random"))
+    bad = split_interactions(df, "loo")
+    bad.loc[bad.index[0], "split"] = 1  # a valid row before the train rows
+    with pytest.raises(SequenceSplitError, match="user '0'"):
+        from_loo_frame(bad)
+
+
+def test_sequence_data_targets_histories_and_cold_items():
+    # item z only ever appears as u's test target: a cold item
+    df = _frame([("u", "a", 1), ("u", "b", 2), ("u", "c", 3), ("u", "z", 4), ("v", "c", 1), ("v", "a", 2),
+                 ("v", "b", 3)])
+    data = from_loo_frame(split_interactions(df, "loo"))
+    ids = list(data.item_ids)
+    assert [ids[i] for i in data.targets("valid")] == ["c", "a"] and [ids[i] for i in data.targets("test")] == ["z", "b"]
+    assert data.cold_targets() == {"valid_users": 0, "test_users": 1, "items": 1}
+    assert data.summary()["n_train_targets"] == 1  # u: a -> b; v has no train target
+
+
+def test_training_samples_cover_every_train_target_once():
+    lengths = np.array([3, 4, 9, 23])
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    tokens = np.arange(1, indptr[-1] + 1)
+    want = sorted(int(t) for u in range(4) for t in tokens[indptr[u] + 1: indptr[u + 1] - 2])
+    rng = np.random.default_rng(0)
+    for mode in ("window", "prefix"):
+        s, e, last_only = train_samples(indptr, 5, mode)
+        got = []
+        for inputs, targets in epoch_batches(tokens, s, e, last_only, 5, 7, rng):
+            for x, y in zip(inputs.numpy(), targets.numpy()):
+                n = int((x > 0).sum())
+                assert (x[n:] == 0).all() and n <= 5  # left-aligned, padded at the end
+                real = y > 0
+                assert (y[real] == x[real] + 1).all()  # the next token of this toy sequence
+                got += y[real].tolist()
+        assert sorted(got) == want, mode
+    s, e, _ = train_samples(indptr, 5, "last")
+    assert len(s) == 3 and (e - s <= 5).all()  # users with a train target, newest window each
+
+
+def test_metrics_from_ranks_by_hand():
+    m = metrics_from_ranks(np.array([1, 3, 11]), topk=(5, 10), metrics=("hit", "ndcg", "mrr", "recall", "precision"))
+    assert m["hit@5"] == pytest.approx(2 / 3) and m["recall@10"] == pytest.approx(2 / 3)
+    assert m["ndcg@5"] == pytest.approx((1 + 1 / np.log2(4)) / 3)
+    assert m["mrr@10"] == pytest.approx((1 + 1 / 3) / 3) and m["precision@5"] == pytest.approx(2 / 15)
+
+
+def test_ties_count_against_the_target():
+    scores = torch.tensor([[0.5, 0.5, 0.2], [0.1, 0.1, 0.1], [0.3, -torch.inf, 0.9]])
+    assert target_ranks(scores, torch.tensor([1, 2, 1])).tolist() == [2, 3, 3]
+
+
+class _FixedScores(torch.nn.Module):
+    """Scores every item by a fixed vector (the same for every user)."""
+
+    def __init__(self, scores):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor(scores, dtype=torch.float32))
+
+    device = torch.device("cpu")
+
+    def full_sort_predict(self, inputs, lengths):
+        return self.w.detach().expand(len(inputs), -1).clone()
+
+    def prepare_eval(self):
+        pass
+
+    def end_eval(self):
+        pass
+
+
+def test_history_masking_on_and_off_and_users_without_a_target():
+    # items a..e; u: a b c | d | e ; v: b c a | e | d
+    df = _frame([("u", x, t) for t, x in enumerate("abcde")] + [("v", x, t) for t, x in enumerate("bcaed")])
+    data = from_loo_frame(split_interactions(df, "loo"))
+    model = _FixedScores([0.9, 0.8, 0.7, 0.6, 0.5])  # a > b > c > d > e
+    ev = SequentialEvaluator(data, "test", max_len=10, topk=(1, 3), metrics=("hit",))
+    assert ev.ranks(model).tolist() == [5, 4]  # e is last for u, d is 4th for v
+    masked = SequentialEvaluator(data, "test", max_len=10, topk=(1, 3), metrics=("hit",), mask_history=True)
+    assert masked.ranks(model).tolist() == [1, 1]  # history a b c d / b c a e masked: the target is first
+    assert masked.evaluate(model) == {"hit@1": 1.0, "hit@3": 1.0}
+    masked.targets[0] = -1  # u has no target: left out of the average
+    assert masked.ranks(model).tolist() == [1]
+    ev.targets[1] = -1
+    assert ev.evaluate(model) == {"hit@1": 0.0, "hit@3": 0.0}
