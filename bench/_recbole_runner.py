@@ -29,6 +29,7 @@ import copy
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -44,29 +45,15 @@ DEFAULTS: dict[str, Any] = {
     "metric_decimal_place": 6,
 }
 FIXED: dict[str, Any] = {
-    "USER_ID_FIELD": "user_id",
-    "ITEM_ID_FIELD": "item_id",
-    "TIME_FIELD": "timestamp",
+    "USER_ID_FIELD": "user_id", "ITEM_ID_FIELD": "item_id", "TIME_FIELD": "timestamp",
     "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
-    "rm_dup_inter": None,
-    "val_interval": None,
-    "filter_inter_by_user_or_item": False,
-    "user_inter_num_interval": None,
-    "item_inter_num_interval": None,
+    "rm_dup_inter": None, "val_interval": None, "filter_inter_by_user_or_item": False,
+    "user_inter_num_interval": None, "item_inter_num_interval": None,
     "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "full"},
-    "repeatable": True,
-    "loss_type": "CE",
-    "train_neg_sample_args": None,
-    "metrics": ["Recall", "MRR", "NDCG", "Hit", "Precision"],
-    "topk": [5, 10, 20, 50],
-    "show_progress": False,
-    "use_gpu": False,
-    "gpu_id": "",
-    "reproducibility": True,
-    "save_dataset": False,
-    "save_dataloaders": False,
-    "log_wandb": False,
-    "state": "WARNING",
+    "repeatable": True, "loss_type": "CE", "train_neg_sample_args": None,
+    "metrics": ["Recall", "MRR", "NDCG", "Hit", "Precision"], "topk": [5, 10, 20, 50],
+    "show_progress": False, "use_gpu": False, "gpu_id": "", "reproducibility": True,
+    "save_dataset": False, "save_dataloaders": False, "log_wandb": False, "state": "WARNING",
 }
 REPORTED = [
     "hidden_size", "inner_size", "n_layers", "n_heads", "hidden_dropout_prob", "attn_dropout_prob",
@@ -96,6 +83,25 @@ def jsonable(value: Any) -> Any:
         return value
     except TypeError:
         return str(value)
+
+
+class FirstBatches:
+    """A train loader that yields only its first ``n`` batches (speed runs on large data), delegating the rest."""
+
+    def __init__(self, loader: Any, n: int) -> None:
+        self.loader, self.n = loader, n
+
+    def __iter__(self):
+        for i, batch in enumerate(self.loader):
+            if i >= self.n:
+                break
+            yield batch
+
+    def __len__(self) -> int:
+        return min(self.n, len(self.loader))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.loader, name)
 
 
 def make_trainer_class(base: type) -> type:
@@ -161,7 +167,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     trainer = make_trainer_class(Trainer)(config, model)
-    trainer.fit(train_data, valid_data, verbose=False, saved=True, show_progress=False)
+    full_batches = len(train_data)
+    loader = FirstBatches(train_data, args.max_train_batches) if args.max_train_batches else train_data
+    trainer.fit(loader, valid_data, verbose=False, saved=True, show_progress=False)
     if trainer.best_state is not None:
         model.load_state_dict(trainer.best_state)
     t0 = time.perf_counter()
@@ -186,7 +194,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "best_epoch": trainer.best_epoch,
         "best_valid": best["valid"] if best else None,
         "test": lower_keys(test_result),
-        "s_per_epoch": sum(e["train_s"] for e in epochs) / max(len(epochs), 1),
+        # with --max-train-batches: the timed batches scaled to the full epoch's batch count
+        "s_per_epoch": sum(e["train_s"] for e in epochs) / max(len(epochs), 1) * full_batches / len(loader),
+        "timed_batches": len(loader),
+        "batches_per_epoch": full_batches,
         "s_per_eval": sum(evals) / max(len(evals), 1),
         "test_eval_s": test_eval_s,
         "data_s": data_s,
@@ -207,9 +218,13 @@ def main() -> None:
     parser.add_argument("--config", default="{}", help="JSON object of RecBole parameters")
     parser.add_argument("--out", required=True)
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave)")
+    parser.add_argument("--max-train-batches", type=int, default=0,
+                        help="train on only the first N batches of each epoch and scale s_per_epoch to the full "
+                             "epoch (a speed measurement; the metrics are then not the full epoch's)")
     args = parser.parse_args()
     out_path = os.path.abspath(args.out)
     args.data_dir = os.path.abspath(args.data_dir)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `timeout` still cleans up
     workdir = tempfile.mkdtemp(prefix="recbole_run_")
     cwd = os.getcwd()
     os.chdir(workdir)

@@ -30,6 +30,9 @@ TRAIN_DEPLOYMENTS: dict[str, dict[str, Any]] = {
                   "features": {"text": "title_minilm", "image": "description_minilm"}, "config": {"epochs": 50}},
     "movielens-100k": {"manifest": "movielens-100k", "model": "FREEDOM", "features": {"text": "text_minilm"},
                        "min_rating": 4.0, "k_core": 5, "config": {"epochs": 50}},
+    # next-video prediction with the MicroLens protocol: the last 10 items as history, history masked
+    "microlens-sasrec": {"manifest": "microlens", "model": "SASRec", "features": {"text": "title_minilm"},
+                         "config": {"epochs": 50, "max_seq_length": 10, "mask_history": True}},
 }
 
 
@@ -99,4 +102,4 @@ def train_deployments() -> list:
 def _deployment_description(name: str, params: dict[str, Any]) -> str:
     """What a train deployment trains on, as the Prefect UI shows it."""
     feats = ", ".join(f"{k}={v}" for k, v in params.get("features", {}).items()) or "no item features"
-    return f"Train {params['model']} on {name} ({feats}; run extract-features/{name} first)"
+    return f"Train {params['model']} on {name} ({feats}; run extract-features/{params['manifest']} first)"

@@ -67,3 +67,15 @@ def test_cli_versus_ids_and_comma_arms(monkeypatch):
                "--versus", "ids", "--split", "loo"])
     assert rc == 2 and seen["versus"] == [{"text": "b", "image": "c"}, "ids"] and seen["split"] == "loo"
     assert tr.versus_arms({"text": "a"}, seen["versus"]) == [{"text": "a"}, {"text": "b", "image": "c"}, {}]
+
+
+@pytest.mark.parametrize("name", ["microlens", "movielens-100k", "microlens-sasrec"])
+def test_every_train_deployment_reads_feature_sets_its_manifest_builds(name):
+    from mmfeat.pipelines.manifest import load_manifest
+    from mmfeat.pipelines.train_flow import TRAIN_DEPLOYMENTS
+    from mmfeat.recommenders import check_features, resolve_config
+
+    params = TRAIN_DEPLOYMENTS[name]
+    names = {fs.name for fs in load_manifest(params["manifest"]).feature_sets}
+    assert set(params["features"].values()) <= names
+    check_features(params["model"], params["features"], resolve_config(params["model"], params.get("config")), [])

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from ..config import param
+from ..config import ConfigError, param
 from ..models.base import register
 from .base import SequentialConfig, SequentialRecommender, init_normal
 
@@ -23,27 +24,53 @@ class SASRecConfig(SequentialConfig):
     initializer_range: float = param(0.02, gt=0.0)
 
 
+ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "swish": nn.SiLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+
+
 class _Block(nn.Module):
-    """Post-LayerNorm transformer block (RecBole's TransformerLayer): attention, then the feed-forward,
-    each with dropout, a residual and a LayerNorm; attention and hidden dropout are separate."""
+    """Post-LayerNorm transformer block (RecBole's TransformerLayer): causal multi-head attention, then the
+    feed-forward, each with dropout, a residual and a LayerNorm; attention dropout (on the attention
+    probabilities) and hidden dropout are separate. Attention is one fused QKV projection and
+    ``scaled_dot_product_attention`` (no head transposes through ``nn.MultiheadAttention``)."""
 
     def __init__(self, d: int, heads: int, inner: int, hidden_dropout: float, attn_dropout: float, act: str,
                  eps: float):
         super().__init__()
-        self.attn = nn.MultiheadAttention(d, heads, dropout=attn_dropout, batch_first=True)
+        if act not in ACTIVATIONS:
+            raise ConfigError(f"SASRec: hidden_act={act!r} is not one of {', '.join(ACTIVATIONS)}")
+        self.heads, self.attn_dropout = heads, attn_dropout
+        self.qkv, self.out = nn.Linear(d, 3 * d), nn.Linear(d, d)
         self.ln1, self.ln2 = nn.LayerNorm(d, eps=eps), nn.LayerNorm(d, eps=eps)
-        activations = {"gelu": nn.GELU(), "relu": nn.ReLU(), "swish": nn.SiLU(), "tanh": nn.Tanh(),
-                       "sigmoid": nn.Sigmoid()}
-        if act not in activations:
-            from ..config import ConfigError
-            raise ConfigError(f"SASRec: hidden_act={act!r} is not one of {', '.join(activations)}")
-        self.ffn = nn.Sequential(nn.Linear(d, inner), activations[act], nn.Linear(inner, d), nn.Dropout(hidden_dropout))
+        self.ffn = nn.Sequential(nn.Linear(d, inner), ACTIVATIONS[act](), nn.Linear(inner, d), nn.Dropout(hidden_dropout))
         self.drop = nn.Dropout(hidden_dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        a = self.attn(x, x, x, attn_mask=mask, need_weights=False, is_causal=True)[0]
-        x = self.ln1(x + self.drop(a))
+    def _heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        return q, k, v
+
+    def _merge(self, a: torch.Tensor) -> torch.Tensor:
+        b, h, n, dh = a.shape
+        return a.transpose(1, 2).reshape(b, n, h * dh)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self._heads(x)
+        p = self.attn_dropout if self.training else 0.0
+        a = self._merge(F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True))
+        x = self.ln1(x + self.drop(self.out(a)))
         return self.ln2(x + self.ffn(x))
+
+    def forward_last(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The block's output at each row's last real position only, [B, d] (evaluation: the last block
+        needs one query per history, and its feed-forward one vector)."""
+        q, k, v = self._heads(x)
+        rows = torch.arange(len(x), device=x.device)
+        q_last = q[rows, :, lengths - 1][:, :, None]  # [B, H, 1, dh]
+        keep = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]  # causal for the last query
+        p = self.attn_dropout if self.training else 0.0
+        a = F.scaled_dot_product_attention(q_last, k, v, attn_mask=keep[:, None, None, :], dropout_p=p)
+        y = self.ln1(x[rows, lengths - 1] + self.drop(self.out(self._merge(a)[:, 0])))
+        return self.ln2(y + self.ffn(y))
 
 
 @register("SASRec")
@@ -66,7 +93,6 @@ class SASRec(SequentialRecommender):
         super().__init__(data, config)
         d = int(config["hidden_size"])
         if d % int(config["n_heads"]):
-            from ..config import ConfigError
             raise ConfigError(f"SASRec: hidden_size={d} is not divisible by n_heads={config['n_heads']}")
         self.items = self.item_table_module(d)
         self.position = nn.Embedding(self.max_len, d)
@@ -77,14 +103,20 @@ class SASRec(SequentialRecommender):
                                            config["hidden_act"], float(config["layer_norm_eps"]))
                                     for _ in range(int(config["n_layers"])))
         init_normal(self, float(config["initializer_range"]))
-        self.register_buffer("causal", torch.triu(torch.full((self.max_len, self.max_len), float("-inf")), 1),
-                             persistent=False)
+
+    def _embed(self, inputs: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        x = table[inputs] + self.position.weight[:inputs.shape[1]][None]
+        return self.drop(self.ln(x))
 
     def encode(self, inputs: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-        L = inputs.shape[1]
-        x = table[inputs] + self.position.weight[:L][None]
-        x = self.drop(self.ln(x))
-        mask = self.causal[:L, :L]
+        x = self._embed(inputs, table)
         for block in self.blocks:
-            x = block(x, mask)
+            x = block(x)
         return x
+
+    def last_hidden(self, inputs: torch.Tensor, lengths: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """Same values as ``encode(...)[rows, lengths - 1]``; the last block runs at the last position only."""
+        x = self._embed(inputs, table)
+        for block in self.blocks[:-1]:
+            x = block(x)
+        return self.blocks[-1].forward_last(x, lengths)
