@@ -46,7 +46,7 @@ MODELS = {
     "GRU4Rec": {"embedding_size": 64, "hidden_size": 128, "num_layers": 1, "dropout_prob": 0.3},
 }
 #: RecBole's overall.yaml training keys, given to both sides
-COMMON = {"learning_rate": 0.001, "train_batch_size": 2048, "eval_batch_size": 4096, "weight_decay": 0.0,
+COMMON = {"learning_rate": 0.001, "train_batch_size": 2048, "weight_decay": 0.0,
           "max_seq_length": 50, "loss_type": "CE", "valid_metric": "ndcg@10"}
 #: our metric names -> RecBole's
 RECBOLE_METRIC_NAMES = {"hit": "Hit", "ndcg": "NDCG", "mrr": "MRR", "recall": "Recall", "precision": "Precision"}
@@ -102,7 +102,7 @@ def ours_worker(args) -> None:
     out = {"impl": "mmfeat", "model": args.model, "test": rec.test, "best_valid": rec.best_valid,
            "best_epoch": rec.best_epoch, "epochs_run": len(rec.epochs), "s_per_epoch": rec.s_per_epoch,
            "s_per_eval": rec.s_per_eval, "peak_rss_mb": rec.peak_rss_mb, "wall_s": time.perf_counter() - t0,
-           "train_samples": rec.data.get("train_samples"), "stopped_early": rec.stopped_early,
+           "train_samples": rec.data.get("train_samples"), "stop_reason": rec.stop_reason,
            "split_hash": data.split_hash}
     Path(args.out).write_text(json.dumps(out))
 
@@ -140,13 +140,13 @@ def _f(v, fmt=".4f") -> str:
 
 
 def table(rows: list[dict], ratios: bool = True) -> str:
-    cols = ["model", "impl", "seed", "epochs", "best epoch", "test hit@10", "test ndcg@10", "test mrr@10",
-            "s/epoch", "s/eval", "peak RSS MiB"]
+    cols = ["model", "impl", "seed", "epochs", "stopped by", "best epoch", "test hit@10", "test ndcg@10",
+            "test mrr@10", "s/epoch", "s/eval", "peak RSS MiB"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         t = r.get("test", {})
         lines.append("| " + " | ".join([r["model"], r["impl"], str(r.get("seed", "-")), str(r.get("epochs_run", "-")),
-                                        str(r.get("best_epoch", "-")), _f(t.get("hit@10")), _f(t.get("ndcg@10")),
+                                        r.get("stop_reason", "-"), str(r.get("best_epoch", "-")), _f(t.get("hit@10")), _f(t.get("ndcg@10")),
                                         _f(t.get("mrr@10")), _f(r.get("s_per_epoch"), ".2f"),
                                         _f(r.get("s_per_eval"), ".2f"), _f(r.get("peak_rss_mb"), ".0f")]) + " |")
     return "\n".join(lines)
@@ -195,7 +195,8 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=list(MODELS))
     ap.add_argument("--epochs", type=int, default=5, help="epoch budget of every run (same on both sides)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[2024])
-    ap.add_argument("--train-modes", nargs="+", default=["window"], help="our train_mode(s) (window, prefix)")
+    ap.add_argument("--train-modes", nargs="+", default=["window"],
+                    help="our train_mode(s): window, window:STRIDE (train_stride), prefix, last")
     ap.add_argument("--recbole-batches", type=int, help="speed: time RecBole's epoch on its first N batches")
     ap.add_argument("--time-cap", type=float, default=3600, help="seconds per run before it is killed")
     ap.add_argument("--threads", type=int, default=2)
@@ -214,8 +215,11 @@ def main() -> None:
         for seed in args.seeds:
             base = {**COMMON, **MODELS[model], "epochs": args.epochs, "seed": seed,
                     "stopping_step": 10 if args.mode == "converged" else args.epochs}
-            for mode in args.train_modes:
-                r = run_ours(data_dir, model, {**base, "train_mode": mode}, args.threads, args.time_cap)
+            ours_extra = {"time_limit_s": args.time_cap * 0.9} if args.mode == "converged" else {}
+            for mode in args.train_modes:  # "window", "window:10" (train_stride 10), "prefix"
+                name, _, stride = mode.partition(":")
+                sample = {"train_mode": name, **({"train_stride": int(stride)} if stride else {})}
+                r = run_ours(data_dir, model, {**base, **ours_extra, **sample}, args.threads, args.time_cap)
                 r.update(seed=seed, impl=f"mmfeat ({mode})")
                 rows.append(r)
                 print(json.dumps(r), flush=True)

@@ -17,8 +17,9 @@ REPORT_METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20")
 #: ... and next-item (sequential) models, whose records hold hit/mrr (RecBole's and MicroLens' names)
 SEQUENTIAL_REPORT_METRICS = ("hit@10", "ndcg@10", "mrr@10", "hit@20")
 
-#: config keys that define how metrics were computed and which epoch is reported
-PROTOCOL_KEYS = ("metrics", "topk", "valid_metric")
+#: config keys that define how metrics were computed and which epoch is reported (the last two: how a
+#: sequential model's history is read and ranked; absent from user-item records)
+PROTOCOL_KEYS = ("metrics", "topk", "valid_metric", "mask_history", "max_seq_length")
 
 
 def record_path(path: str | Path) -> Path:

@@ -64,6 +64,8 @@ class RunRecord:
     best_valid: dict = field(default_factory=dict)
     test: dict = field(default_factory=dict)
     stopped_early: bool = False
+    #: why training ended: "epochs" (the budget), "early_stopping" or "time_limit"
+    stop_reason: str = "epochs"
     wall_s: float = 0.0
     s_per_epoch: float = 0.0
     s_per_eval: float = 0.0
@@ -392,7 +394,12 @@ def fit(data: InteractionData, model_name: str, config: dict | None = None, runs
     if progress:
         from tqdm.auto import tqdm
         it = tqdm(it, desc=f"{model_name}", leave=False)
+    limit = cfg.get("time_limit_s")
     for epoch in it:
+        if limit and epoch and time.perf_counter() - t_start > limit:
+            rec.stop_reason = "time_limit"
+            log.info("%s: time limit %.0f s reached after %d epochs", model_name, limit, epoch)
+            break
         t0 = time.perf_counter()
         total = task.train_epoch(model, opt, rng, device, epoch)
         sched.step()
@@ -417,7 +424,7 @@ def fit(data: InteractionData, model_name: str, config: dict | None = None, runs
             rec.best_epoch, rec.best_valid = epoch, res
             best_state = copy.deepcopy(model.state_dict())
         if stop:
-            rec.stopped_early = True
+            rec.stopped_early, rec.stop_reason = True, "early_stopping"
             break
 
     if not selecting:  # fixed number of epochs: the last epoch is the reported one

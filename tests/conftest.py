@@ -43,3 +43,24 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def import_microlens_features(tmp_path, versions: list[tuple[str, str | None]], dim: int = 8) -> str:
+    """A store under ``tmp_path/store`` holding random ``dim``-d imported versions of the microlens sample's
+    items: one per ``(feature_set, tag)`` (tag None: no alias). Returns the store root."""
+    import numpy as np
+
+    from mmfeat.pipelines.extract import load_items
+    from mmfeat.pipelines.imports import import_features
+    from mmfeat.pipelines.manifest import load_manifest
+    from mmfeat.pipelines.store import FeatureStore
+
+    ids = load_items(load_manifest("microlens"))[0].column("item_id").to_pylist()
+    (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
+    store = FeatureStore(tmp_path / "store")
+    rng = np.random.default_rng(0)
+    for fs, tag in versions:
+        path = tmp_path / f"{fs}-{tag}.npy"
+        np.save(path, rng.normal(size=(len(ids), dim)).astype(np.float32))
+        import_features(store, "microlens-mini", fs, path, ids=tmp_path / "ids.txt", tag=tag)
+    return str(tmp_path / "store")

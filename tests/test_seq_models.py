@@ -104,3 +104,25 @@ def test_bpr_loss_and_prefix_mode_train():
 def test_valid_metric_must_be_computed():
     with pytest.raises(ConfigError, match="valid_metric='recall@20'"):
         fit(_cyclic(), "SASRec", {**_cfg("SASRec"), "valid_metric": "recall@20"}, progress=False)
+
+
+def test_time_limit_stops_after_the_epoch_that_crosses_it():
+    rec = fit(_cyclic(), "GRU4Rec", {**_cfg("GRU4Rec"), "epochs": 50, "time_limit_s": 1e-6}, progress=False)
+    assert len(rec.epochs) == 1 and rec.stop_reason == "time_limit" and rec.test
+
+
+@pytest.mark.parametrize("name", ["SASRec", "GRU4Rec", "fMRLRec"])
+def test_selected_position_shortcuts_equal_the_full_encoder(name):
+    """Evaluation and prefix samples compute only the positions they need; that must equal encode() there."""
+    data = _cyclic()
+    model = build_model(name, data, _cfg(name)).eval()
+    ev = SequentialEvaluator(data, "test", max_len=8)
+    inputs, lengths = torch.from_numpy(ev.inputs), torch.from_numpy(ev.lengths)
+    lengths[:4] = torch.tensor([1, 2, 5, 8])
+    with torch.no_grad():
+        table = model.items()
+        encoded = model.encode(inputs, table)
+        full = encoded[torch.arange(len(inputs)), lengths - 1]
+        assert torch.allclose(model.last_hidden(inputs, lengths, table), full, atol=1e-5)
+        sel = torch.rand(inputs.shape) < 0.2  # sparse positions (RecBole-style samples)
+        assert torch.allclose(model.hidden_at(inputs, sel, table), encoded[sel], atol=1e-5)

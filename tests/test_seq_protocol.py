@@ -61,17 +61,29 @@ def test_training_samples_cover_every_train_target_once():
     tokens = np.arange(1, indptr[-1] + 1)
     want = sorted(int(t) for u in range(4) for t in tokens[indptr[u] + 1: indptr[u + 1] - 2])
     rng = np.random.default_rng(0)
-    for mode in ("window", "prefix"):
-        s, e, last_only = train_samples(indptr, 5, mode)
+    for mode, stride in (("window", None), ("window", 2), ("window", 5), ("prefix", None)):
+        s, e, c = train_samples(indptr, 5, mode, stride)
         got = []
-        for inputs, targets in epoch_batches(tokens, s, e, last_only, 5, 7, rng):
+        for inputs, targets in epoch_batches(tokens, s, e, c, 5, 7, rng):
             for x, y in zip(inputs.numpy(), targets.numpy()):
                 n = int((x > 0).sum())
                 assert (x[n:] == 0).all() and n <= 5  # left-aligned, padded at the end
                 real = y > 0
                 assert (y[real] == x[real] + 1).all()  # the next token of this toy sequence
                 got += y[real].tolist()
-        assert sorted(got) == want, mode
+                if stride:  # only the window's last `stride` positions predict
+                    assert (np.flatnonzero(real) >= n - stride).all()
+        assert sorted(got) == want, (mode, stride)
+    # prefix: the same (history, target) pairs as one window per target (RecBole's samples), fewer windows
+    def pairs(samples):
+        out = []
+        for start, end, n in zip(*samples):
+            for stop in range(end - n + 1, end + 1):  # each predicting position sees tokens[start:stop]
+                out.append((tuple(tokens[start:stop]), int(tokens[stop])))
+        return sorted(out)
+
+    prefix, one_each = train_samples(indptr, 5, "prefix"), train_samples(indptr, 5, "window", 1)
+    assert pairs(prefix) == pairs(one_each) and len(prefix[0]) < len(one_each[0])
     s, e, _ = train_samples(indptr, 5, "last")
     assert len(s) == 3 and (e - s <= 5).all()  # users with a train target, newest window each
 

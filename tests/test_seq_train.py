@@ -3,11 +3,11 @@
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from mmfeat.pipelines import training as tr
 from mmfeat.pipelines.cli import main
+from tests.conftest import import_microlens_features
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -15,19 +15,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture()
 def microlens_store(tmp_path: Path) -> str:
     """The microlens sample's items with two imported 8-d feature sets (title_minilm, description_minilm)."""
-    from mmfeat.pipelines.extract import load_items
-    from mmfeat.pipelines.imports import import_features
-    from mmfeat.pipelines.manifest import load_manifest
-    from mmfeat.pipelines.store import FeatureStore
-
-    ids = load_items(load_manifest("microlens"))[0].column("item_id").to_pylist()
-    (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
-    store = FeatureStore(tmp_path / "store")
-    rng = np.random.default_rng(0)
-    for fs in ("title_minilm", "description_minilm"):
-        np.save(tmp_path / f"{fs}.npy", rng.normal(size=(len(ids), 8)).astype(np.float32))
-        import_features(store, "microlens-mini", fs, tmp_path / f"{fs}.npy", ids=tmp_path / "ids.txt")
-    return str(tmp_path / "store")
+    return import_microlens_features(tmp_path, [("title_minilm", None), ("description_minilm", None)])
 
 
 SMALL = {"epochs": 2, "hidden_size": 16, "inner_size": 16, "max_seq_length": 10}
@@ -79,3 +67,24 @@ def test_every_train_deployment_reads_feature_sets_its_manifest_builds(name):
     names = {fs.name for fs in load_manifest(params["manifest"]).feature_sets}
     assert set(params["features"].values()) <= names
     check_features(params["model"], params["features"], resolve_config(params["model"], params.get("config")), [])
+
+
+def test_cli_trains_sasrec_through_the_flow_and_prints_every_arm(prefect_harness, microlens_store, tmp_path,
+                                                                  capsys):
+    rc = main(["train", "microlens", "--model", "SASRec", "--feature", "text=title_minilm", "--versus", "ids",
+               "--set", "epochs=1", "--set", "hidden_size=16", "--set", "inner_size=16", "--store", microlens_store,
+               "--runs", str(tmp_path / "runs")])
+    out = capsys.readouterr().out
+    assert rc == 0 and "SASRec on microlens-mini" in out and "(items: feature)" in out and "(items: id)" in out
+    assert "valid ndcg@10" in out and "test hit@10" in out  # the compare table of both arms, sequential metrics
+
+
+def test_compare_warns_when_history_masking_differs():
+    from mmfeat.pipelines.train_report import comparability_warnings
+
+    base = {"run_id": "a", "dataset": "d", "split_hash": "h", "test": {"hit@10": 0.1},
+            "config": {"metrics": ["hit"], "topk": [10], "valid_metric": "ndcg@10", "mask_history": False,
+                       "max_seq_length": 50}}
+    other = {**base, "run_id": "b", "config": {**base["config"], "mask_history": True}}
+    assert comparability_warnings([base, dict(base, run_id="c")]) == []
+    assert any("metrics protocol" in w for w in comparability_warnings([base, other]))

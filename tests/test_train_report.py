@@ -14,6 +14,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 import mmfeat.pipelines.train_flow as tf
 from mmfeat.pipelines.cli import main
 from mmfeat.pipelines.train_report import comparability_warnings, compare_text, metrics_table, run_summary
+from tests.conftest import import_microlens_features
 
 METRICS = {"recall@10": 0.11, "ndcg@10": 0.05, "recall@20": 0.22, "ndcg@20": 0.07}
 RECORD = {"run_id": "freedom-a", "model": "FREEDOM", "dataset": "microlens-mini", "split_hash": "ab" * 32,
@@ -106,20 +107,7 @@ def test_cli_train_prints_the_summary_table(tmp_path: Path, monkeypatch, capsys)
 @pytest.fixture()
 def microlens_store(tmp_path: Path) -> str:
     """The microlens sample's items with two imported 8-d feature versions (aliases a and b)."""
-    from mmfeat.pipelines.extract import load_items
-    from mmfeat.pipelines.imports import import_features
-    from mmfeat.pipelines.manifest import load_manifest
-    from mmfeat.pipelines.store import FeatureStore
-
-    ids = load_items(load_manifest("microlens"))[0].column("item_id").to_pylist()
-    (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
-    store = FeatureStore(tmp_path / "store")
-    rng = np.random.default_rng(0)
-    for tag in ("a", "b"):
-        np.save(tmp_path / f"{tag}.npy", rng.normal(size=(len(ids), 8)).astype(np.float32))
-        import_features(store, "microlens-mini", "title_minilm", tmp_path / f"{tag}.npy", ids=tmp_path / "ids.txt",
-                        tag=tag)
-    return str(tmp_path / "store")
+    return import_microlens_features(tmp_path, [("title_minilm", "a"), ("title_minilm", "b")])
 
 
 def test_run_training_runs_without_prefect_and_trains_versus_on_the_same_split(microlens_store, tmp_path,

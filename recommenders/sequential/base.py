@@ -45,6 +45,9 @@ class SequentialConfig(TrainerConfig):
     #: window (every train target once per epoch, all positions of a window per pass), prefix (RecBole's
     #: one sample per target), last (one window per user, original SASRec / fMRLRec); see batches.py
     train_mode: str = param("window")
+    #: window mode: targets per window (the window's last positions); None = max_seq_length (non-overlapping
+    #: windows, fastest), 1 = prefix (RecBole's samples); see batches.py
+    train_stride: int | None = param(None, ge=1)
     #: CE: softmax over all items; BPR: one uniformly sampled negative (not the target) per target
     loss_type: str = param("CE")
     #: mask the user's history items in ranking: RecBole 1.2.1 and fMRLRec false, MicroLens true
@@ -159,9 +162,8 @@ class SequentialRecommender(nn.Module):
     def calculate_loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         inputs, targets = batch
         table = self.items()
-        hidden = self.encode(inputs, table)
         sel = targets > 0
-        return self.loss_at(hidden[sel], targets[sel] - 1, table)
+        return self.loss_at(self.hidden_at(inputs, sel, table), targets[sel] - 1, table)
 
     def loss_at(self, hidden: torch.Tensor, targets: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         """CE over all items, or BPR with one uniform negative that is not the target."""
@@ -172,9 +174,16 @@ class SequentialRecommender(nn.Module):
         neg_s = (hidden * table[neg + 1]).sum(-1)
         return bpr_loss(pos_s, neg_s)
 
+    def hidden_at(self, inputs: torch.Tensor, sel: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """Hidden states [P, dim] at the positions ``sel`` (bool [B, L]) in row-major order, i.e.
+        ``encode(inputs, table)[sel]``; models override it to compute only what those positions need."""
+        return self.encode(inputs, table)[sel]
+
     def last_hidden(self, inputs: torch.Tensor, lengths: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-        hidden = self.encode(inputs, table)
-        return hidden[torch.arange(len(inputs), device=hidden.device), lengths - 1]
+        """Hidden state [B, dim] at each row's last real position (``lengths``: real items per row)."""
+        sel = torch.zeros(inputs.shape, dtype=torch.bool, device=inputs.device)
+        sel[torch.arange(len(inputs), device=inputs.device), lengths - 1] = True
+        return self.hidden_at(inputs, sel, table)
 
     def full_sort_predict(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Scores [B, n_items] of every item after each history (``lengths``: real items per row)."""

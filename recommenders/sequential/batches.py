@@ -4,13 +4,18 @@ A sample is a window of one user's train sequence: ``tokens[start:end]`` as inpu
 with 0 at the end, as RecBole pads) and the next item at every input position as target (0 = no
 target). Three ways to cover a user's train targets (positions 1 .. n-3 of its sequence):
 
-* ``window`` (default): non-overlapping windows of ``max_len`` inputs, the last one ending at the newest
-  train target, each position predicting the next item. Every train target is predicted once per epoch,
-  as in RecBole, but one forward pass serves up to ``max_len`` targets (the causal encoders see only the
-  past, so position j's output depends on inputs 0..j alone). A target at position j of a window sees j+1
-  items of history instead of up to ``max_len``: the price of the speed, measured in ``bench/``.
+* ``window`` (default): windows of the ``max_len`` inputs before every ``stride``-th train target (from
+  the newest), each predicting the next item at its last ``stride`` positions. Every train target is
+  predicted once per epoch, as in RecBole, but one forward pass serves ``stride`` targets (the causal
+  encoders see only the past, so position j's output depends on inputs 0..j alone). A target sees at
+  least ``max_len - stride`` items of history (RecBole: ``max_len``) and sits in the window's last
+  ``stride`` positions: ``stride = max_len`` (non-overlapping windows) is the fastest, ``stride = 1`` is
+  exactly ``prefix``; the trade-off is measured in ``bench/recbole_seq_parity.py``.
 * ``prefix``: RecBole's data augmentation: one sample per train target, whose input is the last
-  ``max_len`` items before it and whose only target is at the last input position.
+  ``max_len`` items before it and whose only target is at the last input position. The samples whose
+  history is not truncated (a user's first ``max_len`` targets) are one causal window predicting at
+  every position, which gives exactly the same (history, target) pairs with fewer forward passes
+  (only the dropout masks are shared between those nested prefixes).
 * ``last``: one window per user, the newest ``max_len`` inputs (the original SASRec and fMRLRec loaders).
 
 Batches hold about ``batch_targets`` targets (whole samples; at least one sample), so an epoch makes
@@ -24,35 +29,62 @@ import torch
 TRAIN_MODES = ("window", "prefix", "last")
 
 
-def train_samples(indptr: np.ndarray, max_len: int, mode: str) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Every training sample as (start, end) offsets into the token array.
+def train_samples(indptr: np.ndarray, max_len: int, mode: str, stride: int | None = None,
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every training sample as (start, end, n_targets) into the token array.
 
     Args:
         indptr: per-user sequence offsets (:attr:`SequenceData.indptr`).
         max_len: the longest input.
         mode: ``window``, ``prefix`` or ``last`` (module doc).
+        stride: ``window`` only: targets per window (default ``max_len``: non-overlapping windows). A window
+            holds the ``max_len`` inputs before its newest target and predicts only its last ``stride``
+            positions, so every target sees at least ``max_len - stride`` items of history when the user
+            has them; ``stride=1`` is ``prefix``.
 
     Returns:
-        ``(starts, ends, last_only)``: the input of sample i is ``tokens[starts[i]:ends[i]]``, its targets
-        ``tokens[starts[i] + 1:ends[i] + 1]`` (only the last one when ``last_only``).
+        ``(starts, ends, n_targets)``: the input of sample i is ``tokens[starts[i]:ends[i]]``; its targets are
+        the next tokens of its last ``n_targets[i]`` input positions.
 
     Raises:
-        ValueError: an unknown mode.
+        ValueError: an unknown mode or a stride outside 1..max_len.
     """
     if mode not in TRAIN_MODES:
         raise ValueError(f"unknown train_mode {mode!r} ({'/'.join(TRAIN_MODES)})")
     first = indptr[:-1]
     pairs = (indptr[1:] - 3) - first  # train targets per user: positions 1 .. n-3
     end_all = first + pairs  # exclusive end of the inputs: the newest train target's predecessor + 1
+    if mode == "last":
+        has = pairs > 0
+        ends = end_all[has]
+        starts = np.maximum(first[has], ends - max_len)
+        return starts, ends, ends - starts
     if mode == "prefix":
-        ends = np.repeat(first, pairs) + _ranks(pairs) + 1
-        starts = np.maximum(np.repeat(first, pairs), ends - max_len)
-        return starts, ends, True
-    n_windows = np.where(pairs > 0, 1, 0) if mode == "last" else -(-pairs // max_len)
-    user_end = np.repeat(end_all, n_windows)
-    ends = user_end - _ranks(n_windows) * max_len
-    starts = np.maximum(np.repeat(first, n_windows), ends - max_len)
-    return starts, ends, False
+        return _prefix_samples(first, pairs, max_len)
+    step = int(stride or max_len)
+    if not 1 <= step <= max_len:
+        raise ValueError(f"train_stride={stride} must be in 1..max_seq_length={max_len}")
+    n_windows = -(-pairs // step)
+    user_first = np.repeat(first, n_windows)
+    ends = np.repeat(end_all, n_windows) - _ranks(n_windows) * step
+    starts = np.maximum(user_first, ends - max_len)
+    n_targets = ends - np.maximum(user_first, ends - step)
+    return starts, ends, n_targets
+
+
+def _prefix_samples(first: np.ndarray, pairs: np.ndarray, max_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """RecBole's samples (one per target, the last ``max_len`` items before it as history), with the
+    samples whose history is not truncated computed together: a user's first ``max_len`` targets see
+    exactly the prefixes ``tokens[first:first + j + 1]`` at positions 0..j, which is one causal window
+    predicting at every position. Every later target gets its own window of the ``max_len`` items before it,
+    predicting at its last position only. Same (history, target) pairs as RecBole, fewer forward passes."""
+    shared = np.minimum(pairs, max_len)
+    has = shared > 0
+    tail = np.maximum(pairs - max_len, 0)  # targets whose history is truncated to the last max_len items
+    tail_ends = np.repeat(first + max_len, tail) + _ranks(tail) + 1
+    starts = np.concatenate([first[has], tail_ends - max_len])
+    ends = np.concatenate([first[has] + shared[has], tail_ends])
+    return starts, ends, np.concatenate([shared[has], np.ones(len(tail_ends), np.int64)])
 
 
 def _ranks(counts: np.ndarray) -> np.ndarray:
@@ -69,27 +101,23 @@ def gather_windows(tokens: np.ndarray, starts: np.ndarray, ends: np.ndarray, max
     return np.where(valid, tokens[np.minimum(idx, len(tokens) - 1)], 0)
 
 
-def epoch_batches(tokens: np.ndarray, starts: np.ndarray, ends: np.ndarray, last_only: bool, max_len: int,
+def epoch_batches(tokens: np.ndarray, starts: np.ndarray, ends: np.ndarray, n_targets: np.ndarray, max_len: int,
                   batch_targets: int, rng: np.random.Generator):
     """Shuffled batches ``(inputs [b, L], targets [b, L])`` as torch int64 tensors; targets 0 = none.
 
     Each batch holds whole samples, about ``batch_targets`` targets (at least one sample).
     """
     order = rng.permutation(len(starts))
-    starts, ends = starts[order], ends[order]
-    per_sample = np.ones(len(starts), np.int64) if last_only else ends - starts
-    cuts = np.searchsorted(np.cumsum(per_sample), np.arange(batch_targets, per_sample.sum(), batch_targets),
+    starts, ends, n_targets = starts[order], ends[order], n_targets[order]
+    cuts = np.searchsorted(np.cumsum(n_targets), np.arange(batch_targets, n_targets.sum(), batch_targets),
                            side="left") + 1
     bounds = np.unique(np.concatenate([[0], cuts, [len(starts)]]))
+    positions = np.arange(max_len)[None, :]
     for a, b in zip(bounds[:-1], bounds[1:]):
-        s, e = starts[a:b], ends[a:b]
+        s, e, c = starts[a:b], ends[a:b], n_targets[a:b]
         inputs = gather_windows(tokens, s, e, max_len)
         targets = gather_windows(tokens, s + 1, e + 1, max_len)
-        if last_only:
-            last = np.zeros_like(targets)
-            rows = np.arange(len(s))
-            last[rows, e - s - 1] = targets[rows, e - s - 1]
-            targets = last
+        targets[positions < (e - s - c)[:, None]] = 0  # only the last n_targets positions predict
         yield torch.from_numpy(inputs), torch.from_numpy(targets)
 
 

@@ -16,6 +16,8 @@ class GRU4RecConfig(SequentialConfig):
     hidden_size: int = param(128, ge=1)
     num_layers: int = param(1, ge=1)
     dropout_prob: float = param(0.3, ge=0.0, le=1.0)
+    #: a GRU steps through time once per call: fewer, larger evaluation batches are faster (unlike SASRec)
+    eval_batch_size: int = param(4096, ge=1)
 
 
 @register("GRU4Rec")
@@ -51,3 +53,8 @@ class GRU4Rec(SequentialRecommender):
     def encode(self, inputs: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         out, _ = self.gru(self.drop(table[inputs]))
         return self.dense(out)
+
+    def hidden_at(self, inputs: torch.Tensor, sel: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """``encode(...)[sel]`` with the dense layer applied at the selected positions only."""
+        out, _ = self.gru(self.drop(table[inputs]))
+        return self.dense(out[sel])

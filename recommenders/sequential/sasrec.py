@@ -60,16 +60,17 @@ class _Block(nn.Module):
         x = self.ln1(x + self.drop(self.out(a)))
         return self.ln2(x + self.ffn(x))
 
-    def forward_last(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """The block's output at each row's last real position only, [B, d] (evaluation: the last block
-        needs one query per history, and its feed-forward one vector)."""
+    def forward_at(self, x: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
+        """The block's output at the positions ``sel`` (bool [B, L]) only, [P, d] in row-major order: one
+        query per selected position over the keys up to it (causal), and the feed-forward on P vectors.
+        The last block of an evaluation (one position per history) or of RecBole-style samples needs no more."""
+        rows, pos = sel.nonzero(as_tuple=True)
         q, k, v = self._heads(x)
-        rows = torch.arange(len(x), device=x.device)
-        q_last = q[rows, :, lengths - 1][:, :, None]  # [B, H, 1, dh]
-        keep = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]  # causal for the last query
+        keep = torch.arange(x.shape[1], device=x.device)[None, :] <= pos[:, None]  # causal for each query
         p = self.attn_dropout if self.training else 0.0
-        a = F.scaled_dot_product_attention(q_last, k, v, attn_mask=keep[:, None, None, :], dropout_p=p)
-        y = self.ln1(x[rows, lengths - 1] + self.drop(self.out(self._merge(a)[:, 0])))
+        a = F.scaled_dot_product_attention(q[rows, :, pos][:, :, None], k[rows], v[rows],
+                                           attn_mask=keep[:, None, None, :], dropout_p=p)
+        y = self.ln1(x[rows, pos] + self.drop(self.out(self._merge(a)[:, 0])))
         return self.ln2(y + self.ffn(y))
 
 
@@ -114,9 +115,12 @@ class SASRec(SequentialRecommender):
             x = block(x)
         return x
 
-    def last_hidden(self, inputs: torch.Tensor, lengths: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-        """Same values as ``encode(...)[rows, lengths - 1]``; the last block runs at the last position only."""
+    def hidden_at(self, inputs: torch.Tensor, sel: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """``encode(...)[sel]``; when under half the positions are selected (evaluation, RecBole-style
+        samples), the last block runs at the selected positions only."""
         x = self._embed(inputs, table)
         for block in self.blocks[:-1]:
             x = block(x)
-        return self.blocks[-1].forward_last(x, lengths)
+        if 2 * int(sel.sum()) >= sel.numel():
+            return self.blocks[-1](x)[sel]
+        return self.blocks[-1].forward_at(x, sel)

@@ -24,7 +24,11 @@ class SequentialTask:
                               f"(SequenceData, split method 'loo'), got {type(data).__name__}")
         self.data, self.cfg = data, cfg
         self.max_len = int(cfg["max_seq_length"])
-        self.starts, self.ends, self.last_only = train_samples(data.indptr, self.max_len, cfg["train_mode"])
+        try:
+            self.starts, self.ends, self.n_targets = train_samples(data.indptr, self.max_len, cfg["train_mode"],
+                                                                   cfg.get("train_stride"))
+        except ValueError as exc:
+            raise ConfigError(f"{model_name}: {exc}") from None
         if len(self.starts) == 0:
             raise ConfigError(f"{model_name}: no user has a train target (every user has exactly 3 interactions); "
                               f"nothing to train on")
@@ -39,7 +43,7 @@ class SequentialTask:
         model.pre_epoch()
         clip = self.cfg.get("clip_grad_norm")
         total = 0.0
-        batches = epoch_batches(self.data.tokens, self.starts, self.ends, self.last_only, self.max_len,
+        batches = epoch_batches(self.data.tokens, self.starts, self.ends, self.n_targets, self.max_len,
                                 int(self.cfg["train_batch_size"]), rng)
         for i, (inputs, targets) in enumerate(batches):
             total += optimizer_step(model, opt, (inputs.to(device), targets.to(device)), clip, epoch, i)
@@ -63,4 +67,5 @@ class SequentialTask:
     def describe(self, model) -> dict:
         """The record's extra data facts: which item representation ran and the training samples."""
         return {"item_repr": model.item_repr(), "train_mode": self.cfg["train_mode"],
+                "train_stride": self.cfg.get("train_stride"),
                 "train_samples": int(len(self.starts)), "max_seq_length": self.max_len}
