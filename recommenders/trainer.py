@@ -282,15 +282,30 @@ def optimizer_step(model, opt, batch, clip: dict | None, epoch: int, index: int)
     Raises:
         FloatingPointError: a NaN loss (naming the epoch and batch).
     """
+    return accumulated_step(model, opt, [(batch, 1.0)], clip, epoch, index)
+
+
+def accumulated_step(model, opt, parts: list, clip: dict | None, epoch: int, index: int) -> float:
+    """One optimizer step over a batch given as ``(part, weight)`` pieces: the gradient of
+    ``sum(weight * loss(part))``, accumulated piece by piece so that only one piece's activations live at a
+    time (with weights = each piece's share of the batch's targets, the gradient of the whole batch's mean
+    loss, up to float rounding). Returns the weighted loss.
+
+    Raises:
+        FloatingPointError: a NaN loss (naming the epoch and batch).
+    """
     opt.zero_grad(set_to_none=True)
-    loss = model.calculate_loss(batch)
-    if torch.isnan(loss):
-        raise FloatingPointError(f"{type(model).__name__}: NaN loss at epoch {epoch}, batch {index}")
-    loss.backward()
+    total = 0.0
+    for part, weight in parts:
+        loss = model.calculate_loss(part) * weight
+        if torch.isnan(loss):
+            raise FloatingPointError(f"{type(model).__name__}: NaN loss at epoch {epoch}, batch {index}")
+        loss.backward()
+        total += float(loss.detach())
     if clip:
         torch.nn.utils.clip_grad_norm_(model.parameters(), **clip)
     opt.step()
-    return float(loss.detach())
+    return total
 
 
 class GeneralTask:

@@ -126,3 +126,24 @@ def test_selected_position_shortcuts_equal_the_full_encoder(name):
         assert torch.allclose(model.last_hidden(inputs, lengths, table), full, atol=1e-5)
         sel = torch.rand(inputs.shape) < 0.2  # sparse positions (RecBole-style samples)
         assert torch.allclose(model.hidden_at(inputs, sel, table), encoded[sel], atol=1e-5)
+
+
+def test_pieces_of_a_batch_give_the_batch_gradient():
+    """max_tokens_per_forward splits a batch into pieces; the accumulated step equals the one-piece step."""
+    from mmfeat.recommenders.sequential.batches import epoch_batches, train_samples
+    from mmfeat.recommenders.trainer import accumulated_step
+
+    data = _cyclic()
+    s, e, c = train_samples(data.indptr, 8, "prefix")
+    inputs, targets = next(epoch_batches(data.tokens, s, e, c, 8, 64, np.random.default_rng(0)))
+    grads = []
+    for rows in (len(inputs), 5):
+        torch.manual_seed(0)
+        model = build_model("SASRec", data, {**_cfg("SASRec"), "hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0})
+        opt = torch.optim.SGD(model.parameters(), lr=0.0)
+        n = float((targets > 0).sum())
+        parts = [((inputs[a:a + rows], targets[a:a + rows]), float((targets[a:a + rows] > 0).sum()) / n)
+                 for a in range(0, len(inputs), rows)]
+        accumulated_step(model, opt, parts, None, 0, 0)
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)

@@ -4,14 +4,14 @@ A sample is a window of one user's train sequence: ``tokens[start:end]`` as inpu
 with 0 at the end, as RecBole pads) and the next item at every input position as target (0 = no
 target). Three ways to cover a user's train targets (positions 1 .. n-3 of its sequence):
 
-* ``window`` (default): windows of the ``max_len`` inputs before every ``stride``-th train target (from
+* ``window``: windows of the ``max_len`` inputs before every ``stride``-th train target (from
   the newest), each predicting the next item at its last ``stride`` positions. Every train target is
   predicted once per epoch, as in RecBole, but one forward pass serves ``stride`` targets (the causal
   encoders see only the past, so position j's output depends on inputs 0..j alone). A target sees at
   least ``max_len - stride`` items of history (RecBole: ``max_len``) and sits in the window's last
   ``stride`` positions: ``stride = max_len`` (non-overlapping windows) is the fastest, ``stride = 1`` is
   exactly ``prefix``; the trade-off is measured in ``bench/recbole_seq_parity.py``.
-* ``prefix``: RecBole's data augmentation: one sample per train target, whose input is the last
+* ``prefix`` (default): RecBole's data augmentation: one sample per train target, whose input is the last
   ``max_len`` items before it and whose only target is at the last input position. The samples whose
   history is not truncated (a user's first ``max_len`` targets) are one causal window predicting at
   every position, which gives exactly the same (history, target) pairs with fewer forward passes

@@ -77,6 +77,8 @@ class FMRLRec(SequentialRecommender):
         if config["lru_r_min"] >= config["lru_r_max"]:
             raise ConfigError(f"fMRLRec: lru_r_min={config['lru_r_min']} must be below lru_r_max={config['lru_r_max']}")
         self.items = self.item_table_module(d)
+        if self.items.id_embedding is not None:  # ID items (the reference has none): SASRec's small init
+            nn.init.normal_(self.items.id_embedding.weight, 0.0, 0.02)
         self.drop = nn.Dropout(float(config["lru_dropout"]))
         self.blocks = nn.ModuleList(LRUBlock(self.sizes, float(config["lru_r_min"]), float(config["lru_r_max"]),
                                              float(config["lru_dropout"]), float(config["lru_attn_dropout"]))

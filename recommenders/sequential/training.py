@@ -37,16 +37,21 @@ class SequentialTask:
 
     def train_epoch(self, model, opt, rng: np.random.Generator, device: torch.device, epoch: int) -> float:
         """One shuffled pass over the train samples in batches of about ``train_batch_size`` targets."""
-        from ..trainer import optimizer_step
+        from ..trainer import accumulated_step
 
         model.train()
         model.pre_epoch()
         clip = self.cfg.get("clip_grad_norm")
+        rows_per_part = max(1, int(self.cfg["max_tokens_per_forward"]) // self.max_len)
         total = 0.0
         batches = epoch_batches(self.data.tokens, self.starts, self.ends, self.n_targets, self.max_len,
                                 int(self.cfg["train_batch_size"]), rng)
         for i, (inputs, targets) in enumerate(batches):
-            total += optimizer_step(model, opt, (inputs.to(device), targets.to(device)), clip, epoch, i)
+            n = float((targets > 0).sum())
+            parts = [((inputs[a:a + rows_per_part].to(device), targets[a:a + rows_per_part].to(device)),
+                      float((targets[a:a + rows_per_part] > 0).sum()) / n)
+                     for a in range(0, len(inputs), rows_per_part)]
+            total += accumulated_step(model, opt, parts, clip, epoch, i)
         return total
 
     def evaluator(self, split: str) -> SequentialEvaluator:
