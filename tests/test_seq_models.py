@@ -147,3 +147,10 @@ def test_pieces_of_a_batch_give_the_batch_gradient():
         accumulated_step(model, opt, parts, None, 0, 0)
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+def test_train_stride_outside_window_mode_is_an_error_not_ignored():
+    with pytest.raises(ConfigError, match="train_stride=5 applies to train_mode=window only"):
+        fit(_cyclic(), "SASRec", {**_cfg("SASRec"), "train_mode": "prefix", "train_stride": 5}, progress=False)
+    with pytest.raises(ConfigError, match="train_stride=9 must be in 1..max_seq_length=8"):
+        fit(_cyclic(), "SASRec", {**_cfg("SASRec"), "train_mode": "window", "train_stride": 9}, progress=False)

@@ -47,10 +47,13 @@ def train_samples(indptr: np.ndarray, max_len: int, mode: str, stride: int | Non
         the next tokens of its last ``n_targets[i]`` input positions.
 
     Raises:
-        ValueError: an unknown mode or a stride outside 1..max_len.
+        ValueError: an unknown mode, a stride outside 1..max_len, or a stride for another mode.
     """
     if mode not in TRAIN_MODES:
         raise ValueError(f"unknown train_mode {mode!r} ({'/'.join(TRAIN_MODES)})")
+    if stride is not None and mode != "window":
+        raise ValueError(f"train_stride={stride} applies to train_mode=window only, not {mode}; drop it or set "
+                         f"train_mode=window")
     first = indptr[:-1]
     pairs = (indptr[1:] - 3) - first  # train targets per user: positions 1 .. n-3
     end_all = first + pairs  # exclusive end of the inputs: the newest train target's predecessor + 1
