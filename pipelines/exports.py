@@ -7,7 +7,8 @@
 - Hugging Face ``datasets`` (:func:`export_hf`): ``Dataset.save_to_disk`` of the version's rows;
   the version's ``_manifest.json`` is the dataset's ``info.description`` (JSON), so
   ``load_from_disk(...).info`` says where the vectors came from.
-- FuxiCTR (:func:`export_fuxictr`): ``item_info.parquet`` with ``item_id`` and ``item_emb_d{dim}``.
+- FuxiCTR / the MMCTR challenge (:func:`export_fuxictr`): a complete MicroLens_1M_MMCTR folder
+  (``train/valid/test.parquet``, ``item_info.parquet`` row k = item k, the FuxiCTR dataset config).
 
 Every export writes ``_export.json`` naming the exact versions (and split) it came from, and every
 filled row (item without a usable feature row) is counted and named there.
@@ -26,6 +27,8 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 import numpy as np
 
 from mmfeat.pipelines.store import FeatureStore, StoreError, file_sha256
+from mmfeat.recommenders.data import natural_key as _natural_key
+from mmfeat.recommenders.data import natural_order
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -37,16 +40,6 @@ MMREC_FEATURE_KEYS = {"text_feat": "text_feature_file", "image_feat": "vision_fe
 
 
 # ---------------------------------------------------------------------------- ids and orders
-def _natural_key(s: str) -> tuple:
-    return tuple((0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", s) if t)
-
-
-def natural_order(ids: Sequence[Any]) -> list[str]:
-    """Distinct ids in the dataset's own order: integers numerically ("2" before "10"), digit runs
-    inside other ids numerically too; never plain string order."""
-    return sorted({str(i) for i in ids}, key=_natural_key)
-
-
 def read_item_order(path: str | os.PathLike[str], id_column: str | None = None) -> list[str]:
     """An item order from a file.
 
@@ -365,63 +358,112 @@ def export_hf(store: FeatureStore, dataset: str, feature_set: str, out_dir: str 
     return record
 
 
-# ---------------------------------------------------------------------------- FuxiCTR
-def _pca(mat: np.ndarray, dim: int, pad: bool, what: str) -> tuple[np.ndarray, float, int]:
-    """Reduce (or zero-pad, when allowed) to ``dim`` columns; returns (matrix, explained variance, padded columns)."""
-    n, d = mat.shape
-    explained = 1.0
-    if d > dim:
-        from sklearn.decomposition import PCA
-
-        # full SVD: exact components (the randomized solver's are approximate); at most min(n, d) exist.
-        # Component signs are sklearn's deterministic svd_flip convention.
-        pca = PCA(n_components=min(dim, n, d), svd_solver="full")
-        with np.errstate(invalid="ignore", divide="ignore"):  # constant matrix: 0/0 ratios, reported as 0
-            mat = pca.fit_transform(mat)
-        ratio = pca.explained_variance_ratio_
-        explained = float(ratio.sum()) if np.isfinite(ratio).all() else 0.0
-    short = dim - mat.shape[1]
-    if short > 0 and not pad:
-        why = (f"has {n} items, so PCA gives at most {n} components" if d > dim else f"has {d} dims")
-        raise StoreError(f"{what} {why}, fewer than the requested {dim}: pass a smaller dim (--dim <= {mat.shape[1]}) "
-                         f"or pad (--pad, pad=True) to append {short} zero columns")
-    if short > 0:
-        mat = np.hstack([mat, np.zeros((n, short), mat.dtype)])
-    return mat.astype(np.float32), explained, max(short, 0)
+# ---------------------------------------------------------------------------- FuxiCTR / MMCTR
+def _fuxictr_dataset_config(name: str, data) -> dict[str, Any]:
+    """The challenge's FuxiCTR dataset config (QIN's config/qin_config/dataset_config.yaml) with this set's
+    vocabulary sizes and embedding width."""
+    d = data.emb_dim
+    return {name: {
+        "data_root": "./data/", "data_format": "parquet",
+        **{f"{s}_data": f"./data/{name}/{s}.parquet" for s in ("train", "valid", "test")},
+        "item_info": f"./data/{name}/item_info.parquet", "rebuild_dataset": False,
+        "feature_cols": [
+            {"name": "user_id", "active": True, "dtype": "int", "type": "meta"},
+            {"name": "item_seq", "active": True, "dtype": "int", "type": "meta"},
+            {"name": "likes_level", "active": True, "dtype": "int", "type": "categorical", "vocab_size": 11},
+            {"name": "views_level", "active": True, "dtype": "int", "type": "categorical", "vocab_size": 11},
+            {"name": "item_id", "active": True, "dtype": "int", "type": "categorical",
+             "vocab_size": data.n_items + 1, "source": "item"},
+            {"name": "item_tags", "active": True, "dtype": "int", "type": "sequence",
+             "max_len": int(data.item_tags.shape[1]), "vocab_size": data.n_tags, "source": "item"},
+            {"name": f"item_emb_d{d}", "active": True, "dtype": "float", "type": "embedding", "source": "item",
+             "embedding_dim": d}],
+        "label_col": {"name": "label", "dtype": "float"}}}
 
 
-def export_fuxictr(store: FeatureStore, dataset: str, feature_set: str, out_dir: str | os.PathLike[str],
-                   ref: str = "latest", dim: int = 128, *, fill_missing: float | str | None = "mean",
-                   pad: bool = False) -> dict:
-    """FuxiCTR's MicroLens_1M_MMCTR item table: ``item_info.parquet`` with ``item_id`` and
-    ``item_emb_d{dim}`` (list<float32>), rows in the dataset's natural id order (integer order on
-    MovieLens/MicroLens), with ``item_id_mapping.csv`` (row -> item_id) beside it.
+@contextlib.contextmanager
+def _staged_folder(out: Path) -> Iterator[Path]:
+    """Write into a sibling staging folder, then swap it in: a reader never sees a half-written export,
+    and a failed export leaves the previous one as it was."""
+    import shutil
+    import tempfile
 
-    Every row of the version is exported; failed rows are filled by ``fill_missing`` and listed.
-    Wider embeddings are reduced to ``dim`` by PCA (as the MMCTR challenge did; the explained variance
-    is recorded). Fewer items than ``dim`` (PCA has too few components) or a narrower embedding is
-    an error unless ``pad=True`` appends zero columns (recorded as ``padded_dims``).
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    try:
+        yield stage
+        old = None
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+        os.replace(stage, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+def export_fuxictr(store: FeatureStore, manifest: str | os.PathLike[str], features: dict[str, str],
+                   out_dir: str | os.PathLike[str], *, dim: int = 128, pad: bool = False, seq_len: int = 64,
+                   history: str = "last", label_threshold: float | None | str = "auto", negatives: int = 1,
+                   seed: int = 2024, data_root: str | None = None, name: str | None = None) -> dict:
+    """A complete MicroLens_1M_MMCTR folder (the WWW 2025 challenge's layout) that FuxiCTR and the
+    challenge's DIN/QIN code read unchanged, made from a manifest's interactions and store features.
+
+    The rows are the CTR set ``mmfeat train --model DIN`` trains on (:func:`mmfeat.pipelines.ctr_data.
+    load_ctr_data`: time split, labels, levels, tags, history); ``item_info.parquet`` row k holds item k
+    (row 0 all-zero padding) with ``item_emb_d{dim}`` = PCA of the features. Beside them:
+    ``item_id_mapping.csv`` (the source's id of item k), ``<name>.yaml`` (the FuxiCTR dataset config with
+    this set's vocabulary sizes) and ``_export.json`` (versions, rules, counts, sha256 of every file). The
+    folder is staged and swapped in whole.
+
+    Args:
+        store: the feature store.
+        manifest: manifest name or path (its interactions give the rows).
+        features: role (``text`` / ``image``) -> ``feature_set[@ref]``; concatenated in role order, then PCA.
+        out_dir: the folder to write (replaced whole when it exists).
+        dim: embedding width (the challenge: 128).
+        pad: zero-pad when the embedding has fewer components than ``dim`` (else an error).
+        seq_len: history items per row (the challenge: 64).
+        history: ``last`` or ``gsu`` (top-k by embedding cosine over the whole history).
+        label_threshold: ``"auto"`` (ratings: >= 4, 0/1 labels as given, none: implicit), a number or None.
+        negatives: sampled negatives per positive for implicit data.
+        seed: seed of the negative sampling.
+        data_root: overrides the manifest's data root.
+        name: the dataset id in the config (default the folder name).
+
+    Returns:
+        The ``_export.json`` content.
+
+    Raises:
+        CTRDataError: a rule of the set cannot hold (e.g. fewer items than ``dim`` without ``pad``).
+        StoreError: a feature reference that does not resolve.
 
     Example:
-        >>> export_fuxictr(store, "microlens-mini", "title_minilm", "exports/fx", dim=32)  # doctest: +SKIP
+        >>> export_fuxictr(store, "movielens-100k", {"text": "text_minilm"}, "exports/ml100k_mmctr")  # doctest: +SKIP
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    import yaml
 
-    _check_fill(fill_missing)
-    ids = natural_order(store.read_table(dataset, feature_set, ref, columns=["item_id"]).column("item_id").to_pylist())
-    read = store.read_matrix(dataset, feature_set, ref, ids, fill_missing=fill_missing)
-    mat, explained, padded = _pca(read.matrix.astype(np.float32), dim, pad, f"{dataset}/{feature_set}/{read.version}")
-    id_col = pa.array([int(i) for i in ids], pa.int64()) if all(i.isdigit() for i in ids) else pa.array(ids)
-    emb = pa.FixedSizeListArray.from_arrays(pa.array(mat.reshape(-1), pa.float32()), dim)
+    from mmfeat.pipelines.ctr_data import load_ctr_data
+    from mmfeat.recommenders.ctr import write_layout
+
+    if not features:
+        raise StoreError("the MMCTR layout needs an item embedding: pass at least one --feature ROLE=FEATURE_SET")
+    data, info = load_ctr_data(str(manifest), features, store_root=str(store.root), data_root=data_root,
+                               seq_len=seq_len, history=history, label_threshold=label_threshold,
+                               negatives=negatives, seed=seed, emb_dim=dim, pad=pad)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table({"item_id": id_col, f"item_emb_d{dim}": emb.cast(pa.list_(pa.float32()))}),
-                   out / "item_info.parquet")
-    _write_mapping(out / "item_id_mapping.csv", ("item_id", "row"), ids)
-    record = {"format": "fuxictr", "dataset": dataset, "feature_set": feature_set, "version": read.version,
-              "rows": len(ids), "dim": dim, "pca_explained_variance": explained, "padded_dims": padded,
-              "fill_missing": fill_missing if read.missing else None, "missing_count": len(read.missing),
-              "missing": read.missing}
-    (out / "_export.json").write_text(json.dumps(record, indent=2))
+    name = name or out.resolve().name
+    with _staged_folder(out) as stage:
+        files = write_layout(data, stage)
+        _write_mapping(stage / "item_id_mapping.csv", ("item_id", "row"), data.item_ids[1:])
+        (stage / f"{name}.yaml").write_text(
+            "# FuxiCTR dataset config (the MMCTR challenge's), written by mmfeat: put this folder at "
+            f"./data/{name}/\n" + yaml.safe_dump(_fuxictr_dataset_config(name, data), sort_keys=False))
+        record = {"format": "fuxictr-mmctr", "name": name, "manifest": info["manifest"],
+                  "source_fingerprint": info["source_fingerprint"], "features": data.feature_versions,
+                  "split_hash": data.split_hash, "item_id_mapping": "item_id_mapping.csv (row k = item k)",
+                  "config": f"{name}.yaml", "files": files, **data.summary()}
+        (stage / "_export.json").write_text(json.dumps(record, indent=2, default=str))
     return record

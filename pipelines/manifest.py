@@ -43,7 +43,7 @@ class _Strict(BaseModel):
 
 
 class SourceSpec(_Strict):
-    kind: Literal["microlens", "movielens", "mmrec", "generic"]
+    kind: Literal["microlens", "movielens", "mmrec", "mmctr", "generic"]
     #: Folder of the source's files, relative to ``data_root``. ``None`` means the adapter's built-in
     #: location (MovieLens from the recbole wheel).
     root: str | None = None

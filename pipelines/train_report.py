@@ -19,7 +19,7 @@ SEQUENTIAL_REPORT_METRICS = ("hit@10", "ndcg@10", "mrr@10", "hit@20")
 
 #: config keys that define how metrics were computed and which epoch is reported (the last two: how a
 #: sequential model's history is read and ranked; absent from user-item records)
-PROTOCOL_KEYS = ("metrics", "topk", "valid_metric", "mask_history", "max_seq_length")
+PROTOCOL_KEYS = ("metrics", "topk", "valid_metric", "mask_history", "max_seq_length", "max_len")
 
 
 def record_path(path: str | Path) -> Path:
@@ -101,10 +101,17 @@ def _features(rec: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in (rec.get("feature_versions") or {}).items()) or "-"
 
 
+#: the CTR models' metrics (AUC, logloss; gAUC when computed)
+CTR_REPORT_METRICS = ("auc", "logloss")
+
+
 def report_metrics(records: list[dict[str, Any]]) -> tuple[str, ...]:
-    """The metrics to show for these runs: the sequential set when every run has hit@10, else the user-item set."""
+    """The metrics to show for these runs: the sequential set when every run has hit@10, the CTR set when every
+    run has auc, else the user-item set."""
     if records and all("hit@10" in (r.get("test") or {}) for r in records):
         return SEQUENTIAL_REPORT_METRICS
+    if records and all("auc" in (r.get("test") or {}) for r in records):
+        return CTR_REPORT_METRICS
     return REPORT_METRICS
 
 

@@ -185,6 +185,9 @@ def validate_train_request(
     data_root: str | None = None,
     seed: int | None = None,
     split: str | None = None,
+    history: str | None = None,
+    min_rating: float | None = None,
+    k_core: int = 0,
 ) -> None:
     """Check everything a train request needs before Prefect starts or any data loads.
 
@@ -204,7 +207,10 @@ def validate_train_request(
         store_root: feature store root (default: the store's default root).
         data_root: overrides the manifest's data root.
         seed: the training seed option, when given (checked against ``overrides["seed"]``).
-        split: the split method, when given (a sequential model needs ``loo``, its default).
+        split: the split method, when given (a sequential model needs ``loo``, its default; a CTR model
+            ``time``, its default).
+        history: a CTR model's history selection (``last`` / ``gsu``), when given (CTR models only).
+        min_rating, k_core: interaction filters (not for CTR models: their labels come from the ratings).
 
     Raises:
         TrainRequestError: one line saying what is wrong and what to do.
@@ -218,6 +224,24 @@ def validate_train_request(
     if model_task(model) == "sequential" and split not in (None, "loo"):
         raise TrainRequestError(f"{model} is a sequential model: it is trained and evaluated leave-one-out "
                                 f"(--split loo, its default), not with --split {split}")
+    task = model_task(model)
+    if task == "ctr":
+        if split not in (None, "time"):
+            raise TrainRequestError(f"{model} is a CTR model: its set is split by time (--split time, the default), "
+                                    f"not with --split {split}")
+        if min_rating is not None or k_core:
+            raise TrainRequestError(f"{model} is a CTR model: its labels come from all interactions (rating >= 4 is "
+                                    f"a click), so --min-rating / --k-core do not apply; drop them")
+        if history not in (None, *CTR_HISTORIES):
+            raise TrainRequestError(f"--history {history!r} is not one of {', '.join(CTR_HISTORIES)}")
+        if history == "gsu" and not features:
+            raise TrainRequestError(f"--history gsu retrieves history items by embedding cosine: pass "
+                                    f"--feature text=FEATURE_SET")
+        if history == "gsu" and "max_len" in (grid or {}):
+            raise TrainRequestError("--history gsu selects max_len items per row when the set is built: grid over "
+                                    "max_len with --history last, or run one max_len at a time")
+    elif history is not None:
+        raise TrainRequestError(f"--history applies to the CTR models (DIN, QIN), not to {model}")
     overrides, grid = dict(overrides or {}), dict(grid or {})
     _check_hyper_parameters(model, overrides, grid)
     resolve_training_seed(seed, overrides, grid)
@@ -235,8 +259,13 @@ def validate_train_request(
             _check_store_ref(store, m, manifest, flag, role, ref)
 
 
+#: a CTR set's history selections (``--history``)
+CTR_HISTORIES = ("last", "gsu")
+
+
 def model_task(model: str) -> str:
-    """``"sequential"`` for the next-item models (leave-one-out sequences), else ``"general"`` (user-item)."""
+    """``"sequential"`` for the next-item models (leave-one-out sequences), ``"ctr"`` for the click models
+    (labelled impressions), else ``"general"`` (user-item)."""
     from mmfeat.recommenders import get_model_class
 
     return getattr(get_model_class(model), "task", "general")
@@ -254,8 +283,12 @@ def load_training_data(
     k_core: int = 0,
     runs_dir: str | None = None,
     data_root: str | None = None,
+    history: str | None = None,
+    seq_len: int = 64,
 ):
-    """Interactions -> split -> :class:`mmfeat.recommenders.InteractionData` (``task="general"``) or
+    """Interactions -> split -> :class:`mmfeat.recommenders.InteractionData` (``task="general"``),
+    :class:`mmfeat.recommenders.ctr.CTRData` (``task="ctr"``: :func:`mmfeat.pipelines.ctr_data.load_ctr_data`,
+    ``history`` and ``seq_len`` select its item_seq) or
     :class:`mmfeat.recommenders.sequential.SequenceData` (``task="sequential"``: leave-one-out, the default
     split for it) with aligned store features.
 
@@ -267,6 +300,14 @@ def load_training_data(
     from mmfeat.recommenders import from_split_frame
     from mmfeat.recommenders.sequential import from_loo_frame
 
+    if task == "ctr":
+        from mmfeat.pipelines.ctr_data import load_ctr_data
+
+        data, info = load_ctr_data(manifest, features, store_root=store_root, data_root=data_root,
+                                   seq_len=seq_len, history=history or "last")
+        info.update(split={"method": data.info["split"]["method"], "seed": None}, split_hash=data.split_hash,
+                    split_file="none (the CTR set is rebuilt from the source; its hash is split_hash)")
+        return data, info
     if task == "sequential":
         split = split or "loo"
     m = load_manifest(manifest, data_root=data_root)
@@ -337,6 +378,7 @@ def run_training(
     data_root: str | None = None,
     logger: logging.Logger | logging.LoggerAdapter | None = None,
     progress: bool | None = None,
+    history: str | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate a recommender on a manifest's interactions and store features, without Prefect.
 
@@ -365,6 +407,8 @@ def run_training(
         logger: where progress lines go (the flow passes its run logger; default this module's logger).
         progress: an epoch progress bar (default: only when stderr is a terminal, so a served
             deployment's log gets no bar redraws).
+        history: CTR models: ``last`` (default) or ``gsu`` (MUSE's retrieval of the ``max_len`` history items
+            most similar to the target by embedding cosine).
 
     Returns:
         ``{"best": record, "runs": [run ids], "records": [records], "data": data summary, "versus": same
@@ -384,14 +428,24 @@ def run_training(
         >>> out["best"]["test"]["recall@20"], out["best"]["record_path"]  # doctest: +SKIP
     """
     validate_train_request(manifest, model=model, features=features, versus=versus, overrides=overrides,
-                           grid=grid, store_root=store_root, data_root=data_root, seed=seed, split=split)
+                           grid=grid, store_root=store_root, data_root=data_root, seed=seed, split=split,
+                           history=history, min_rating=min_rating, k_core=k_core)
     arms = versus_arms(features, versus)
     request = {"split": split, "split_seed": split_seed, "min_rating": min_rating, "k_core": k_core,
                "store_root": store_root, "runs_dir": runs_dir, "data_root": data_root}
+    if model_task(model) == "ctr":
+        request.update(history=history, seq_len=_ctr_seq_len(model, overrides, grid))
     bar = sys.stderr.isatty() if progress is None else progress
     results = [_train_arm(manifest, model, feats, overrides, grid, seed, request, logger or log, bar)
                for feats in arms]
     return {**results[0], "versus": results[1] if len(results) > 1 else None, "arms": results}
+
+
+def _ctr_seq_len(model: str, overrides: dict[str, Any] | None, grid: dict[str, list[Any]] | None) -> int:
+    """The set's item_seq length: the longest ``max_len`` the runs read (a model keeps its last max_len)."""
+    from mmfeat.recommenders import resolve_config
+
+    return max([int(resolve_config(model, overrides)["max_len"]), *(int(v) for v in (grid or {}).get("max_len", []))])
 
 
 def _train_arm(manifest: str, model: str, features: dict[str, str], overrides: dict[str, Any] | None,

@@ -13,6 +13,7 @@ Protocol (matches MMRec's ``RecDataset`` / ``EvalDataLoader``):
 from __future__ import annotations
 
 import hashlib
+import re
 import logging
 import warnings
 from dataclasses import dataclass, field
@@ -107,6 +108,17 @@ def sym_norm_bipartite(coo: sp.coo_matrix, n_users: int, n_items: int) -> torch.
         t = torch.sparse_coo_tensor(torch.from_numpy(idx), torch.from_numpy(np.concatenate([vals, vals])),
                                     (n, n))
         return t.coalesce()
+
+
+def natural_key(s: str) -> tuple:
+    """Sort key of an id: digit runs compare numerically ("2" < "10"), the rest as text."""
+    return tuple((0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", s) if t)
+
+
+def natural_order(ids) -> list[str]:
+    """Distinct ids in the dataset's own order: integers numerically ("2" before "10"), digit runs
+    inside other ids numerically too; never plain string order."""
+    return sorted({str(i) for i in ids}, key=natural_key)
 
 
 def hash_split_frame(df: pd.DataFrame) -> str:

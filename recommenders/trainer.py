@@ -191,30 +191,34 @@ class EarlyStopping:
     stopping_step: int
     best: float = -np.inf
     bad_evals: int = 0
+    #: scores are compared rounded to this many decimals (MMRec: 4); None compares them as they are
+    decimals: int | None = VALID_SCORE_DECIMALS
+    #: a new best must exceed the old by at least this much (after rounding); 0 = strictly greater
+    min_delta: float = 0.0
 
-    @staticmethod
-    def rounded(score: float) -> float:
-        """``score`` as MMRec compares it (numpy half-to-even rounding to 4 decimals)."""
-        return float(np.round(np.float64(score), VALID_SCORE_DECIMALS))
+    def rounded(self, score: float) -> float:
+        """``score`` as it is compared (MMRec: numpy half-to-even rounding to 4 decimals)."""
+        return float(score) if self.decimals is None else float(np.round(np.float64(score), self.decimals))
 
     def update(self, score: float) -> tuple[bool, bool]:
         """Record one validation score; returns (is a new best, stop now)."""
         score = self.rounded(score)
-        if score > self.best:
+        if score > self.best and (self.min_delta == 0.0 or score >= self.best + self.min_delta):
             self.best, self.bad_evals = score, 0
             return True, False
         self.bad_evals += 1
         return False, self.bad_evals > self.stopping_step
 
 
-def _check_config(model_name: str, cfg: dict, has_valid: bool) -> None:
+def _check_config(model_name: str, cfg: dict, has_valid: bool, computed: list[str] | None = None) -> None:
     """Fail before training on a config the loop cannot honour (missing key, no validation to select on)."""
     for k in REQUIRED_KEYS:
         if k not in cfg:
             raise KeyError(f"trainer: missing config key {k!r}")
     if cfg["learner"].lower() not in LEARNERS:
         raise ConfigError(f"{model_name}: learner={cfg['learner']!r} is not one of {', '.join(LEARNERS)}")
-    computed = [f"{m.lower()}@{k}" for m in cfg["metrics"] for k in cfg["topk"]]
+    if computed is None:  # the ranking tasks: metric@k
+        computed = [f"{m.lower()}@{k}" for m in cfg["metrics"] for k in cfg["topk"]]
     if cfg["valid_metric"].lower() not in computed:
         raise ConfigError(f"{model_name}: valid_metric={cfg['valid_metric']!r} is not among the computed metrics "
                           f"({', '.join(computed)}); choose one of them or add it through metrics / topk")
@@ -266,10 +270,15 @@ def _task_for(model_name: str, data, cfg: dict):
     """The training/evaluation protocol of the model's task (``task = "sequential"`` or user-item)."""
     from .models.base import get_model_class
 
-    if getattr(get_model_class(model_name), "task", "general") == "sequential":
+    task = getattr(get_model_class(model_name), "task", "general")
+    if task == "sequential":
         from .sequential.training import SequentialTask
 
         return SequentialTask(model_name, data, cfg)
+    if task == "ctr":
+        from .ctr.training import CTRTask
+
+        return CTRTask(model_name, data, cfg)
     if not isinstance(data, InteractionData):
         raise ConfigError(f"{model_name} trains on user-item pairs (InteractionData), got {type(data).__name__}; "
                           f"sequential data is for the sequential models")
@@ -384,7 +393,7 @@ def fit(data: InteractionData, model_name: str, config: dict | None = None, runs
     """
     cfg = resolve_config(model_name, config)
     task = _task_for(model_name, data, cfg)
-    _check_config(model_name, cfg, task.has_valid)
+    _check_config(model_name, cfg, task.has_valid, getattr(task, "computed_metrics", lambda: None)())
     device = torch.device(cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
     run_id = run_id or f"{model_name.lower()}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     _reset_peak_rss()
@@ -400,7 +409,8 @@ def fit(data: InteractionData, model_name: str, config: dict | None = None, runs
     rec = _new_record(run_id, model_name, cfg, data)
     rec.data.update(task.describe(model))
     selecting = bool(cfg["early_stopping"])
-    stopper = EarlyStopping(int(cfg["stopping_step"]))
+    stopper = (task.early_stopping(int(cfg["stopping_step"])) if hasattr(task, "early_stopping")
+               else EarlyStopping(int(cfg["stopping_step"])))
     best_state = None
     train_times, eval_times = [], []
     epochs = int(cfg["epochs"])
@@ -438,6 +448,8 @@ def fit(data: InteractionData, model_name: str, config: dict | None = None, runs
         if improved:
             rec.best_epoch, rec.best_valid = epoch, res
             best_state = copy.deepcopy(model.state_dict())
+        elif hasattr(task, "on_plateau"):  # e.g. the CTR task's reduce-LR-on-plateau
+            task.on_plateau(opt, sched)
         if stop:
             rec.stopped_early, rec.stop_reason = True, "early_stopping"
             break
@@ -514,5 +526,5 @@ def grid_search(data: InteractionData, model_name: str, grid: dict, config: dict
         runs.append(fit(data, model_name, cfg, runs_dir, **kw))
     vm = runs[0].config["valid_metric"].lower()
     # VALID only, compared as MMRec compares scores; max keeps the first of equal keys
-    best = max(runs, key=lambda r: EarlyStopping.rounded(r.best_valid.get(vm, -np.inf)))
+    best = max(runs, key=lambda r: EarlyStopping(0).rounded(r.best_valid.get(vm, -np.inf)))
     return GridResult(best=best, runs=runs, grid=dict(grid))

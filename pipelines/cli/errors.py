@@ -46,6 +46,7 @@ def _project_errors() -> list[tuple[type[BaseException], int, str]]:
         (_optional("mmfeat.pipelines.sources", "SourceError"), USAGE,
          "fix the manifest's source options or data_root, or pass --data-root"),
         (_optional("mmfeat.pipelines.interactions", "SplitRequestError"), USAGE, ""),
+        (_optional("mmfeat.recommenders.ctr.data", "CTRDataError"), USAGE, ""),
         (_optional("mmfeat.pipelines.store", "StoreError"), USAGE, ""),  # its messages list what the store has
         (_optional("mmfeat.featurizers.registry", "Unavailable"), FAILURE, ""),  # missing weights or extra
         (_optional("mmfeat.pipelines.extract", "FeatureSetFailed"), FAILURE,

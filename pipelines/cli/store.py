@@ -178,9 +178,19 @@ def cmd_store_export(args: argparse.Namespace) -> int:
         fs, ref = _single_feature(args)
         rec = ex.export_hf(store, args.dataset, fs, args.out, ref)
     else:
-        fs, ref = _single_feature(args)
-        rec = ex.export_fuxictr(store, args.dataset, fs, args.out, ref, dim=args.dim, fill_missing=_fill(args),
-                                pad=args.pad)
+        raw = [f if "=" in f else f"text={f}" for f in args.feature]  # a bare FEATURE_SET is the text role
+        features = parse_feature_refs(raw, "--feature", "ROLE", "text=title_minilm")
+        _check_refs(store, _manifest_dataset(args.manifest, args.data_root), features)
+        threshold: Any = args.label_threshold
+        if threshold not in ("auto", "none"):
+            try:
+                threshold = float(threshold)
+            except ValueError:
+                raise UsageError(f"--label-threshold {threshold!r}: give a number, auto or none") from None
+        rec = ex.export_fuxictr(store, args.manifest, features, args.out, dim=args.dim, pad=args.pad,
+                                seq_len=args.seq_len, history=args.history,
+                                label_threshold=None if threshold == "none" else threshold,
+                                negatives=args.negatives, seed=args.seed, data_root=args.data_root, name=args.name)
     print(json.dumps(rec, indent=2, default=str))
     return 0
 
@@ -283,12 +293,26 @@ def _add_exports(cmds: argparse._SubParsersAction, common: argparse.ArgumentPars
     hf.add_argument("dataset", help="store dataset")
     hf.add_argument("--feature", action="append", required=True, help="FEATURE_SET[@ref] (exactly one)")
 
-    fx = fmts.add_parser("fuxictr", parents=[common], help="FuxiCTR MicroLens_1M_MMCTR item_info.parquet")
-    fx.add_argument("dataset", help="store dataset")
-    fx.add_argument("--feature", action="append", required=True, help="FEATURE_SET[@ref] (exactly one)")
-    fx.add_argument("--dim", type=int, default=128, help="embedding width; wider versions are reduced by PCA (default: 128)")
-    fx.add_argument("--pad", action="store_true", help="append zero columns when the version is narrower than --dim")
-    fx.add_argument("--fill-missing", default="mean", help=fill_help)
+    fx = fmts.add_parser("fuxictr", parents=[common],
+                         help="a MicroLens_1M_MMCTR folder (train/valid/test.parquet, item_info.parquet) FuxiCTR reads",
+                         description="A complete MicroLens_1M_MMCTR folder (the WWW 2025 MMCTR challenge's layout) "
+                                     "from the manifest's interactions and store features: the rows `mmfeat train "
+                                     "--model DIN` trains on, item_info.parquet row k = item k (row 0 padding) with "
+                                     "item_emb_d<dim> by PCA, the id mapping and a FuxiCTR dataset config.")
+    fx.add_argument("manifest", help="manifest name or path (its interactions give the rows)")
+    fx.add_argument("--feature", action="append", required=True,
+                    help="[ROLE=]FEATURE_SET[@ref], ROLE text (default) or image; several are concatenated before PCA")
+    fx.add_argument("--dim", type=int, default=128, help="embedding width after PCA (default: 128, the challenge's)")
+    fx.add_argument("--pad", action="store_true", help="zero-pad when PCA gives fewer than --dim components")
+    fx.add_argument("--seq-len", type=int, default=64, help="history items per row (default: 64)")
+    fx.add_argument("--history", choices=["last", "gsu"], default="last",
+                    help="last: the most recent items; gsu: the most similar to the target by embedding cosine")
+    fx.add_argument("--label-threshold", default="auto",
+                    help="label = rating >= this; auto (ratings: 4, 0/1 labels as given, none: implicit) or none")
+    fx.add_argument("--negatives", type=int, default=1, help="sampled negatives per click for implicit data (default: 1)")
+    fx.add_argument("--seed", type=int, default=2024, help="seed of the negative sampling (default: 2024)")
+    fx.add_argument("--data-root", help="override the manifest's data_root")
+    fx.add_argument("--name", help="dataset id in the FuxiCTR config (default: the --out folder's name)")
 
     for sp in (mm, mf, hf, fx):
         sp.add_argument("--out", required=True, help="output folder")

@@ -31,6 +31,7 @@ def models_epilog() -> str:
             "  mmfeat train movielens-100k --model FREEDOM --feature text=text_minilm --versus text=text_mpnet\n"
             "  mmfeat train movielens-100k --model FREEDOM --feature text=text_minilm --grid learning_rate=0.001,0.0001\n"
             "  mmfeat train movielens-100k --model SASRec --set epochs=20\n"
+            "  mmfeat train movielens-100k --model DIN --feature text=text_minilm --set epochs=3\n"
             "  mmfeat train microlens --model SASRec --feature text=title_minilm --versus text=description_minilm "
             "--versus ids")
 
@@ -70,7 +71,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     validate_train_request(args.manifest, model=args.model, features=req["features"], versus=req["versus"],
                            overrides=req["overrides"], grid=req["grid"], store_root=args.store,
-                           data_root=args.data_root, seed=args.seed, split=args.split)
+                           data_root=args.data_root, seed=args.seed, split=args.split, history=args.history,
+                           min_rating=args.min_rating, k_core=args.k_core)
     from mmfeat.pipelines.cli.prefect_run import run_flow
     from mmfeat.pipelines.train_flow import compare_runs, train_recommender
 
@@ -82,7 +84,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = run_flow(train_recommender, args, manifest=args.manifest, model=args.model, features=feats,
                           config=req["overrides"], grid=req["grid"] or None, split=args.split, min_rating=args.min_rating,
                           k_core=args.k_core, store_root=args.store, runs_dir=args.runs, data_root=args.data_root,
-                          **_seeds(args))
+                          **_seeds(args), **({"history": args.history} if args.history else {}))
         records.append(_print_best(result))
     if len(records) > 1:
         print()
@@ -144,6 +146,9 @@ def add_train_commands(sub: argparse._SubParsersAction, common: argparse.Argumen
                          "given when the source has one, else random)")
     tr.add_argument("--min-rating", type=float, help="keep interactions rated at least this (needs ratings)")
     tr.add_argument("--k-core", type=int, default=0, help="iteratively keep users and items with >= K interactions")
+    tr.add_argument("--history", choices=["last", "gsu"],
+                    help="CTR models (DIN, QIN): the max_len history items each row reads: last (default) or gsu "
+                         "(MUSE: the most similar to the target by embedding cosine over the whole history)")
     tr.add_argument("--runs", help="run records folder (default: $MMFEAT_RUNS, else ./runs)")
     tr.add_argument("--data-root", help="override the manifest's data_root")
     tr.set_defaults(func=cmd_train)

