@@ -148,7 +148,10 @@ def test_store_show_and_export_of_missing_feature_sets(store_dir, tmp_path, caps
     assert "--feature expects STEM=FEATURE_SET[@ref]" in _one_error_line(capsys.readouterr().err)
     assert main(["store", "export", "hf", "ds", "--feature", "a", "--feature", "b", "--out", out]) == 2
     assert "exactly one --feature" in _one_error_line(capsys.readouterr().err)
-    assert main(["store", "export", "fuxictr", "ds", "--feature", "a", "--fill-missing", "zero", "--out", out]) == 2
+    assert main(["store", "export", "fuxictr", "microlens", "--feature", "nope", "--out", out]) == 2
+    assert "no feature set microlens-mini/nope" in _one_error_line(capsys.readouterr().err)
+    assert main(["store", "export", "mmrec", "microlens", "--feature", "text_feat=title_minilm", "--fill-missing",
+                 "zero", "--out", out]) == 2
     assert "--fill-missing expects a number or 'mean'" in _one_error_line(capsys.readouterr().err)
     assert main(["store", "export", "mmrec-features", "ds", "--feature", "image_feat=a", "--item-order",
                  str(tmp_path / "nope.csv"), "--out", out]) == 2

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mmfeat.pipelines.exports import export_fuxictr, export_hf, export_mmrec, export_mmrec_features, read_item_order
+from mmfeat.pipelines.exports import export_hf, export_mmrec, export_mmrec_features, read_item_order
 from mmfeat.pipelines.imports import FeatureImportError, import_features
 from mmfeat.pipelines.store import FeatureStore, StoreError
 
@@ -185,35 +185,6 @@ def test_hf_export_carries_the_version_manifest(tmp_path: Path) -> None:
     assert manifest == json.loads(json.dumps(store.manifest("ds", "fs", v), default=str))
     assert manifest["lineage"]["kind"] == "imported" and manifest["featurizer"]["fingerprint_hash"]
     assert (info.dataset_name, info.config_name) == ("ds", "fs")
-
-
-# ---------------------------------------------------------------------------- FuxiCTR
-def test_fuxictr_rows_follow_integer_id_order_with_mapping(tmp_path: Path) -> None:
-    store = FeatureStore(tmp_path / "store")
-    ids = [str(i) for i in range(1, 13)]
-    mat = _id_vectors(ids, dim=4)
-    mat[ids.index("3")] = np.nan  # a failed item is exported (filled, reported), not dropped
-    _import(store, tmp_path, ids, mat, dataset="ds")
-    rec = export_fuxictr(store, "ds", "fs", tmp_path / "fx", dim=4)
-    t = pq.read_table(tmp_path / "fx" / "item_info.parquet")
-    assert t.column("item_id").to_pylist() == list(range(1, 13))
-    emb = np.array(t.column("item_emb_d4").to_pylist())
-    ok = [k for k in range(12) if k != 2]
-    np.testing.assert_array_equal(emb[ok, 0], [float(ids[k]) for k in ok])  # item 1 reads item 1's vector
-    assert rec["missing"] == ["3"] and rec["padded_dims"] == 0
-    assert read_item_order(tmp_path / "fx" / "item_id_mapping.csv") == ids
-
-
-def test_fuxictr_fewer_items_than_dims_refused_or_padded(tmp_path: Path) -> None:
-    store = FeatureStore(tmp_path / "store")
-    ids = [str(i) for i in range(10)]
-    mat = np.random.default_rng(0).normal(size=(10, 32)).astype(np.float32)
-    _import(store, tmp_path, ids, mat, dataset="ds")
-    with pytest.raises(StoreError, match="has 10 items, so PCA gives at most 10 components, fewer than the requested 16"):
-        export_fuxictr(store, "ds", "fs", tmp_path / "fx", dim=16)
-    rec = export_fuxictr(store, "ds", "fs", tmp_path / "fx", dim=16, pad=True)
-    emb = np.array(pq.read_table(tmp_path / "fx" / "item_info.parquet").column("item_emb_d16").to_pylist())
-    assert emb.shape == (10, 16) and rec["padded_dims"] == 6 and not emb[:, 10:].any()
 
 
 # ---------------------------------------------------------------------------- store import

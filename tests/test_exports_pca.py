@@ -1,8 +1,8 @@
-"""The FuxiCTR export's PCA (scikit-learn) against its definition: centred data times the top right
+"""The CTR sets' (and FuxiCTR export's) PCA (scikit-learn) against its definition: centred data times the top right
 singular vectors, equal up to each component's sign; explained variance = share of the squared singular values."""
 import numpy as np
 
-from mmfeat.pipelines.exports import _pca
+from mmfeat.recommenders.ctr import reduce_dim as _pca
 
 
 def test_pca_matches_the_svd_definition_up_to_sign():

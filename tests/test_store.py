@@ -184,26 +184,6 @@ def test_float16_and_text_roundtrip(tmp_path: Path) -> None:
     assert m["errors"] == 1
 
 
-def test_fuxictr_export_pca_and_cli(tmp_path: Path) -> None:
-    from mmfeat.pipelines.cli import main
-
-    store = FeatureStore(tmp_path / "store")
-    rng = np.random.default_rng(0)
-    mat = rng.normal(size=(40, 8)).astype(np.float32)
-    _publish(store, [str(i) for i in range(40)], mat)
-    assert main(["--store", str(tmp_path / "store"), "store", "export", "fuxictr", "ds", "--feature", "fs",
-                 "--out", str(tmp_path / "fx"), "--dim", "4"]) == 0
-    t = pq.read_table(tmp_path / "fx" / "item_info.parquet")
-    assert t.column("item_id").type == "int64" and t.column("item_id").to_pylist()[:3] == [0, 1, 2]
-    emb = np.array(t.column("item_emb_d4").to_pylist())
-    assert emb.shape == (40, 4)
-    # PCA: the kept components are uncorrelated and ordered by variance
-    var = emb.var(axis=0)
-    assert np.all(np.diff(var) <= 1e-5) and abs(np.corrcoef(emb.T)[0, 1]) < 1e-4
-    rec = json.loads((tmp_path / "fx" / "_export.json").read_text())
-    assert 0 < rec["pca_explained_variance"] < 1
-
-
 def test_cli_list_show_verify_tag(tmp_path: Path, capsys) -> None:
     from mmfeat.pipelines.cli import main
 
