@@ -37,6 +37,7 @@ RESULTS = ROOT / "bench" / "RESULTS_ctr.md"
 FUXICTR_PY = Path(os.environ.get("FUXICTR_PYTHON", "/work/fuxictr-venv/bin/python"))
 QIN_DIR = Path(os.environ.get("QIN_CHECKOUT", "/work/qin-checkout"))
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 MANIFESTS = {"ml-100k": "movielens-100k", "ml-1m": "movielens-1m"}
 #: the challenge's DIN_default (QIN's config/qin_config/model_config.yaml); our key names
@@ -149,9 +150,9 @@ def summary(rows: list[dict]) -> str:
 
 
 def append_results(title: str, command: str, body: str) -> None:
-    text = RESULTS.read_text() if RESULTS.exists() else "# CTR models vs FuxiCTR 2.3.10\n"
-    text += f"\n## {title}\n\n`{command}` ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPU cores)\n\n{body}\n"
-    RESULTS.write_text(text)
+    from _results import append_results as append
+
+    append(RESULTS, "CTR models vs FuxiCTR 2.3.10", title, command, body)
 
 
 def main() -> None:

@@ -189,9 +189,9 @@ def ratio_table(rows: list[dict]) -> str:
 
 
 def append_results(title: str, command: str, body: str) -> None:
-    text = RESULTS.read_text() if RESULTS.exists() else "# Sequential recommenders vs RecBole 1.2.1\n"
-    text += f"\n## {title}\n\n`{command}` ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPU cores)\n\n{body}\n"
-    RESULTS.write_text(text)
+    from _results import append_results as append
+
+    append(RESULTS, "Sequential recommenders vs RecBole 1.2.1", title, command, body)
 
 
 # ---------------------------------------------------------------------------- modes

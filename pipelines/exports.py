@@ -456,7 +456,7 @@ def export_fuxictr(store: FeatureStore, manifest: str | os.PathLike[str], featur
     out = Path(out_dir)
     name = name or out.resolve().name
     with _staged_folder(out) as stage:
-        files = write_layout(data, stage)
+        files = {p.name: file_sha256(p) for p in write_layout(data, stage)}
         _write_mapping(stage / "item_id_mapping.csv", ("item_id", "row"), data.item_ids[1:])
         (stage / f"{name}.yaml").write_text(
             "# FuxiCTR dataset config (the MMCTR challenge's), written by mmfeat: put this folder at "

@@ -173,3 +173,25 @@ def test_cli_trains_din_with_gsu_history_through_the_flow(prefect_harness, micro
                "--store", microlens_store, "--runs", str(tmp_path / "runs")])
     out = capsys.readouterr().out
     assert rc == 0 and "DIN on microlens-mini" in out and "auc" in out
+
+
+def test_an_mmctr_folder_is_a_source_models_train_on_as_written(microlens_store, tmp_path):
+    """The challenge download's layout (here: our export of the sample) behind a manifest: DIN trains on the
+    files' rows; a store feature replaces item_emb_d<D>."""
+    from mmfeat.pipelines.exports import export_fuxictr
+    from mmfeat.pipelines.store import FeatureStore
+
+    folder = tmp_path / "data" / "MicroLens_1M_x1"
+    export_fuxictr(FeatureStore(microlens_store), "microlens", {"text": "title_minilm"}, folder, dim=8, seq_len=8)
+    (tmp_path / "data" / "mmctr.yaml").write_text(
+        "name: mmctr-sample\nsource: {kind: mmctr, root: MicroLens_1M_x1}\n"
+        "feature_sets:\n  - name: tags_minilm\n    kind: text_embedding\n    input: {text_fields: [tags]}\n"
+        "    params: {backbone: all-MiniLM-L6-v2}\n")
+    from mmfeat.pipelines.ctr_data import load_ctr_data
+
+    data, info = load_ctr_data(str(tmp_path / "data" / "mmctr.yaml"), store_root=microlens_store, seq_len=8)
+    assert data.info["embedding"] == {"from": "item_info.parquet", "dim": 8} and data.feature_versions == {}
+    assert info["rows"] == json.loads((folder / "_export.json").read_text())["rows"]
+    out = tr.run_training(str(tmp_path / "data" / "mmctr.yaml"), model="DIN", overrides={**TINY, "epochs": 1},
+                          store_root=microlens_store, runs_dir=str(tmp_path / "runs"))
+    assert out["best"]["split"]["method"] == "given" and "auc" in out["best"]["test"]

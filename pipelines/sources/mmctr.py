@@ -33,7 +33,7 @@ def load_mmctr(root: str | Path, encoding: str = "utf-8") -> SourceTables:
     from mmfeat.recommenders.ctr.data import CTRDataError
     from mmfeat.recommenders.ctr.layout import read_layout
 
-    folder = _root(root)
+    folder = _root(root, "mmctr")
     try:
         data = read_layout(folder, max_len=None)
     except CTRDataError as exc:

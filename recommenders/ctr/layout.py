@@ -49,7 +49,7 @@ def _list_matrix(column, what: str, dtype) -> np.ndarray:
         raise CTRDataError(f"{what}: lists must all have one length (row 0 has {lengths[0]}, row {first} "
                            f"has {lengths[first]}); the challenge's loader stacks them into one array")
     flat = pc.list_flatten(col).to_numpy(zero_copy_only=False)
-    return np.asarray(flat, dtype).reshape(len(col), int(lengths[0]))
+    return np.array(flat, dtype).reshape(len(col), int(lengths[0]))  # a copy: writable, owned
 
 
 def read_rows(path: Path, max_len: int | None = None) -> CTRSplit | None:
@@ -134,8 +134,8 @@ def read_layout(folder: str | os.PathLike[str], *, max_len: int | None = 64) -> 
     return data
 
 
-def write_layout(data: CTRData, folder: str | os.PathLike[str]) -> dict[str, str]:
-    """Write ``data`` as a MicroLens_1M_MMCTR folder; returns file name -> sha256.
+def write_layout(data: CTRData, folder: str | os.PathLike[str]) -> list[Path]:
+    """Write ``data`` as a MicroLens_1M_MMCTR folder; returns the files written.
 
     Every row column is int64 (see the module doc), lists are plain ``list<...>`` columns of one length.
 
@@ -144,8 +144,6 @@ def write_layout(data: CTRData, folder: str | os.PathLike[str]) -> dict[str, str
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from mmfeat.pipelines.store import file_sha256
 
     data.validate()
     if data.item_emb is None:
@@ -160,7 +158,7 @@ def write_layout(data: CTRData, folder: str | os.PathLike[str]) -> dict[str, str
         return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)),
                                         pa.array(np.ascontiguousarray(mat).reshape(-1), typ))
 
-    written = {}
+    written = []
     for name, s in data.splits.items():
         table = pa.table({"user_id": pa.array(s.user, pa.int64()),
                           "item_seq": lists(s.item_seq.astype(np.int64), pa.int64()),
@@ -169,10 +167,9 @@ def write_layout(data: CTRData, folder: str | os.PathLike[str]) -> dict[str, str
                           "item_id": pa.array(s.item, pa.int64()),
                           "label": pa.array(s.label.astype(np.int64), pa.int64())})
         pq.write_table(table, out / f"{name}.parquet")
-        written[f"{name}.parquet"] = file_sha256(out / f"{name}.parquet")
+        written.append(out / f"{name}.parquet")
     items = pa.table({"item_id": pa.array(np.arange(data.n_items + 1), pa.int64()),
                       "item_tags": lists(data.item_tags.astype(np.int64), pa.int64()),
                       emb_column(data.emb_dim): lists(data.item_emb.astype(np.float32), pa.float32())})
     pq.write_table(items, out / ITEM_FILE)
-    written[ITEM_FILE] = file_sha256(out / ITEM_FILE)
-    return written
+    return [*written, out / ITEM_FILE]
