@@ -16,7 +16,7 @@ Usage:
 
 Input layout (the MicroLens_1M_MMCTR challenge layout, as our exporter writes it) in ``--data DIR``:
     train/valid/test.parquet: user_id int64, item_seq list<int64> (fixed length, left-padded with 0,
-        most recent last), likes_level int64, views_level int64, item_id int64, label float32 (0/1).
+        most recent last), likes_level int64, views_level int64, item_id int64, label int64 (0/1).
     item_info.parquet: row k = item k (row 0 all-zero padding): item_id int64, item_tags list<int64>
         (0 = padding), item_emb_d{D} list<float32>.
 DIR is never written: a work dir (``--work``, or a temp dir removed at the end) receives symlinks to

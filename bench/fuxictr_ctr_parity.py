@@ -91,7 +91,8 @@ def ours_worker(args) -> None:
     rec = fit(data, args.model, cfg, progress=False)
     scale = full / len(data.splits["train"])
     out = {"impl": "mmfeat", "model": args.model, "valid": rec.best_valid, "test": rec.test,
-           "best_epoch": rec.best_epoch, "epochs_run": len(rec.epochs), "s_per_epoch": rec.s_per_epoch * scale,
+           "best_epoch": rec.best_epoch + 1, "epochs_run": len(rec.epochs),  # best_epoch 1-based, as FuxiCTR's
+           "s_per_epoch": rec.s_per_epoch * scale,
            "s_per_eval": rec.s_per_eval, "peak_rss_mb": rec.peak_rss_mb, "wall_s": time.perf_counter() - t0,
            "lr_by_epoch": None, "n_rows": {k: len(v) for k, v in data.splits.items()}}
     Path(args.out).write_text(json.dumps(out))
@@ -105,16 +106,24 @@ def run_ours(data: Path, cfg: dict, threads: int, batches: int | None, timeout: 
     return json.loads(out.read_text())
 
 
-def run_fuxictr(data: Path, epochs: int, seed: int, threads: int, batches: int | None, timeout: float) -> dict:
+def run_fuxictr(data: Path, epochs: int, seed: int, threads: int, batches: int | None, timeout: float,
+                reuse: bool = False) -> dict:
+    """FuxiCTR's run on ``data`` (its JSON is kept per data/epochs/seed/batches; ``reuse`` reads it back)."""
+    out = data.parent / (f"fuxictr-{data.name}-e{epochs}-s{seed}" + (f"-b{batches}" if batches else "") + ".json")
+    if reuse and out.is_file():
+        print(f"[fuxictr] reusing {out.name}", flush=True)
+        return _fuxictr_result(json.loads(out.read_text()))
     if not FUXICTR_PY.is_file():
         raise SystemExit(f"no FuxiCTR venv at {FUXICTR_PY}: run bash bench/setup_fuxictr.sh (or set FUXICTR_PYTHON)")
-    out = data.parent / f"fuxictr-{data.name}-{os.getpid()}-{time.time_ns()}.json"
     cmd = [str(FUXICTR_PY), str(ROOT / "bench" / "_fuxictr_runner.py"), "--data", str(data), "--qin-dir", str(QIN_DIR),
            "--epochs", str(epochs), "--seed", str(seed), "--threads", str(threads), "--out", str(out)]
     if batches:
         cmd += ["--max-train-batches", str(batches)]
     subprocess.run(cmd, check=True, timeout=timeout, stdout=subprocess.DEVNULL)
-    r = json.loads(out.read_text())
+    return _fuxictr_result(json.loads(out.read_text()))
+
+
+def _fuxictr_result(r: dict) -> dict:
     return {"impl": r["impl"], "valid": {"auc": r["valid_auc"], "logloss": r["valid_logloss"]},
             "test": {"auc": r.get("test_auc"), "logloss": r.get("test_logloss")}, "best_epoch": r.get("best_epoch"),
             "epochs_run": len(r.get("per_epoch") or []), "s_per_epoch": r["s_per_epoch"],
@@ -166,6 +175,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--time-cap", type=float, default=3600, help="seconds per run before it is killed")
     ap.add_argument("--skip-fuxictr", action="store_true", help="ours only")
+    ap.add_argument("--reuse-fuxictr", action="store_true",
+                    help="reuse FuxiCTR's kept result for the same data, epochs, seed and batches (it is slow)")
     # worker
     ap.add_argument("--data")
     ap.add_argument("--model", default="DIN")
@@ -182,7 +193,8 @@ def main() -> None:
         for seed in args.seeds:
             cfg = {**DIN_DEFAULT, "seed": seed, "epochs": args.epochs}
             if not args.skip_fuxictr:
-                rows.append({**run_fuxictr(data, args.epochs, seed, args.threads, batches, args.time_cap), "seed": seed})
+                rows.append({**run_fuxictr(data, args.epochs, seed, args.threads, batches, args.time_cap,
+                                           args.reuse_fuxictr), "seed": seed})
                 print(table(rows), flush=True)
             rows.append({**run_ours(data, cfg, args.threads, batches, args.time_cap), "seed": seed})
             print(table(rows), flush=True)

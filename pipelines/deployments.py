@@ -19,6 +19,7 @@ import sys
 EXTRACT_DEPLOYMENTS = {
     "microlens": {"manifest": "microlens"},
     "movielens-100k": {"manifest": "movielens-100k"},
+    "movielens-1m": {"manifest": "movielens-1m"},
 }
 
 

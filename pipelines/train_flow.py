@@ -33,6 +33,9 @@ TRAIN_DEPLOYMENTS: dict[str, dict[str, Any]] = {
     # next-video prediction with the MicroLens protocol: the last 10 items as history, history masked
     "microlens-sasrec": {"manifest": "microlens", "model": "SASRec", "features": {"text": "title_minilm"},
                          "config": {"epochs": 50, "max_seq_length": 10, "mask_history": True}},
+    # click-through rate on MovieLens-1M (rating >= 4) with the MMCTR challenge's DIN and the title text
+    "movielens-1m-din": {"manifest": "movielens-1m", "model": "DIN", "features": {"text": "text_minilm"},
+                         "config": {"epochs": 10}},
 }
 
 

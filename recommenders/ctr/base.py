@@ -142,7 +142,8 @@ class CTRRecommender(nn.Module):
         ids = torch.cat([seq, batch["item"].unsqueeze(1)], dim=1)
         uniq, inverse = torch.unique(ids, return_inverse=True)
         table = self.item_repr(uniq)
-        return BatchItems(table=table, target=table[inverse[:, -1]], seq_index=inverse[:, :-1], mask=seq > 0)
+        return BatchItems(table=table, target=table.index_select(0, inverse[:, -1]), seq_index=inverse[:, :-1],
+                          mask=seq > 0)
 
     def field_embeddings(self, batch: dict) -> torch.Tensor:
         """The row's categorical fields, concatenated [B, 2 * dim]."""

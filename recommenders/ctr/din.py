@@ -49,8 +49,10 @@ class TargetAttention(nn.Module):
         s_part = items.table @ (w_s - w_d).T  # once per distinct item [U, H]
         rows, cols = mask.nonzero(as_tuple=True)
         s_index = items.seq_index[rows, cols]
-        s_pos = items.table[s_index]
-        h = t_part[rows] + s_part[s_index] + (target[rows] * s_pos) @ w_p.T
+        # index_select, not advanced indexing: its backward (index_add) is ~1.5x faster on CPU
+        s_pos = items.table.index_select(0, s_index)
+        bias = t_part.index_select(0, rows) + s_part.index_select(0, s_index)
+        h = torch.addmm(bias, target.index_select(0, rows) * s_pos, w_p.T)
         h = self.dropout(torch.relu(h))
         score = self.rest(h).squeeze(-1)  # [P], one per real history item
         if self.use_softmax:
