@@ -150,6 +150,7 @@ def test_store_show_and_export_of_missing_feature_sets(store_dir, tmp_path, caps
     assert "exactly one --feature" in _one_error_line(capsys.readouterr().err)
     assert main(["store", "export", "fuxictr", "microlens", "--feature", "nope", "--out", out]) == 2
     assert "no feature set microlens-mini/nope" in _one_error_line(capsys.readouterr().err)
+    _import_npy(tmp_path, store_dir, "microlens-mini", "title_minilm", ["1", "2"])
     assert main(["store", "export", "mmrec", "microlens", "--feature", "text_feat=title_minilm", "--fill-missing",
                  "zero", "--out", out]) == 2
     assert "--fill-missing expects a number or 'mean'" in _one_error_line(capsys.readouterr().err)

@@ -122,6 +122,7 @@ def test_plateau_decays_the_learning_rate_and_the_epoch_schedule_keeps_it():
     opt = torch.optim.Adam([p], lr=1e-3)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0)
     task.on_plateau(opt, sched)
+    opt.step()
     sched.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(1e-4)
     stop = task.early_stopping(1)

@@ -74,7 +74,27 @@ def test_every_sequential_model_trains_evaluates_saves_and_loads(name, tmp_path)
     assert ev.evaluate(loaded) == pytest.approx({k: rec.test[k] for k in ev.evaluate(loaded)})
 
 
-@pytest.mark.parametrize("name", [n for n in model_names() if getattr(get_model_class(n), "task", "") != "sequential"])
+@pytest.mark.parametrize("name", [n for n in model_names() if getattr(get_model_class(n), "task", "") == "ctr"])
+def test_every_ctr_model_trains_evaluates_saves_and_loads(name, tmp_path):
+    from mmfeat.recommenders.ctr.training import CTREvaluator
+    from tests.test_ctr_models import TINY as CTR_TINY
+    from tests.test_ctr_models import TINY_QIN, clustered_ctr
+
+    cls = get_model_class(name)
+    data = clustered_ctr(400)
+    cfg = {k: v for k, v in {**CTR_TINY, **TINY_QIN, "epochs": 2}.items() if k in cls.config_class.model_fields}
+    rec = fit(data, name, cfg, runs_dir=tmp_path, progress=False)
+    assert len(rec.epochs) == 2 and all(np.isfinite(e["loss"]) for e in rec.epochs)
+    assert set(rec.test) == {"auc", "logloss"} and 0.0 <= rec.test["auc"] <= 1.0
+    loaded = build_model(name, data, rec.config)
+    loaded.load_state_dict(torch.load(tmp_path / rec.run_id / "model.pt", weights_only=True))
+    ev = CTREvaluator(data.splits["test"], ("auc", "logloss"), 64)
+    np.testing.assert_array_equal(ev.predict(rec._model.cpu()), ev.predict(loaded))
+    assert ev.evaluate(loaded) == pytest.approx(rec.test)
+
+
+@pytest.mark.parametrize("name", [n for n in model_names()
+                                  if getattr(get_model_class(n), "task", "") not in ("sequential", "ctr")])
 def test_every_registered_model_trains_evaluates_saves_and_loads(name, tmp_path):
     cls = get_model_class(name)
     data = _tiny(cls.modality_roles)
