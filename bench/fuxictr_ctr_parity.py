@@ -94,7 +94,7 @@ def ours_worker(args) -> None:
            "best_epoch": rec.best_epoch + 1, "epochs_run": len(rec.epochs),  # best_epoch 1-based, as FuxiCTR's
            "s_per_epoch": rec.s_per_epoch * scale,
            "s_per_eval": rec.s_per_eval, "peak_rss_mb": rec.peak_rss_mb, "wall_s": time.perf_counter() - t0,
-           "lr_by_epoch": None, "n_rows": {k: len(v) for k, v in data.splits.items()}}
+           "n_rows": {k: len(v) for k, v in data.splits.items()}}
     Path(args.out).write_text(json.dumps(out))
 
 

@@ -11,22 +11,26 @@ Two kinds of source:
 """
 from __future__ import annotations
 
+import hashlib
+import logging
 import re
+import time
 from typing import Any
 
 import numpy as np
 
 from mmfeat.pipelines.manifest import load_manifest
-from mmfeat.pipelines.store import FeatureStore, default_store_root
+from mmfeat.pipelines.store import FeatureStore, default_store_root, file_sha256
+from mmfeat.recommenders.ctr.data import CTRDataError
 
 #: tag separators in the normalized text columns (MovieLens genres are joined with ", ")
 _TAG_SPLIT = re.compile(r"[,|;]\s*")
 ROLE_ORDER = ("text", "image")
+log = logging.getLogger(__name__)
 
 
 def _tag_lists(items) -> list[list[str]]:
-    """Per item, its genres (MovieLens) or tags (MicroLens categories), split on , | ; (whitespace for an
-    mmctr source's tag ids)."""
+    """Per item, its genres (MovieLens) or tags (MicroLens categories), split on , | ;."""
     col = "genres" if "genres" in items.columns else ("tags" if "tags" in items.columns else None)
     if col is None:
         return [[] for _ in range(len(items))]
@@ -47,7 +51,8 @@ def _store_embedding(store: FeatureStore, dataset: str, features: dict[str, str]
     concatenated in role order."""
     unknown = sorted(set(features) - set(ROLE_ORDER))
     if unknown:
-        raise ValueError(f"CTR item embeddings come from the roles {', '.join(ROLE_ORDER)}; not {unknown}")
+        raise CTRDataError(f"CTR item embeddings come from the roles {', '.join(ROLE_ORDER)}; not {unknown}: "
+                           f"use --feature text=FEATURE_SET (or image=...)")
     parts, versions, missing = [], {}, {}
     for role in (r for r in ROLE_ORDER if r in features):
         fs, _, ref = features[role].partition("@")
@@ -96,17 +101,20 @@ def load_ctr_data(
         StoreError: a feature reference that does not resolve.
     """
     from mmfeat.pipelines.extract import load_items
-    from mmfeat.recommenders.ctr import CTRDataError, build_ctr_set, read_layout, reduce_dim
+    from mmfeat.recommenders.ctr import build_ctr_set, read_layout, reduce_dim
 
     features = dict(features or {})
     m = load_manifest(manifest, data_root=data_root)
     store = FeatureStore(store_root or default_store_root())
-    items_t, inter_t, source_fp = load_items(m)
     if m.source.kind == "mmctr":
+        # the files are the rows: read them once, and name them by their sha256s (no normalized tables)
+        root = m.source_root()
+        source_fp = hashlib.sha256("".join(f"{p.name}:{file_sha256(p)}\n" for p in sorted(root.glob("*.parquet")))
+                                   .encode()).hexdigest()
         if history != "last":
             raise CTRDataError("an mmctr source's item_seq is fixed by its files (the last items); history='gsu' "
                                "needs full histories: build the set from a source with interactions")
-        data = read_layout(m.source_root(), max_len=seq_len)
+        data = read_layout(root, max_len=seq_len)
         if features:
             emb, versions, missing = _store_embedding(store, m.store_dataset, features, data.item_ids[1:])
             reduced, explained, padded = reduce_dim(emb, emb_dim, pad, "the item embedding") if emb_dim else (emb, 1.0, 0)
@@ -120,6 +128,7 @@ def load_ctr_data(
         data.info["split"] = {"method": "given", "files": ["train.parquet", "valid.parquet", "test.parquet"]}
         data.split_hash = source_fp
     else:
+        items_t, inter_t, source_fp = load_items(m)
         inter, items = inter_t.to_pandas(), items_t.to_pandas()
         items = items.assign(tags=_tag_lists(items))
         threshold = auto_label_threshold(inter) if label_threshold == "auto" else label_threshold
@@ -130,8 +139,13 @@ def load_ctr_data(
             ids = natural_order(inter["item_id"])
             mat, versions, missing = _store_embedding(store, m.store_dataset, features, ids)
             embedding = (ids, mat)
+        log.info("%s: building the CTR set from %d interactions (history %s, %d items per row)%s", m.name,
+                 len(inter), history, seq_len, "; the GSU scores every earlier item of each row" if history == "gsu" else "")
+        t0 = time.perf_counter()
         data = build_ctr_set(inter, items, embedding, seq_len=seq_len, history=history, label_threshold=threshold,
                              negatives=negatives, seed=seed, emb_dim=emb_dim, pad=pad)
+        log.info("%s: CTR set built in %.1fs: %s rows", m.name, time.perf_counter() - t0,
+                 {k: len(v) for k, v in data.splits.items()})
         data.feature_versions = versions
         data.info["missing_features"] = missing
     data.info["source"] = {"manifest": m.name, "kind": m.source.kind, "fingerprint": source_fp}

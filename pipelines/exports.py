@@ -84,12 +84,12 @@ def _check_fill(fill_missing: float | str | None) -> None:
         raise ValueError(f"fill_missing must be 'mean', a number or None (error on missing rows), not {fill_missing!r}")
 
 
-def _write_mapping(path: Path, header: tuple[str, str], ids: Sequence[str]) -> None:
-    """MMRec's mapping layout: ``<original id><TAB><dense id>``, one row per dense id."""
+def _write_mapping(path: Path, header: tuple[str, str], ids: Sequence[str], start: int = 0) -> None:
+    """MMRec's mapping layout: ``<original id><TAB><dense id>``, one row per dense id (from ``start``)."""
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh, delimiter="\t", lineterminator="\n")
         w.writerow(header)
-        w.writerows((item, i) for i, item in enumerate(ids))
+        w.writerows((item, i) for i, item in enumerate(ids, start=start))
 
 
 def _feature_file(store: FeatureStore, dataset: str, ref: str, order: Sequence[str],
@@ -457,7 +457,7 @@ def export_fuxictr(store: FeatureStore, manifest: str | os.PathLike[str], featur
     name = name or out.resolve().name
     with _staged_folder(out) as stage:
         files = {p.name: file_sha256(p) for p in write_layout(data, stage)}
-        _write_mapping(stage / "item_id_mapping.csv", ("item_id", "row"), data.item_ids[1:])
+        _write_mapping(stage / "item_id_mapping.csv", ("item_id", "row"), data.item_ids[1:], start=1)  # row 0: padding
         (stage / f"{name}.yaml").write_text(
             "# FuxiCTR dataset config (the MMCTR challenge's), written by mmfeat: put this folder at "
             f"./data/{name}/\n" + yaml.safe_dump(_fuxictr_dataset_config(name, data), sort_keys=False))

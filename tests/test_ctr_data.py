@@ -242,6 +242,8 @@ def test_export_fuxictr_on_the_sample_rows_in_item_order(tmp_path: Path):
                                                     "mmctr.yaml", "test.parquet", "train.parquet", "valid.parquet"]
     mapping = read_item_order(out / "item_id_mapping.csv")
     assert mapping == sorted(mapping, key=int)  # integer order: "2" before "10"
+    rows = pd.read_csv(out / "item_id_mapping.csv", sep="\t", dtype=str)
+    assert rows["row"].tolist() == [str(k) for k in range(1, len(mapping) + 1)]  # item_info row of each item
     emb = np.array(pq.read_table(out / "item_info.parquet").column("item_emb_d6").to_pylist())
     np.testing.assert_array_equal(emb[1:, 0], [float(i) for i in mapping])  # item k reads item k's vector
     rec = json.loads((out / "_export.json").read_text())

@@ -109,7 +109,6 @@ def test_ctr_trainer_rules():
     with pytest.raises(ConfigError, match="max_len=9 exceeds"):
         fit(data, "DIN", {**TINY, "max_len": 9, "epochs": 1}, progress=False)
     with pytest.raises(ConfigError, match="CTR model"):
-        from mmfeat.recommenders.sequential import from_loo_frame  # noqa: F401
         fit(object(), "DIN", TINY, progress=False)
 
 

@@ -27,9 +27,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from .data import CTRData, CTRDataError, CTRSplit
+from .data import SPLITS, CTRData, CTRDataError, CTRSplit
 
-SPLIT_NAMES = ("train", "valid", "test")
 HISTORIES = ("last", "gsu")
 
 
@@ -221,7 +220,7 @@ def build_ctr_set(
             levels[col] = (deciles(np.log1p(np.nan_to_num(src, nan=0.0)), np.isfinite(src)), f"source {col} count")
         else:
             levels[col] = (deciles(fallback, count > 0), why)
-    emb, emb_info, fv_missing = None, {}, []
+    emb, emb_info = None, {}
     if embedding is not None:
         ids, mat = embedding
         pos_of = pd.Index([str(i) for i in ids]).get_indexer(item_ids)
@@ -239,7 +238,7 @@ def build_ctr_set(
            else last_items(ev_items, row_start, at, seq_len))
 
     splits = {}
-    for k, name in enumerate(SPLIT_NAMES):
+    for k, name in enumerate(SPLITS):
         rows = np.flatnonzero(split == k)
         splits[name] = CTRSplit(user=users[rows], item=target[rows], likes_level=levels["likes"][0][target[rows] - 1],
                                 views_level=levels["views"][0][target[rows] - 1], label=labels[rows],
@@ -253,7 +252,7 @@ def build_ctr_set(
         "history": {"kind": history, "seq_len": seq_len},
         "levels": {"likes_level": levels["likes"][1], "views_level": levels["views"][1]},
         "tags": {"per_item": n_tags, "vocabulary": len(vocab)}, "embedding": emb_info,
-        "cold_target_rows": cold, "events": int(len(ev)), "missing_features": fv_missing,
+        "cold_target_rows": cold, "events": int(len(ev)),
     }
     data = CTRData(splits=splits, item_tags=tags, item_emb=emb, item_ids=[""] + item_ids, info=info,
                    split_hash=hash_split_frame(frame))
