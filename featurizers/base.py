@@ -25,20 +25,23 @@ from typing import Any, Callable, Literal, Protocol, Sequence, TypeVar, runtime_
 
 import numpy as np
 
-InputKind = Literal["text", "image", "video", "audio"]
+InputKind = Literal["text", "image", "video", "audio", "embedding"]
 
 
 @dataclass(frozen=True)
 class OutputSpec:
-    """What a featurizer produces: ``kind="embedding"`` with ``dim`` and ``dtype``, or ``kind="text"``."""
+    """What a featurizer produces: ``kind="embedding"`` with ``dim`` and ``dtype``, ``kind="text"``, or
+    ``kind="codes"`` (semantic IDs: ``dim`` integers per item)."""
 
-    kind: Literal["embedding", "text"]
+    kind: Literal["embedding", "text", "codes"]
     dim: int | None = None
     dtype: Literal["float32", "float16"] | None = None
 
     def __post_init__(self) -> None:
         if self.kind == "embedding" and (self.dim is None or self.dtype is None):
             raise ValueError("an embedding output needs dim and dtype")
+        if self.kind == "codes" and self.dim is None:
+            raise ValueError("a codes output needs dim (levels per item)")
 
 
 @dataclass(frozen=True)

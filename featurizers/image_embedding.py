@@ -50,7 +50,7 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-@register_featurizer("image_embedding", ImageEmbeddingParams)
+@register_featurizer("image_embedding", ImageEmbeddingParams, produces="embedding")
 class ImageEmbedder:
     """Embed one image file per item with a CLIP-family backbone.
 

@@ -361,3 +361,59 @@ __all__ = [
     "ParamsError", "PromptParams", "TextDescriptionParams", "TextEmbeddingParams", "VideoDescriptionParams",
     "VideoEmbeddingParams", "did_you_mean", "params_problems",
 ]
+
+
+# --------------------------------------------------------------------------- semantic IDs
+
+
+class CFAlignParams(FeaturizerParams):
+    """DAS: the collaborative signal the RQ-VAE is aligned with while it trains."""
+
+    #: weight of the InfoNCE alignment loss next to reconstruction + commitment
+    weight: float = Field(0.5, gt=0.0)
+    #: size of the collaborative item vectors (truncated SVD of the normalised user-item matrix)
+    dim: int = Field(64, gt=0)
+    temperature: float = Field(0.1, gt=0.0)
+
+
+class SemanticIDsParams(FeaturizerParams):
+    """``semantic_ids``: residual quantization of a parent embedding version into integer code tuples.
+
+    Defaults follow TIGER (Rajput et al. 2023): 3 levels x 256 codes plus a de-duplication level, an RQ-VAE
+    with a 32-d latent and a 512-256-128 MLP, commitment weight 0.25.
+    """
+
+    method: Literal["rqvae", "rqkmeans"] = "rqvae"
+    levels: int = Field(3, ge=1, le=8)
+    codebook_size: int = Field(256, ge=2)
+    #: append a level that numbers items sharing a tuple (0, 1, ...) so every item's tuple is unique
+    dedup: bool = True
+    seed: int = 0
+    latent_dim: int = Field(32, gt=0)
+    hidden: list[int] = Field(default_factory=lambda: [512, 256, 128])
+    epochs: int = Field(200, gt=0)
+    batch_size: int = Field(1024, gt=0)
+    lr: float = Field(1e-3, gt=0.0)
+    commitment_weight: float = Field(0.25, ge=0.0)
+    #: MMGRec: smooth the parent vectors over the user-item graph for this many hops first (0 = off)
+    graph_layers: int = Field(0, ge=0)
+    #: DAS: train the RQ-VAE jointly with an alignment to collaborative item vectors (null = off)
+    cf_align: CFAlignParams | None = None
+    #: interactions the graph / CF signal reads: all but each user's last ``holdout`` in time order (2 = the
+    #: leave-one-out valid and test targets never shape the codes)
+    holdout: int = Field(2, ge=0)
+
+    @model_validator(mode="after")
+    def _effective(self) -> "SemanticIDsParams":
+        vae_only = "only applies to method: rqvae"
+        for key in ("latent_dim", "hidden", "epochs", "batch_size", "lr", "commitment_weight", "cf_align"):
+            self._only_with(key, self.method == "rqvae", vae_only)
+        self._only_with("holdout", self.graph_layers > 0 or self.cf_align is not None,
+                        "only applies with graph_layers > 0 or cf_align (the options that read interactions)")
+        if any(h <= 0 for h in self.hidden):
+            raise ValueError("hidden layer sizes must be positive")
+        return self
+
+    @property
+    def reads_interactions(self) -> bool:
+        return self.graph_layers > 0 or self.cf_align is not None

@@ -289,8 +289,12 @@ def weights_hash(folder: Path) -> str:
 
 # --------------------------------------------------------------------------- featurizer kinds
 
-#: The input kinds a manifest's ``input`` can give: text (``text_fields`` / ``from``) or a media column.
-INPUT_KINDS = ("text", "image", "video", "audio")
+#: The input kinds a manifest's ``input`` can give: text (``text_fields`` / ``from`` a text feature set), a
+#: media column, or ``embedding`` (``from`` an embedding feature set: the semantic-ID quantizers).
+INPUT_KINDS = ("text", "image", "video", "audio", "embedding")
+
+#: What a kind's versions hold (a chained feature set's input kind is its parent's output kind).
+OUTPUT_KINDS = ("text", "embedding", "codes")
 
 
 @dataclass(frozen=True)
@@ -298,13 +302,14 @@ class FeaturizerKind:
     """One registered kind: the class that builds it, its params schema, and the inputs it reads.
 
     ``params`` validates a manifest's ``params:`` without importing torch or loading weights, so a
-    manifest is checked in full before anything runs.
+    manifest is checked in full before anything runs. ``produces`` is what its versions hold.
     """
 
     kind: str
     cls: type
     params: type["FeaturizerParams"]
     reads: tuple[str, ...]
+    produces: str = "text"
 
     def build(self, params: Mapping[str, Any] | "FeaturizerParams") -> Featurizer:
         """Validate ``params`` and build the featurizer (this may load weights)."""
@@ -323,7 +328,7 @@ def _class_reads(cls: type) -> tuple[str, ...] | None:
 
 
 def register_featurizer(
-    kind: str, params: type["FeaturizerParams"], *, reads: Sequence[str] | None = None
+    kind: str, params: type["FeaturizerParams"], *, reads: Sequence[str] | None = None, produces: str = "text"
 ) -> Callable[[type], type]:
     """Class decorator: ``@register_featurizer("text_embedding", TextEmbeddingParams)``.
 
@@ -331,8 +336,9 @@ def register_featurizer(
         kind: the manifest's ``kind:`` value.
         params: the pydantic model of the kind's ``params:`` (``mmfeat.featurizers.params``); the class's
             ``from_spec`` receives an instance of it.
-        reads: the input kinds it accepts (``text``, ``image``, ``video``, ``audio``); default: the
-            class's ``accepts`` or ``input_kind`` attribute.
+        reads: the input kinds it accepts (``text``, ``image``, ``video``, ``audio``, ``embedding``); default:
+            the class's ``accepts`` or ``input_kind`` attribute.
+        produces: what its versions hold: ``text``, ``embedding`` or ``codes``.
 
     Returns:
         The decorator, which returns the class unchanged.
@@ -347,7 +353,9 @@ def register_featurizer(
             raise TypeError(f"featurizer kind {kind!r}: declare which inputs it reads (one or more of {INPUT_KINDS})")
         if not callable(getattr(cls, "from_spec", None)):
             raise TypeError(f"featurizer kind {kind!r}: {cls.__name__} has no from_spec classmethod")
-        FEATURIZER_KINDS[kind] = FeaturizerKind(kind, cls, params, accepted)
+        if produces not in OUTPUT_KINDS:
+            raise TypeError(f"featurizer kind {kind!r}: produces={produces!r} is not one of {OUTPUT_KINDS}")
+        FEATURIZER_KINDS[kind] = FeaturizerKind(kind, cls, params, accepted, produces)
         return cls
 
     return wrap
@@ -394,6 +402,7 @@ _BUILTIN_MODULES = (
     "mmfeat.featurizers.video_embedding",
     "mmfeat.featurizers.image_words",
     "mmfeat.featurizers.audio",
+    "mmfeat.featurizers.semantic_ids",
 )
 
 

@@ -60,7 +60,7 @@ def load_sentence_transformer(path: Path, device: str | None = None, max_seq_len
     return MODELS.get_or_create(("sentence-transformers", str(Path(path).resolve()), device, max_seq_length), load)
 
 
-@register_featurizer("text_embedding", TextEmbeddingParams)
+@register_featurizer("text_embedding", TextEmbeddingParams, produces="embedding")
 class TextEmbedder:
     """Embed one text per item with a sentence-transformers backbone.
 

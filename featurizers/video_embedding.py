@@ -30,7 +30,7 @@ class VideoResult(Result):
     timestamps: tuple[float, ...] = field(default_factory=tuple)
 
 
-@register_featurizer("video_embedding", VideoEmbeddingParams)
+@register_featurizer("video_embedding", VideoEmbeddingParams, produces="embedding")
 class VideoEmbedder:
     """Embed a video file: sample frames by seeking, embed them with a CLIP image backbone, mean-pool.
 

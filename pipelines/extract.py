@@ -546,9 +546,10 @@ def extract_manifest(
         ('title_minilm', 40)
     """
     from mmfeat.featurizers.registry import Unavailable
+    from mmfeat.pipelines.codes_job import is_set_level, run_codes_set
 
     wanted = _wanted(manifest, feature_sets)
-    items, _interactions, source_fp = load_source(manifest)
+    items, interactions, source_fp = load_source(manifest)
     aliases = ["latest"] + ([tag] if tag else [])
     lineage = {"manifest": manifest.name, "source": {"kind": manifest.source.kind,
                                                      "root": str(manifest.source_root() or "built-in"),
@@ -565,8 +566,12 @@ def extract_manifest(
                 continue
             raise RuntimeError(f"{spec.name} reads {parent}, which was not built in this run")
         try:
-            report = run_feature_set(store, manifest, spec, items, parent_versions=produced, lineage=lineage,
-                                     aliases=aliases, run_shards=run_shards, progress=progress)
+            if is_set_level(spec.kind):  # fitted to the whole item set at once (semantic IDs)
+                report = run_codes_set(store, manifest, spec, items, interactions, parent_versions=produced,
+                                       lineage=lineage, aliases=aliases)
+            else:
+                report = run_feature_set(store, manifest, spec, items, parent_versions=produced, lineage=lineage,
+                                         aliases=aliases, run_shards=run_shards, progress=progress)
         except Unavailable as exc:  # only missing weights or a missing extra make "optional" skip
             if not spec.optional:
                 raise

@@ -272,17 +272,26 @@ def _structure_problems(exc: ValidationError, raw: Mapping[str, Any]) -> list[st
 _MEDIA_KINDS = {"image_uri": "image", "video_uri": "video", "audio_uri": "audio"}
 
 
-def _input_kind(raw_input: Any) -> str | None:
-    """What a raw ``input:`` mapping gives a featurizer (text or a media kind); None if it is malformed."""
+def _input_kind(raw_input: Any, parents: Mapping[str, str] | None = None) -> str | None:
+    """What a raw ``input:`` mapping gives a featurizer (text, a media kind, or ``from`` a parent: what the
+    parent's kind produces, ``parents`` mapping feature set name -> kind); None if it is malformed."""
+    from mmfeat.featurizers.registry import FEATURIZER_KINDS
+
     if not isinstance(raw_input, dict):
         return None
     if raw_input.get("media") in _MEDIA_KINDS:
         return _MEDIA_KINDS[raw_input["media"]]
-    return "text" if raw_input.get("text_fields") or raw_input.get("from") else None
+    parent = raw_input.get("from")
+    if isinstance(parent, str) and parent in (parents or {}):
+        registered = FEATURIZER_KINDS.get((parents or {})[parent])
+        if registered is not None and registered.produces != "text":
+            return registered.produces
+    return "text" if raw_input.get("text_fields") or parent else None
 
 
 def _featurizer_entry_problems(
-    entry: Mapping[str, Any], where: str, raw_input: Any, *, inherited: bool = False
+    entry: Mapping[str, Any], where: str, raw_input: Any, *, inherited: bool = False,
+    parents: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Kind, params and input of one featurizer entry (a feature set or its fallback).
 
@@ -306,7 +315,7 @@ def _featurizer_entry_problems(
             registered.params.parse(params, kind)
         except ParamsError as exc:
             problems += [f"{where}.params{'.' + p if p else ''}: {reason}" for p, reason in exc.problems]
-    given = _input_kind(raw_input)
+    given = _input_kind(raw_input, parents)
     if given is not None and given not in registered.reads:
         note = " (the feature set's input; give the fallback its own input)" if inherited else ""
         reads = " or ".join(registered.reads)
@@ -324,15 +333,16 @@ def featurizer_problems(raw: Mapping[str, Any]) -> list[str]:
     if not isinstance(sets, list):
         return []
     problems: list[str] = []
+    kinds = {e.get("name"): e.get("kind") for e in sets if isinstance(e, dict) and isinstance(e.get("kind"), str)}
     for i, entry in enumerate(sets):
         if not isinstance(entry, dict):
             continue
-        problems += _featurizer_entry_problems(entry, f"feature_sets.{i}", entry.get("input"))
+        problems += _featurizer_entry_problems(entry, f"feature_sets.{i}", entry.get("input"), parents=kinds)
         fallback = entry.get("fallback")
         if isinstance(fallback, dict):
             own = fallback.get("input")
             problems += _featurizer_entry_problems(fallback, f"feature_sets.{i}.fallback", own or entry.get("input"),
-                                                   inherited=not own)
+                                                   inherited=not own, parents=kinds)
     return problems
 
 

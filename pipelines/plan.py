@@ -78,6 +78,10 @@ def _parent_rows(store: FeatureStore | None, dataset: str | None, parent: str,
     if store is None or dataset is None:
         raise ValueError(f"reading parent feature set {parent!r} needs the store and dataset")
     version = (parent_versions or {}).get(parent) or store.resolve(dataset, parent, "latest")
+    kind = store.manifest(dataset, parent, version)["output"]["kind"]
+    if kind != "text":
+        raise ValueError(f"parent feature set {parent}/{version} holds {kind}, not text: a per-item featurizer "
+                         f"reads text from its parent (semantic_ids reads embeddings and runs as a set-level job)")
     table = store.read_table(dataset, parent, version, columns=["item_id", "text", "status", "error"])
     return version, {r["item_id"]: r for r in table.to_pylist()}
 

@@ -535,6 +535,43 @@ class FeatureStore:
             out[missing_mask] = fill
         return MatrixRead(out, missing, version, _ids=lambda: [str(i) for i in item_ids])
 
+    def read_codes(self, dataset: str, feature_set: str, ref: str = "latest",
+                   item_ids: Sequence[str] | None = None, *, verify: bool = True) -> tuple[np.ndarray, list[str], str]:
+        """Semantic IDs (a ``codes`` version) as an int64 matrix [n, levels], row i = ``item_ids[i]``
+        (or every ok row in stored order when None).
+
+        No fill policy: a code tuple cannot be made up for an item the quantizer never saw, so a requested
+        item without an ok row is an error.
+
+        Returns:
+            ``(codes, item_ids, version)``.
+
+        Raises:
+            StoreError: the version holds no codes, or requested items have no ok row.
+        """
+        m = self.manifest(dataset, feature_set, ref)
+        version = m["version"]
+        if m.get("output", {}).get("kind") != "codes":
+            raise StoreError(f"{dataset}/{feature_set}/{version} holds {m.get('output', {}).get('kind')}, not semantic "
+                             f"IDs (codes); build them with a `semantic_ids` feature set")
+        table = self.read_table(dataset, feature_set, version, verify=verify, columns=["item_id", "codes"],
+                                only_ok=True)
+        col = table.column("codes").combine_chunks()
+        levels = col.type.list_size
+        stored = np.asarray(col.values.slice(col.offset * levels, len(col) * levels), np.int64).reshape(-1, levels)
+        ids = table.column("item_id").to_pylist()
+        if item_ids is None:
+            return stored, ids, version
+        wanted = pa.array([str(i) for i in item_ids], pa.string())
+        idx = pc.index_in(wanted, value_set=table.column("item_id").combine_chunks())
+        missing_mask = idx.is_null().to_numpy(zero_copy_only=False)
+        if missing_mask.any():
+            missing = [str(item_ids[i]) for i in np.flatnonzero(missing_mask)]
+            raise StoreError(f"{dataset}/{feature_set}/{version}: {len(missing)} of {len(item_ids)} items have no "
+                             f"semantic ID (first: {missing[:5]}); rebuild the codes from an embedding version that "
+                             f"covers every item")
+        return stored[idx.to_numpy(zero_copy_only=False).astype(np.int64)], [str(i) for i in item_ids], version
+
     # ------------------------------------------------------------------ reuse across versions
     def reusable_rows(self, dataset: str, feature_set: str, fingerprint_hash: str,
                       needed: Iterable[str] | None = None, *,

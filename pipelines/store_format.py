@@ -1,6 +1,6 @@
 """How a version's rows look on disk, and the digest that names them.
 
-Rows: ``item_id``, the value (``embedding`` or ``text``), ``status`` (``ok``/``error``), ``error``,
+Rows: ``item_id``, the value (``embedding``, ``text`` or ``codes``), ``status`` (``ok``/``error``), ``error``,
 ``stage`` (where it failed: ``read``, ``parent``, ``featurize``), ``source_sha256`` (hash of the
 item's input: the text, or the media file's bytes).
 
@@ -11,6 +11,10 @@ per-value repetition levels, 15x slower than ``np.load`` for a 100k x 384 matrix
 binary column decodes at memcpy speed. The Arrow API hands the column back as
 ``fixed_size_list<float32|float16>[dim]`` (a zero-copy view), so users never see the bytes;
 outside mmfeat, ``np.frombuffer(b"".join(col), "<f4").reshape(-1, dim)``.
+
+Semantic IDs (output kind ``codes``) are a plain ``fixed_size_list<int32>[levels]`` column: a few
+integers per item, read by any Parquet reader as integer tuples (``level`` = the column's length;
+the version manifest's ``codes`` block says what each level is).
 """
 
 from __future__ import annotations
@@ -43,6 +47,9 @@ def row_schema(kind: str, dim: int | None = None, dtype: str | None = None) -> p
                          metadata={"mmfeat.dim": str(dim), "mmfeat.dtype": dtype})
     elif kind == "text":
         value = pa.field("text", pa.string())
+    elif kind == "codes":
+        assert dim is not None
+        value = pa.field("codes", pa.list_(pa.int32(), dim))
     else:
         raise ValueError(f"unknown output kind {kind!r}")
     return pa.schema(
@@ -77,6 +84,14 @@ def build_rows(
         value_arr = pa.FixedSizeBinaryArray.from_buffers(value_field.type, len(values),
                                                           [validity, pa.py_buffer(mat.tobytes())],
                                                           null_count=int((~ok).sum()))
+    elif value_field.name == "codes":
+        levels = value_field.type.list_size
+        mat = np.zeros((len(values), levels), np.int32)
+        ok = np.array([e is None for e in errors], dtype=bool)
+        if ok.any():
+            mat[ok] = np.stack([np.asarray(values[i]) for i in np.flatnonzero(ok)]).astype(np.int32)
+        value_arr = pa.FixedSizeListArray.from_arrays(pa.array(mat.reshape(-1)), levels,
+                                                      mask=pa.array(~ok) if not ok.all() else None)
     else:
         value_arr = pa.array([v if e is None else None for v, e in zip(values, errors)], type=pa.string())
     status = ["ok" if e is None else "error" for e in errors]
@@ -175,6 +190,12 @@ class ContentDigest:
                 raw = np.frombuffer(column.buffers()[1], np.uint8)[column.offset * width:(column.offset + len(column)) * width]
                 rows = raw.reshape(len(column), width).copy()
                 rows[~valid] = 0  # a null's bytes are undefined: only valid vectors count
+                self._hasher(f"{name}.data").update(rows.tobytes())
+            elif pa.types.is_fixed_size_list(column.type):  # codes: int32 tuples
+                size = column.type.list_size
+                flat = column.values.slice(column.offset * size, len(column) * size)
+                rows = np.asarray(flat.fill_null(0), dtype=np.int64).reshape(len(column), size).copy()
+                rows[~valid] = 0
                 self._hasher(f"{name}.data").update(rows.tobytes())
             else:
                 filled = column.cast(pa.string()).fill_null("")

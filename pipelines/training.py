@@ -148,8 +148,10 @@ def versus_arms(features: dict[str, str] | None, versus) -> list[dict[str, str]]
     return out
 
 
-def _check_store_ref(store: FeatureStore, m: Manifest, manifest: str, flag: str, role: str, ref: str) -> None:
-    """``ref`` ("feature_set[@version or alias]") names a published embedding version of the manifest's dataset."""
+def _check_store_ref(store: FeatureStore, m: Manifest, manifest: str, flag: str, role: str, ref: str,
+                     want: str = "embedding") -> None:
+    """``ref`` ("feature_set[@version or alias]") names a published version of the manifest's dataset holding
+    ``want`` (``embedding``, or ``codes`` for a generative model's semantic IDs)."""
     fs, _, version = ref.partition("@")
     dataset = m.store_dataset
     if not fs:
@@ -168,9 +170,10 @@ def _check_store_ref(store: FeatureStore, m: Manifest, manifest: str, flag: str,
         todo = extract if not version else "list them with `mmfeat store list`"
         raise TrainRequestError(f"{flag} {role}={ref}: {_one_line(exc)}; {todo}") from None
     kind = store.manifest(dataset, fs, resolved).get("output", {}).get("kind")
-    if kind is not None and kind != "embedding":
-        raise TrainRequestError(f"{flag} {role}={ref}: {dataset}/{fs}/{resolved} holds {kind}, not embeddings; "
-                                f"pass an embedding feature set (e.g. one computed from it)")
+    if kind is not None and kind != want:
+        fix = ("pass a semantic_ids feature set (codes built from an embedding version)" if want == "codes" else
+               "pass an embedding feature set (e.g. one computed from it)")
+        raise TrainRequestError(f"{flag} {role}={ref}: {dataset}/{fs}/{resolved} holds {kind}, not {want}; {fix}")
 
 
 def validate_train_request(
@@ -254,9 +257,10 @@ def validate_train_request(
         raise TrainRequestError(_one_line(exc)) from None
     store = FeatureStore(store_root or default_store_root())
     extra = [a for a in ([versus] if isinstance(versus, dict) else list(versus or [])) if isinstance(a, dict)]
+    kinds = getattr(get_model_class(model), "feature_kinds", {})
     for flag, refs in (("--feature", features), *(("--versus", a) for a in extra)):
         for role, ref in refs.items():
-            _check_store_ref(store, m, manifest, flag, role, ref)
+            _check_store_ref(store, m, manifest, flag, role, ref, kinds.get(role, "embedding"))
 
 
 #: a CTR set's history selections (``--history``)
@@ -321,15 +325,23 @@ def load_training_data(
         split_info["dropped_users"] = int(split_df.attrs["dropped_users"])
     final, split_hash = _save_split_file(split_df, m.store_dataset, runs_dir)
     store = FeatureStore(store_root or default_store_root())
-    matrices, versions = {}, {}
+    matrices, versions, codes = {}, {}, None
     for modality, ref in features.items():
         fs, _, version = ref.partition("@")
+        if store.manifest(m.store_dataset, fs, version or "latest")["output"]["kind"] == "codes":
+            code_matrix, code_ids, resolved = store.read_codes(m.store_dataset, fs, version or "latest")
+            codes = (code_ids, code_matrix)
+            versions[modality] = f"{m.store_dataset}/{fs}/{resolved}"
+            continue
         read = store.read_matrix(m.store_dataset, fs, version or "latest")
         matrices[modality] = (read.item_ids, read.matrix)
         versions[modality] = f"{m.store_dataset}/{fs}/{read.version}"
+    extra = {"codes": codes} if codes is not None else {}
+    if codes is not None and task != "sequential":
+        raise TrainRequestError("semantic IDs (codes) are read by the generative models (TIGER) only")
     build = from_loo_frame if task == "sequential" else from_split_frame
     data = build(split_df, features=matrices, feature_versions=versions, split_hash=split_hash,
-                 split_info=split_info)
+                 split_info=split_info, **extra)
     info = {"manifest": m.name, "source_fingerprint": source_fp, "split_file": str(final),
             "interactions": n_kept, "split": split_info, **data.summary()}
     return data, info

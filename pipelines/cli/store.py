@@ -47,6 +47,15 @@ def cmd_store_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _describe_output(m: dict) -> str:
+    out = m["output"]
+    if out["kind"] == "text":
+        return "text"
+    if out["kind"] == "codes":
+        return f"codes: {out['dim']} integers per item (semantic IDs)"
+    return f"embedding dim={out['dim']} dtype={out['dtype']}"
+
+
 def summarize_version(store: FeatureStore, dataset: str, feature_set: str, ref: str = "latest") -> str:
     """A short human summary of one version: where, what, how many, made by what."""
     m = store.manifest(dataset, feature_set, ref)
@@ -54,8 +63,7 @@ def summarize_version(store: FeatureStore, dataset: str, feature_set: str, ref: 
     lines = [
         f"{dataset}/{feature_set}/{m['version']}",
         f"  path:       {store.feature_dir(dataset, feature_set) / m['version']}",
-        "  output:     " + ("text" if m["output"]["kind"] == "text" else
-                             f"embedding dim={m['output']['dim']} dtype={m['output']['dtype']}"),
+        "  output:     " + _describe_output(m),
         f"  rows:       {m['rows']} ({m['errors']} errors) in {len(m['parts'])} part(s)",
         f"  featurizer: {m['featurizer']['name']} ({m['featurizer']['kind']}), backbone={fp.get('backbone')}",
         f"  weights:    {str(fp.get('weights_sha256', '-'))[:16]}  ({fp.get('weights_source', '-')})",
@@ -64,6 +72,10 @@ def summarize_version(store: FeatureStore, dataset: str, feature_set: str, ref: 
         *(["  saw pixels: no (text-only describer)"] if fp.get("saw_pixels") is False else []),
         f"  created:    {m['created_at']} by mmfeat {m['mmfeat_version']}",
     ]
+    if m["output"]["kind"] == "codes":
+        stats = m.get("codes", {})
+        lines.append(f"  codes:      collision rate before de-dup {stats.get('collision_rate')}, reconstruction "
+                     f"error {stats.get('reconstruction_error')}, usage per level {stats.get('usage_per_level')}")
     if m["output"]["kind"] == "text":
         t = store.read_table(dataset, feature_set, m["version"], columns=["item_id", "text"], only_ok=True)
         for row in t.slice(0, 2).to_pylist():

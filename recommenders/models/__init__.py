@@ -8,7 +8,7 @@ from .base import (DEFAULT_CONFIGS, MODEL_REGISTRY, MULTIMODAL_ROLES, OVERALL_DE
 # Modules imported lazily by get_model_class (a model written concurrently may be absent).
 _MODEL_MODULES = ["bpr", "lightgcn", "freedom", "vbpr", "lattice", "bm3", "dgvae",
                   "..sequential.sasrec", "..sequential.gru4rec", "..sequential.fmrlrec",
-                  "..ctr.din", "..ctr.qin"]
+                  "..ctr.din", "..ctr.qin", "..generative.tiger"]
 _loaded = False
 
 

@@ -45,6 +45,8 @@ class SequenceData:
     feature_versions: dict[str, str] = field(default_factory=dict)
     missing_features: dict[str, int] = field(default_factory=dict)
     split_info: dict = field(default_factory=dict)
+    #: semantic IDs (int64 [n_items, levels], item-index order) for the generative models; None without them
+    item_codes: np.ndarray | None = None
 
     def __post_init__(self):
         self.indptr = np.asarray(self.indptr, np.int64)
@@ -59,6 +61,10 @@ class SequenceData:
             if v.ndim != 2 or v.shape[0] != self.n_items:
                 raise ValueError(f"item feature {k!r} has shape {v.shape}, expected ({self.n_items}, d)")
             self.item_features[k] = v
+        if self.item_codes is not None:
+            self.item_codes = np.ascontiguousarray(self.item_codes, dtype=np.int64)
+            if self.item_codes.ndim != 2 or self.item_codes.shape[0] != self.n_items:
+                raise ValueError(f"item_codes has shape {self.item_codes.shape}, expected ({self.n_items}, levels)")
 
     # ------------------------------------------------------------------ views
     @property
@@ -100,12 +106,14 @@ class SequenceData:
                 "mean_sequence_length": float(lengths.mean()) if len(lengths) else 0.0,
                 "cold_targets": self.cold_targets(), "split_hash": self.split_hash,
                 "features": {k: list(v.shape) for k, v in self.item_features.items()},
+                **({"codes": list(self.item_codes.shape)} if self.item_codes is not None else {}),
                 "missing_features": dict(self.missing_features)}
 
 
 def from_loo_frame(df: pd.DataFrame, *, features: dict | None = None, feature_versions: dict | None = None,
                    split_hash: str | None = None, split_info: dict | None = None,
-                   max_missing_fraction: float = MAX_MISSING_FEATURE_FRACTION) -> SequenceData:
+                   max_missing_fraction: float = MAX_MISSING_FEATURE_FRACTION,
+                   codes: tuple | None = None) -> SequenceData:
     """Build :class:`SequenceData` from a leave-one-out split table (``user_id, item_id, split, position``;
     :func:`mmfeat.recommenders.splits.split_interactions` with ``method="loo"``).
 
@@ -119,12 +127,15 @@ def from_loo_frame(df: pd.DataFrame, *, features: dict | None = None, feature_ve
         split_hash: the split file's hash (default: computed).
         split_info: how the split was made, for the run record.
         max_missing_fraction: the fill policy's limit on items without a feature row.
+        codes: ``(ids, int matrix [n, levels])`` semantic IDs; every item of the split must have one (a tuple
+            cannot be filled in).
 
     Returns:
         The sequences and aligned features.
 
     Raises:
         SequenceSplitError: a table without ``position``, or a user whose rows are not leave-one-out.
+        ValueError: an item of the split without a semantic ID.
     """
     if "position" not in df.columns:
         raise SequenceSplitError("sequential models need a leave-one-out split (split method 'loo'); this split "
@@ -147,7 +158,19 @@ def from_loo_frame(df: pd.DataFrame, *, features: dict | None = None, feature_ve
                                  f"method 'loo'")
     item_ids = np.asarray(item_ids).astype(str)
     feats, missing = align_features(item_ids, features or {}, max_missing_fraction=max_missing_fraction)
+    item_codes = _align_codes(item_ids, codes) if codes is not None else None
     return SequenceData(n_users=len(user_ids), n_items=len(item_ids), indptr=indptr, tokens=iidx.astype(np.int64) + 1,
                         user_ids=np.asarray(user_ids).astype(str).astype(object), item_ids=item_ids.astype(object),
                         item_features=feats, split_hash=split_hash, feature_versions=dict(feature_versions or {}),
-                        missing_features=missing, split_info=dict(split_info or {}))
+                        missing_features=missing, split_info=dict(split_info or {}), item_codes=item_codes)
+
+
+def _align_codes(item_ids: np.ndarray, codes: tuple) -> np.ndarray:
+    """Semantic IDs in item-index order; an item without one is an error (no fill policy for code tuples)."""
+    ids, matrix = codes
+    pos = pd.Index(np.asarray(ids).astype(str)).get_indexer(item_ids)
+    if (pos < 0).any():
+        missing = item_ids[pos < 0]
+        raise ValueError(f"{len(missing)} of {len(item_ids)} items have no semantic ID (first: {list(missing[:5])}); "
+                         f"build the codes from an embedding version that covers every item")
+    return np.asarray(matrix, np.int64)[pos]
