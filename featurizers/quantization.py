@@ -10,7 +10,7 @@ Pieces (each a function of arrays, no store, no pipeline):
   2025) jointly with an InfoNCE alignment between each item's quantized latent and its collaborative
   (CF) embedding, so items users consume together get close codes.
 * :func:`propagate`: MMGRec's graph-propagated features: item vectors smoothed over the user-item graph
-  (LightGCN-style symmetric normalisation, the mean of layers 0..L).
+  (item -> user -> item hops with LightGCN's symmetric normalisation, the mean of layers 0..L).
 * :func:`cf_item_embeddings`: the collaborative signal: the leading singular vectors of the normalised
   user-item matrix (``sklearn.decomposition.TruncatedSVD``), one vector per item.
 * :func:`dedup_level` and :func:`code_stats`: the extra level that makes every tuple unique, and what the
@@ -148,21 +148,22 @@ def train_rqvae(x: np.ndarray, *, levels: int, codebook_size: int, latent_dim: i
 
 
 def propagate(x: np.ndarray, user_item: sp.csr_matrix, layers: int) -> np.ndarray:
-    """MMGRec's graph-propagated item features: LightGCN propagation of ``x`` on the user-item graph.
+    """MMGRec's graph-propagated item features: ``x`` smoothed over the user-item graph.
 
-    Users start as zero; each layer applies the symmetric-normalised bipartite adjacency. After an even number
-    of hops the items hold item-user-item smoothed vectors; the result is the mean of the item side of layers
-    0..layers (layer 0 is ``x`` itself, so an item nobody interacted with keeps its own vector).
+    One layer is one item -> user -> item hop with LightGCN's symmetric normalisation,
+    ``A = D_i^-1/2 R^T D_u^-1 R D_i^-1/2``; the result is the mean of layers 0..``layers`` (layer 0 is ``x``).
+    An item nobody interacted with has no neighbours and keeps its own vector at every layer.
     """
     r = sp.csr_matrix(user_item, dtype=np.float64)
     du, di = np.asarray(r.sum(1)).ravel(), np.asarray(r.sum(0)).ravel()
-    norm = sp.diags(np.where(du > 0, du, 1.0) ** -0.5) @ r @ sp.diags(np.where(di > 0, di, 1.0) ** -0.5)
-    items, users = np.asarray(x, np.float64), np.zeros((r.shape[0], x.shape[1]))
-    layers_out = [items]
+    left = r @ sp.diags(np.where(di > 0, di, 1.0) ** -0.5)
+    hop = left.T @ sp.diags(np.where(du > 0, du, 1.0) ** -1.0) @ left + sp.diags((di == 0).astype(np.float64))
+    cur = np.asarray(x, np.float64)
+    total = cur.copy()
     for _ in range(layers):
-        users, items = norm @ items, norm.T @ users
-        layers_out.append(items)
-    return np.mean(layers_out, axis=0).astype(np.float32)
+        cur = hop @ cur
+        total += cur
+    return (total / (layers + 1)).astype(np.float32)
 
 
 def cf_item_embeddings(user_item: sp.csr_matrix, dim: int, seed: int) -> np.ndarray:
