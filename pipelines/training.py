@@ -173,7 +173,8 @@ def _check_store_ref(store: FeatureStore, m: Manifest, manifest: str, flag: str,
     if kind is not None and kind != want:
         fix = ("pass a semantic_ids feature set (codes built from an embedding version)" if want == "codes" else
                "pass an embedding feature set (e.g. one computed from it)")
-        raise TrainRequestError(f"{flag} {role}={ref}: {dataset}/{fs}/{resolved} holds {kind}, not {want}; {fix}")
+        raise TrainRequestError(f"{flag} {role}={ref}: {dataset}/{fs}/{resolved} holds {kind}, not "
+                                f"{'embeddings' if want == 'embedding' else want}; {fix}")
 
 
 def validate_train_request(

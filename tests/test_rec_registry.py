@@ -58,6 +58,9 @@ def test_every_sequential_model_trains_evaluates_saves_and_loads(name, tmp_path)
     data = _tiny_sequences(())
     cfg = {k: v for k, v in {**TINY, **SEQUENTIAL_TINY, "valid_metric": "ndcg@10"}.items()
            if k in cls.config_class.model_fields}
+    if "codes" in cls.modality_roles:  # generative: semantic IDs (unique tuples) instead of features
+        data.item_codes = np.column_stack([np.arange(30) // 6, np.arange(30) % 6])
+        cfg.update(beam_size=10, topk=[5, 10], metrics=["hit", "ndcg", "mrr"], n_heads=2)
     rec = fit(data, name, cfg, runs_dir=tmp_path, progress=False)
     assert len(rec.epochs) == 2 and all(np.isfinite(e["loss"]) for e in rec.epochs)
     assert set(rec.test) >= {"hit@10", "ndcg@10", "mrr@10"} and 0.0 <= rec.test["hit@10"] <= 1.0

@@ -189,6 +189,6 @@ def test_train_request_checks_the_kind_each_role_reads(tmp_path):
     common = dict(versus=None, overrides=None, grid=None, store_root=root)
     with pytest.raises(TrainRequestError, match="holds embedding, not codes"):
         validate_train_request("microlens", model="TIGER", features={"codes": "emb"}, **common)
-    with pytest.raises(TrainRequestError, match="holds codes, not embedding"):
+    with pytest.raises(TrainRequestError, match="holds codes, not embeddings"):
         validate_train_request("microlens", model="SASRec", features={"text": "sid"}, **common)
     validate_train_request("microlens", model="TIGER", features={"codes": "sid"}, **common)

@@ -2,21 +2,14 @@
 code tuple).
 
 Tokens: each item of a user's history becomes its ``levels`` code tokens (level l's code c is token
-``1 + offset_l + c``; 0 pads), the encoder reads them, and the decoder generates the next item's tuple one level at a time from a start token. Training is teacher-forced
-cross-entropy per level; ranking is beam search constrained to the tuples of real items
-(:mod:`.trie`), which returns ``beam_size`` distinct items per user, best first.
+``1 + offset_l + c``; 0 pads), the encoder reads them, and the decoder generates the next item's tuple one level
+at a time from a start token. Training is teacher-forced cross-entropy per level; ranking is beam search
+constrained to the tuples of real items (:mod:`.trie`), which returns ``beam_size`` distinct items per user,
+best first.
 
 The evaluator is the sequential family's (leave-one-out, full ranking, RecBole's rules): the beam's items get
 their beam scores and every other item -inf, so an item outside the beam ranks last, as it would in a top-K
 list. Metrics therefore exist only up to ``beam_size`` (``topk`` larger than it is a ConfigError).
-
-Reference:
-    Paper: Rajput et al., "Recommender Systems with Generative Retrieval", NeurIPS 2023 (TIGER); codes from an
-    RQ-VAE of item text embeddings, as in MMGRec (Liu et al. 2024, graph-propagated features) and DAS
-    (Ye et al. 2025, CF-aligned quantization), which the ``semantic_ids`` featurizer builds.
-    Code: no official TIGER release; the architecture follows the paper (4+4 layers, 128-d, 6x64-d heads
-    there, 1024-d MLP, dropout 0.1, 20 items of history). Not here: TIGER's hashed user token (the shared
-    sequential batches carry no user ids), and T5's relative positions (learned absolute ones instead).
 """
 from __future__ import annotations
 
@@ -63,7 +56,16 @@ class TIGERConfig(SequentialConfig):
 
 @register("TIGER")
 class TIGER(SequentialRecommender):
-    """Encoder-decoder over semantic-ID tokens with trie-constrained beam search (module doc)."""
+    """Encoder-decoder over semantic-ID tokens with trie-constrained beam search (module doc).
+
+    Reference:
+        Paper: Rajput et al., "Recommender Systems with Generative Retrieval", NeurIPS 2023 (TIGER); codes from an
+        RQ-VAE of item text embeddings, as in MMGRec (Liu et al. 2024, graph-propagated features) and DAS
+        (Ye et al. 2025, CF-aligned quantization), which the ``semantic_ids`` featurizer builds.
+        Code: no official TIGER release; the architecture follows the paper (4+4 layers, 128-d, 6x64-d heads
+        there, 1024-d MLP, dropout 0.1, 20 items of history). Not here: TIGER's hashed user token (the shared
+        sequential batches carry no user ids), and T5's relative positions (learned absolute ones instead).
+    """
 
     config_class = TIGERConfig
     model_name = "TIGER"
