@@ -101,6 +101,9 @@ def _features(rec: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in (rec.get("feature_versions") or {}).items()) or "-"
 
 
+#: the generative models' metrics (TIGER ranks beam_size items: @5 and @10, as the TIGER paper reports)
+GENERATIVE_REPORT_METRICS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
+
 #: the CTR models' metrics (AUC, logloss; gAUC when computed)
 CTR_REPORT_METRICS = ("auc", "logloss")
 
@@ -112,6 +115,9 @@ def report_metrics(records: list[dict[str, Any]]) -> tuple[str, ...]:
         return SEQUENTIAL_REPORT_METRICS
     if records and all("auc" in (r.get("test") or {}) for r in records):
         return CTR_REPORT_METRICS
+    if records and all({"recall@5", "ndcg@5"} <= set(r.get("test") or {}) and "recall@20" not in (r.get("test") or {})
+                       for r in records):
+        return GENERATIVE_REPORT_METRICS
     return REPORT_METRICS
 
 

@@ -230,8 +230,9 @@ def _check_config(model_name: str, cfg: dict, has_valid: bool, computed: list[st
 
 def _used_features(model_name: str, cfg: dict, data: InteractionData) -> set[str]:
     """The ``data.item_features`` keys the model reads under ``cfg``; logs (warning) the ones it ignores."""
-    used = set(feature_keys(model_name, cfg).values()) & set(data.item_features)
-    unused = sorted(set(data.item_features) - used)
+    codes = {"codes"} if getattr(data, "item_codes", None) is not None else set()  # semantic IDs (generative)
+    used = set(feature_keys(model_name, cfg).values()) & (set(data.item_features) | codes)
+    unused = sorted((set(data.item_features) | codes) - used)
     if unused:
         log.warning("%s reads none of the features %s; they are not used and not recorded", model_name, unused)
     return used

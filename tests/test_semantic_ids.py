@@ -192,3 +192,19 @@ def test_train_request_checks_the_kind_each_role_reads(tmp_path):
     with pytest.raises(TrainRequestError, match="holds codes, not embeddings"):
         validate_train_request("microlens", model="SASRec", features={"text": "sid"}, **common)
     validate_train_request("microlens", model="TIGER", features={"codes": "sid"}, **common)
+
+
+def test_tiger_trains_on_a_codes_version_and_records_it(tmp_path, one_torch_thread):
+    from mmfeat.pipelines.extract import extract_manifest
+    from mmfeat.pipelines.store import FeatureStore
+    from mmfeat.pipelines.training import run_training
+    from tests.test_generative import TINY_TIGER
+
+    root = import_microlens_features(tmp_path, [("emb", None)], dim=8)
+    (report,) = extract_manifest(_manifest(tmp_path, {"method": "rqkmeans", "levels": 2, "codebook_size": 4}),
+                                 store=FeatureStore(root), feature_sets=["sid"])
+    out = run_training("microlens", model="TIGER", features={"codes": "sid"}, store_root=root,
+                       runs_dir=str(tmp_path / "runs"), overrides={**TINY_TIGER, "epochs": 2}, progress=False)
+    run = out["best"]
+    assert run["feature_versions"] == {"codes": f"microlens-mini/sid/{report.version}"}
+    assert run["data"]["codes"] == [40, 3] and {"recall@5", "ndcg@10"} <= set(run["test"])
