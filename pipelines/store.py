@@ -487,7 +487,12 @@ class FeatureStore:
         (e.g. 0.0) or ``"mean"`` (the mean of the present rows). Either way they are reported.
         """
         version = self.resolve(dataset, feature_set, ref)
-        has_errors = self.manifest(dataset, feature_set, version)["errors"] > 0
+        m = self.manifest(dataset, feature_set, version)
+        if m.get("output", {}).get("kind", "embedding") != "embedding":
+            kind = m["output"]["kind"]
+            hint = "read semantic IDs with read_codes" if kind == "codes" else "read it with read_table"
+            raise StoreError(f"{dataset}/{feature_set}/{version} holds {kind}, not embeddings; {hint}")
+        has_errors = m["errors"] > 0
         need_ids = item_ids is not None or has_errors
         columns = ["embedding"] + (["item_id", "status"] if need_ids else [])
         table = self.read_table(dataset, feature_set, version, verify=verify, columns=columns, raw=True)

@@ -126,6 +126,8 @@ def test_codes_version_records_lineage_stats_and_is_a_cache_hit(tmp_path):
     assert not rebuilt.cache_hit and rebuilt.version == report.version
     with pytest.raises(Exception, match="not semantic"):
         store.read_codes("microlens-mini", "emb")
+    with pytest.raises(Exception, match="holds codes, not embeddings; read semantic IDs with read_codes"):
+        store.read_matrix("microlens-mini", "sid")  # e.g. an MMRec export of a codes version
 
 
 def test_items_without_a_parent_vector_get_error_rows(tmp_path):
