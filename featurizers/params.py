@@ -62,10 +62,27 @@ def _reason(error: Mapping[str, Any], fields: Iterable[str]) -> str:
     return f"{error['msg']} (got {error['input']!r})"
 
 
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The field names of the (nested) model that holds the key at ``loc`` (``cf_align.wieght`` -> CFAlignParams')."""
+    import typing
+
+    current = model
+    for key in loc[:-1]:
+        field = current.model_fields.get(str(key))
+        if field is None:
+            break
+        nested = [a for a in (field.annotation, *typing.get_args(field.annotation))
+                  if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not nested:
+            break
+        current = nested[0]
+    return list(current.model_fields)
+
+
 def params_problems(exc: ValidationError, model: type[BaseModel]) -> list[tuple[str, str]]:
     """``(path, reason)`` for each error of ``exc`` raised by validating ``model``."""
-    fields = list(model.model_fields)
-    return [(".".join(str(p) for p in err["loc"]), _reason(err, fields)) for err in exc.errors()]
+    return [(".".join(str(p) for p in err["loc"]), _reason(err, _fields_at(model, tuple(err["loc"]))))
+            for err in exc.errors()]
 
 
 class FeaturizerParams(BaseModel):

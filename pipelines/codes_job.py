@@ -30,7 +30,7 @@ import scipy.sparse as sp
 from mmfeat.featurizers.base import fingerprint_hash
 from mmfeat.featurizers.fingerprinting import code_fingerprint
 from mmfeat.pipelines.manifest import FeatureSetSpec, Manifest
-from mmfeat.pipelines.store import FeatureStore, build_rows, row_schema, run_key
+from mmfeat.pipelines.store import FeatureStore, StoreError, build_rows, row_schema, run_key
 
 log = logging.getLogger("mmfeat.extract")
 
@@ -95,7 +95,11 @@ def run_codes_set(store: FeatureStore, manifest: Manifest, spec: FeatureSetSpec,
     parent = spec.input.from_
     if not parent:
         raise ValueError(f"{spec.name}: {spec.kind} reads an embedding feature set: give input.from")
-    version = (parent_versions or {}).get(parent) or store.resolve(dataset, parent, "latest")
+    try:
+        version = (parent_versions or {}).get(parent) or store.resolve(dataset, parent, "latest")
+    except StoreError as exc:
+        raise StoreError(f"{spec.name} reads {parent}, which has no version yet ({exc}); build it first: "
+                         f"`mmfeat extract {manifest.name} --feature-set {parent}`") from None
     pm = store.manifest(dataset, parent, version)
     if pm["output"]["kind"] != "embedding":
         raise ValueError(f"{spec.name}: parent {parent}/{version} holds {pm['output']['kind']}, not embeddings")

@@ -490,8 +490,10 @@ class FeatureStore:
         m = self.manifest(dataset, feature_set, version)
         if m.get("output", {}).get("kind", "embedding") != "embedding":
             kind = m["output"]["kind"]
-            hint = "read semantic IDs with read_codes" if kind == "codes" else "read it with read_table"
-            raise StoreError(f"{dataset}/{feature_set}/{version} holds {kind}, not embeddings; {hint}")
+            hint = ("semantic IDs are read by TIGER (--feature codes=...), FeatureStore.read_codes and "
+                    "`mmfeat store export hf`" if kind == "codes" else "read it with read_table")
+            raise StoreError(f"{dataset}/{feature_set}/{version} holds {kind}, not embeddings: pass an embedding "
+                             f"feature set ({hint})")
         has_errors = m["errors"] > 0
         need_ids = item_ids is not None or has_errors
         columns = ["embedding"] + (["item_id", "status"] if need_ids else [])

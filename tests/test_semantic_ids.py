@@ -74,6 +74,7 @@ def test_graph_propagation_smooths_over_co_consumed_items():
     ({"method": "rqkmeans", "epochs": 3}, "only applies to method: rqvae"),
     ({"holdout": 1}, "only applies with graph_layers"),
     ({"levls": 3}, "did you mean levels"),
+    ({"cf_align": {"wieght": 1.0}}, "cf_align.wieght: unknown parameter; did you mean weight"),
 ])
 def test_params_that_would_be_ignored_are_errors(params, match):
     with pytest.raises(ParamsError, match=match):
@@ -126,7 +127,7 @@ def test_codes_version_records_lineage_stats_and_is_a_cache_hit(tmp_path):
     assert not rebuilt.cache_hit and rebuilt.version == report.version
     with pytest.raises(Exception, match="not semantic"):
         store.read_codes("microlens-mini", "emb")
-    with pytest.raises(Exception, match="holds codes, not embeddings; read semantic IDs with read_codes"):
+    with pytest.raises(Exception, match="holds codes, not embeddings: pass an embedding feature set"):
         store.read_matrix("microlens-mini", "sid")  # e.g. an MMRec export of a codes version
 
 
@@ -210,3 +211,12 @@ def test_tiger_trains_on_a_codes_version_and_records_it(tmp_path, one_torch_thre
     run = out["best"]
     assert run["feature_versions"] == {"codes": f"microlens-mini/sid/{report.version}"}
     assert run["data"]["codes"] == [40, 3] and {"recall@5", "ndcg@10"} <= set(run["test"])
+
+
+def test_a_missing_parent_says_how_to_build_it(tmp_path):
+    from mmfeat.pipelines.extract import extract_manifest
+    from mmfeat.pipelines.store import FeatureStore, StoreError
+
+    with pytest.raises(StoreError, match="build it first: `mmfeat extract microlens --feature-set emb`"):
+        extract_manifest(_manifest(tmp_path, {"method": "rqkmeans", "codebook_size": 4}),
+                         store=FeatureStore(tmp_path / "store"), feature_sets=["sid"])

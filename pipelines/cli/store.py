@@ -20,7 +20,8 @@ def open_store(args: argparse.Namespace) -> FeatureStore:
 def _fmt_version_line(m: dict, aliases: dict[str, str]) -> str:
     tags = ",".join(sorted(a for a, v in aliases.items() if v == m["version"]))
     out = m.get("output", {})
-    value = "text" if out.get("kind") == "text" else f"embedding[{out.get('dim')}] {out.get('dtype')}"
+    value = {"text": "text", "codes": f"codes[{out.get('dim')}]"}.get(
+        out.get("kind"), f"embedding[{out.get('dim')}] {out.get('dtype')}")
     return (f"    {m['version']}  {m['created_at']}  rows={m['rows']:<7} errors={m['errors']:<5} {value:<22} "
             f"{m['featurizer']['name']}" + (f"  <- {tags}" if tags else ""))
 
