@@ -60,19 +60,11 @@ class CodeTrie:
             prefix = nxt
 
     def contains(self, tuples: np.ndarray) -> np.ndarray:
-        """bool per row: the tuple is some item's code tuple (walked level by level, vectorised)."""
-        tuples = np.asarray(tuples, np.int64)
-        node = np.zeros(len(tuples), np.int64)
-        ok = np.ones(len(tuples), bool)
-        for level in range(self.levels):
-            kids = self.children[level][node]
-            hit = kids == tuples[:, level:level + 1]
-            ok &= hit.any(1)
-            node = np.where(ok, self.child_ids[level][node, hit.argmax(1)], 0)
-        return ok
+        """bool per row: the tuple is some item's code tuple."""
+        return self.item_of(tuples) >= 0
 
     def item_of(self, tuples: np.ndarray) -> np.ndarray:
-        """Item index of each valid tuple (-1 for an invalid one)."""
+        """Item index of each valid tuple (-1 for an invalid one), walked level by level, vectorised."""
         tuples = np.asarray(tuples, np.int64)
         node = np.zeros(len(tuples), np.int64)
         ok = np.ones(len(tuples), bool)
