@@ -163,7 +163,9 @@ def validate_values(config_class: type[TrainerConfig], values: Mapping[str, Any]
         return config_class(**dict(values)).model_dump()
     except ValidationError as exc:
         err = exc.errors()[0]
-        key = str(err["loc"][0]) if err["loc"] else "?"
+        if not err["loc"]:  # a rule across keys (a model validator): its own message says what is wrong
+            raise ConfigError(f"{owner} ({where}): {err['ctx']['error'] if 'ctx' in err else err['msg']}") from None
+        key = str(err["loc"][0])
         if err["type"] == "extra_forbidden":
             check_keys([key], fields, owner=owner, where=where)
         expected = type_name(fields[key].annotation) if key in fields else "?"

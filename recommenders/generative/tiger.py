@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import model_validator
 from torch import nn
 
 from ..config import ConfigError, param
@@ -53,6 +54,13 @@ class TIGERConfig(SequentialConfig):
     text_feature: str | None = param(None)
     image_feature: str | None = param(None)
 
+    @model_validator(mode="after")
+    def _ranked_within_the_beam(self) -> "TIGERConfig":
+        if max(self.topk) > self.beam_size:
+            raise ValueError(f"TIGER ranks beam_size={self.beam_size} items per user: topk {self.topk} must not "
+                             f"exceed it (raise beam_size)")
+        return self
+
 
 @register("TIGER")
 class TIGER(SequentialRecommender):
@@ -87,10 +95,7 @@ class TIGER(SequentialRecommender):
         d, heads = int(config["hidden_size"]), int(config["n_heads"])
         if d % heads:
             raise ConfigError(f"TIGER: hidden_size={d} is not divisible by n_heads={heads}")
-        self.beam = int(config["beam_size"])
-        if max(config["topk"]) > self.beam:
-            raise ConfigError(f"TIGER ranks beam_size={self.beam} items per user: topk {config['topk']} must not "
-                              f"exceed it (raise beam_size)")
+        self.beam = int(config["beam_size"])  # topk <= beam_size is checked by TIGERConfig
         self.trie = CodeTrie(codes)
         self.levels = self.trie.levels
         sizes = self.trie.sizes
