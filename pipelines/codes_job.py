@@ -107,8 +107,10 @@ def run_codes_set(store: FeatureStore, manifest: Manifest, spec: FeatureSetSpec,
     item_ids = sorted(str(i) for i in items.column("item_id").to_pylist())
     read = store.read_matrix(dataset, parent, version, item_ids, fill_missing=0.0)
     missing = set(read.missing)
-    parent_rows = store.read_table(dataset, parent, version, columns=["item_id", "status", "error"])
-    reasons = {r["item_id"]: r["error"] for r in parent_rows.to_pylist() if r["status"] != "ok"}
+    reasons: dict[str, str] = {}
+    if missing:  # why the parent has no vector for them (only read when some item lacks one)
+        failed = store.read_table(dataset, parent, version, columns=["item_id", "status", "error"]).to_pylist()
+        reasons = {r["item_id"]: r["error"] for r in failed if r["status"] != "ok"}
     ok = np.array([i not in missing for i in item_ids], bool)
     hashes = _vector_hashes(read.matrix[ok])
     row_hash: list[str | None] = [None] * len(item_ids)

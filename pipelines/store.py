@@ -35,7 +35,6 @@ import os
 import shutil
 import threading
 import time
-from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +46,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mmfeat.featurizers.fingerprinting import mmfeat_version
-from mmfeat.featurizers.hashing import file_sha256 as _file_sha256
 from mmfeat.pipelines.store_format import (  # noqa: F401  (re-exported: the store's row API)
     ContentDigest,
     as_list_column,
@@ -58,6 +56,8 @@ from mmfeat.pipelines.store_format import (  # noqa: F401  (re-exported: the sto
     row_schema,
     write_parquet,
 )
+from mmfeat.pipelines.store_verify import StoreError, file_sha256  # noqa: F401  (re-exported)
+from mmfeat.pipelines.store_verify import VerifiedParts as _VerifiedParts
 
 log = logging.getLogger("mmfeat.store")
 
@@ -70,18 +70,9 @@ FORMAT_VERSION = 2
 RETRYABLE_STAGES = ("featurize",)
 
 
-class StoreError(RuntimeError):
-    """Something in the store is missing or not what its manifest says."""
-
-
 def default_store_root() -> Path:
     """``$MMFEAT_STORE``, else ``store/`` in the working directory (never the install location)."""
     return Path(os.environ.get("MMFEAT_STORE", Path.cwd() / "store"))
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes as they are now (never memoized: checksums must see the bytes)."""
-    return _file_sha256(path, memo=False)
 
 
 def run_key(featurizer_fp_hash: str, input_hashes: Iterable[tuple[str, str]]) -> str:
@@ -215,47 +206,6 @@ class VersionWriter:
             for alias in aliases:
                 self.store.set_alias(self.dataset, self.feature_set, alias, version)
         return final
-
-
-class _VerifiedParts:
-    """Parts whose bytes matched their manifest checksum in this process (bounded LRU)."""
-
-    def __init__(self, maxsize: int = 65536) -> None:
-        self._seen: OrderedDict[tuple, None] = OrderedDict()
-        self._maxsize = maxsize
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def _key(path: Path, expected: str) -> tuple | None:
-        try:
-            st = path.stat()
-        except OSError:
-            return None
-        return (str(path), st.st_size, st.st_mtime_ns, st.st_ino, expected)
-
-    def seen(self, path: Path, expected: str) -> bool:
-        """Whether this part, unchanged since, already matched ``expected`` in this process."""
-        key = self._key(path, expected)
-        with self._lock:
-            return key is not None and key in self._seen
-
-    def check(self, path: Path, expected: str, where: str) -> None:
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            raise StoreError(f"{where}: part {path.name} is missing; re-run the extraction to rebuild this version") from None
-        key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino, expected)
-        with self._lock:
-            if key in self._seen:
-                self._seen.move_to_end(key)
-                return
-        if file_sha256(path) != expected:
-            raise StoreError(f"{where}: part {path.name} is corrupted (sha256 differs from _manifest.json); "
-                             f"re-run the extraction to rebuild this version")
-        with self._lock:
-            self._seen[key] = None
-            if len(self._seen) > self._maxsize:
-                self._seen.popitem(last=False)
 
 
 _VERIFIED = _VerifiedParts()

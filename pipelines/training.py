@@ -330,6 +330,9 @@ def load_training_data(
     for modality, ref in features.items():
         fs, _, version = ref.partition("@")
         if store.manifest(m.store_dataset, fs, version or "latest")["output"]["kind"] == "codes":
+            if task != "sequential" or codes is not None:
+                raise TrainRequestError(f"{modality}={ref}: semantic IDs (codes) are read by the generative models "
+                                        f"(TIGER), one codes version per run")
             code_matrix, code_ids, resolved = store.read_codes(m.store_dataset, fs, version or "latest")
             codes = (code_ids, code_matrix)
             versions[modality] = f"{m.store_dataset}/{fs}/{resolved}"
@@ -338,8 +341,6 @@ def load_training_data(
         matrices[modality] = (read.item_ids, read.matrix)
         versions[modality] = f"{m.store_dataset}/{fs}/{read.version}"
     extra = {"codes": codes} if codes is not None else {}
-    if codes is not None and task != "sequential":
-        raise TrainRequestError("semantic IDs (codes) are read by the generative models (TIGER) only")
     build = from_loo_frame if task == "sequential" else from_split_frame
     data = build(split_df, features=matrices, feature_versions=versions, split_hash=split_hash,
                  split_info=split_info, **extra)

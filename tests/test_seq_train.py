@@ -57,7 +57,8 @@ def test_cli_versus_ids_and_comma_arms(monkeypatch):
     assert tr.versus_arms({"text": "a"}, seen["versus"]) == [{"text": "a"}, {"text": "b", "image": "c"}, {}]
 
 
-@pytest.mark.parametrize("name", ["microlens", "movielens-100k", "microlens-sasrec", "movielens-1m-din"])
+@pytest.mark.parametrize("name", ["microlens", "movielens-100k", "microlens-sasrec", "movielens-1m-din",
+                                  "microlens-tiger"])
 def test_every_train_deployment_reads_feature_sets_its_manifest_builds(name):
     from mmfeat.pipelines.manifest import load_manifest
     from mmfeat.pipelines.train_flow import TRAIN_DEPLOYMENTS
