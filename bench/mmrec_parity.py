@@ -108,12 +108,17 @@ def load_ours(data_dir: Path):
 
 
 # ---------------------------------------------------------------------------- workers
+def model_params(a) -> dict:
+    """The hyper-parameters both sides get: MODELS[model] overlaid with ``--params`` (a JSON object)."""
+    return {**MODELS.get(a.model, {}), **json.loads(a.params or "{}")}
+
+
 def worker_ours(a) -> dict:
     from mmfeat.recommenders import train
     d = load_ours(Path(a.data_dir))
     import torch
     torch.set_num_threads(a.threads)
-    cfg = {**MODELS[a.model], "epochs": a.epochs, "seed": a.seed, "stopping_step": a.stopping_step,
+    cfg = {**model_params(a), "epochs": a.epochs, "seed": a.seed, "stopping_step": a.stopping_step,
            "learning_rate": a.lr}
     r = train(d, a.model, cfg, runs_dir=a.runs_dir, progress=False)
     return {"valid": r.best_valid, "test": r.test, "best_epoch": r.best_epoch, "epochs_run": len(r.epochs),
@@ -160,7 +165,7 @@ def worker_mmrec(a) -> dict:
     from utils.dataloader import EvalDataLoader, TrainDataLoader
     from utils.utils import get_model, get_trainer, init_seed
     data_dir = Path(a.data_dir).resolve()
-    cfg = {**MODELS[a.model], "use_gpu": False, "gpu_id": 0, "epochs": a.epochs, "seed": a.seed,
+    cfg = {**model_params(a), "use_gpu": False, "gpu_id": 0, "epochs": a.epochs, "seed": a.seed,
            "stopping_step": a.stopping_step, "learning_rate": a.lr, "data_path": str(data_dir.parent) + "/", "save_recommended_topk": False}
     config = Config(a.model, data_dir.name, cfg)
     config["hyper_parameters"] = ["seed"]
@@ -208,12 +213,16 @@ def _vm_hwm_mb() -> float:
 
 def run_worker(kind, model, seed, a) -> dict:
     tag = "" if a.dataset == "ml-100k" else f"{a.dataset}_"
-    out = WORK / f"res_{tag}{kind}_{model}_{seed}_{a.epochs}_{a.lr}_{a.threads}.json"
+    import hashlib
+    ptag = f"_{hashlib.sha256(a.params.encode()).hexdigest()[:8]}" if a.params else ""
+    out = WORK / f"res_{tag}{kind}_{model}_{seed}_{a.epochs}_{a.lr}_{a.threads}{ptag}.json"
     if out.exists() and not a.force:
         return json.loads(out.read_text())
     cmd = [sys.executable, __file__, "_worker", kind, "--model", model, "--seed", str(seed), "--epochs",
            str(a.epochs), "--stopping-step", str(a.stopping_step), "--lr", str(a.lr), "--threads", str(a.threads), "--data-dir", str(a.data_dir),
            "--mmrec-src", str(a.mmrec_src), "--runs-dir", str(WORK / "runs"), "--out", str(out)]
+    if a.params:
+        cmd += ["--params", a.params]
     t = time.perf_counter()
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads)}
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -243,6 +252,7 @@ def main():
     ap.add_argument("--stopping-step", type=int, default=20)
     ap.add_argument("--lr", type=float, default=1e-3, help="learning_rate for both (MMRec default 1e-3)")
     ap.add_argument("--threads", type=int, default=1, help="torch/OMP threads for both implementations")
+    ap.add_argument("--params", help="JSON object of hyper-parameters overlaid on MODELS[model] (both sides)")
     ap.add_argument("--runs-dir")
     ap.add_argument("--out")
     ap.add_argument("--force", action="store_true")
