@@ -43,7 +43,9 @@ MODELS = {
     "LightGCN": {"n_layers": 2, "reg_weight": 1e-4},
     "FREEDOM": {"dropout": 0.8, "reg_weight": 1e-4, "knn_k": 10, "mm_image_weight": 0.1,
                 "n_mm_layers": 1, "n_ui_layers": 2, "feat_embed_dim": 64},
-    # memory comparison only (``memory`` mode); MMRec LATTICE.yaml defaults, one grid point
+    "VBPR": {"reg_weight": 1e-4},
+    "BM3": {"n_layers": 1, "dropout": 0.5, "reg_weight": 0.1, "cl_weight": 2.0},
+    # MMRec LATTICE.yaml defaults, one grid point
     "LATTICE": {"reg_weight": 1e-4, "knn_k": 10, "lambda_coeff": 0.9, "n_layers": 1, "cf_model": "lightgcn",
                 "feat_embed_dim": 64},
 }

@@ -297,7 +297,7 @@ def load_training_data(
     :class:`mmfeat.recommenders.sequential.SequenceData` (``task="sequential"``: leave-one-out, the default
     split for it) with aligned store features.
 
-    ``split_seed`` seeds the random split (default DEFAULT_SEED); other methods do not use it, and the
+    ``split_seed`` seeds the random and cold splits (default DEFAULT_SEED); other methods do not use it, and the
     record then says ``seed: None`` (a seed given for them is reported with a warning). A leave-one-out
     split records how many users it dropped for having fewer than 3 interactions.
     """
@@ -319,11 +319,13 @@ def load_training_data(
     seed_used = int(split_seed) if split_seed is not None else DEFAULT_SEED
     split_df, n_kept, source_fp, method = filtered_split(m, split=split, split_seed=seed_used,
                                                          min_rating=min_rating, k_core=k_core)
-    if method != "random" and split_seed is not None:
+    seeded = method in ("random", "cold")
+    if not seeded and split_seed is not None:
         log.warning("split_seed=%s is not used: the %s split is not random", split_seed, method)
-    split_info = {"method": method, "seed": seed_used if method == "random" else None}
-    if "dropped_users" in split_df.attrs:
-        split_info["dropped_users"] = int(split_df.attrs["dropped_users"])
+    split_info = {"method": method, "seed": seed_used if seeded else None}
+    for key in ("dropped_users", "cold_items"):
+        if key in split_df.attrs:
+            split_info[key] = split_df.attrs[key]
     final, split_hash = _save_split_file(split_df, m.store_dataset, runs_dir)
     store = FeatureStore(store_root or default_store_root())
     matrices, versions, codes = {}, {}, None

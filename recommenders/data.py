@@ -9,6 +9,8 @@ Protocol (matches MMRec's ``RecDataset`` / ``EvalDataLoader``):
   a rankable candidate (it just has no training signal).
 * Valid/test rows whose *user* has no training interaction are dropped (MMRec's
   ``filter_out_cod_start_users``); rows with a cold *item* are kept, as in MMRec.
+* A cold-start split (``split_info["method"] == "cold"``) also restricts each evaluation to that split's
+  cold items (``eval_candidates``): the question it asks is how well new items are ranked among new items.
 """
 from __future__ import annotations
 
@@ -44,6 +46,8 @@ class InteractionData:
     feature_versions: dict[str, str] = field(default_factory=dict)  # name -> feature-store version
     missing_features: dict[str, int] = field(default_factory=dict)  # name -> #items filled with the mean
     split_info: dict = field(default_factory=dict)  # how the split was made ({"method", "seed"}), for records
+    #: split -> the only items its evaluation ranks (sorted indices); absent = every item (MMRec's protocol)
+    eval_candidates: dict[str, np.ndarray] = field(default_factory=dict)
     _csr: sp.csr_matrix | None = field(default=None, init=False, repr=False, compare=False)
     _norm_adj: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -91,7 +95,9 @@ class InteractionData:
         return {"n_users": self.n_users, "n_items": self.n_items, "n_train": len(self.train),
                 "n_valid": len(self.valid), "n_test": len(self.test), "split_hash": self.split_hash,
                 "features": {k: list(v.shape) for k, v in self.item_features.items()},
-                "missing_features": dict(self.missing_features)}
+                "missing_features": dict(self.missing_features),
+                **({"eval_candidates": {k: int(len(v)) for k, v in self.eval_candidates.items()}}
+                   if self.eval_candidates else {})}
 
 
 def sym_norm_bipartite(coo: sp.coo_matrix, n_users: int, n_items: int) -> torch.Tensor:
@@ -219,8 +225,18 @@ def from_split_frame(df: pd.DataFrame, *, item_ids=None, features: dict | None =
             log.info("split %d: dropped %d rows of users without train interactions", k, dropped)
         parts.append(p[has_train[p[:, 0]]])
     feats, missing = align_features(item_ids, features or {}, max_missing_fraction=max_missing_fraction)
+    candidates = {}
+    if (split_info or {}).get("method") == "cold":  # rank each split's cold items only
+        in_train = np.zeros(len(item_ids), bool)
+        in_train[train[:, 1]] = True
+        for name, p in zip(("valid", "test"), parts):
+            c = np.unique(p[:, 1])
+            if in_train[c].any():
+                raise ValueError(f"cold split: {int(in_train[c].sum())} {name} items also occur in train; the "
+                                 "split is not a cold-item split")
+            candidates[name] = c
     return InteractionData(n_users=len(user_ids), n_items=len(item_ids), train=train, valid=parts[0],
                            test=parts[1], user_ids=user_ids.astype(object), item_ids=item_ids.astype(object),
                            item_features=feats, split_hash=split_hash,
                            feature_versions=dict(feature_versions or {}), missing_features=missing,
-                           split_info=dict(split_info or {}))
+                           split_info=dict(split_info or {}), eval_candidates=candidates)

@@ -73,7 +73,8 @@ class Evaluator:
     """Evaluates a model on one split. Built once per (data, split); reused every epoch."""
 
     def __init__(self, train_csr: sp.csr_matrix, eval_pairs: np.ndarray, topk=DEFAULT_TOPK,
-                 metrics=DEFAULT_METRICS, batch_size: int = 4096):
+                 metrics=DEFAULT_METRICS, batch_size: int = 4096, candidates: np.ndarray | None = None):
+        """``candidates``: the only items ranked (a cold-start split's cold items); None = every item."""
         n_users, n_items = train_csr.shape
         self.n_items = n_items
         self.topk = tuple(sorted(int(k) for k in topk))
@@ -85,6 +86,16 @@ class Evaluator:
         self.users = np.flatnonzero(self.pos_len_all > 0)  # rule 1
         rows = np.repeat(np.arange(n_users, dtype=np.int64), self.pos_len_all)
         self.eval_keys = torch.from_numpy(rows * n_items + ev.indices.astype(np.int64))  # sorted
+        self.excluded = None  # items never ranked (not candidates)
+        if candidates is not None:
+            keep = np.zeros(n_items, bool)
+            keep[np.asarray(candidates, np.int64)] = True
+            if not keep[ev.indices].all():
+                raise ValueError("evaluation rows name items outside the candidate set")
+            self.excluded = torch.from_numpy(np.flatnonzero(~keep))
+            self.n_ranked = int(keep.sum())
+        else:
+            self.n_ranked = n_items
 
     def _mask_index(self, users: np.ndarray):
         ip = self.train_csr.indptr
@@ -97,14 +108,17 @@ class Evaluator:
 
     @torch.no_grad()
     def topk_hits(self, model) -> np.ndarray:
-        maxk = min(max(self.topk), self.n_items)
+        maxk = min(max(self.topk), self.n_ranked)
         out = []
         dev = model.device
+        excluded = self.excluded.to(dev) if self.excluded is not None else None
         for s in range(0, len(self.users), self.batch_size):
             u = self.users[s:s + self.batch_size]
             scores = model.full_sort_predict(torch.from_numpy(u).to(dev))
             r, c = self._mask_index(u)
             scores[r.to(dev), c.to(dev)] = -torch.inf  # rule 3: train items only
+            if excluded is not None:
+                scores[:, excluded] = -torch.inf  # a cold-start split ranks its cold items only
             idx = torch.topk(scores, maxk, dim=1).indices.cpu()  # rule 4
             q = torch.from_numpy(u)[:, None] * self.n_items + idx
             pos = torch.searchsorted(self.eval_keys, q).clamp_max(max(len(self.eval_keys) - 1, 0))

@@ -9,6 +9,12 @@ Split codes follow MMRec's ``x_label``: 0 = train, 1 = valid, 2 = test.
   zero train rows, so they would be dropped as cold anyway, and n=1 breaks its notebook).
 * ``method="time"``: global temporal split at the 80% / 90% timestamp quantiles (ties broken by row
   order after a stable sort), so valid/test are strictly later interactions.
+* ``method="cold"`` (cold-start items, seeded): a ``holdout`` share of the *items* (default 20%) never
+  appears in train: half of them (by count) are validation items, the rest test items, and every
+  interaction of such an item goes to its split; every interaction of the other items is train. Evaluation on
+  such a split ranks only the split's cold items (:func:`mmfeat.recommenders.data.from_split_frame` records
+  them as ``eval_candidates``), so an ID-only model, whose cold-item embeddings never trained, scores as
+  chance, and the content features are what separate the models.
 * ``method="loo"`` (leave-one-out, the sequential protocol of RecBole, MicroLens and fMRLRec): each user's
   interactions in time order, ties in ``timestamp`` broken by source row order (a stable sort); the last is
   test, the one before it valid, the rest train. Users with fewer than 3 interactions are dropped (they
@@ -32,7 +38,7 @@ import pandas as pd
 from .data import hash_split_frame
 
 
-SPLIT_METHODS = ("given", "random", "time", "loo")
+SPLIT_METHODS = ("given", "random", "time", "loo", "cold")
 #: the fewest interactions a user needs for a leave-one-out split (one train, one valid, one test)
 LOO_MIN_INTERACTIONS = 3
 #: seed of the random split when none is given (the train flow's default since its first records)
@@ -52,7 +58,8 @@ def split_interactions(df: pd.DataFrame, method: str | None = None, *, seed: int
                        holdout: float = 0.2) -> pd.DataFrame:
     """Return ``df[user_id, item_id, timestamp, split]`` with a split column (see module doc).
 
-    ``seed`` only matters for ``method="random"``.
+    ``seed`` only matters for ``method="random"`` and ``method="cold"``; ``holdout`` is the held-out share of
+    interactions (random, time) or of items (cold).
     """
     cols = [c for c in ("user_id", "item_id", "timestamp") if c in df.columns]
     method = resolve_split_method(df, method)
@@ -92,7 +99,35 @@ def split_interactions(df: pd.DataFrame, method: str | None = None, *, seed: int
         return out
     if method == "loo":
         return leave_one_out(out)
-    raise ValueError(f"unknown split method {method!r} (given/random/time)")
+    if method == "cold":
+        return cold_item_split(out, seed=seed, holdout=holdout)
+    raise ValueError(f"unknown split method {method!r} ({'/'.join(SPLIT_METHODS)})")
+
+
+def cold_item_split(df: pd.DataFrame, *, seed: int = DEFAULT_SPLIT_SEED, holdout: float = 0.2) -> pd.DataFrame:
+    """Cold-start items (see the module doc): ``df`` plus ``split``, where a seeded ``holdout`` share of the
+    distinct items is held out entirely, half as validation items and half as test items.
+
+    Raises:
+        ValueError: ``holdout`` outside (0, 1), or too few items to hold out one validation and one test item
+            while keeping a train item.
+    """
+    if not 0.0 < holdout < 1.0:
+        raise ValueError(f"cold split: holdout must be a share of items in (0, 1), got {holdout}")
+    items = np.asarray(sorted(df["item_id"].astype(str).unique()), dtype=object)
+    n_cold = int(round(len(items) * holdout))
+    if n_cold < 2 or n_cold >= len(items):
+        raise ValueError(f"cold split: {len(items)} items with holdout {holdout} gives {n_cold} cold items; it "
+                         "needs at least one validation item, one test item and one train item")
+    order = np.random.default_rng(seed).permutation(len(items))
+    n_valid = n_cold // 2
+    code = np.zeros(len(items), np.int8)
+    code[order[:n_valid]] = 1
+    code[order[n_valid:n_cold]] = 2
+    out = df.reset_index(drop=True).copy()
+    out["split"] = code[pd.Index(items).get_indexer(out["item_id"].astype(str))]
+    out.attrs["cold_items"] = {"valid": int(n_valid), "test": int(n_cold - n_valid)}
+    return out
 
 
 def leave_one_out(df: pd.DataFrame) -> pd.DataFrame:

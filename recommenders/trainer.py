@@ -257,6 +257,8 @@ def _optimizer(model: torch.nn.Module, cfg: dict, device: torch.device):
     # fused Adam: same update rule as the default for-each loop, one kernel per step (~20% of a FREEDOM
     # epoch on CPU); falls back to the default where fused is unsupported (e.g. sparse gradients).
     params = [p for p in model.parameters() if p.requires_grad]
+    if not params:  # a closed-form model (trainable = False): a placeholder keeps the scheduler's contract
+        params = [torch.nn.Parameter(torch.zeros(1, device=device))]
     klass = torch.optim.AdamW if cfg["learner"].lower() == "adamw" else torch.optim.Adam
     kw = {"lr": float(cfg["learning_rate"]), "weight_decay": float(cfg["weight_decay"])}
     try:
@@ -347,15 +349,25 @@ class GeneralTask:
     def evaluator(self, split: str) -> Evaluator:
         rows = self.data.valid if split == "valid" else self.data.test
         return Evaluator(self.csr, rows, tuple(self.cfg["topk"]), tuple(m.lower() for m in self.cfg["metrics"]),
-                         self.cfg["eval_batch_size"])
+                         self.cfg["eval_batch_size"], candidates=self.data.eval_candidates.get(split))
 
     def sub_models(self, model) -> dict:
         """Name -> valid/test metrics of sub-models of the selected model (none for user-item models)."""
         return {}
 
     def describe(self, model) -> dict:
-        """What the record's ``data`` adds about how this model read the data (nothing for user-item models)."""
-        return {}
+        """What the record's ``data`` adds about how this model read the data: on a cold-start split, that only
+        cold items were ranked, and (logged as a warning too) when the model reads no item content, so its
+        cold-item scores come from embeddings that never trained."""
+        if not self.data.eval_candidates:
+            return {}
+        reads_content = bool(getattr(type(model), "modality_roles", ()))
+        if not reads_content:
+            log.warning("%s reads no item content: on this cold-start split its cold items keep their initial "
+                        "embeddings, so its metrics are a chance baseline", type(model).__name__)
+        return {"cold_start": {"ranked": "each split's cold items only",
+                               "candidates": {k: int(len(v)) for k, v in self.data.eval_candidates.items()},
+                               "model_reads_content": reads_content}}
 
 
 def _save_run(rec: RunRecord, model: torch.nn.Module, runs_dir: str | os.PathLike) -> None:
@@ -414,7 +426,7 @@ def fit(data: InteractionData, model_name: str, config: dict | None = None, runs
                else EarlyStopping(int(cfg["stopping_step"])))
     best_state = None
     train_times, eval_times = [], []
-    epochs = int(cfg["epochs"])
+    epochs = int(cfg["epochs"]) if getattr(model, "trainable", True) else 1
     eval_step = max(1, min(int(cfg["eval_step"]), epochs))
     it = range(epochs)
     if progress:
@@ -427,8 +439,10 @@ def fit(data: InteractionData, model_name: str, config: dict | None = None, runs
             log.info("%s: time limit %.0f s reached after %d epochs", model_name, limit, epoch)
             break
         t0 = time.perf_counter()
-        total = task.train_epoch(model, opt, rng, device, epoch)
-        sched.step()
+        total = 0.0
+        if getattr(model, "trainable", True):
+            total = task.train_epoch(model, opt, rng, device, epoch)
+            sched.step()
         train_times.append(time.perf_counter() - t0)
         row = {"epoch": epoch, "loss": total, "train_s": train_times[-1]}
         rec.epochs.append(row)

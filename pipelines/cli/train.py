@@ -140,10 +140,11 @@ def add_train_commands(sub: argparse._SubParsersAction, common: argparse.Argumen
                     help="search these values, selected on validation (repeatable)")
     tr.add_argument("--seed", type=int, help="training seed (init, sampling; default: the flow's, 2024)")
     tr.add_argument("--split-seed", type=int, help="seed of the random split (default: the flow's, 2024)")
-    tr.add_argument("--split", choices=["given", "random", "time", "loo"],
+    tr.add_argument("--split", choices=["given", "random", "time", "loo", "cold"],
                     help="given: the source's split column; random: per-user 8:1:1; time: global time split; "
-                         "loo: leave-one-out per user in time order (default: loo for sequential models, else "
-                         "given when the source has one, else random)")
+                         "loo: leave-one-out per user in time order; cold: 20%% of the items never in train (half "
+                         "valid, half test items), evaluated on those cold items only (default: loo for "
+                         "sequential models, else given when the source has one, else random)")
     tr.add_argument("--min-rating", type=float, help="keep interactions rated at least this (needs ratings)")
     tr.add_argument("--k-core", type=int, default=0, help="iteratively keep users and items with >= K interactions")
     tr.add_argument("--history", choices=["last", "gsu"],

@@ -219,6 +219,9 @@ class Recommender(torch.nn.Module):
     grid: dict = {}  # derived from config_class by register(): MMRec's search space (name -> list)
     modality_roles: tuple[str, ...] = ()  # item-feature roles read via config["<role>_feature"]
     model_name: str = "base"
+    #: False for closed-form models (MMRec's ``req_training: False``, e.g. ItemKNNCBF): the trainer evaluates
+    #: them once and runs no optimizer step
+    trainable: bool = True
 
     def __init__(self, data: InteractionData, config: dict):
         super().__init__()

@@ -86,6 +86,17 @@ def frozen_knn_graph(feat: torch.Tensor, k: int, cache_dir: str | os.PathLike | 
     return KNN_GRAPHS.get_or_build(knn_cache_key(feat, k, kind="lattice-knn-weighted-sym"), build, cache_dir)
 
 
+def edges_to_csr(edges: Edges, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A detached edge-list graph as (CSR, CSR of its transpose), duplicate edges summed: the graph is
+    fixed for the rest of the epoch, so every later batch propagates with one sparse matmul (and its
+    precomputed transpose for the backward) instead of an O(nnz * d) gather + scatter."""
+    rows, cols, vals = (t.detach() for t in edges)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        coo = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (n, n), check_invariants=False).coalesce()
+    return to_csr(coo), transpose_csr(coo)
+
+
 def cat_edges(parts: list[tuple[Edges, torch.Tensor | float]]) -> Edges:
     """Weighted sum of edge-list graphs: sum_m w_m S_m (concatenation; duplicates add up when used)."""
     return (torch.cat([e[0] for e, _ in parts]), torch.cat([e[1] for e, _ in parts]),
@@ -181,14 +192,18 @@ class LATTICE(Recommender):
         # backward would transpose the ~2 nnz(train) matrix on every call)
         self.register_buffer("ui_adj_t", transpose_csr(ui_adj), persistent=False)
         self._rebuild = True
-        self._item_edges: Edges | None = None
+        self._item_csr: tuple[torch.Tensor, torch.Tensor] | None = None  # the detached graph, (S, S^T)
         self._cache = None
 
     def _apply(self, fn, *args, **kwargs):  # keep the stored (detached) item graph on the model's device
         out = super()._apply(fn, *args, **kwargs)
-        if self._item_edges is not None:
-            self._item_edges = tuple(fn(t) for t in self._item_edges)
+        if self._item_csr is not None:
+            self._item_csr = tuple(fn(t) for t in self._item_csr)
         return out
+
+    def _store_item_graph(self, edges: Edges) -> None:
+        """Keep the (detached) item graph for the following batches, as MMRec keeps ``item_adj``."""
+        self._item_csr = edges_to_csr(edges, self.n_items)
 
     def _frozen(self, role: str) -> Edges:
         return (getattr(self, f"frozen_{role}_rows"), getattr(self, f"frozen_{role}_cols"),
@@ -213,10 +228,11 @@ class LATTICE(Recommender):
         self._rebuild = True
 
     # ------------------------------------------------------------------ forward
-    def forward(self, item_edges: Edges):
+    def forward(self, item_graph: Edges | tuple[torch.Tensor, torch.Tensor]):
+        """``item_graph``: an edge list (values may carry gradient) or a detached (CSR, CSR^T) pair."""
         h = self.item_id_embedding.weight
         for _ in range(self.n_layers):
-            h = propagate(item_edges, h)
+            h = propagate(item_graph, h) if len(item_graph) == 3 else spmm(item_graph[0], h, item_graph[1])
         h = F.normalize(h, p=2, dim=1)
         if self.cf_model == "mf":
             return self.user_embedding.weight, self.item_id_embedding.weight + h
@@ -236,23 +252,23 @@ class LATTICE(Recommender):
 
     def calculate_loss(self, batch):
         users, pos, neg = batch
-        if self._rebuild or self._item_edges is None:
-            edges = self.build_item_graph()  # gradient reaches the projections and modal weights
-            self._item_edges = tuple(t.detach() for t in edges)
+        if self._rebuild or self._item_csr is None:
+            graph = self.build_item_graph()  # gradient reaches the projections and modal weights
+            self._store_item_graph(graph)
             self._rebuild = False
         else:
-            edges = self._item_edges
-        ue, ie = self.forward(edges)
-        u, p, n = ue[users], ie[pos], ie[neg]
+            graph = self._item_csr  # fixed until the next epoch
+        ue, ie = self.forward(graph)
+        # index_select: its backward is an index_add, ~2x faster on CPU than advanced indexing's index_put
+        u, p, n = ue.index_select(0, users), ie.index_select(0, pos), ie.index_select(0, neg)
         mf = -F.logsigmoid((u * p).sum(1) - (u * n).sum(1)).mean()
         reg = 0.5 * (u.pow(2).sum() + p.pow(2).sum() + n.pow(2).sum()) / self.batch_size
         return mf + self.reg_weight * reg
 
     @torch.no_grad()
     def _eval_embeddings(self):
-        edges = tuple(t.detach() for t in self.build_item_graph())
-        self._item_edges = edges  # MMRec's full_sort_predict also replaces the stored item graph
-        return self.forward(edges)
+        self._store_item_graph(self.build_item_graph())  # MMRec's full_sort_predict also replaces it
+        return self.forward(self._item_csr)
 
     def prepare_eval(self):
         self._cache = self._eval_embeddings()

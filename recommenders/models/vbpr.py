@@ -88,16 +88,24 @@ class VBPR(Recommender):
         nn.init.zeros_(self.item_linear.bias)
 
     def item_embeddings(self, items: torch.Tensor | None = None) -> torch.Tensor:
-        """[gamma_i ; E f_i] for ``items`` (all items when None). The linear map is row-wise, so only
-        the rows a batch needs are projected (same values as MMRec's full projection)."""
+        """[gamma_i ; E f_i] for ``items`` (all items when None).
+
+        The linear map is row-wise, so each *distinct* item of ``items`` is projected once and the rows are
+        gathered back (same values as MMRec's full projection). Projecting every batch row instead (2 x 2,048
+        gathered rows of a 4,480-d input) cost several times MMRec's full 1,008-item projection on ML-100K;
+        projecting every item each step would waste work on large catalogues.
+        """
         if items is None:
             return torch.cat([self.i_embedding, self.item_linear(self.item_raw_features)], 1)
-        return torch.cat([self.i_embedding[items], self.item_linear(self.item_raw_features[items])], 1)
+        uniq, inverse = torch.unique(items, return_inverse=True)
+        projected = self.item_linear(self.item_raw_features[uniq])[inverse]
+        return torch.cat([self.i_embedding[items], projected], 1)
 
     def calculate_loss(self, batch):
         users, pos, neg = batch
         u = self.u_embedding[users]
-        p, n = self.item_embeddings(pos), self.item_embeddings(neg)
+        items = self.item_embeddings(torch.cat([pos, neg]))
+        p, n = items[: len(pos)], items[len(pos):]
         loss = bpr_loss((u * p).sum(1), (u * n).sum(1))
         return loss + self.reg_weight * emb_loss(u, p, n)
 
