@@ -207,3 +207,19 @@ def test_end_to_end_through_trainer(data):
                         progress=False)
     assert all(np.isfinite(e["loss"]) for e in rec.epochs) and len(rec.epochs) == 3
     assert 0.0 <= rec.test["recall@10"] <= 1.0
+
+
+def test_dense_and_sparse_u2u_paths_agree(data, monkeypatch):
+    monkeypatch.setattr(mmhcl_mod, "DENSE_FRACTION", 0.0)  # always dense
+    torch.manual_seed(0)
+    dense = build_model("MMHCL", data, SMALL)
+    monkeypatch.setattr(mmhcl_mod, "DENSE_FRACTION", 2.0)  # never dense
+    torch.manual_seed(0)
+    sparse = build_model("MMHCL", data, SMALL)
+    assert dense.u2u_dense and not sparse.u2u_dense
+    b = _batch(data, np.random.default_rng(0))
+    ld, ls = dense.calculate_loss(b), sparse.calculate_loss(b)
+    assert torch.allclose(ld, ls, atol=1e-5)
+    ld.backward()
+    ls.backward()
+    assert torch.allclose(dense.uu_embedding.weight.grad, sparse.uu_embedding.weight.grad, atol=1e-6)
