@@ -45,11 +45,27 @@ MODELS = {
                 "n_mm_layers": 1, "n_ui_layers": 2, "feat_embed_dim": 64},
     "VBPR": {"reg_weight": 1e-4},
     "BM3": {"n_layers": 1, "dropout": 0.5, "reg_weight": 0.1, "cl_weight": 2.0},
+    "DGVAE": {},
+    # the seed papers' own repositories (MMRec layout), one grid point of each yaml (lists would reach them as is)
+    "CM3": {"n_ui_layers": 3, "gamma": 0.5, "max_sim": 0.8, "min_sim": 0.0, "alpha": 0.1, "weight_decay": 0.0,
+            "knn_k": 10, "mm_image_weight": 0.1, "n_mm_layers": 1},
+    "LIRDRec": {"n_ui_layers": 2, "mm_image_weight": 0.1, "reg_weight": 0.01, "decay_weight": 0.9, "decay_base": 0.9,
+                "weight_decay": 0.0, "knn_k": 10, "n_mm_layers": 1, "dropout": 0.0},
     # MMRec LATTICE.yaml defaults, one grid point
     "LATTICE": {"reg_weight": 1e-4, "knn_k": 10, "lambda_coeff": 0.9, "n_layers": 1, "cf_model": "lightgcn",
                 "feat_embed_dim": 64},
 }
 PARITY_MODELS = ["LightGCN", "FREEDOM"]
+#: where each model's reference lives when it is not MMRec itself (checkouts outside the repo, never vendored):
+#: ``git --git-dir=$(fetch enoche/CM3) worktree add /tmp/cm3ref HEAD`` etc. LIRDRec's imports torch_dct:
+#: ``pip install --no-deps --target /tmp/torchdct torch-dct==0.1.6`` (put on the path by --ref-path).
+REFERENCE_SRC = {"CM3": "/tmp/cm3ref/src", "LIRDRec": "/tmp/lirdrec_ref/src", "DGVAE": "/tmp/dgvae/src"}
+REFERENCE_PATH = {"LIRDRec": "/tmp/torchdct"}
+
+
+def reference_src(a, model: str) -> str:
+    """``--mmrec-src`` when given, else the model's own reference checkout, else MMRec's."""
+    return a.mmrec_src or REFERENCE_SRC.get(model, "/tmp/mmrec/src")
 
 
 # ---------------------------------------------------------------------------- data
@@ -154,6 +170,8 @@ def worker_mmrec(a) -> dict:
     src = Path(a.mmrec_src).resolve()
     os.chdir(src)
     sys.path.insert(0, str(src))
+    if REFERENCE_PATH.get(a.model):
+        sys.path.insert(0, REFERENCE_PATH[a.model])
     _mmrec_shims()
     import torch
     torch.set_num_threads(a.threads)
@@ -196,7 +214,16 @@ def worker_mmrec(a) -> dict:
     init_seed(config["seed"])
     train_data.pretrain_setup()
     model = get_model(config["model"])(config, train_data).to(config["device"])
-    trainer = get_trainer()(config, model, False)
+    # enoche/CM3 keeps eval embeddings in ``result_embed = nn.Parameter(...).to(device)``: on CUDA the .to()
+    # returns a plain tensor, on CPU the Parameter stays registered and its first forward's assignment raises.
+    # Reproduce the CUDA behaviour (a plain attribute).
+    stray = model._parameters.pop("result_embed", None)
+    if stray is not None:
+        model.result_embed = stray.detach().float()
+    try:
+        trainer = get_trainer()(config, model, False)  # MMRec's (config, model, mg)
+    except TypeError:  # the seed papers' forks keep the older Trainer(config, model)
+        trainer = get_trainer()(config, model)
     _, best_valid, best_test = trainer.fit(train_data, valid_data=valid_data, test_data=test_data, saved=False)
     # MMRec's eval time includes only the valid pass; its epoch loop also runs a test pass per epoch.
     return {"valid": best_valid, "test": best_test, "epochs_run": len(train_times),
@@ -222,7 +249,7 @@ def run_worker(kind, model, seed, a) -> dict:
         return json.loads(out.read_text())
     cmd = [sys.executable, __file__, "_worker", kind, "--model", model, "--seed", str(seed), "--epochs",
            str(a.epochs), "--stopping-step", str(a.stopping_step), "--lr", str(a.lr), "--threads", str(a.threads), "--data-dir", str(a.data_dir),
-           "--mmrec-src", str(a.mmrec_src), "--runs-dir", str(WORK / "runs"), "--out", str(out)]
+           "--mmrec-src", reference_src(a, model), "--runs-dir", str(WORK / "runs"), "--out", str(out)]
     if a.params:
         cmd += ["--params", a.params]
     t = time.perf_counter()
@@ -241,7 +268,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("mode", nargs="?", default="run", choices=["run", "prepare", "memory", "_worker"])
     ap.add_argument("kind", nargs="?")
-    ap.add_argument("--mmrec-src", default="/tmp/mmrec/src")
+    ap.add_argument("--mmrec-src", help="the reference's src folder (default: REFERENCE_SRC[model], else /tmp/mmrec/src)")
     ap.add_argument("--dataset", default="ml-100k", choices=["ml-100k", "ml-1m"])
     ap.add_argument("--data-dir", help="prepared MMRec-format folder (default bench/_work/<ml100k|ml1m>)")
     ap.add_argument("--models", nargs="+", help=f"default {PARITY_MODELS} (memory mode: FREEDOM LATTICE)")
@@ -334,7 +361,7 @@ def run_memory(a):
             out.unlink(missing_ok=True)
             cmd = [sys.executable, __file__, "_worker", kind, "--model", m, "--seed", "999", "--epochs", "1",
                    "--stopping-step", str(a.stopping_step), "--lr", str(a.lr), "--threads", str(a.threads),
-                   "--data-dir", str(a.data_dir), "--mmrec-src", str(a.mmrec_src), "--runs-dir", str(WORK / "runs"),
+                   "--data-dir", str(a.data_dir), "--mmrec-src", reference_src(a, m), "--runs-dir", str(WORK / "runs"),
                    "--out", str(out)]
             t0 = time.perf_counter()
             with open(WORK / f"mem_{a.dataset}_{kind}_{m}.log", "w") as log:

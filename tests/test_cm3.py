@@ -108,6 +108,27 @@ def test_uniformity_matches_pdist_definition():
     assert float(uniformity(x[:1])) == 0.0  # no pairs: no term (the reference would give NaN)
 
 
+def test_pair_terms_over_distinct_rows_equal_the_full_batch():
+    """The model evaluates the pair terms on the batch's distinct users / negatives weighted by multiplicity:
+    same loss and same gradient as on the full batch with its repeats (as the reference's pdist)."""
+    base = _unit(5, 6, seed=7)
+    idx = torch.tensor([0, 3, 3, 1, 4, 0, 3, 2])
+    s5 = content_similarity(_unit(5, 4, seed=8), 0.0, 0.8)
+    full_x = base.clone().requires_grad_(True)
+    xb = full_x[idx]
+    ref = uniformity(xb) + calibrated_uniformity(xb, s5[idx][:, idx])
+    ref.backward()
+    uniq, counts = torch.unique(idx, return_counts=True)
+    dist_x = base.clone().requires_grad_(True)
+    xu = dist_x[uniq]
+    got = uniformity(xu, counts=counts) + calibrated_uniformity(xu, s5[uniq][:, uniq], counts=counts)
+    got.backward()
+    assert torch.allclose(got, ref, atol=1e-5)
+    assert torch.allclose(dist_x.grad, full_x.grad, atol=1e-5)
+    assert float(uniformity(base[:1], counts=torch.tensor([1]))) == 0.0
+    assert torch.isfinite(uniformity(base[:1], counts=torch.tensor([3])))  # one row, repeated: pairs exist
+
+
 def test_content_similarity_is_clamped():
     f = torch.tensor([[1.0, 0.0], [1.0, 0.01], [-1.0, 0.0]])
     s = content_similarity(f, 0.0, 0.8)

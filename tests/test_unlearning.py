@@ -1,8 +1,8 @@
 """MMRecUn-style unlearning (recommenders/unlearning.py) on tiny clustered data.
 
-Stated band (also in ``unlearn``'s docstring): after unlearning, the forget-set Recall@10 falls at least
-0.2 (absolute) below the original model's, and the retain-set (test) Recall@10 stays within 0.15 (absolute)
-of the original model's.
+Stated band (also in ``unlearn``'s docstring), for 10 unlearning epochs at the default weights: the
+forget-set Recall@10 falls at least 0.3 (absolute) below the original model's, and the retain-set (test)
+Recall@10 stays within 0.15 (absolute) of the original model's.
 """
 import numpy as np
 import pytest
@@ -16,24 +16,27 @@ from mmfeat.recommenders.unlearning import (UnlearnConfig, evaluate_unlearning, 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 N_USERS, N_ITEMS, N_CL = 48, 60, 4
-FORGET_DROP = 0.2  # forget-set Recall@10 must fall at least this much below the original's
+FORGET_DROP = 0.3  # forget-set Recall@10 must fall at least this much below the original's
 RETAIN_BAND = 0.15  # retain-set Recall@10 must stay within this of the original's
 _TRAIN = {"embedding_size": 16, "train_batch_size": 128, "learning_rate": 0.02, "epochs": 40,
-          "early_stopping": False, "eval_step": 40, "topk": [10], "metrics": ["recall"], "valid_metric": "recall@10", "seed": 0}
+          "early_stopping": False, "eval_step": 40, "topk": [10], "metrics": ["recall"], "valid_metric": "recall@10",
+          "seed": 0}
 
 
 def _clustered(seed: int = 0) -> InteractionData:
-    """Item i in cluster i % 4, user u in cluster u % 4; each user trains on 9 of its cluster's 15 items and
-    is validated / tested on 2 more of them, so a good model ranks own-cluster items first. Item features
-    are noisy cluster centers (for FREEDOM)."""
+    """Item i in cluster i % 4, user u in cluster u % 4; each user trains on 7 of its cluster's 15 items plus
+    3 random items of other clusters (signal only memorization explains) and is validated / tested on 2 more
+    items of its cluster each, so a good model ranks own-cluster items first. Item features are noisy cluster
+    centers (for FREEDOM)."""
     rng = np.random.default_rng(seed)
     item_cl = np.arange(N_ITEMS) % N_CL
     train, valid, test = [], [], []
     for u in range(N_USERS):
         own = rng.permutation(np.flatnonzero(item_cl == u % N_CL))
-        train += [(u, i) for i in own[:9]]
-        valid += [(u, i) for i in own[9:11]]
-        test += [(u, i) for i in own[11:13]]
+        other = rng.permutation(np.flatnonzero(item_cl != u % N_CL))
+        train += [(u, i) for i in own[:7]] + [(u, i) for i in other[:3]]
+        valid += [(u, i) for i in own[7:9]]
+        test += [(u, i) for i in own[9:11]]
     centers = rng.normal(size=(N_CL, 8))
     feats = {r: (centers[item_cl] + 0.3 * rng.normal(size=(N_ITEMS, 8))).astype(np.float32) for r in ("text", "image")}
     return InteractionData(n_users=N_USERS, n_items=N_ITEMS, train=np.array(train), valid=np.array(valid),
@@ -122,7 +125,7 @@ def test_freedom_unlearns(data):
     torch.set_num_threads(1)
     cfg = {**_TRAIN, "feat_embed_dim": 16, "knn_k": 4, "dropout": 0.5}
     model = train(data, "FREEDOM", cfg, progress=False)._model
-    f = forget_set(data, "interactions", share=0.1, seed=2)
+    f = forget_set(data, "items", share=0.1, seed=2)
     res = unlearn(model, data, f, {"epochs": 10, "topk": [10], "metrics": ["recall"]})
     assert res.unlearned["forget"]["recall@10"] <= res.original["forget"]["recall@10"] - FORGET_DROP, res.to_dict()
     assert abs(res.unlearned["retain"]["recall@10"] - res.original["retain"]["recall@10"]) <= RETAIN_BAND

