@@ -20,6 +20,7 @@ from .sampler import NegativeSampler
 from .splits import (DEFAULT_SPLIT_SEED, k_core, load_split, resolve_split_method, save_split,
                      split_interactions)
 from .trainer import EarlyStopping, GridResult, RunRecord, fit, grid_search, seed_everything, train
+from .unlearning import UnlearnConfig, UnlearnResult, forget_set, retain_data, unlearn
 
 __all__ = ["ConfigError", "TrainerConfig", "param", "InteractionData", "align_features", "from_split_frame", "hash_split_frame", "Evaluator",
            "metrics_from_hits", "DEFAULT_CONFIGS", "MODEL_REGISTRY", "Recommender", "UnknownModelError",
@@ -27,4 +28,4 @@ __all__ = ["ConfigError", "TrainerConfig", "param", "InteractionData", "align_fe
            "feature_keys", "get_model_class", "model_names", "register", "resolve_config", "NegativeSampler",
            "DEFAULT_SPLIT_SEED", "k_core", "load_split", "resolve_split_method", "save_split",
            "split_interactions", "EarlyStopping", "GridResult", "RunRecord", "fit", "grid_search",
-           "seed_everything", "train"]
+           "seed_everything", "train", "UnlearnConfig", "UnlearnResult", "forget_set", "retain_data", "unlearn"]

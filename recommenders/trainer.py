@@ -252,8 +252,11 @@ def _new_record(run_id: str, model_name: str, cfg: dict, data: InteractionData) 
                      torch_threads=torch.get_num_threads())
 
 
-def _optimizer(model: torch.nn.Module, cfg: dict, device: torch.device):
-    """Adam (fused where supported) and MMRec's LambdaLR ``lr * s0 ** (epoch / s1)``."""
+def build_optimizer(model: torch.nn.Module, cfg: dict, device: torch.device):
+    """Adam/AdamW (``learner``; fused where supported) and MMRec's LambdaLR ``lr * s0 ** (epoch / s1)``.
+
+    ``cfg`` needs ``learner``, ``learning_rate``, ``weight_decay`` and ``learning_rate_scheduler`` ([s0, s1]).
+    """
     # fused Adam: same update rule as the default for-each loop, one kernel per step (~20% of a FREEDOM
     # epoch on CPU); falls back to the default where fused is unsupported (e.g. sparse gradients).
     params = [p for p in model.parameters() if p.requires_grad]
@@ -297,7 +300,8 @@ def optimizer_step(model, opt, batch, clip: dict | None, epoch: int, index: int)
     return accumulated_step(model, opt, [(batch, 1.0)], clip, epoch, index)
 
 
-def accumulated_step(model, opt, parts: list, clip: dict | None, epoch: int, index: int) -> float:
+def accumulated_step(model, opt, parts: list, clip: dict | None, epoch: int, index: int,
+                     losses: list | None = None) -> float:
     """One optimizer step over a batch given as ``(part, weight)`` pieces: the gradient of
     ``sum(weight * loss(part))``, accumulated piece by piece so that only one piece's activations live at a
     time (with weights = each piece's share of the batch's targets, the gradient of the whole batch's mean
@@ -309,11 +313,15 @@ def accumulated_step(model, opt, parts: list, clip: dict | None, epoch: int, ind
     opt.zero_grad(set_to_none=True)
     total = 0.0
     for part, weight in parts:
-        loss = model.calculate_loss(part) * weight
-        if torch.isnan(loss):
+        raw = model.calculate_loss(part)
+        if torch.isnan(raw):
             raise FloatingPointError(f"{type(model).__name__}: NaN loss at epoch {epoch}, batch {index}")
-        loss.backward()
-        total += float(loss.detach())
+        if losses is not None:
+            losses.append(float(raw.detach()))
+        if weight:
+            loss = raw * weight
+            loss.backward()
+            total += float(loss.detach())
     if clip:
         torch.nn.utils.clip_grad_norm_(model.parameters(), **clip)
     opt.step()
@@ -414,7 +422,7 @@ def fit(data: InteractionData, model_name: str, config: dict | None = None, runs
 
     seed_everything(int(cfg["seed"]))
     model = build_model(model_name, data, cfg).to(device)
-    opt, sched = _optimizer(model, cfg, device)
+    opt, sched = build_optimizer(model, cfg, device)
     rng = np.random.default_rng(int(cfg["seed"]))
     valid_eval = task.evaluator("valid") if task.has_valid else None
     vm = cfg["valid_metric"].lower()

@@ -69,7 +69,7 @@ from .data import InteractionData
 from .evaluation import Evaluator
 from .models.base import Recommender, build_model
 from .sampler import NegativeSampler
-from .trainer import seed_everything
+from .trainer import accumulated_step, build_optimizer, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -298,30 +298,16 @@ def _rebuild(model: Recommender, retained: InteractionData, rebuild: bool) -> Re
 
 
 def _optimizer(model: Recommender, cfg: dict, mcfg: dict) -> torch.optim.Optimizer:
+    """The trainer's optimizer (:func:`mmfeat.recommenders.trainer.build_optimizer`) at a constant learning rate:
+    ``cfg``'s learner / learning rate / weight decay, else the model's."""
     learner = (cfg["learner"] or mcfg.get("learner") or "adam").lower()
     if learner not in ("adam", "adamw"):
         raise ConfigError(f"unlearn: learner={learner!r} is not one of adam, adamw")
-    klass = torch.optim.AdamW if learner == "adamw" else torch.optim.Adam
     lr = cfg["learning_rate"] if cfg["learning_rate"] is not None else mcfg.get("learning_rate", 1e-3)
     wd = cfg["weight_decay"] if cfg["weight_decay"] is not None else mcfg.get("weight_decay", 0.0)
-    return klass([p for p in model.parameters() if p.requires_grad], lr=float(lr), weight_decay=float(wd))
-
-
-def _step(model: Recommender, opt, parts: list, clip: dict | None, where: str) -> list[float]:
-    """One optimizer step on ``sum(weight * calculate_loss(batch))``; returns each part's unweighted loss."""
-    opt.zero_grad(set_to_none=True)
-    losses = []
-    for batch, weight in parts:
-        loss = model.calculate_loss(batch)
-        if torch.isnan(loss):
-            raise FloatingPointError(f"{type(model).__name__}: NaN loss while unlearning ({where})")
-        if weight:
-            (loss * weight).backward()
-        losses.append(float(loss.detach()))
-    if clip:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), **clip)
-    opt.step()
-    return losses
+    opt, _constant = build_optimizer(model, {"learner": learner, "learning_rate": lr, "weight_decay": wd,
+                                             "learning_rate_scheduler": [1.0, 1]}, model.device)
+    return opt
 
 
 def unlearn(model: Recommender, data: InteractionData, forget: ForgetSet,
@@ -406,7 +392,9 @@ def unlearn(model: Recommender, data: InteractionData, forget: ForgetSet,
             parts = [((users[s].to(device), pos[s].to(device), neg[s].to(device)), w_r),
                      # reverse BPR: the forgotten item in the negative slot, the sampled negative as positive
                      ((fu[k].to(device), fj[k].to(device), fi[k].to(device)), w_f)]
-            tot += _step(net, opt, parts, clip, f"epoch {epoch}, step {k}")
+            losses: list[float] = []
+            accumulated_step(net, opt, parts, clip, epoch, k, losses=losses)
+            tot += np.asarray(losses)
         res.epochs.append({"epoch": epoch, "loss": float(w_r * tot[0] + w_f * tot[1]), "retain_loss": float(tot[0]),
                            "forget_loss": float(tot[1]), "train_s": time.perf_counter() - te})
         log.info("unlearn %s epoch %d retain BPR %.4f reverse BPR %.4f (%.2fs)", res.model_name, epoch,

@@ -48,14 +48,17 @@ def test_dgvae_word_pruning_is_tfidfvectorizer_min_df_max_df():
     vec = TfidfVectorizer(min_df=3, max_df=0.6, token_pattern=r"\S+", lowercase=False)
     ref = vec.fit_transform(docs).toarray()  # columns sorted by name = by token id
     assert got.shape == ref.shape and got.shape[1] < 10 and np.allclose(got, ref, atol=1e-6)
+    everyone = sp.csr_matrix(np.ones((20, 15), np.float32))  # every word in every document
     with pytest.raises(ValueError, match="no pseudo-word left"):
-        dgvae.user_tfidf(train, tokens, 10, min_df=21, max_df=1.0 - 1e-9)
+        dgvae.user_tfidf(everyone, tokens, 10, min_df=1, max_df=0.5)
+    with pytest.raises(ValueError, match="< min_df"):
+        dgvae.user_tfidf(train, tokens, 10, min_df=21, max_df=0.9)
 
 
 def test_dgvae_model_vocabulary_is_pruned():
     d = _data()
     full = build_model("DGVAE", d, {**SMALL, "word_min_df": 1, "word_max_df": 1.0})
-    pruned = build_model("DGVAE", d, {**SMALL, "word_min_df": 9})
+    pruned = build_model("DGVAE", d, {**SMALL, "word_min_df": 8})  # words in 6-8 of the 32 user documents
     assert pruned.n_words < full.n_words and pruned._words.shape == (N_USERS, pruned.n_words)
     assert pruned.text_network.encoder.in_features == pruned.n_words
 

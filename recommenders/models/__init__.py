@@ -6,7 +6,7 @@ from .base import (DEFAULT_CONFIGS, MODEL_REGISTRY, MULTIMODAL_ROLES, OVERALL_DE
                    default_config, feature_keys, get_model_class, model_names, register, resolve_config)
 
 # Modules imported lazily by get_model_class (a model written concurrently may be absent).
-_MODEL_MODULES = ["bpr", "lightgcn", "freedom", "vbpr", "lattice", "bm3", "dgvae", "itemknncbf", "mmhcl", "cm3", "lirdrec",
+_MODEL_MODULES = ["bpr", "lightgcn", "freedom", "vbpr", "lattice", "bm3", "dgvae", "itemknncbf", "mmhcl", "cm3", "lirdrec", "rearm",
                   "..sequential.sasrec", "..sequential.gru4rec", "..sequential.fmrlrec",
                   "..ctr.din", "..ctr.qin", "..generative.tiger"]
 _loaded = False
