@@ -286,6 +286,7 @@ def main():
     ap.add_argument("--out")
     ap.add_argument("--force", action="store_true")
     ap.add_argument("--results", default=str(ROOT / "bench" / "RESULTS_recommenders.md"))
+    ap.add_argument("--section", help="results section to replace (default: mmrec-parity[-<dataset>])")
     a = ap.parse_args()
     if a.mode == "_worker":
         r = worker_ours(a) if a.kind == "ours" else worker_mmrec(a)
@@ -308,7 +309,7 @@ def main():
     lines = table(rows, a)
     print("\n".join(lines))
     cmd = "python bench/mmrec_parity.py " + " ".join(sys.argv[1:])
-    section = "mmrec-parity" if a.dataset == "ml-100k" else f"mmrec-parity-{a.dataset}"
+    section = a.section or ("mmrec-parity" if a.dataset == "ml-100k" else f"mmrec-parity-{a.dataset}")
     update_results(Path(a.results), section, [f"Command: `{cmd.strip()}`", ""] + lines)
 
 
