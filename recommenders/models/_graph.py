@@ -51,6 +51,36 @@ def transpose_csr(adj: torch.Tensor) -> torch.Tensor:
     return to_csr(adj.to_sparse_coo().t())
 
 
+# ---------------------------------------------------------------------------- degree-pruned user-item graph
+class DegreePrunedGraph:
+    """FREEDOM's denoised user-item graph (also LIRDRec's): each epoch keep ``1 - dropout`` of the training
+    edges, drawn without replacement with probability proportional to 1/sqrt(d_u d_i), and re-normalise the
+    kept edges by their own degrees (MMRec's ``pre_epoch_processing``)."""
+
+    def __init__(self, data, dropout: float):
+        coo = data.train_csr().tocoo()
+        self.n_users, self.n_items, self.dropout = data.n_users, data.n_items, float(dropout)
+        self.edges = torch.from_numpy(np.stack([coo.row, coo.col]).astype(np.int64))
+        self.weights = self.norm_values(self.edges)
+
+    def norm_values(self, edges: torch.Tensor) -> torch.Tensor:
+        """1/sqrt(d_u d_i) of each (user, item) edge, degrees counted over ``edges`` (+1e-7 as MMRec)."""
+        du = torch.bincount(edges[0], minlength=self.n_users).float() + 1e-7
+        di = torch.bincount(edges[1], minlength=self.n_items).float() + 1e-7
+        return du.pow(-0.5)[edges[0]] * di.pow(-0.5)[edges[1]]
+
+    def sample(self) -> torch.Tensor:
+        """A fresh pruned, normalised, symmetric (U+I) x (U+I) adjacency as CSR (``dropout`` > 0)."""
+        keep_n = int(self.weights.numel() * (1.0 - self.dropout))
+        e = self.edges[:, torch.multinomial(self.weights, keep_n, replacement=False)]
+        v = self.norm_values(e)
+        u, i = e[0], e[1] + self.n_users
+        n = self.n_users + self.n_items
+        adj = torch.sparse_coo_tensor(torch.stack([torch.cat([u, i]), torch.cat([i, u])]),
+                                      torch.cat([v, v]), (n, n), check_invariants=False)
+        return to_csr(adj)
+
+
 # ---------------------------------------------------------------------------- item-item kNN graphs
 def feature_hash(mat) -> str:
     """sha256 of a feature matrix's content (dtype, shape and bytes)."""

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._graph import knn_normalized_graph, spmm, sym_spmm, to_csr, transpose_csr
+from ._graph import DegreePrunedGraph, knn_normalized_graph, spmm, sym_spmm, to_csr, transpose_csr
 from ..config import param
 from .base import MULTIMODAL_ROLES, MultimodalConfig, Recommender, bpr_logsigmoid, register
 from .vbpr import item_modalities
@@ -193,34 +193,18 @@ class LIRDRec(Recommender):
         self.register_buffer("mm_adj_t", transpose_csr(mm), persistent=False)  # kNN graph is not symmetric
         self.register_buffer("norm_adj", to_csr(data.norm_adj()), persistent=False)
 
-        coo = data.train_csr().tocoo()
-        self._edges = torch.from_numpy(np.stack([coo.row, coo.col]).astype(np.int64))
-        self._edge_values = self._norm_values(self._edges)
+        self._pruning = DegreePrunedGraph(data, self.dropout)
         self.masked_adj = self.norm_adj
         self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------------ graph
-    def _norm_values(self, edges: torch.Tensor) -> torch.Tensor:
-        """1/sqrt(d_u d_i) of each (user, item) edge: the normalized weights, and the pruning probabilities."""
-        du = torch.bincount(edges[0], minlength=self.n_users).float() + 1e-7
-        di = torch.bincount(edges[1], minlength=self.n_items).float() + 1e-7
-        return du.pow(-0.5)[edges[0]] * di.pow(-0.5)[edges[1]]
-
     def pre_epoch(self) -> None:
         """Advance the weight-copying schedule, then (dropout > 0) re-sample the degree-pruned graph."""
         self.fusion.step_epoch()
         if self.dropout <= 0.0:
             self.masked_adj = self.norm_adj
             return
-        keep_n = int(self._edge_values.numel() * (1.0 - self.dropout))
-        idx = torch.multinomial(self._edge_values, keep_n, replacement=False)
-        e = self._edges[:, idx]
-        v = self._norm_values(e)
-        u, i = e[0], e[1] + self.n_users
-        n = self.n_users + self.n_items
-        adj = torch.sparse_coo_tensor(torch.stack([torch.cat([u, i]), torch.cat([i, u])]),
-                                      torch.cat([v, v]), (n, n), check_invariants=False)
-        self.masked_adj = to_csr(adj).to(self.norm_adj.device)
+        self.masked_adj = self._pruning.sample().to(self.norm_adj.device)
 
     # ------------------------------------------------------------------------ model
     def item_blocks(self) -> list[torch.Tensor]:
