@@ -7,7 +7,7 @@ import torch
 from mmfeat.recommenders.config import ConfigError
 from mmfeat.recommenders.models import build_model
 from mmfeat.recommenders.models import mmhcl as mmhcl_mod  # registers MMHCL
-from tests.test_rec_models_mm import N_ITEMS, N_USERS, _batch, _cold_precision, _fit, _planted
+from tests.test_rec_models_mm import N_ITEMS, N_USERS, _batch, _cold_precision, _fit, _planted, _shuffled_planted
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -165,9 +165,7 @@ def test_learns_planted_signal_on_cold_items(data):
     prec = _cold_precision(m, data)
     assert prec > 2 * 0.25, prec
     # control: shuffled (uninformative) features do not find the cold items
-    shuffled = _planted()
-    perm = np.random.default_rng(5).permutation(N_ITEMS)
-    shuffled.item_features = {k: v[perm] for k, v in shuffled.item_features.items()}
+    shuffled = _shuffled_planted()
     torch.manual_seed(0)
     ctrl = build_model("MMHCL", shuffled, cfg)
     _fit(ctrl, shuffled, 60, lr=0.02)

@@ -41,6 +41,14 @@ def _planted(modalities=("text", "image"), seed=0) -> InteractionData:
         item_features={m: feats[m].astype(np.float32) for m in modalities}, split_hash="synthetic")
 
 
+def _shuffled_planted(seed: int = 5) -> InteractionData:
+    """The planted data with the item-feature rows permuted: the control a content model must fail on."""
+    shuffled = _planted()
+    perm = np.random.default_rng(seed).permutation(N_ITEMS)
+    shuffled.item_features = {k: v[perm] for k, v in shuffled.item_features.items()}
+    return shuffled
+
+
 @pytest.fixture(scope="module")
 def data():
     return _planted()
@@ -124,9 +132,7 @@ def test_features_rank_cold_items_above_random(name, data):
     prec = _cold_precision(model, data)
     assert prec > 2 * 0.25, prec
     # control: the same model on shuffled (uninformative) features does not find them
-    shuffled = _planted()
-    perm = np.random.default_rng(5).permutation(N_ITEMS)
-    shuffled.item_features = {k: v[perm] for k, v in shuffled.item_features.items()}
+    shuffled = _shuffled_planted()
     torch.manual_seed(0)
     ctrl = build_model(name, shuffled, small(name, reg_weight=1e-4))
     _fit(ctrl, shuffled, 60, lr=0.02)
