@@ -196,8 +196,12 @@ def from_split_frame(df: pd.DataFrame, *, item_ids=None, features: dict | None =
     default: the sorted unique item ids of df (every split, as MMRec). Users are indexed in sorted order.
     Valid/test rows of users with no train row are dropped (MMRec ``filter_out_cod_start_users``).
     ``split_info``: how the split was made (e.g. ``{"method": "random", "seed": 2024}``), copied into run
-    records.
+    records. A cold-start split (``split_info["method"] == "cold"``, or a frame straight from
+    :func:`mmfeat.recommenders.splits.cold_item_split`, which marks itself in ``df.attrs``) also restricts each
+    evaluation to its split's cold items (``eval_candidates``).
     """
+    if split_info is None and "cold_items" in df.attrs:
+        split_info = {"method": "cold", "cold_items": df.attrs["cold_items"]}
     df = df[["user_id", "item_id", "split"]]
     if split_hash is None:
         split_hash = hash_split_frame(df)

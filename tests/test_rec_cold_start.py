@@ -143,3 +143,24 @@ def test_vbpr_projects_each_distinct_batch_item_once():
     from mmfeat.recommenders.models.base import bpr_loss, emb_loss
     want = bpr_loss((u * p).sum(1), (u * q).sum(1)) + model.reg_weight * emb_loss(u, p, q)
     assert torch.allclose(loss, want)
+
+
+def test_a_cold_frame_restricts_evaluation_without_split_info():
+    df, feats = _frame()
+    data = from_split_frame(split_interactions(df, "cold", seed=0))
+    assert set(data.eval_candidates) == {"valid", "test"} and data.split_info["method"] == "cold"
+
+
+def test_run_training_with_a_cold_split_records_it(tmp_path):
+    from mmfeat.pipelines import training as tr
+    from tests.conftest import import_microlens_features
+
+    store = import_microlens_features(tmp_path, [("title_minilm", "a")])
+    out = tr.run_training("microlens", model="ItemKNNCBF", features={"text": "title_minilm@a"}, split="cold",
+                          split_seed=7, store_root=store, runs_dir=str(tmp_path / "runs"))
+    rec = out["best"]
+    assert rec["split"]["method"] == "cold" and rec["split"]["seed"] == 7 and out["data"]["split"]["cold_items"]
+    assert rec["data"]["cold_start"]["model_reads_content"] is True
+    assert rec["data"]["eval_candidates"] == rec["data"]["cold_start"]["candidates"]
+    with pytest.raises(tr.TrainRequestError, match="loo"):
+        tr.run_training("microlens", model="SASRec", split="cold", store_root=store)
