@@ -43,6 +43,8 @@ MODELS = {
     "LightGCN": {"n_layers": 2, "reg_weight": 1e-4},
     "FREEDOM": {"dropout": 0.8, "reg_weight": 1e-4, "knn_k": 10, "mm_image_weight": 0.1,
                 "n_mm_layers": 1, "n_ui_layers": 2, "feat_embed_dim": 64},
+    "BPR": {"reg_weight": 1e-4},
+    "ItemKNNCBF": {"knn_k": 10, "shrink": 10},  # closed-form on both sides (MMRec req_training: False)
     "VBPR": {"reg_weight": 1e-4},
     "BM3": {"n_layers": 1, "dropout": 0.5, "reg_weight": 0.1, "cl_weight": 2.0},
     "DGVAE": {},
@@ -138,6 +140,9 @@ def worker_ours(a) -> dict:
     torch.set_num_threads(a.threads)
     cfg = {**model_params(a), "epochs": a.epochs, "seed": a.seed, "stopping_step": a.stopping_step,
            "learning_rate": a.lr}
+    from mmfeat.recommenders import get_model_class
+    if not get_model_class(a.model).trainable:  # closed-form: one evaluation, no epochs to set
+        cfg.pop("epochs")
     r = train(d, a.model, cfg, runs_dir=a.runs_dir, progress=False)
     return {"valid": r.best_valid, "test": r.test, "best_epoch": r.best_epoch, "epochs_run": len(r.epochs),
             "s_per_epoch": r.s_per_epoch, "s_per_eval": r.s_per_eval, "peak_rss_mb": r.peak_rss_mb,

@@ -129,3 +129,38 @@ def test_freedom_unlearns(data):
     res = unlearn(model, data, f, {"epochs": 10, "topk": [10], "metrics": ["recall"]})
     assert res.unlearned["forget"]["recall@10"] <= res.original["forget"]["recall@10"] - FORGET_DROP, res.to_dict()
     assert abs(res.unlearned["retain"]["recall@10"] - res.original["retain"]["recall@10"]) <= RETAIN_BAND
+
+
+# ---------------------------------------------------------------------------- mmfeat unlearn (one command)
+def test_unlearn_command_trains_forgets_retrains_and_writes_the_result(tmp_path, capsys):
+    import json
+
+    from mmfeat.pipelines.cli import main
+    from tests.conftest import import_microlens_features
+
+    store = import_microlens_features(tmp_path, [("title_minilm", "a")])
+    rc = main(["--store", store, "unlearn", "microlens", "--model", "LightGCN", "--forget", "items", "--share", "0.1",
+               "--set", "epochs=3", "--set", "embedding_size=8", "--unlearn-set", "epochs=2",
+               "--runs", str(tmp_path / "runs")])
+    out = capsys.readouterr().out
+    assert rc == 0 and "| unlearned |" in out and "| gold (retrained without it) |" in out
+    path = out.strip().splitlines()[-1].split("written: ")[1]
+    result = json.loads(open(path).read())
+    assert result["forget"]["kind"] == "items" and result["forget"]["n_items"] == 4
+    assert result["unlearned"]["forget"]["recall@20"] <= result["original"]["forget"]["recall@20"]
+    assert (tmp_path / "runs" / result["gold_run"] / "record.json").is_file()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "SASRec"], "sequential"),
+    (["--unlearn-set", "epoch=2"], "epochs"),
+    (["--share", "1.5"], "share"),
+])
+def test_unlearn_command_refuses_bad_requests_before_training(argv, message, tmp_path, capsys):
+    from mmfeat.pipelines.cli import main
+    from tests.conftest import import_microlens_features
+
+    store = import_microlens_features(tmp_path, [("title_minilm", "a")])
+    rc = main(["--store", store, "unlearn", "microlens", *argv, "--runs", str(tmp_path / "runs")])
+    assert rc != 0 and message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").glob("*/record.json"))

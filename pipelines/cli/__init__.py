@@ -25,6 +25,7 @@ from mmfeat.pipelines.cli.extract import add_extract_commands
 from mmfeat.pipelines.cli.manifest import add_manifest_commands
 from mmfeat.pipelines.cli.store import add_store_commands, summarize_version
 from mmfeat.pipelines.cli.train import add_train_commands
+from mmfeat.pipelines.cli.unlearn import add_unlearn_command
 from mmfeat.pipelines.environment import apply_defaults
 
 __all__ = ["build_parser", "main", "summarize_version"]
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_manifest_commands(sub, common)
     add_store_commands(sub, common)
     add_train_commands(sub, common)
+    add_unlearn_command(sub, common)
     return p
 
 
