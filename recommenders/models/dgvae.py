@@ -68,7 +68,7 @@ from torch import nn
 from ..config import param
 from mmfeat.lru import LRUCache
 from ._graph import feature_hash, knn_normalized_graph, spmm, to_csr
-from .base import MULTIMODAL_ROLES, MultimodalConfig, Recommender, register
+from .base import MULTIMODAL_ROLES, MultimodalConfig, Recommender, fast_dropout, register
 from .vbpr import item_modalities
 
 log = logging.getLogger(__name__)
@@ -153,16 +153,6 @@ def user_tfidf(train_csr: sp.csr_matrix, item_tokens: np.ndarray, vocab_size: in
         counts = counts[:, keep]
     tfidf = TfidfTransformer(norm="l2", use_idf=True, smooth_idf=True, sublinear_tf=False)
     return tfidf.fit_transform(counts).astype(np.float32).tocsr()
-
-
-def fast_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Inverted dropout, as ``nn.Dropout``: each element kept with probability 1 - p and scaled by
-    1 / (1 - p). The keep mask is ``uniform[0, 1) >= p`` (exactly Bernoulli(1 - p)); on CPU this is ~4x
-    faster than ``bernoulli_``, which made dropout ~15% of a DGVAE step on its [batch, K, n] inputs."""
-    if not training or p == 0.0:
-        return x
-    keep = torch.rand(x.shape, device=x.device) >= p
-    return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p))
 
 
 def _dense_rows(m: sp.csr_matrix, rows: np.ndarray, device) -> torch.Tensor:

@@ -1,0 +1,53 @@
+"""BM3 computes MMRec's loss: row-wise steps once per distinct user/item (shared dropout masks), same values."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmfeat.recommenders.models import build_model
+from mmfeat.recommenders.models.base import emb_loss
+
+from .test_rec_models_mm import _planted
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _mmrec_loss(model, users, items):
+    """MMRec's src/models/bm3.py calculate_loss with dropout 0: full matrices, then the batch rows."""
+    u, i = model.forward()
+    cos = lambda a, b: 1 - F.cosine_similarity(a, b.detach(), dim=-1).mean()
+    pu, pi = model.predictor(u)[users], model.predictor(i)[items]
+    loss = cos(pu, i[items]) + cos(pi, u[users])
+    cl = 0.0
+    for r in model.modalities:
+        f = model.feat_trs[r](model.feat_embedding[r])
+        pf = model.predictor(f)[items]
+        cl = cl + cos(pf, i[items]) + cos(pf, f[items])
+    return loss + model.reg_weight * emb_loss(u, i) + model.cl_weight * cl
+
+
+def test_bm3_loss_and_gradients_equal_mmrec_formula():
+    data = _planted()
+    torch.manual_seed(0)
+    model = build_model("BM3", data, {"embedding_size": 16, "dropout": 0.0})
+    users = torch.tensor([0, 3, 3, 5, 7, 7, 7, 1])
+    items = torch.tensor([2, 2, 9, 9, 9, 11, 4, 2])
+    got = model.calculate_loss((users, items, items))
+    grads = torch.autograd.grad(got, list(model.parameters()))
+    want = _mmrec_loss(model, users, items)
+    ref = torch.autograd.grad(want, list(model.parameters()))
+    assert torch.allclose(got, want, atol=1e-6)
+    for g, r in zip(grads, ref):
+        assert torch.allclose(g, r, atol=1e-6)
+
+
+def test_bm3_repeated_items_share_one_dropout_mask(monkeypatch):
+    """MMRec drops out the full target matrix before indexing: a repeated item gets one mask, not one per row."""
+    from mmfeat.recommenders.models import bm3
+
+    data = _planted()
+    model = build_model("BM3", data, {"embedding_size": 16, "dropout": 0.5})
+    shapes = []
+    real = bm3.fast_dropout
+    monkeypatch.setattr(bm3, "fast_dropout", lambda x, p, t: shapes.append(tuple(x.shape)) or real(x, p, t))
+    model.calculate_loss((torch.tensor([0, 0, 1, 1]), torch.tensor([5, 5, 5, 6]), torch.tensor([0, 0, 0, 0])))
+    assert shapes[:2] == [(2, 16), (2, 16)]  # 2 distinct users, 2 distinct items: one mask row each
