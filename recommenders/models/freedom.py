@@ -20,7 +20,7 @@ from torch import nn
 
 from ._graph import DegreePrunedGraph, knn_normalized_graph, spmm, sym_spmm, to_csr, transpose_csr
 from ..config import param
-from .base import MULTIMODAL_ROLES, MultimodalConfig, Recommender, bpr_logsigmoid, register
+from .base import MULTIMODAL_ROLES, MultimodalConfig, Recommender, bpr_logsigmoid, pair_scores, register
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class FREEDOM(Recommender):
         n = pos.shape[0]
         items = torch.cat([pos, neg])
         pn = ie.index_select(0, items)  # one gather (and one scatter in backward) for positives and negatives
-        loss = bpr_logsigmoid((u * pn[:n]).sum(1), (u * pn[n:]).sum(1))
+        loss = bpr_logsigmoid(*pair_scores(u, pn))
         aux = 0.0
         if self.has_text or self.has_image:
             # MMRec projects every item's raw feature, then gathers the batch rows. When the batch touches
@@ -148,7 +148,7 @@ class FREEDOM(Recommender):
             for emb, trs in mods:
                 f = (trs(emb.weight.index_select(0, uniq)).index_select(0, inv) if subset
                      else trs(emb.weight).index_select(0, items))
-                aux = aux + bpr_logsigmoid((u * f[:n]).sum(1), (u * f[n:]).sum(1))
+                aux = aux + bpr_logsigmoid(*pair_scores(u, f))
         return loss + self.reg_weight * aux
 
     def prepare_eval(self):

@@ -35,7 +35,7 @@ from torch import nn
 
 from ._graph import DegreePrunedGraph, knn_normalized_graph, spmm, sym_spmm, to_csr, transpose_csr
 from ..config import param
-from .base import MULTIMODAL_ROLES, MultimodalConfig, Recommender, bpr_logsigmoid, register
+from .base import MULTIMODAL_ROLES, MultimodalConfig, Recommender, bpr_logsigmoid, pair_scores, register
 from .vbpr import item_modalities
 
 #: Block order of the 3d representation, as the reference concatenates them (image, text, shared).
@@ -232,9 +232,8 @@ class LIRDRec(Recommender):
         users, pos, neg = batch
         ue, ie = self.forward(self.masked_adj, record=True)
         u = ue.index_select(0, users)
-        n = pos.shape[0]
         pn = ie.index_select(0, torch.cat([pos, neg]))
-        loss = bpr_logsigmoid((u * pn[:n]).sum(1), (u * pn[n:]).sum(1))
+        loss = bpr_logsigmoid(*pair_scores(u, pn))
         return loss + self.reg_weight * ((ue ** 2).mean() + (ie ** 2).mean())
 
     def prepare_eval(self):

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..data import InteractionData
 from ..config import param
-from .base import MULTIMODAL_ROLES, MultimodalConfig, Recommender, bpr_loss, register
+from .base import MULTIMODAL_ROLES, MultimodalConfig, Recommender, bpr_loss, pair_scores, register
 
 log = logging.getLogger(__name__)
 
@@ -106,11 +106,9 @@ class VBPR(Recommender):
         users, pos, neg = batch
         u = self.u_embedding.index_select(0, users)
         # positives and negatives as one [2, B, d] block: scores and norms reduce over it without slicing it
-        # (a slice's backward zero-fills the whole block, which was the largest single cost of a step)
-        items = self.item_embeddings(torch.cat([pos, neg])).view(2, len(pos), -1)
-        scores = torch.einsum("kbd,bd->kb", items, u)
-        loss = bpr_loss(scores[0], scores[1])
-        norms = torch.linalg.vector_norm(items, dim=(1, 2))  # ||p||_F, ||n||_F
+        items = self.item_embeddings(torch.cat([pos, neg]))
+        loss = bpr_loss(*pair_scores(u, items))
+        norms = torch.linalg.vector_norm(items.view(2, len(pos), -1), dim=(1, 2))  # ||p||_F, ||n||_F
         reg = (torch.linalg.vector_norm(u) + norms.sum()) / len(neg)  # = emb_loss(u, p, n)
         return loss + self.reg_weight * reg
 

@@ -1,4 +1,5 @@
-"""BM3 computes MMRec's loss: row-wise steps once per distinct user/item (shared dropout masks), same values."""
+"""Graph models compute the reference loss with less work: BM3 (MMRec semantics, shared dropout masks) and the
+paired positive/negative scoring every BPR model shares."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -51,3 +52,17 @@ def test_bm3_repeated_items_share_one_dropout_mask(monkeypatch):
     monkeypatch.setattr(bm3, "fast_dropout", lambda x, p, t: shapes.append(tuple(x.shape)) or real(x, p, t))
     model.calculate_loss((torch.tensor([0, 0, 1, 1]), torch.tensor([5, 5, 5, 6]), torch.tensor([0, 0, 0, 0])))
     assert shapes[:2] == [(2, 16), (2, 16)]  # 2 distinct users, 2 distinct items: one mask row each
+
+
+def test_pair_scores_equal_the_sliced_scores_and_gradients():
+    from mmfeat.recommenders.models.base import pair_scores
+
+    torch.manual_seed(0)
+    u = torch.randn(5, 3, requires_grad=True)
+    items = torch.randn(10, 3, requires_grad=True)
+    pos, neg = pair_scores(u, items)
+    want_pos, want_neg = (u * items[:5]).sum(1), (u * items[5:]).sum(1)
+    assert torch.allclose(pos, want_pos) and torch.allclose(neg, want_neg)
+    g = torch.autograd.grad((pos - 2 * neg).sum(), [u, items])
+    r = torch.autograd.grad((want_pos - 2 * want_neg).sum(), [u, items])
+    assert all(torch.allclose(a, b) for a, b in zip(g, r))
