@@ -66,3 +66,51 @@ def test_pair_scores_equal_the_sliced_scores_and_gradients():
     g = torch.autograd.grad((pos - 2 * neg).sum(), [u, items])
     r = torch.autograd.grad((want_pos - 2 * want_neg).sum(), [u, items])
     assert all(torch.allclose(a, b) for a, b in zip(g, r))
+
+
+def test_rearm_scalar_token_attention_equals_multihead_attention():
+    from mmfeat.recommenders.models.rearm import scalar_token_attention
+
+    torch.manual_seed(0)
+    attn = torch.nn.MultiheadAttention(1, 1, dropout=0.4, batch_first=True)
+    torch.nn.init.normal_(attn.in_proj_bias)
+    torch.nn.init.normal_(attn.out_proj.bias)
+    q, kv = torch.randn(6, 16), torch.randn(6, 16)
+    attn.eval()
+    want, _ = attn(q.unsqueeze(2), kv.unsqueeze(2), kv.unsqueeze(2), need_weights=False)
+    assert torch.allclose(scalar_token_attention(attn, q, kv, training=False), want.squeeze(2), atol=1e-6)
+    attn.dropout = 0.0  # training mode without dropout: the same values and gradients as the module
+    attn.train()
+    got = scalar_token_attention(attn, q, kv, training=True)
+    ref, _ = attn(q.unsqueeze(2), kv.unsqueeze(2), kv.unsqueeze(2), need_weights=False)
+    assert torch.allclose(got, ref.squeeze(2), atol=1e-6)
+    g = torch.autograd.grad(got.sum(), list(attn.parameters()))
+    r = torch.autograd.grad(ref.sum(), list(attn.parameters()))
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(g, r))
+
+
+def test_rearm_dropout_mask_keeps_one_minus_p():
+    import numpy as np
+
+    from mmfeat.recommenders.models.rearm import dropout_keep_mask
+
+    keep = dropout_keep_mask((200, 64, 64), 0.4, np.random.default_rng(0))
+    assert keep.dtype == torch.bool and keep.shape == (200, 64, 64)
+    assert abs(keep.float().mean().item() - 0.6) < 0.003
+    assert not dropout_keep_mask((1000,), 1.0, np.random.default_rng(0)).any()
+
+
+def test_rearm_attention_with_every_weight_dropped_is_its_bias():
+    """REARM's Sports setting uses s_drop = 1.0: the module then drops every weight (F.dropout p = 1)."""
+    import numpy as np
+
+    from mmfeat.recommenders.models.rearm import scalar_token_attention
+
+    attn = torch.nn.MultiheadAttention(1, 1, dropout=1.0, batch_first=True)
+    torch.nn.init.normal_(attn.out_proj.bias)
+    q = torch.randn(3, 8)
+    out = scalar_token_attention(attn, q, q, training=True, rng=np.random.default_rng(0))
+    assert torch.isfinite(out).all() and torch.allclose(out, attn.out_proj.bias.expand(3, 8))
+    attn.train()
+    ref, _ = attn(q.unsqueeze(2), q.unsqueeze(2), q.unsqueeze(2), need_weights=False)
+    assert torch.allclose(out, ref.squeeze(2))

@@ -193,6 +193,44 @@ class _MetaMLP(nn.Module):
 
 
 # ---------------------------------------------------------------------------- model
+def dropout_keep_mask(shape: tuple[int, ...], p: float, rng: np.random.Generator) -> torch.Tensor:
+    """A bool mask, True with probability 1 - p (to 1/65536: uniform 16-bit draws against ceil(p * 2**16)).
+
+    numpy's PCG64 bytes are ~4x cheaper than ``torch.rand`` on CPU, and these masks are [items, d, d]."""
+    if p >= 1.0:
+        return torch.zeros(shape, dtype=torch.bool)
+    n = int(np.prod(shape))
+    draws = np.frombuffer(rng.bytes(2 * n), dtype=np.uint16).reshape(shape)
+    return torch.from_numpy(draws >= np.uint16(min(int(np.ceil(p * 65536)), 65535)))
+
+
+def scalar_token_attention(attn: nn.MultiheadAttention, q: torch.Tensor, kv: torch.Tensor,
+                           training: bool, rng: np.random.Generator | None = None) -> torch.Tensor:
+    """``attn(q, kv, kv)`` of an ``nn.MultiheadAttention(1, 1)`` whose tokens are the ``L`` scalar features of
+    each row (``q``, ``kv``: [B, L]; returns [B, L]), computed from the module's own parameters.
+
+    Same math as the module (in-projection, softmax over keys, dropout ``attn.dropout`` on the weights in
+    training, out-projection; 1/sqrt(head_dim) = 1), without its generic path: with one-dimensional tokens
+    the scores are an outer product, and the module's masking checks and Bernoulli dropout over the
+    [B, L, L] weights were most of a REARM step on CPU. The dropout mask comes from ``rng`` on CPU
+    (:func:`dropout_keep_mask`), else ``uniform >= p``.
+    """
+    w, b = attn.in_proj_weight[:, 0], attn.in_proj_bias
+    qs, ks, vs = q * w[0] + b[0], kv * w[1] + b[1], kv * w[2] + b[2]
+    # the outer product as a bmm: its backward is two bmm, not two full-size products and reductions
+    weights = torch.softmax(torch.bmm(qs.unsqueeze(2), ks.unsqueeze(1)), dim=-1)  # [B, L(query), L(key)]
+    p = float(attn.dropout)
+    if training and p >= 1.0:  # every weight dropped (F.dropout's p = 1): only the out-projection's bias is left
+        return torch.zeros_like(q) + attn.out_proj.bias[0] + 0.0 * (qs.sum() + ks.sum() + vs.sum())
+    if training and p > 0.0:  # inverted dropout, its 1 / (1 - p) folded into the values (one pass fewer)
+        keep = (dropout_keep_mask(tuple(weights.shape), p, rng) if rng is not None and weights.device.type == "cpu"
+                else torch.rand(weights.shape, device=weights.device) >= p)
+        weights = weights * keep.to(weights.device)
+        vs = vs / (1.0 - p)
+    out = torch.bmm(weights, vs.unsqueeze(2)).squeeze(2)
+    return out * attn.out_proj.weight[0, 0] + attn.out_proj.bias[0]
+
+
 class REARMConfig(MultimodalConfig):
     """The reference's utils/parser.py defaults; grids = the values of the reference README's tuned
     Baby / Sports / Clothing commands (the reference publishes no search space beyond them)."""
@@ -276,6 +314,8 @@ class REARM(Recommender):
         self.ly_norm = nn.LayerNorm(d)  # one LayerNorm and one PReLU shared by every block
         self.prl = nn.PReLU()
         s_drop, m_drop = float(self.hp("s_drop")), float(self.hp("m_drop"))
+        # attention-dropout masks (CPU): seeded from torch's stream, so a seeded run is reproducible
+        self._mask_rng = np.random.default_rng(int(torch.randint(0, 2 ** 62, (1,)).item()))
         self.self_i_attn1 = nn.MultiheadAttention(1, 1, dropout=s_drop, batch_first=True)  # visual
         self.self_i_attn2 = nn.MultiheadAttention(1, 1, dropout=s_drop, batch_first=True)  # text
         self.mutual_i_attn1 = nn.MultiheadAttention(1, 1, dropout=m_drop, batch_first=True)  # text -> visual
@@ -319,8 +359,7 @@ class REARM(Recommender):
     # ------------------------------------------------------------------ forward
     def _attend(self, attn: nn.MultiheadAttention, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
         """prelu(LayerNorm(kv + attn(q, kv, kv))) with every feature dimension a 1-d token."""
-        out, _ = attn(q.unsqueeze(2), kv.unsqueeze(2), kv.unsqueeze(2), need_weights=False)
-        return self.prl(self.ly_norm(kv + out.squeeze(2)))
+        return self.prl(self.ly_norm(kv + scalar_token_attention(attn, q, kv, self.training, self._mask_rng)))
 
     def _meta_share(self, ids: torch.Tensor, feats: torch.Tensor, meta: nn.Linear, mlp1: _MetaMLP,
                     mlp2: _MetaMLP) -> torch.Tensor:
