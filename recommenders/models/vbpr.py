@@ -21,7 +21,7 @@ from torch import nn
 
 from ..data import InteractionData
 from ..config import param
-from .base import MULTIMODAL_ROLES, MultimodalConfig, Recommender, bpr_loss, pair_scores, register
+from .base import MULTIMODAL_ROLES, MultimodalConfig, Recommender, bpr_loss, emb_loss, pair_scores, register
 
 log = logging.getLogger(__name__)
 
@@ -105,12 +105,9 @@ class VBPR(Recommender):
     def calculate_loss(self, batch):
         users, pos, neg = batch
         u = self.u_embedding.index_select(0, users)
-        # positives and negatives as one [2, B, d] block: scores and norms reduce over it without slicing it
-        items = self.item_embeddings(torch.cat([pos, neg]))
+        items = self.item_embeddings(torch.cat([pos, neg]))  # one gather and one projection for both halves
         loss = bpr_loss(*pair_scores(u, items))
-        norms = torch.linalg.vector_norm(items.view(2, len(pos), -1), dim=(1, 2))  # ||p||_F, ||n||_F
-        reg = (torch.linalg.vector_norm(u) + norms.sum()) / len(neg)  # = emb_loss(u, p, n)
-        return loss + self.reg_weight * reg
+        return loss + self.reg_weight * emb_loss(u, items[: len(pos)], items[len(pos):])
 
     def full_sort_predict(self, users):
         return self.u_embedding[users] @ self.item_embeddings().T
