@@ -119,7 +119,9 @@ def run_reference(ref: Path, work: Path, seed: int, epochs: int) -> dict:
     valid = _metrics(text.split("After training, validation results:")[-1].split("Test results:")[0])
     test = _metrics(text.split("Test results:")[-1])
     spe = re.search(r"\[ref\] s/epoch ([0-9.]+) (\d+)", text)
-    return {"valid": valid, "test": test, "s_per_epoch": float(spe.group(1)), "epochs_run": int(spe.group(2))}
+    out = {"valid": valid, "test": test, "s_per_epoch": float(spe.group(1)), "epochs_run": int(spe.group(2))}
+    (ROOT / "bench" / "_work" / f"dgvae_ref_{seed}_{epochs}.json").write_text(json.dumps(out))
+    return out
 
 
 def run_ours(seed: int, epochs: int) -> dict:

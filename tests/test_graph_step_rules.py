@@ -59,12 +59,14 @@ def test_pair_scores_equal_the_sliced_scores_and_gradients():
 
     torch.manual_seed(0)
     u = torch.randn(5, 3, requires_grad=True)
-    items = torch.randn(10, 3, requires_grad=True)
-    pos, neg = pair_scores(u, items)
-    want_pos, want_neg = (u * items[:5]).sum(1), (u * items[5:]).sum(1)
-    assert torch.allclose(pos, want_pos) and torch.allclose(neg, want_neg)
-    g = torch.autograd.grad((pos - 2 * neg).sum(), [u, items])
-    r = torch.autograd.grad((want_pos - 2 * want_neg).sum(), [u, items])
+    table = torch.randn(7, 3, requires_grad=True)
+    pos, neg = torch.tensor([0, 2, 2, 6, 1]), torch.tensor([3, 3, 5, 0, 4])
+    got = pair_scores(u, table, pos, neg)
+    block = table[torch.cat([pos, neg])]
+    want = (u * block[:5]).sum(1), (u * block[5:]).sum(1)
+    assert all(torch.allclose(a, b) for a, b in zip(got, want))
+    g = torch.autograd.grad((got[0] - 2 * got[1]).sum(), [u, table])
+    r = torch.autograd.grad((want[0] - 2 * want[1]).sum(), [u, table])
     assert all(torch.allclose(a, b) for a, b in zip(g, r))
 
 

@@ -130,25 +130,25 @@ class FREEDOM(Recommender):
         ue, ie = self.forward(self.masked_adj)
         # index_select (backward: index_add) is ~3x faster on CPU than advanced indexing (index_put)
         u = ue.index_select(0, users)
-        n = pos.shape[0]
-        items = torch.cat([pos, neg])
-        pn = ie.index_select(0, items)  # one gather (and one scatter in backward) for positives and negatives
-        loss = bpr_logsigmoid(*pair_scores(u, pn))
+        loss = bpr_logsigmoid(*pair_scores(u, ie, pos, neg))
         aux = 0.0
         if self.has_text or self.has_image:
             # MMRec projects every item's raw feature, then gathers the batch rows. When the batch touches
             # few distinct items (large catalogues), projecting only those gives the same scores and
             # gradients (rows outside the batch get zero gradient either way) at a fraction of the GEMMs.
+            n = pos.shape[0]
             subset = False
             if n < self.n_items:  # else the uniform negatives alone cover > 63% of the items
-                uniq, inv = torch.unique(items, return_inverse=True)
+                uniq, inv = torch.unique(torch.cat([pos, neg]), return_inverse=True)
                 subset = uniq.numel() <= self.subset_frac * self.n_items
             mods = ([(self.text_embedding, self.text_trs)] if self.has_text else []) + \
                    ([(self.image_embedding, self.image_trs)] if self.has_image else [])
             for emb, trs in mods:
-                f = (trs(emb.weight.index_select(0, uniq)).index_select(0, inv) if subset
-                     else trs(emb.weight).index_select(0, items))
-                aux = aux + bpr_logsigmoid(*pair_scores(u, f))
+                if subset:
+                    scores = pair_scores(u, trs(emb.weight.index_select(0, uniq)), inv[:n], inv[n:])
+                else:
+                    scores = pair_scores(u, trs(emb.weight), pos, neg)
+                aux = aux + bpr_logsigmoid(*scores)
         return loss + self.reg_weight * aux
 
     def prepare_eval(self):

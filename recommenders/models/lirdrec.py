@@ -232,8 +232,7 @@ class LIRDRec(Recommender):
         users, pos, neg = batch
         ue, ie = self.forward(self.masked_adj, record=True)
         u = ue.index_select(0, users)
-        pn = ie.index_select(0, torch.cat([pos, neg]))
-        loss = bpr_logsigmoid(*pair_scores(u, pn))
+        loss = bpr_logsigmoid(*pair_scores(u, ie, pos, neg))
         return loss + self.reg_weight * ((ue ** 2).mean() + (ie ** 2).mean())
 
     def prepare_eval(self):

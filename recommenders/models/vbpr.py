@@ -21,7 +21,7 @@ from torch import nn
 
 from ..data import InteractionData
 from ..config import param
-from .base import MULTIMODAL_ROLES, MultimodalConfig, Recommender, bpr_loss, emb_loss, pair_scores, register
+from .base import MULTIMODAL_ROLES, MultimodalConfig, Recommender, bpr_loss, emb_loss, register
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +105,14 @@ class VBPR(Recommender):
     def calculate_loss(self, batch):
         users, pos, neg = batch
         u = self.u_embedding.index_select(0, users)
-        items = self.item_embeddings(torch.cat([pos, neg]))  # one gather and one projection for both halves
-        loss = bpr_loss(*pair_scores(u, items))
-        return loss + self.reg_weight * emb_loss(u, items[: len(pos)], items[len(pos):])
+        # each distinct item's [gamma_i ; E f_i] once, then positives and negatives gathered from it separately:
+        # slicing one gathered [2B, 2d] block would back-propagate through two zero-filled copies of the block
+        uniq, inverse = torch.unique(torch.cat([pos, neg]), return_inverse=True)
+        rows = torch.cat([self.i_embedding.index_select(0, uniq),
+                          self.item_linear(self.item_raw_features.index_select(0, uniq))], 1)
+        p, n = rows.index_select(0, inverse[: len(pos)]), rows.index_select(0, inverse[len(pos):])
+        loss = bpr_loss((u * p).sum(1), (u * n).sum(1))
+        return loss + self.reg_weight * emb_loss(u, p, n)
 
     def full_sort_predict(self, users):
         return self.u_embedding[users] @ self.item_embeddings().T
