@@ -252,15 +252,27 @@ class Recommender(torch.nn.Module):
     def calculate_loss(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 
+    def eval_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(users [n_users, d], items [n_items, d])`` whose dot products are the scores, for the models that
+        score that way (the graph models): defining it gives :meth:`full_sort_predict` and the evaluation
+        cache of :meth:`prepare_eval` / :meth:`end_eval`. Other models override :meth:`full_sort_predict`."""
+        raise NotImplementedError(f"{type(self).__name__} defines neither eval_embeddings nor full_sort_predict")
+
     def full_sort_predict(self, users: torch.Tensor) -> torch.Tensor:
         """Scores [len(users), n_items] for every item (the trainer masks train items)."""
-        raise NotImplementedError
+        cached = getattr(self, "_eval_cache", None)
+        ue, ie = cached if cached is not None else self.eval_embeddings()
+        return ue[users] @ ie.T
 
     def prepare_eval(self) -> None:
-        """Called once before an evaluation pass (models may cache propagated embeddings here)."""
+        """Called once before an evaluation pass: caches :meth:`eval_embeddings` (propagated once per pass)."""
+        if type(self).eval_embeddings is not Recommender.eval_embeddings:
+            with torch.no_grad():
+                self._eval_cache = self.eval_embeddings()
 
     def end_eval(self) -> None:
-        """Called after an evaluation pass (drop caches made by :meth:`prepare_eval`)."""
+        """Called after an evaluation pass (drops the cache made by :meth:`prepare_eval`)."""
+        self._eval_cache = None
 
 
 # ---------------------------------------------------------------------------- shared losses

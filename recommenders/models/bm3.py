@@ -100,7 +100,6 @@ class BM3(Recommender):
         for lin in self.feat_trs.values():
             nn.init.xavier_normal_(lin.weight)
         self.register_buffer("norm_adj", to_csr(data.norm_adj()), persistent=False)
-        self._cache = None
 
     def forward(self):
         x = torch.cat([self.user_embedding.weight, self.item_id_embedding.weight], 0)
@@ -138,20 +137,6 @@ class BM3(Recommender):
             cl = cl + _weighted_cos_loss(m_online, i_target, i_weight) + _weighted_cos_loss(m_online, m_target, i_weight)
         return loss + self.reg_weight * emb_loss(u_all, i_all) + self.cl_weight * cl
 
-    @torch.no_grad()
-    def _eval_embeddings(self):
+    def eval_embeddings(self):
         u, i = self.forward()
         return self.predictor(u), self.predictor(i)
-
-    def prepare_eval(self):
-        self._cache = self._eval_embeddings()
-
-    def end_eval(self):
-        self._cache = None
-
-    def full_sort_predict(self, users):
-        if self._cache is not None:
-            u, i = self._cache
-            return u[users] @ i.T
-        u, i = self.forward()
-        return self.predictor(u[users]) @ self.predictor(i).T

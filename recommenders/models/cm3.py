@@ -233,7 +233,6 @@ class CM3(Recommender):
         self.register_buffer("mm_adj", to_csr(mm), persistent=False)
         self.register_buffer("mm_adj_t", transpose_csr(mm), persistent=False)  # kNN graph is not symmetric
         self.register_buffer("norm_adj", to_csr(data.norm_adj()), persistent=False)
-        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @staticmethod
     def _item_graph(feats: dict[str, torch.Tensor], k: int, image_weight: float, cache) -> torch.Tensor:
@@ -303,17 +302,6 @@ class CM3(Recommender):
                    + calibrated_uniformity(ng, sim, counts=n_cnt)) / 2
         return alignment(u, p) + self.gamma * uniform
 
-    def prepare_eval(self):
-        with torch.no_grad():
-            u, i, _ = self.forward()
-        self._cache = (u, i)
-
-    def end_eval(self):
-        self._cache = None
-
-    def full_sort_predict(self, users):
-        if self._cache is not None:
-            u, i = self._cache
-        else:
-            u, i, _ = self.forward()
-        return u[users] @ i.T
+    def eval_embeddings(self):
+        u, i, _ = self.forward()
+        return u, i

@@ -103,7 +103,6 @@ class FREEDOM(Recommender):
         # user-item edges with their degree-normalized values (sampling weights for pruning)
         self._pruning = DegreePrunedGraph(data, self.dropout)
         self.masked_adj = self.norm_adj
-        self._cache = None
         self.subset_frac = 0.6  # project only the batch's distinct items when they are <= 60% of all
 
     def pre_epoch(self):
@@ -151,13 +150,5 @@ class FREEDOM(Recommender):
                 aux = aux + bpr_logsigmoid(*scores)
         return loss + self.reg_weight * aux
 
-    def prepare_eval(self):
-        with torch.no_grad():
-            self._cache = self.forward(self.norm_adj)
-
-    def end_eval(self):
-        self._cache = None
-
-    def full_sort_predict(self, users):
-        ue, ie = self._cache if self._cache is not None else self.forward(self.norm_adj)
-        return ue[users] @ ie.T
+    def eval_embeddings(self):
+        return self.forward(self.norm_adj)  # the full (unpruned) user-item graph

@@ -197,7 +197,6 @@ class LATTICE(Recommender):
         self.register_buffer("ui_adj_t", transpose_csr(ui_adj), persistent=False)
         self._rebuild = True
         self._item_csr: tuple[torch.Tensor, torch.Tensor] | None = None  # the detached graph, (S, S^T)
-        self._cache = None
 
     def _apply(self, fn, *args, **kwargs):  # keep the stored (detached) item graph on the model's device
         out = super()._apply(fn, *args, **kwargs)
@@ -269,17 +268,6 @@ class LATTICE(Recommender):
         reg = 0.5 * (u.pow(2).sum() + p.pow(2).sum() + n.pow(2).sum()) / self.batch_size
         return mf + self.reg_weight * reg
 
-    @torch.no_grad()
-    def _eval_embeddings(self):
+    def eval_embeddings(self):
         self._store_item_graph(self.build_item_graph())  # MMRec's full_sort_predict also replaces it
         return self.forward(self._item_csr)
-
-    def prepare_eval(self):
-        self._cache = self._eval_embeddings()
-
-    def end_eval(self):
-        self._cache = None
-
-    def full_sort_predict(self, users):
-        ue, ie = self._cache if self._cache is not None else self._eval_embeddings()
-        return ue[users] @ ie.T

@@ -40,7 +40,6 @@ class LightGCN(Recommender):
         self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_users, d)))
         self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_items, d)))
         self.register_buffer("adj", to_csr(data.norm_adj()), persistent=False)
-        self._cache = None
 
     def forward(self):
         x = torch.cat([self.user_emb, self.item_emb], 0)
@@ -60,13 +59,5 @@ class LightGCN(Recommender):
         return loss + self.reg_weight * emb_loss(self.user_emb.index_select(0, users), self.item_emb.index_select(0, pos),
                                                  self.item_emb.index_select(0, neg))
 
-    def prepare_eval(self):
-        with torch.no_grad():
-            self._cache = self.forward()
-
-    def end_eval(self):
-        self._cache = None
-
-    def full_sort_predict(self, users):
-        ue, ie = self._cache if self._cache is not None else self.forward()
-        return ue[users] @ ie.T
+    def eval_embeddings(self):
+        return self.forward()

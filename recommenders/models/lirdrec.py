@@ -195,7 +195,6 @@ class LIRDRec(Recommender):
 
         self._pruning = DegreePrunedGraph(data, self.dropout)
         self.masked_adj = self.norm_adj
-        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------------ graph
     def pre_epoch(self) -> None:
@@ -235,13 +234,5 @@ class LIRDRec(Recommender):
         loss = bpr_logsigmoid(*pair_scores(u, ie, pos, neg))
         return loss + self.reg_weight * ((ue ** 2).mean() + (ie ** 2).mean())
 
-    def prepare_eval(self):
-        with torch.no_grad():
-            self._cache = self.forward(self.norm_adj)
-
-    def end_eval(self):
-        self._cache = None
-
-    def full_sort_predict(self, users):
-        ue, ie = self._cache if self._cache is not None else self.forward(self.norm_adj)
-        return ue[users] @ ie.T
+    def eval_embeddings(self):
+        return self.forward(self.norm_adj)  # the full graph; a no-record forward (the copy keeps training weights)

@@ -239,7 +239,6 @@ class MMHCL(Recommender):
             # row-normalized, so not symmetric: keep the transpose for the backward pass
             self.register_buffer("u2u_adj_t", transpose_csr(u2u), persistent=False)
         self.register_buffer("norm_adj", to_csr(data.norm_adj()), persistent=False)
-        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ forward
     def _user_item(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -293,17 +292,6 @@ class MMHCL(Recommender):
         return mf + self.reg_weight * reg + self.contrastive_loss(ue, ie, ii, uu)
 
     # ------------------------------------------------------------------ evaluation
-    @torch.no_grad()
-    def _eval_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def eval_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         u, i, _, _ = self.forward()
         return u, i
-
-    def prepare_eval(self) -> None:
-        self._cache = self._eval_embeddings()
-
-    def end_eval(self) -> None:
-        self._cache = None
-
-    def full_sort_predict(self, users: torch.Tensor) -> torch.Tensor:
-        u, i = self._cache if self._cache is not None else self._eval_embeddings()
-        return u[users] @ i.T
