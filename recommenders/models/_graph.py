@@ -130,3 +130,13 @@ def knn_normalized_graph(feat, k: int, cache_dir: str | os.PathLike | None = Non
     never by hyper-parameters. Callers must not modify it in place.
     """
     return KNN_GRAPHS.get_or_build(knn_cache_key(feat, k), lambda: _binary_knn_normalized(feat, k), cache_dir)
+
+
+def mixed_knn_graph(feats: dict, k: int, image_weight: float, cache_dir=None) -> torch.Tensor:
+    """FREEDOM's frozen item-item graph (also LIRDRec's): per modality the normalized kNN graph of its raw
+    features (:func:`knn_normalized_graph`), mixed as ``image_weight * image + (1 - image_weight) * text`` when
+    both exist, else the one there is (sparse COO)."""
+    graphs = {r: knn_normalized_graph(f, k, cache_dir) for r, f in feats.items()}
+    if "image" in graphs and "text" in graphs:
+        return image_weight * graphs["image"] + (1.0 - image_weight) * graphs["text"]
+    return next(iter(graphs.values()))

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._graph import DegreePrunedGraph, knn_normalized_graph, spmm, sym_spmm, to_csr, transpose_csr
+from ._graph import DegreePrunedGraph, mixed_knn_graph, spmm, sym_spmm, to_csr, transpose_csr
 from ..config import param
 from .base import MULTIMODAL_ROLES, MultimodalConfig, Recommender, bpr_logsigmoid, pair_scores, register
 
@@ -90,12 +90,8 @@ class FREEDOM(Recommender):
             self.text_embedding = nn.Embedding.from_pretrained(feats["text"].clone(), freeze=False)
             self.text_trs = nn.Linear(feats["text"].shape[1], fd)
 
-        cache = self.hp("graph_cache_dir")
-        graphs = {r: knn_normalized_graph(f, self.knn_k, cache) for r, f in feats.items()}
-        if len(graphs) == 2:
-            mm = (self.mm_image_weight * graphs["image"] + (1.0 - self.mm_image_weight) * graphs["text"])
-        else:
-            mm = next(iter(graphs.values()))
+        mm = mixed_knn_graph(feats, self.knn_k, self.mm_image_weight,
+                             self.hp("graph_cache_dir"))
         self.register_buffer("mm_adj", to_csr(mm), persistent=False)
         self.register_buffer("mm_adj_t", transpose_csr(mm), persistent=False)  # kNN graph is not symmetric
         self.register_buffer("norm_adj", to_csr(data.norm_adj()), persistent=False)

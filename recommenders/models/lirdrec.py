@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._graph import DegreePrunedGraph, knn_normalized_graph, spmm, sym_spmm, to_csr, transpose_csr
+from ._graph import DegreePrunedGraph, mixed_knn_graph, spmm, sym_spmm, to_csr, transpose_csr
 from ..config import param
 from .base import MULTIMODAL_ROLES, MultimodalConfig, Recommender, bpr_logsigmoid, pair_scores, register
 from .vbpr import item_modalities
@@ -183,12 +183,8 @@ class LIRDRec(Recommender):
         self.fusion = ProgressiveWeightCopying(self.n_users, len(self.modalities) + 1, d,
                                                float(self.hp("decay_base")), float(self.hp("decay_weight")))
 
-        cache = self.hp("graph_cache_dir")
-        graphs = {r: knn_normalized_graph(feats[r], self.knn_k, cache) for r in self.modalities}
-        if len(graphs) == 2:
-            mm = self.mm_image_weight * graphs["image"] + (1.0 - self.mm_image_weight) * graphs["text"]
-        else:
-            mm = next(iter(graphs.values()))
+        mm = mixed_knn_graph({r: feats[r] for r in self.modalities}, self.knn_k, self.mm_image_weight,
+                             self.hp("graph_cache_dir"))
         self.register_buffer("mm_adj", to_csr(mm), persistent=False)
         self.register_buffer("mm_adj_t", transpose_csr(mm), persistent=False)  # kNN graph is not symmetric
         self.register_buffer("norm_adj", to_csr(data.norm_adj()), persistent=False)
