@@ -335,9 +335,10 @@ def table(rows, a):
                      f"{mean(rs, lambda r: r['s_per_eval']):.3f} | {mean(rs, lambda r: r['peak_rss_mb']):.0f} |")
         mm, us = res["mmrec"], res["ours"]
         rel = lambda f: mean(us, f) / mean(mm, f) - 1
+        ratio = lambda f: f"{mean(us, f) / mean(mm, f):.2f}x" if mean(mm, f) > 0 else "- (no training)"
         L.append(f"| {m} | ours vs MMRec | {rel(lambda r: r['valid']['recall@20']):+.1%} | "
                  f"{rel(lambda r: r['valid']['ndcg@20']):+.1%} | {rel(lambda r: r['test']['recall@20']):+.1%} | "
-                 f"{rel(lambda r: r['test']['ndcg@20']):+.1%} | {mean(us, lambda r: r['s_per_epoch']) / mean(mm, lambda r: r['s_per_epoch']):.2f}x | "
+                 f"{rel(lambda r: r['test']['ndcg@20']):+.1%} | {ratio(lambda r: r['s_per_epoch'])} | "
                  f"{mean(us, lambda r: r['s_per_eval']) / mean(mm, lambda r: r['s_per_eval']):.2f}x | |")
     return L
 
