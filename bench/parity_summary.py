@@ -39,7 +39,7 @@ def collect() -> list[dict]:
         rows.append({"model": model, "ref": ref, "epochs": epochs, "pairs": [p for p in pairs if all(p)]})
     mmhcl = [_load(WORK / "parity" / f"mmhcl_{s}.json") for s in SEEDS]
     rows.append({"model": "MMHCL", "ref": "Xu107/MMHCL", "epochs": 5,
-                 "pairs": [(m["reference"], m["ours"]) for m in mmhcl if m], "ref_ndcg": "its own NDCG (not comparable)"})
+                 "pairs": [(m["reference"], m["ours"]) for m in mmhcl if m], "ref_ndcg": "its own NDCG: not comparable"})
     rearm = [(_load(Path("/tmp/rearm_bench") / f"rearm_ref_{s}_5_0.01.json"),
               _load(Path("/tmp/rearm_bench") / f"rearm_ours_{s}_5_0.01.json")) for s in SEEDS]
     rows.append({"model": "REARM", "ref": "MrShouxingMa/REARM", "epochs": 5, "pairs": [p for p in rearm if all(p)]})
@@ -63,8 +63,9 @@ def table(rows: list[dict]) -> list[str]:
         note_n = f" ({r['ref_ndcg']})" if "ref_ndcg" in r else ""
         note_r = f" ({r['ref_recall']})" if "ref_recall" in r else ""
         ratio = f"**{os_ / rs:.2f}x**" if rs > 0.05 else "- (closed-form)"
+        n_rel = "n/a" if note_n else f"{on / rn - 1:+.1%}"
         out.append(f"| {r['model']} | {r['ref']} | {r['epochs']} | {len(r['pairs'])} | {rr:.4f}{note_r} | {orr:.4f} | "
-                   f"{orr / rr - 1:+.1%} | {rn:.4f}{note_n} | {on:.4f} | {"n/a" if note_n else f"{on / rn - 1:+.1%}"} | {rs:.3f} | {os_:.3f} | {ratio} |")
+                   f"{orr / rr - 1:+.1%} | {rn:.4f}{note_n} | {on:.4f} | {n_rel} | {rs:.3f} | {os_:.3f} | {ratio} |")
     return out
 
 
