@@ -1,7 +1,10 @@
 """The run log every parity benchmark appends to (bench/RESULTS_*.md): a section per run with its command."""
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -11,3 +14,14 @@ def append_results(path: Path, heading: str, title: str, command: str, body: str
     text = path.read_text() if path.exists() else f"# {heading}\n"
     text += f"\n## {title}\n\n`{command}` ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPU cores)\n\n{body}\n"
     path.write_text(text)
+
+
+def run_json_worker(script: str | Path, spec: dict, env: dict, cwd: str | Path) -> dict:
+    """Run ``python script _worker <spec as JSON>`` in a fresh process (clean timings and peak memory) and return
+    the JSON object its last stdout line prints; a failed worker stops the benchmark with its stderr."""
+    proc = subprocess.run([sys.executable, str(script), "_worker", json.dumps(spec)], env=env, capture_output=True,
+                          text=True, cwd=cwd)
+    if proc.returncode:
+        sys.stderr.write(proc.stderr[-4000:])
+        raise SystemExit(f"worker failed: {spec}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])

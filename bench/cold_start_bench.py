@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -79,13 +78,9 @@ def worker(spec: dict) -> dict:
 
 def run_one(spec: dict) -> dict:
     t = time.time()
-    proc = subprocess.run([sys.executable, __file__, "_worker", json.dumps(spec)], env=_env(spec["threads"]),
-                          capture_output=True,
-                          text=True, cwd=ROOT)
-    if proc.returncode:
-        sys.stderr.write(proc.stderr[-4000:])
-        raise SystemExit(f"worker failed: {spec}")
-    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    from _results import run_json_worker
+
+    r = run_json_worker(__file__, spec, _env(spec["threads"]), ROOT)
     print(f"  {spec['model']:10s} {spec['arm']:26s} test R@20 {r['test']['recall@20']:.4f} "
           f"N@20 {r['test']['ndcg@20']:.4f} ({time.time() - t:.0f} s)", flush=True)
     return r

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -112,12 +111,9 @@ def worker(spec: dict) -> dict:
 
 def run_one(spec: dict) -> dict:
     t = time.time()
-    proc = subprocess.run([sys.executable, __file__, "_worker", json.dumps(spec)], env=_env(), capture_output=True,
-                          text=True, cwd=ROOT)
-    if proc.returncode:
-        sys.stderr.write(proc.stderr[-4000:])
-        raise SystemExit(f"worker failed: {spec}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    from _results import run_json_worker
+
+    result = run_json_worker(__file__, spec, _env(), ROOT)
     print(f"  {spec['model']} {spec['features'] or 'ids'}: test {[round(result['test'][k], 4) for k in METRICS]} "
           f"in {time.time() - t:.0f} s", flush=True)
     return result

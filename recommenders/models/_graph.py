@@ -140,3 +140,16 @@ def mixed_knn_graph(feats: dict, k: int, image_weight: float, cache_dir=None) ->
     if "image" in graphs and "text" in graphs:
         return image_weight * graphs["image"] + (1.0 - image_weight) * graphs["text"]
     return next(iter(graphs.values()))
+
+
+def attach_freedom_graphs(model: torch.nn.Module, data, feats: dict, knn_k: int, image_weight: float,
+                          cache_dir, dropout: float) -> None:
+    """Give ``model`` FREEDOM's two graphs (also LIRDRec's): the frozen item-item ``mm_adj`` (+ its transpose,
+    the kNN graph is not symmetric) of :func:`mixed_knn_graph`, the full normalized user-item ``norm_adj``, and
+    the per-epoch degree-pruned ``masked_adj`` (:class:`DegreePrunedGraph`, starting as the full graph)."""
+    mm = mixed_knn_graph(feats, knn_k, image_weight, cache_dir)
+    model.register_buffer("mm_adj", to_csr(mm), persistent=False)
+    model.register_buffer("mm_adj_t", transpose_csr(mm), persistent=False)
+    model.register_buffer("norm_adj", to_csr(data.norm_adj()), persistent=False)
+    model._pruning = DegreePrunedGraph(data, dropout)
+    model.masked_adj = model.norm_adj

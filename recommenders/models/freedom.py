@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._graph import DegreePrunedGraph, mixed_knn_graph, spmm, sym_spmm, to_csr, transpose_csr
+from ._graph import attach_freedom_graphs, spmm, sym_spmm
 from ..config import param
 from .base import MULTIMODAL_ROLES, MultimodalConfig, Recommender, bpr_logsigmoid, pair_scores, register
 
@@ -90,15 +90,8 @@ class FREEDOM(Recommender):
             self.text_embedding = nn.Embedding.from_pretrained(feats["text"].clone(), freeze=False)
             self.text_trs = nn.Linear(feats["text"].shape[1], fd)
 
-        mm = mixed_knn_graph(feats, self.knn_k, self.mm_image_weight,
-                             self.hp("graph_cache_dir"))
-        self.register_buffer("mm_adj", to_csr(mm), persistent=False)
-        self.register_buffer("mm_adj_t", transpose_csr(mm), persistent=False)  # kNN graph is not symmetric
-        self.register_buffer("norm_adj", to_csr(data.norm_adj()), persistent=False)
-
-        # user-item edges with their degree-normalized values (sampling weights for pruning)
-        self._pruning = DegreePrunedGraph(data, self.dropout)
-        self.masked_adj = self.norm_adj
+        attach_freedom_graphs(self, data, feats, self.knn_k, self.mm_image_weight, self.hp("graph_cache_dir"),
+                              self.dropout)
         self.subset_frac = 0.6  # project only the batch's distinct items when they are <= 60% of all
 
     def pre_epoch(self):

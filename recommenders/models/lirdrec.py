@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._graph import DegreePrunedGraph, mixed_knn_graph, spmm, sym_spmm, to_csr, transpose_csr
+from ._graph import attach_freedom_graphs, spmm, sym_spmm
 from ..config import param
 from .base import MULTIMODAL_ROLES, MultimodalConfig, Recommender, bpr_logsigmoid, pair_scores, register
 from .vbpr import item_modalities
@@ -183,14 +183,8 @@ class LIRDRec(Recommender):
         self.fusion = ProgressiveWeightCopying(self.n_users, len(self.modalities) + 1, d,
                                                float(self.hp("decay_base")), float(self.hp("decay_weight")))
 
-        mm = mixed_knn_graph({r: feats[r] for r in self.modalities}, self.knn_k, self.mm_image_weight,
-                             self.hp("graph_cache_dir"))
-        self.register_buffer("mm_adj", to_csr(mm), persistent=False)
-        self.register_buffer("mm_adj_t", transpose_csr(mm), persistent=False)  # kNN graph is not symmetric
-        self.register_buffer("norm_adj", to_csr(data.norm_adj()), persistent=False)
-
-        self._pruning = DegreePrunedGraph(data, self.dropout)
-        self.masked_adj = self.norm_adj
+        attach_freedom_graphs(self, data, {r: feats[r] for r in self.modalities}, self.knn_k, self.mm_image_weight,
+                              self.hp("graph_cache_dir"), self.dropout)
 
     # ------------------------------------------------------------------------ graph
     def pre_epoch(self) -> None:
