@@ -60,6 +60,9 @@ def run_unlearning(manifest: str, *, model: str, features: dict[str, str] | None
     if model_task(model) != "general":
         raise TrainRequestError(f"{model} is a {model_task(model)} model; unlearning forgets user-item training "
                                 "pairs of a general (graph / MF) recommender such as LightGCN or FREEDOM")
+    if split == "cold":
+        raise TrainRequestError("unlearning compares full-ranking metrics of the original, unlearned and gold "
+                                "models; a cold-start split ranks only cold items, so use given, random or time")
     if forget not in FORGET_KINDS:
         raise TrainRequestError(f"forget must be one of {', '.join(FORGET_KINDS)}, not {forget!r}")
     if not 0.0 < share < 1.0:

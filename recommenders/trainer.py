@@ -260,8 +260,6 @@ def build_optimizer(model: torch.nn.Module, cfg: dict, device: torch.device):
     # fused Adam: same update rule as the default for-each loop, one kernel per step (~20% of a FREEDOM
     # epoch on CPU); falls back to the default where fused is unsupported (e.g. sparse gradients).
     params = [p for p in model.parameters() if p.requires_grad]
-    if not params:  # a closed-form model (trainable = False): a placeholder keeps the scheduler's contract
-        params = [torch.nn.Parameter(torch.zeros(1, device=device))]
     klass = torch.optim.AdamW if cfg["learner"].lower() == "adamw" else torch.optim.Adam
     kw = {"lr": float(cfg["learning_rate"]), "weight_decay": float(cfg["weight_decay"])}
     try:
@@ -422,7 +420,8 @@ def fit(data: InteractionData, model_name: str, config: dict | None = None, runs
 
     seed_everything(int(cfg["seed"]))
     model = build_model(model_name, data, cfg).to(device)
-    opt, sched = build_optimizer(model, cfg, device)
+    trainable = getattr(model, "trainable", True)  # False: closed-form (ItemKNNCBF), evaluated once, no optimizer
+    opt, sched = build_optimizer(model, cfg, device) if trainable else (None, None)
     rng = np.random.default_rng(int(cfg["seed"]))
     valid_eval = task.evaluator("valid") if task.has_valid else None
     vm = cfg["valid_metric"].lower()
@@ -434,7 +433,7 @@ def fit(data: InteractionData, model_name: str, config: dict | None = None, runs
                else EarlyStopping(int(cfg["stopping_step"])))
     best_state = None
     train_times, eval_times = [], []
-    epochs = int(cfg["epochs"]) if getattr(model, "trainable", True) else 1
+    epochs = int(cfg["epochs"]) if trainable else 1
     eval_step = max(1, min(int(cfg["eval_step"]), epochs))
     it = range(epochs)
     if progress:
@@ -448,7 +447,7 @@ def fit(data: InteractionData, model_name: str, config: dict | None = None, runs
             break
         t0 = time.perf_counter()
         total = 0.0
-        if getattr(model, "trainable", True):
+        if trainable:
             total = task.train_epoch(model, opt, rng, device, epoch)
             sched.step()
         train_times.append(time.perf_counter() - t0)

@@ -164,3 +164,14 @@ def test_unlearn_command_refuses_bad_requests_before_training(argv, message, tmp
     rc = main(["--store", store, "unlearn", "microlens", *argv, "--runs", str(tmp_path / "runs")])
     assert rc != 0 and message in capsys.readouterr().err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").glob("*/record.json"))
+
+
+def test_run_unlearning_refuses_a_cold_split_before_training(tmp_path):
+    from mmfeat.pipelines.training import TrainRequestError
+    from mmfeat.pipelines.unlearning_run import run_unlearning
+    from tests.conftest import import_microlens_features
+
+    store = import_microlens_features(tmp_path, [("title_minilm", "a")])
+    with pytest.raises(TrainRequestError, match="cold"):
+        run_unlearning("microlens", model="LightGCN", split="cold", store_root=store, runs_dir=str(tmp_path / "runs"))
+    assert not (tmp_path / "runs").exists()

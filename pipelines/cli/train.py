@@ -118,6 +118,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_data_options(parser: argparse.ArgumentParser) -> None:
+    """The interaction filters and folders every training command takes (``train``, ``unlearn``)."""
+    parser.add_argument("--min-rating", type=float, help="keep interactions rated at least this (needs ratings)")
+    parser.add_argument("--k-core", type=int, default=0,
+                        help="iteratively keep users and items with >= K interactions")
+    parser.add_argument("--runs", help="run records folder (default: $MMFEAT_RUNS, else ./runs)")
+    parser.add_argument("--data-root", help="override the manifest's data_root")
+
+
 def add_train_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     tr = sub.add_parser("train", parents=[common], help="train and evaluate a recommender on store features",
                         description=textwrap.fill(
@@ -139,19 +148,16 @@ def add_train_commands(sub: argparse._SubParsersAction, common: argparse.Argumen
     tr.add_argument("--grid", action="append", metavar="KEY=V1,V2,...",
                     help="search these values, selected on validation (repeatable)")
     tr.add_argument("--seed", type=int, help="training seed (init, sampling; default: the flow's, 2024)")
-    tr.add_argument("--split-seed", type=int, help="seed of the random split (default: the flow's, 2024)")
+    tr.add_argument("--split-seed", type=int, help="seed of the random or cold split (default: the flow's, 2024)")
     tr.add_argument("--split", choices=["given", "random", "time", "loo", "cold"],
                     help="given: the source's split column; random: per-user 8:1:1; time: global time split; "
                          "loo: leave-one-out per user in time order; cold: 20%% of the items never in train (half "
                          "valid, half test items), evaluated on those cold items only (default: loo for "
                          "sequential models, else given when the source has one, else random)")
-    tr.add_argument("--min-rating", type=float, help="keep interactions rated at least this (needs ratings)")
-    tr.add_argument("--k-core", type=int, default=0, help="iteratively keep users and items with >= K interactions")
+    add_data_options(tr)
     tr.add_argument("--history", choices=["last", "gsu"],
                     help="CTR models (DIN, QIN): the max_len history items each row reads: last (default) or gsu "
                          "(MUSE: the most similar to the target by embedding cosine over the whole history)")
-    tr.add_argument("--runs", help="run records folder (default: $MMFEAT_RUNS, else ./runs)")
-    tr.add_argument("--data-root", help="override the manifest's data_root")
     tr.set_defaults(func=cmd_train)
 
     cp = sub.add_parser("compare", parents=[common], help="print run records side by side",

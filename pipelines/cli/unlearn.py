@@ -11,6 +11,7 @@ import textwrap
 
 from mmfeat.pipelines.cli.args import parse_feature_refs, parse_settings
 from mmfeat.pipelines.cli.errors import UsageError
+from mmfeat.pipelines.cli.train import add_data_options
 
 
 def cmd_unlearn(args: argparse.Namespace) -> int:
@@ -54,8 +55,5 @@ def add_unlearn_command(sub: argparse._SubParsersAction, common: argparse.Argume
     ul.add_argument("--seed", type=int, help="training seed (default: 2024)")
     ul.add_argument("--split-seed", type=int, help="seed of the random split (default: 2024)")
     ul.add_argument("--split", choices=["given", "random", "time"], help="as for mmfeat train")
-    ul.add_argument("--min-rating", type=float, help="keep interactions rated at least this (needs ratings)")
-    ul.add_argument("--k-core", type=int, default=0, help="iteratively keep users and items with >= K interactions")
-    ul.add_argument("--runs", help="run records folder (default: $MMFEAT_RUNS, else ./runs)")
-    ul.add_argument("--data-root", help="override the manifest's data_root")
+    add_data_options(ul)
     ul.set_defaults(func=cmd_unlearn)

@@ -133,23 +133,37 @@ def knn_normalized_graph(feat, k: int, cache_dir: str | os.PathLike | None = Non
 
 
 def mixed_knn_graph(feats: dict, k: int, image_weight: float, cache_dir=None) -> torch.Tensor:
-    """FREEDOM's frozen item-item graph (also LIRDRec's): per modality the normalized kNN graph of its raw
-    features (:func:`knn_normalized_graph`), mixed as ``image_weight * image + (1 - image_weight) * text`` when
-    both exist, else the one there is (sparse COO)."""
+    """FREEDOM's frozen item-item graph (also LIRDRec's and CM3's): per modality the normalized kNN graph of its
+    raw features (:func:`knn_normalized_graph`), mixed with ``image_weight`` on the image graph and the other
+    roles sharing the rest equally (text + image: ``w * image + (1 - w) * text``); one role: its graph."""
     graphs = {r: knn_normalized_graph(f, k, cache_dir) for r, f in feats.items()}
-    if "image" in graphs and "text" in graphs:
-        return image_weight * graphs["image"] + (1.0 - image_weight) * graphs["text"]
-    return next(iter(graphs.values()))
+    if len(graphs) == 1:
+        return next(iter(graphs.values()))
+    others = [r for r in graphs if r != "image"]
+    weights = {r: (1.0 - image_weight) / len(others) if "image" in graphs else 1.0 / len(others) for r in others}
+    if "image" in graphs:
+        weights["image"] = image_weight
+    terms = [weights[r] * g for r, g in graphs.items()]
+    out = terms[0]
+    for t in terms[1:]:  # sparse + sparse (the built-in sum would start from the int 0)
+        out = out + t
+    return out.coalesce()
 
 
-def attach_freedom_graphs(model: torch.nn.Module, data, feats: dict, knn_k: int, image_weight: float,
-                          cache_dir, dropout: float) -> None:
-    """Give ``model`` FREEDOM's two graphs (also LIRDRec's): the frozen item-item ``mm_adj`` (+ its transpose,
-    the kNN graph is not symmetric) of :func:`mixed_knn_graph`, the full normalized user-item ``norm_adj``, and
-    the per-epoch degree-pruned ``masked_adj`` (:class:`DegreePrunedGraph`, starting as the full graph)."""
+def attach_item_graphs(model: torch.nn.Module, data, feats: dict, knn_k: int, image_weight: float,
+                       cache_dir) -> None:
+    """Register on ``model`` the frozen item-item ``mm_adj`` of :func:`mixed_knn_graph` (+ its transpose
+    ``mm_adj_t``: the kNN graph is not symmetric) and the full normalized user-item graph ``norm_adj``."""
     mm = mixed_knn_graph(feats, knn_k, image_weight, cache_dir)
     model.register_buffer("mm_adj", to_csr(mm), persistent=False)
     model.register_buffer("mm_adj_t", transpose_csr(mm), persistent=False)
     model.register_buffer("norm_adj", to_csr(data.norm_adj()), persistent=False)
+
+
+def attach_freedom_graphs(model: torch.nn.Module, data, feats: dict, knn_k: int, image_weight: float,
+                          cache_dir, dropout: float) -> None:
+    """FREEDOM's graphs (also LIRDRec's): :func:`attach_item_graphs` plus the per-epoch degree-pruned
+    ``masked_adj`` (:class:`DegreePrunedGraph`, starting as the full graph)."""
+    attach_item_graphs(model, data, feats, knn_k, image_weight, cache_dir)
     model._pruning = DegreePrunedGraph(data, dropout)
     model.masked_adj = model.norm_adj

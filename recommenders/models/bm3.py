@@ -23,7 +23,6 @@ predictor are row-wise, so they run once per distinct user/item of the batch rat
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ._graph import sym_spmm, to_csr
@@ -32,23 +31,19 @@ from .base import MULTIMODAL_ROLES, MultimodalConfig, Recommender, emb_loss, fas
 from .vbpr import item_modalities
 
 
-def _cos_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """1 - mean cosine similarity, with ``b`` treated as a constant target."""
-    return 1.0 - F.cosine_similarity(a, b.detach(), dim=-1).mean()
-
-
 def _unit(x: torch.Tensor) -> torch.Tensor:
     """Rows scaled to unit length (``F.cosine_similarity``'s value, for rows that are not all zero)."""
     return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-8)
 
 
 def _gathered_cos_loss(a: torch.Tensor, a_idx: torch.Tensor, b: torch.Tensor, b_idx: torch.Tensor) -> torch.Tensor:
-    """``_cos_loss(a[a_idx], b[b_idx])`` with ``a``/``b`` normalised once per distinct row, then gathered."""
+    """``1 - mean cos(a[a_idx], b[b_idx])`` (``b`` a constant target) with ``a``/``b`` normalised once per
+    distinct row, then gathered."""
     return 1.0 - (_unit(a).index_select(0, a_idx) * _unit(b.detach()).index_select(0, b_idx)).sum(-1).mean()
 
 
 def _weighted_cos_loss(a: torch.Tensor, b: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """``_cos_loss(a[idx], b[idx])`` from the distinct rows: each row's cosine weighted by how often ``idx``
+    """``1 - mean cos(a[idx], b[idx])`` from the distinct rows: each row's cosine weighted by how often ``idx``
     repeats it (``weights`` = counts / batch size)."""
     return 1.0 - ((_unit(a) * _unit(b.detach())).sum(-1) * weights).sum()
 

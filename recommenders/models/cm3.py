@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from pydantic import model_validator
 from torch import nn
 
-from ._graph import knn_normalized_graph, spmm, sym_spmm, to_csr, transpose_csr
+from ._graph import attach_item_graphs, spmm, sym_spmm
 from ..config import param
 from .base import MULTIMODAL_ROLES, MultimodalConfig, Recommender, register
 from .vbpr import item_modalities
@@ -228,28 +228,8 @@ class CM3(Recommender):
         self.id_preference = nn.Parameter(nn.init.xavier_normal_(torch.empty(self.n_users, d)))
         self.theta = nn.Parameter(nn.init.xavier_normal_(torch.empty(self.n_users, n_ch, 1)))
 
-        mm = self._item_graph(feats, int(self.hp("knn_k")), float(self.hp("mm_image_weight")),
-                              self.hp("graph_cache_dir"))
-        self.register_buffer("mm_adj", to_csr(mm), persistent=False)
-        self.register_buffer("mm_adj_t", transpose_csr(mm), persistent=False)  # kNN graph is not symmetric
-        self.register_buffer("norm_adj", to_csr(data.norm_adj()), persistent=False)
-
-    @staticmethod
-    def _item_graph(feats: dict[str, torch.Tensor], k: int, image_weight: float, cache) -> torch.Tensor:
-        """The frozen multimodal kNN graph: image gets ``image_weight``, the other roles share the rest
-        equally (text + image: the reference's ``w * image + (1 - w) * text``); one role: its graph."""
-        graphs = {r: knn_normalized_graph(f, k, cache) for r, f in feats.items()}
-        if len(graphs) == 1:
-            return next(iter(graphs.values()))
-        others = [r for r in graphs if r != "image"]
-        if "image" in graphs:
-            weights = {"image": image_weight, **{r: (1.0 - image_weight) / len(others) for r in others}}
-        else:
-            weights = {r: 1.0 / len(others) for r in others}
-        out = None
-        for r, g in graphs.items():
-            out = weights[r] * g if out is None else out + weights[r] * g
-        return out.coalesce()
+        attach_item_graphs(self, data, feats, int(self.hp("knn_k")), float(self.hp("mm_image_weight")),
+                           self.hp("graph_cache_dir"))
 
     # ------------------------------------------------------------------ encoder
     def _mix_parameter(self, training: bool) -> torch.Tensor:

@@ -66,7 +66,7 @@ class ItemKNNCBF(Recommender):
         item_feat = torch.cat([feats[r] for r in self.modalities], 1)
         self._sim = shrunk_cosine_knn(item_feat, int(self.hp("knn_k")), float(self.hp("shrink")))
         self._train = data.train_csr()
-        self.register_buffer("_device_probe", torch.zeros(0), persistent=False)
+        self.register_buffer("_device_probe", torch.zeros(0), persistent=False)  # no parameters: .device reads it
 
     def calculate_loss(self, batch):
         raise RuntimeError("ItemKNNCBF is closed-form (trainable = False): it has no loss to optimise")
@@ -74,4 +74,4 @@ class ItemKNNCBF(Recommender):
     def full_sort_predict(self, users):
         u = users.detach().cpu().numpy()
         scores = (self._train[u] @ self._sim).toarray().astype(np.float32)
-        return torch.from_numpy(scores).to(self._device_probe.device)
+        return torch.from_numpy(scores).to(self.device)

@@ -88,28 +88,26 @@ class VBPR(Recommender):
         nn.init.zeros_(self.item_linear.bias)
 
     def item_embeddings(self, items: torch.Tensor | None = None) -> torch.Tensor:
-        """[gamma_i ; E f_i] for ``items`` (all items when None).
+        """[gamma_i ; E f_i] for the (distinct) ``items``, or for all items when None.
 
-        The linear map is row-wise, so each *distinct* item of ``items`` is projected once and the rows are
-        gathered back (same values as MMRec's full projection). Projecting every batch row instead (2 x 2,048
-        gathered rows of a 4,480-d input) cost several times MMRec's full 1,008-item projection on ML-100K;
-        projecting every item each step would waste work on large catalogues. Gathers use ``index_select``
-        (its backward, index_add, is several times faster on CPU than advanced indexing's index_put).
+        The linear map is row-wise, so a training step projects only the batch's distinct items (same values
+        as MMRec's full projection). Projecting every batch row instead (2 x 2,048 gathered rows of a 4,480-d
+        input) cost several times MMRec's full 1,008-item projection on ML-100K, and projecting every item
+        each step wastes work on large catalogues.
         """
         if items is None:
             return torch.cat([self.i_embedding, self.item_linear(self.item_raw_features)], 1)
-        uniq, inverse = torch.unique(items, return_inverse=True)
-        projected = self.item_linear(self.item_raw_features.index_select(0, uniq)).index_select(0, inverse)
-        return torch.cat([self.i_embedding.index_select(0, items), projected], 1)
+        return torch.cat([self.i_embedding.index_select(0, items),
+                          self.item_linear(self.item_raw_features.index_select(0, items))], 1)
 
     def calculate_loss(self, batch):
         users, pos, neg = batch
+        # index_select gathers (backward index_add, several times faster on CPU than index_put); positives and
+        # negatives gathered separately from the distinct rows: slicing one gathered [2B, 2d] block would
+        # back-propagate through two zero-filled copies of the block (1.5x per step on ML-100K)
         u = self.u_embedding.index_select(0, users)
-        # each distinct item's [gamma_i ; E f_i] once, then positives and negatives gathered from it separately:
-        # slicing one gathered [2B, 2d] block would back-propagate through two zero-filled copies of the block
         uniq, inverse = torch.unique(torch.cat([pos, neg]), return_inverse=True)
-        rows = torch.cat([self.i_embedding.index_select(0, uniq),
-                          self.item_linear(self.item_raw_features.index_select(0, uniq))], 1)
+        rows = self.item_embeddings(uniq)
         p, n = rows.index_select(0, inverse[: len(pos)]), rows.index_select(0, inverse[len(pos):])
         loss = bpr_loss((u * p).sum(1), (u * n).sum(1))
         return loss + self.reg_weight * emb_loss(u, p, n)
