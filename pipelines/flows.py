@@ -17,8 +17,19 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from mmfeat.pipelines.extract import FeatureSetJob, FeatureSetReport, extract_manifest, load_items
-from mmfeat.pipelines.manifest import load_manifest
+from mmfeat.pipelines.manifest import RunnerSpec, load_manifest
 from mmfeat.pipelines.progress import ProgressMode, forward_logs, progress_factory, quiet_library_bars
+from mmfeat.pipelines.runners import (
+    FeaturizerRecipe,
+    RemoteShard,
+    compute_remote_shard,
+    in_flight,
+    resolve_runner,
+    submit_options,
+    task_runner_for,
+    worker_threads,
+    workers_reach_this_api,
+)
 from mmfeat.pipelines.store import FeatureStore, default_store_root
 
 
@@ -35,6 +46,16 @@ def load_source_task(manifest):  # type: ignore[no-untyped-def]
 def featurize_shard(job: FeatureSetJob, index: int) -> dict[str, int]:
     stats = job.compute_shard(index)
     get_run_logger().info("%s shard %d/%d: %s", job.spec.name, index + 1, len(job.shards), stats)
+    return stats
+
+
+@task(name="featurize-shard", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
+      task_run_name="{shard.feature_set}-shard-{shard.work.index}")
+def featurize_remote_shard(shard: RemoteShard) -> dict[str, Any]:
+    """One shard on a Dask or Ray worker (:func:`mmfeat.pipelines.runners.compute_remote_shard`)."""
+    stats = compute_remote_shard(shard)
+    get_run_logger().info("%s shard %d on %s: %s", shard.feature_set, shard.work.index, stats["worker"],
+                          {k: stats[k] for k in ("rows", "errors", "reused", "computed")})
     return stats
 
 
@@ -67,6 +88,93 @@ def _run_shards_as_tasks(job: FeatureSetJob, pending: list[int]) -> None:
         featurize_shard(job, i)
 
 
+class RemoteShards:
+    """Runs a job's pending shards as ``featurize-shard`` tasks on the flow's Dask/Ray task runner.
+
+    At most :func:`~mmfeat.pipelines.runners.in_flight` shards are submitted at once (the driver
+    prepares a shard's payload only when a slot frees up). A shard whose task fails for good (after
+    Prefect's retries, and the cluster's own rescheduling of a killed worker's task) does not stop the
+    others: every shard that can finish is staged, then the run fails naming the shards left, and the
+    next run resumes from the staged parts.
+    """
+
+    def __init__(self, spec: RunnerSpec) -> None:
+        self.spec = spec
+        self.workers: set[str] = set()
+        self.featurizer_loads = 0
+
+    def __call__(self, job: FeatureSetJob, pending: list[int]) -> None:
+        from prefect.futures import as_completed
+
+        assert job.writer is not None
+        recipe = FeaturizerRecipe(job.spec.kind, dict(job.spec.params), job.fp_hash)
+        store_root = job.store.uri
+        threads = worker_threads(self.spec)
+        todo = list(pending)
+        running: dict[Any, int] = {}
+        failed: dict[int, BaseException] = {}
+        while todo or running:
+            with submit_options(self.spec):
+                while todo and len(running) < in_flight(self.spec):
+                    i = todo.pop(0)
+                    shard = RemoteShard(job.prepare_shard(i), recipe, store_root, job.dataset, job.spec.name,
+                                        job.key, job.schema, job.sub_batch, threads)
+                    running[featurize_remote_shard.submit(shard)] = i
+            future = next(iter(as_completed(list(running))))
+            i = running.pop(future)
+            try:
+                stats = future.result()
+            except BaseException as exc:  # noqa: BLE001  (a task's final failure; KeyboardInterrupt re-raised below)
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                failed[i] = exc
+                continue
+            job.writer.mark_written([i])
+            job.add_shard_stats(stats, stats["seconds"])
+            self.workers.add(stats["worker"])
+            self.featurizer_loads += bool(stats["built_featurizer"])
+            if job.on_progress is not None:
+                job.on_progress(i, stats["rows"])
+        if failed:
+            first = next(iter(failed.values()))
+            raise RuntimeError(
+                f"{job.spec.name}: shards {sorted(failed)} failed on the {self.spec.kind} workers "
+                f"({type(first).__name__}: {first}); the other shards are staged, re-run to resume from them")
+
+
+def _extract(m: Any, store: FeatureStore, feature_sets: list[str] | None, tag: str | None,
+             progress: ProgressMode, run_shards: Any) -> list[FeatureSetReport]:
+    logger = get_run_logger()
+    with forward_logs(logger):  # the engine's cache-hit / resume / lock-wait lines, in the run's log
+        return extract_manifest(m, store=store, feature_sets=feature_sets, tag=tag, load_source=load_source_task,
+                                run_shards=run_shards, progress=progress_factory(progress, logger), logger=logger)
+
+
+@flow(name="extract-shards", log_prints=True)
+def extract_on_workers(manifest: str, runner: dict[str, Any], feature_sets: list[str] | None = None,
+                       store_root: str | None = None, tag: str | None = None, data_root: str | None = None,
+                       progress: ProgressMode = "log") -> list[dict[str, Any]]:
+    """The extraction with its shards on the Dask/Ray task runner this subflow was given
+    (:func:`extract_features` starts it with ``with_options(task_runner=...)``)."""
+    spec = RunnerSpec(**runner)
+    m = load_manifest(manifest, data_root=data_root)
+    store = FeatureStore(store_root or default_store_root())
+    remote = RemoteShards(spec)
+    reports = _extract(m, store, feature_sets, tag, progress, remote)
+    if remote.workers:
+        get_run_logger().info("%s runner: shards ran on %d workers (%s); models loaded %d times",
+                              spec.kind, len(remote.workers), ", ".join(sorted(remote.workers)),
+                              remote.featurizer_loads)
+    return [asdict(r) for r in reports]
+
+
+def _current_api_url() -> str | None:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return str(client.api_url)
+
+
 @flow(name="extract-features", log_prints=True)
 def extract_features(
     manifest: str = "microlens",
@@ -75,26 +183,41 @@ def extract_features(
     tag: str | None = None,
     data_root: str | None = None,
     progress: ProgressMode = "log",
+    runner: str | None = None,
+    runner_address: str | None = None,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Build (or reuse) one store version per feature set of a manifest.
 
     Parameters: ``manifest`` (a name in manifests/ or a path), ``feature_sets`` (subset to run, in
-    manifest order; default all), ``store_root`` (default ``$MMFEAT_STORE`` or ./store), ``tag``
-    (an extra alias besides ``latest``), ``data_root`` (override, e.g. a real MicroLens download),
-    ``progress``: ``log`` (items done / total and items/s as run-log lines every 10 s, the default
-    for deployments), ``bar`` (a tqdm bar on the terminal, what ``mmfeat extract`` asks for), ``none``.
+    manifest order; default all), ``store_root`` (default ``$MMFEAT_STORE`` or ./store; a folder or an
+    ``s3://bucket/prefix`` URI), ``tag`` (an extra alias besides ``latest``), ``data_root`` (override,
+    e.g. a real MicroLens download), ``progress``: ``log`` (items done / total and items/s as run-log
+    lines every 10 s, the default for deployments), ``bar`` (a tqdm bar on the terminal, what
+    ``mmfeat extract`` asks for), ``none``; ``runner`` (``in_process`` | ``dask`` | ``ray``, default the
+    manifest's ``runner.kind``), ``runner_address`` (an existing cluster) and ``workers`` (size of a
+    temporary local cluster) override the manifest's ``runner:``.
     """
     logger = get_run_logger()
     quiet_library_bars()  # "Loading weights" and friends: noise next to the run's own progress
     m = load_manifest(manifest, data_root=data_root)  # invalid manifest: fails here, nothing written
+    spec = resolve_runner(m.runner, runner, runner_address, workers)
     store = FeatureStore(store_root or default_store_root())
-    with forward_logs(logger):  # the engine's cache-hit / resume / lock-wait lines, in the run's log
-        reports = extract_manifest(m, store=store, feature_sets=feature_sets, tag=tag, load_source=load_source_task,
-                                   run_shards=_run_shards_as_tasks, progress=progress_factory(progress, logger),
-                                   logger=logger)
+    if spec.kind == "in_process":
+        reports = _extract(m, store, feature_sets, tag, progress, _run_shards_as_tasks)
+    else:
+        logger.info("shards run on %s (%s)", spec.kind, spec.address or f"a temporary local cluster, "
+                    f"{spec.workers or 'one worker per CPU'}")
+        with workers_reach_this_api(_current_api_url()):
+            sub = extract_on_workers.with_options(task_runner=task_runner_for(spec),
+                                                  flow_run_name=f"{m.name}-on-{spec.kind}")
+            rows = sub(manifest=manifest, runner=spec.model_dump(exclude_unset=True) | {"kind": spec.kind},
+                       feature_sets=feature_sets, store_root=store.uri, tag=tag, data_root=data_root,
+                       progress=progress)
+        reports = [FeatureSetReport(**r) for r in rows]
     create_markdown_artifact(
         key=f"extract-{m.store_dataset}".lower().replace("_", "-").replace(".", "-"),
         markdown=_artifact_markdown(m.store_dataset, reports, store),
         description=f"mmfeat extraction of {m.name}",
     )
-    return {"dataset": m.store_dataset, "store": str(store.root), "feature_sets": [asdict(r) for r in reports]}
+    return {"dataset": m.store_dataset, "store": store.uri, "feature_sets": [asdict(r) for r in reports]}

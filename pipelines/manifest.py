@@ -104,6 +104,39 @@ class FeatureSetSpec(_Strict):
         return self.input.from_ or self.input.append_from
 
 
+class RunnerSpec(_Strict):
+    """Where a feature set's shards run (:mod:`mmfeat.pipelines.runners`); never part of a version id:
+    every runner produces the same rows, so the same version.
+
+    - ``in_process`` (default): one shard after another in the flow's process.
+    - ``dask``: Prefect's ``DaskTaskRunner``; a temporary ``LocalCluster`` of ``workers`` processes, or
+      the scheduler at ``address`` (``tcp://host:8786``).
+    - ``ray``: Prefect's ``RayTaskRunner``; a local Ray instance with ``workers`` CPUs, or the cluster at
+      ``address`` (``ray://host:10001`` or ``auto``); each shard task asks for ``num_gpus`` / ``num_cpus``.
+
+    Workers must see the store root (the same folder, a shared file system, or an ``s3://`` root).
+    """
+
+    kind: Literal["in_process", "dask", "ray"] = "in_process"
+    address: str | None = None
+    #: Worker processes of a temporary local cluster (default: the machine's CPU count).
+    workers: int | None = Field(default=None, ge=1)
+    #: Ray only: resources each shard task requests (``num_gpus: 1`` puts one shard per GPU).
+    num_gpus: float | None = Field(default=None, ge=0)
+    num_cpus: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _no_ignored_keys(self) -> "RunnerSpec":
+        given = self.model_fields_set
+        if self.kind == "in_process" and given & {"address", "workers", "num_gpus", "num_cpus"}:
+            raise ValueError(f"{sorted(given - {'kind'})} only apply to kind dask or ray")
+        if self.address and "workers" in given:
+            raise ValueError("workers sizes a temporary local cluster; an existing cluster (address) has its own")
+        if self.kind != "ray" and given & {"num_gpus", "num_cpus"}:
+            raise ValueError("num_gpus / num_cpus are per-task Ray resources: they only apply to kind ray")
+        return self
+
+
 class Manifest(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     #: Store namespace for the features (defaults to ``name``).
@@ -118,6 +151,8 @@ class Manifest(_Strict):
     shard_size: int = Field(default=2048, ge=1)
     #: Keep only the first N items (sorted by id); for quick looks at big sources.
     limit_items: int | None = Field(default=None, ge=1)
+    #: Where the shards run (default in process); ``mmfeat extract --runner`` overrides it.
+    runner: RunnerSpec = Field(default_factory=RunnerSpec)
 
     # Set by load_manifest (never by the YAML): the file the manifest came from.
     _path: Path | None = PrivateAttr(default=None)

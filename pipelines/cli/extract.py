@@ -37,7 +37,10 @@ def progress_mode(stream: "TextIO | None" = None) -> str:  # noqa: F821
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    precheck_manifest(args.manifest, args.data_root, args.feature_set)
+    m, _ = precheck_manifest(args.manifest, args.data_root, args.feature_set)
+    from mmfeat.pipelines.runners import require_runner, resolve_runner
+
+    require_runner(resolve_runner(m.runner, args.runner, args.runner_address, args.workers))  # before Prefect starts
     from mmfeat.pipelines.cli.prefect_run import run_flow
     from mmfeat.pipelines.flows import extract_features
     from mmfeat.pipelines.progress import quiet_library_bars
@@ -46,7 +49,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
     quiet_library_bars()
     result = run_flow(extract_features, args, manifest=args.manifest, feature_sets=args.feature_set or None,
                       store_root=args.store, tag=args.tag, data_root=args.data_root,
-                      progress=args.progress or progress_mode())
+                      progress=args.progress or progress_mode(), runner=args.runner,
+                      runner_address=args.runner_address, workers=args.workers)
     store = FeatureStore(result["store"])
     for fs in result["feature_sets"]:
         print(summarize_version(store, result["dataset"], fs["feature_set"], fs["version"]))
@@ -72,6 +76,14 @@ def add_extract_commands(sub: argparse._SubParsersAction, common: argparse.Argum
     ex.add_argument("--progress", choices=["bar", "log", "none"],
                     help="items done / total and items/s per feature set: a bar (default on a terminal), "
                          "log lines every 10 s (default otherwise), or none")
+    ex.add_argument("--runner", choices=["in_process", "dask", "ray"],
+                    help="where the shards run (default: the manifest's runner.kind, else in_process): a Dask "
+                         "cluster or Ray, through Prefect's task runners; same version as in process")
+    ex.add_argument("--runner-address", metavar="ADDR",
+                    help="an existing cluster (dask: tcp://host:8786, ray: ray://host:10001 or auto); "
+                         "default a temporary local one")
+    ex.add_argument("--workers", type=int, metavar="N",
+                    help="worker processes of the temporary local cluster (default one per CPU)")
     ex.set_defaults(func=cmd_extract)
 
     sv = sub.add_parser("serve", parents=[common],
