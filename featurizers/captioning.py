@@ -22,14 +22,18 @@ list of images (``video_input: frames``, for multi-image models).
 
 Identical media files (same sha256) with the same rendered prompt are generated once. A file that
 cannot be read is an error row; if a whole batch's ``generate`` fails, the batch is retried item by
-item so only the bad item becomes an error row.
+item so only the bad item becomes an error row. Requests (image loading, frame sampling and tiling)
+are built on ``num_workers`` threads (:class:`~mmfeat.featurizers.prefetch.Prefetch`), one batch
+ahead, so batch n+1 decodes while batch n generates; ``last_pipeline_stats`` keeps the call's
+decode/model time split.
 
 Params (``from_spec``): ``backbone`` (registered name, local folder or hub id; required),
 ``backend``, ``allow_vllm``, ``prompt`` (registered name or full text), ``batch_size``,
 ``max_new_tokens``, ``temperature``, ``do_sample``, ``top_p``, ``seed``, ``image_max_side``,
-``max_pixels``, and for video ``num_frames``, ``fps``, ``max_side`` (frame side),
-``video_input`` (``auto`` | ``video`` | ``frames`` | ``grid``), ``grid_max_side``; ``device``,
-``dtype``; ``vllm`` (extra ``vllm.LLM`` keyword arguments).
+``max_pixels``, ``num_workers`` (decode threads, 0 = in the calling thread; speed only, not in the
+fingerprint), and for video ``num_frames``, ``fps``, ``max_side`` (frame side), ``video_input``
+(``auto`` | ``video`` | ``frames`` | ``grid``), ``grid_max_side``; ``device``, ``dtype``; ``vllm``
+(extra ``vllm.LLM`` keyword arguments).
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from mmfeat.featurizers.base import OutputSpec, Result, call_isolated
 from mmfeat.featurizers.cache import MODELS
 from mmfeat.featurizers.generation import GenerationConfig, Request, chat_prompt, processor_supports_video
 from mmfeat.featurizers.params import CaptionParams, VideoDescriptionParams
+from mmfeat.featurizers.prefetch import Prefetch, chunked
 from mmfeat.featurizers.prompts import Prompt, resolve_prompt
 from mmfeat.featurizers.registry import (
     WeightsUnavailable,
@@ -312,6 +317,7 @@ class Captioner:
         video_input: str = "auto",
         grid_max_side: int = 896,
         memo_size: int = 4096,
+        num_workers: int = 2,
         name: str | None = None,
     ) -> None:
         if mode not in ("image", "video"):
@@ -320,6 +326,8 @@ class Captioner:
             raise ValueError(f"video_input must be one of {VIDEO_INPUTS}, got {video_input!r}")
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0 (0: decode in the calling thread), got {num_workers}")
         self.backend = backend
         self.mode: Mode = mode
         self.input_kind = mode
@@ -342,6 +350,9 @@ class Captioner:
         self._memo: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._memo_size = memo_size
         self.stats = {"generate_calls": 0, "generated": 0, "deduplicated": 0, "retried_batches": 0}
+        self.num_workers = int(num_workers)
+        #: Decode/model time split of the last call (:class:`~mmfeat.featurizers.prefetch.PipelineStats`).
+        self.last_pipeline_stats: dict[str, Any] | None = None
 
     # ----------------------------------------------------------------- constructors
 
@@ -476,29 +487,38 @@ class Captioner:
             paths.setdefault(key, path)
 
         keys = list(groups)
-        for start in range(0, len(keys), self.batch_size):
-            chunk = keys[start : start + self.batch_size]
-            ready: list[tuple[tuple[str, str], Request]] = []
-            for key in chunk:
-                try:
-                    ready.append((key, self._request(paths[key], key[1])))
-                except MediaError as exc:
-                    self._fail(results, groups[key], str(exc))
-                except Exception as exc:  # a decoder bug on one odd file must not sink the batch
-                    self._fail(results, groups[key], f"cannot read {self.mode} {paths[key]}: {type(exc).__name__}: {exc}")
-            if not ready:
-                continue
-            outputs = self._generate([r for _, r in ready])
-            for (key, _), out in zip(ready, outputs):
-                if isinstance(out, Exception):
-                    self._fail(results, groups[key], f"generation failed: {type(out).__name__}: {out}")
-                    continue
-                self._memo[key] = out
-                if len(self._memo) > self._memo_size:
-                    self._memo.popitem(last=False)
-                for i in groups[key]:
-                    results[i] = Result(value=out)
+        # the pool builds batch n+1's requests (decode, frame sampling, tiling) while batch n generates
+        with Prefetch(lambda k: self._request(paths[k], k[1]), keys, num_workers=self.num_workers,
+                      ahead=self.batch_size) as built:
+            for chunk, requests in zip(chunked(keys, self.batch_size), chunked(built, self.batch_size)):
+                ready: list[tuple[tuple[str, str], Request]] = []
+                for key, req in zip(chunk, requests):
+                    if isinstance(req, MediaError):
+                        self._fail(results, groups[key], str(req))
+                    elif isinstance(req, Exception):  # a decoder bug on one odd file must not sink the batch
+                        why = f"cannot read {self.mode} {paths[key]}: {type(req).__name__}: {req}"
+                        self._fail(results, groups[key], why)
+                    else:
+                        ready.append((key, req))
+                if ready:
+                    self._generate_into(results, groups, ready)
+        self.last_pipeline_stats = built.stats.as_dict()
+        log.debug("%s: decode pipeline %s", self.name, self.last_pipeline_stats)
         return [r if r is not None else Result.failed("not processed") for r in results]
+
+    def _generate_into(self, results: list[Result | None], groups: dict[tuple[str, str], list[int]],
+                       ready: list[tuple[tuple[str, str], Request]]) -> None:
+        """Generate one batch of built requests; store each text (memo, results) or its error row."""
+        outputs = self._generate([r for _, r in ready])
+        for (key, _), out in zip(ready, outputs):
+            if isinstance(out, Exception):
+                self._fail(results, groups[key], f"generation failed: {type(out).__name__}: {out}")
+                continue
+            self._memo[key] = out
+            if len(self._memo) > self._memo_size:
+                self._memo.popitem(last=False)
+            for i in groups[key]:
+                results[i] = Result(value=out)
 
     @staticmethod
     def _fail(results: list[Result | None], indices: list[int], reason: str) -> None:

@@ -10,15 +10,17 @@ Random weights are never substituted in a real run: only :meth:`ImageEmbedder.fr
 benchmarks) accepts an in-memory model, and its fingerprint then says ``"random_init": true``.
 
 Throughput choices: identical files are embedded once (sha256 of the bytes); images are decoded by
-a small thread pool that prefetches the next batch while the model runs the current one; a batch
-that fails in the model is retried item by item (:func:`mmfeat.featurizers.base.call_isolated`), so one
-bad image is its own error row and never sinks the batch, whatever its size.
+a small thread pool (:class:`~mmfeat.featurizers.prefetch.Prefetch`) that decodes the next batch
+while the model runs the current one, and the split of the call's time between model and waiting
+is kept in ``last_pipeline_stats``; a batch that fails in the model is retried item by item
+(:func:`mmfeat.featurizers.base.call_isolated`), so one bad image is its own error row and never
+sinks the batch, whatever its size.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
 import numpy as np
@@ -35,9 +37,12 @@ from mmfeat.featurizers.clip_backends import (
 )
 from mmfeat.featurizers.media import MediaError, file_sha256, load_image
 from mmfeat.featurizers.params import ImageEmbeddingParams
+from mmfeat.featurizers.prefetch import Prefetch, chunked
 from mmfeat.featurizers.registry import register_featurizer
 
 DEFAULT_BACKBONE = "openai/clip-vit-base-patch32"
+
+log = logging.getLogger(__name__)
 
 
 def model_failure(what: str, exc: Exception) -> str:
@@ -62,7 +67,7 @@ class ImageEmbedder:
       unless the folder has ``open_clip_config.json``; ``backbone`` may be a weights file),
     - ``batch_size`` (32), ``normalize`` (true: L2-normalize), ``dtype`` (``float32`` | ``float16``),
     - ``max_pixels`` (50e6: larger images are error rows, not decoded), ``num_workers`` (2 decode
-      threads), ``device`` (default cuda if available).
+      threads; 0 decodes in the calling thread), ``device`` (default cuda if available).
     """
 
     input_kind = "image"
@@ -91,6 +96,8 @@ class ImageEmbedder:
             raise ValueError(f"dtype must be float32 or float16, got {dtype!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0 (0: decode in the calling thread), got {num_workers}")
         self.clip = clip
         self.lineage = lineage
         self.backend = clip.backend
@@ -98,7 +105,10 @@ class ImageEmbedder:
         self.normalize = bool(normalize)
         self.dtype = dtype
         self.max_pixels = int(max_pixels)
-        self.num_workers = max(1, int(num_workers))
+        self.num_workers = int(num_workers)
+        #: Decode/model time split of the last :meth:`embed_paths` call
+        #: (:class:`~mmfeat.featurizers.prefetch.PipelineStats`).
+        self.last_pipeline_stats: dict[str, Any] | None = None
         self.name = f"image-{lineage['backbone']}"
         self.output = OutputSpec("embedding", clip.dim, dtype)  # type: ignore[arg-type]
 
@@ -198,12 +208,9 @@ class ImageEmbedder:
             except Exception as exc:  # anything PIL throws that we did not foresee
                 return MediaError(f"cannot load image {first_path[digest]}: {type(exc).__name__}: {exc}")
 
-        chunks = [digests[i : i + self.batch_size] for i in range(0, len(digests), self.batch_size)]
-        with ThreadPoolExecutor(max_workers=self.num_workers) as pool:
-            pending = pool.map(load, chunks[0]) if chunks else None
-            for n, chunk in enumerate(chunks):
-                loaded = list(pending)  # type: ignore[arg-type]
-                pending = pool.map(load, chunks[n + 1]) if n + 1 < len(chunks) else None  # prefetch
+        with Prefetch(load, digests, num_workers=self.num_workers, ahead=self.batch_size) as decoded:
+            # the pool decodes the next batch while the model runs this one
+            for chunk, loaded in zip(chunked(digests, self.batch_size), chunked(decoded, self.batch_size)):
                 good = [(d, im) for d, im in zip(chunk, loaded) if not isinstance(im, Exception)]
                 for d, im in zip(chunk, loaded):
                     if isinstance(im, Exception):
@@ -212,6 +219,8 @@ class ImageEmbedder:
                 for d, vec in zip((d for d, _ in good), self._encode_robust([im for _, im in good])):
                     for i in groups[d]:
                         results[i] = vec
+        self.last_pipeline_stats = decoded.stats.as_dict()
+        log.debug("%s: decode pipeline %s", self.name, self.last_pipeline_stats)
         return results  # type: ignore[return-value]
 
     def _encode_robust(self, images: list) -> list[np.ndarray | str]:

@@ -131,6 +131,21 @@ class TextEmbeddingParams(FeaturizerParams):
     dtype: EmbeddingDtype = "float32"
     max_seq_length: int | None = Field(None, gt=0)
     device: str | None = None
+    #: What runs the forward pass: ``SentenceTransformer.encode`` (torch), or the model exported to ONNX
+    #: and run by onnxruntime / OpenVINO (CPU; onnx also on CUDA when onnxruntime has its CUDA provider).
+    runtime: Literal["torch", "onnx", "openvino"] = "torch"
+    #: ``int8``: dynamic int8 quantization of the exported model (onnx / openvino only).
+    quantize: Literal["none", "int8"] = "none"
+
+    @model_validator(mode="after")
+    def _runtime_options(self) -> "TextEmbeddingParams":
+        if self.quantize != "none" and self.runtime == "torch":
+            raise ValueError("quantize: int8 needs runtime: onnx or openvino (the torch runtime runs float32)")
+        if self.runtime == "openvino" and self.device not in (None, "cpu"):
+            raise ValueError(f"runtime: openvino runs on cpu here, got device: {self.device}")
+        if self.runtime == "onnx" and self.device not in (None, "cpu") and not self.device.startswith("cuda"):
+            raise ValueError(f"runtime: onnx runs on cpu or cuda, got device: {self.device}")
+        return self
 
 
 # --------------------------------------------------------------------------- generative kinds
@@ -187,6 +202,9 @@ class _VLMParams(PromptParams):
     batch_size: int = Field(8, gt=0)
     #: Unique (file, prompt) generations remembered in memory across batches.
     memo_size: int = Field(4096, ge=0)
+    #: Threads loading images / sampling video frames for the next batch while this one generates
+    #: (0: decode in the calling thread). Changes speed, never values: not in the fingerprint.
+    num_workers: int = Field(2, ge=0)
     max_new_tokens: int = Field(128, gt=0)
     do_sample: bool = False
     temperature: float = Field(0.0, ge=0.0)
@@ -319,8 +337,8 @@ class _ImageFileParams(_ClipParams):
 
     #: Images with more pixels are error rows, never decoded.
     max_pixels: int = Field(50_000_000, gt=0)
-    #: Decode threads prefetching the next batch.
-    num_workers: int = Field(2, gt=0)
+    #: Decode threads prefetching the next batch (0: decode in the calling thread). Not in the fingerprint.
+    num_workers: int = Field(2, ge=0)
 
 
 class ImageEmbeddingParams(_ImageFileParams):
@@ -340,6 +358,9 @@ class VideoEmbeddingParams(_ClipParams):
     fps: float | None = Field(None, gt=0)
     max_frames: int | None = Field(64, gt=0)
     max_side: int | None = Field(448, gt=0)
+    #: Decode threads sampling the next videos' frames while the model embeds earlier ones (0: decode
+    #: in the calling thread). Changes speed, never values: not in the fingerprint.
+    num_workers: int = Field(2, ge=0)
 
     @model_validator(mode="after")
     def _sampling(self) -> "VideoEmbeddingParams":

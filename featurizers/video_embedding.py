@@ -5,10 +5,17 @@ the image backbone of an :class:`~mmfeat.featurizers.image_embedding.ImageEmbedd
 the L2-normalized frame embeddings (``pooling="mean"``); each result also carries its frame count
 and timestamps. Identical files (sha256) are embedded once; frames of several videos share model
 batches, and a frame the model fails on fails its own video only.
+
+Frames are sampled on ``num_workers`` threads (:class:`~mmfeat.featurizers.prefetch.Prefetch`) a
+few videos ahead of the model, so the model embeds video n while videos n+1.. decode; the look-ahead
+is bounded (:meth:`VideoEmbedder.lookahead` videos) because decoded frames are big. The call's
+decode/model time split is kept in ``last_pipeline_stats``.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -19,7 +26,10 @@ from mmfeat.featurizers.base import Result, as_float_array, call_isolated
 from mmfeat.featurizers.image_embedding import DEFAULT_BACKBONE, ImageEmbedder, l2_normalize, model_failure
 from mmfeat.featurizers.media import MediaError, file_sha256
 from mmfeat.featurizers.params import VideoEmbeddingParams
+from mmfeat.featurizers.prefetch import Prefetch
 from mmfeat.featurizers.registry import register_featurizer
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -37,7 +47,9 @@ class VideoEmbedder:
     Spec keys: everything :class:`ImageEmbedder` takes (``backbone``, ``backend``, ``arch``,
     ``batch_size`` — frames per model call —, ``normalize``, ``dtype``, ``device``), plus
     ``num_frames`` (8, uniform over the duration), ``fps`` (null; if set, frames at this rate,
-    capped by ``max_frames``, default 64) and ``max_side`` (448, frame downscale before the processor).
+    capped by ``max_frames``, default 64), ``max_side`` (448, frame downscale before the processor)
+    and ``num_workers`` (2 decode threads; 0 decodes in the calling thread; speed only, not in the
+    fingerprint).
 
     Pooling (``"mean"``): frame embeddings are L2-normalized, averaged, and the mean re-normalized
     when ``normalize`` is true. Results are :class:`VideoResult` (``num_frames``, ``timestamps``).
@@ -54,12 +66,18 @@ class VideoEmbedder:
         fps: float | None = None,
         max_frames: int | None = 64,
         max_side: int | None = 448,
+        num_workers: int = 2,
         image_embedder: ImageEmbedder | None = None,
         **image_kwargs: Any,
     ) -> None:
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0 (0: decode in the calling thread), got {num_workers}")
         self.images = image_embedder or ImageEmbedder(backbone, **image_kwargs)
         if fps is None and (not num_frames or num_frames < 1):
             raise ValueError("set num_frames >= 1 or fps")
+        self.num_workers = int(num_workers)
+        #: Decode/model time split of the last call (:class:`~mmfeat.featurizers.prefetch.PipelineStats`).
+        self.last_pipeline_stats: dict[str, Any] | None = None
         self.num_frames = num_frames
         self.fps = fps
         self.max_frames = max_frames
@@ -85,9 +103,24 @@ class VideoEmbedder:
         )
         return fp
 
-    def __call__(self, inputs: Sequence[Any]) -> list[VideoResult]:
+    def lookahead(self) -> int:
+        """Videos decoded ahead of the model: enough to fill the next frame batch, at least one per
+        worker and two in all. Memory bound: this many videos' frames (``max_side``-scaled RGB)."""
+        per_video = (self.num_frames if self.fps is None else self.max_frames) or 1
+        return max(2, self.num_workers, math.ceil(self.images.batch_size / per_video))
+
+    def _sample(self, path: Any) -> Any:
         from mmfeat.featurizers.video import sample_frames
 
+        try:
+            return sample_frames(path, num_frames=self.num_frames, fps=self.fps,
+                                 max_side=self.max_side, max_frames=self.max_frames)
+        except MediaError:
+            raise
+        except Exception as exc:  # an unforeseen decoder failure stays this item's problem
+            raise MediaError(f"cannot sample frames from {path}: {type(exc).__name__}: {exc}") from exc
+
+    def __call__(self, inputs: Sequence[Any]) -> list[VideoResult]:
         results: list[VideoResult | None] = [None] * len(inputs)
         groups: dict[str, list[int]] = {}
         paths: dict[str, Any] = {}
@@ -125,24 +158,23 @@ class VideoEmbedder:
                         vec = l2_normalize(np.asarray(out, np.float64))
                         sums[owner] = sums.get(owner, 0.0) + vec
 
-        for digest in groups:
-            try:
-                frames = sample_frames(paths[digest], num_frames=self.num_frames, fps=self.fps,
-                                       max_side=self.max_side, max_frames=self.max_frames)
-            except MediaError as exc:
-                for i in groups[digest]:
-                    results[i] = VideoResult(error=str(exc))
-                continue
-            except Exception as exc:  # an unforeseen decoder failure stays this item's problem
-                for i in groups[digest]:
-                    results[i] = VideoResult(error=f"cannot sample frames from {paths[digest]}: {type(exc).__name__}: {exc}")
-                continue
-            counts[digest] = len(frames.images)
-            stamps[digest] = tuple(frames.timestamps)
-            pending_frames.extend(frames.images)
-            pending_owner.extend([digest] * len(frames.images))
-            flush(False)
-        flush(True)
+        digests = list(groups)
+        # the pool samples the next videos' frames while the model embeds the frames already queued
+        with Prefetch(lambda d: self._sample(paths[d]), digests, num_workers=self.num_workers,
+                      ahead=self.lookahead()) as decoded:
+            for digest, frames in zip(digests, decoded):
+                if isinstance(frames, Exception):
+                    for i in groups[digest]:
+                        results[i] = VideoResult(error=str(frames))
+                    continue
+                counts[digest] = len(frames.images)
+                stamps[digest] = tuple(frames.timestamps)
+                pending_frames.extend(frames.images)
+                pending_owner.extend([digest] * len(frames.images))
+                flush(False)
+            flush(True)
+        self.last_pipeline_stats = decoded.stats.as_dict()
+        log.debug("%s: decode pipeline %s", self.name, self.last_pipeline_stats)
 
         for digest, reason in failed.items():
             sums.pop(digest, None)

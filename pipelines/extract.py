@@ -95,6 +95,68 @@ def full_fingerprint(featurizer: Featurizer) -> dict[str, Any]:
     return {**featurizer.fingerprint(), "code": code_fingerprint(owner)}
 
 
+@dataclass
+class ShardWork:
+    """A shard's rows ready to compute: everything a worker needs besides the featurizer.
+
+    ``values`` holds the reused values (None where still to compute), ``errors``/``stages`` the input
+    errors found while planning, ``todo`` maps each distinct input hash left to compute to the shard
+    positions that share it, and ``inputs`` gives that hash's input. Plain data, so it pickles to a
+    Dask or Ray worker; :meth:`compute` gives the same part wherever it runs.
+    """
+
+    index: int
+    item_ids: list[str]
+    source_hashes: list[str]
+    values: list[Any]
+    errors: list[str | None]
+    stages: list[str | None]
+    todo: dict[str, list[int]]
+    inputs: dict[str, Any]
+    reused: int = 0
+
+    def compute(self, featurizer: Featurizer, schema: pa.Schema, sub_batch: int,
+                on_progress: Callable[[int], None] | None = None) -> tuple[pa.Table, dict[str, int]]:
+        """Featurize the distinct inputs in sub-batches of ``sub_batch`` and build the part's rows.
+
+        Args:
+            featurizer: the featurizer (the run's, or a worker's copy with the same fingerprint).
+            schema: the part's row schema.
+            sub_batch: inputs per featurizer call.
+            on_progress: called with the shard's rows done after every sub-batch.
+
+        Returns:
+            ``(rows, stats)``: the part as an Arrow table, and its rows/errors/reused/computed counts.
+
+        Raises:
+            RuntimeError: the featurizer returned a different number of results than inputs (a bug).
+        """
+        values, errors, stages = list(self.values), list(self.errors), list(self.stages)
+        keys = list(self.todo)
+        done = len(self.item_ids) - sum(len(v) for v in self.todo.values())  # reused rows and input errors
+        if on_progress is not None:
+            on_progress(done)
+        for start in range(0, len(keys), sub_batch):
+            chunk = keys[start : start + sub_batch]
+            inputs = [self.inputs[k] for k in chunk]
+            results = featurizer(inputs)
+            if len(results) != len(inputs):
+                raise RuntimeError(f"{featurizer.name} returned {len(results)} results for {len(inputs)} inputs")
+            for k, res in zip(chunk, results):
+                for local in self.todo[k]:
+                    if res.ok:
+                        values[local] = res.value
+                    else:
+                        errors[local], stages[local] = res.error, "featurize"
+                done += len(self.todo[k])
+            if on_progress is not None:
+                on_progress(done)
+        table = build_rows(schema, self.item_ids, values, errors, stages, self.source_hashes)
+        stats = {"rows": len(self.item_ids), "errors": sum(e is not None for e in errors), "reused": self.reused,
+                 "computed": len(keys)}
+        return table, stats
+
+
 class FeatureSetJob:
     """One feature set's run: plan, shard, compute, publish. Prefect-free.
 
@@ -174,58 +236,46 @@ class FeatureSetJob:
                                                    extra_parts=self.writer.staged_parts()) if needed else {}
         return self._reuse
 
-    def compute_shard(self, index: int) -> dict[str, int]:
-        """Featurize one shard (reusing earlier ok values, computing equal inputs once) and stage its part."""
-        assert self.writer is not None, "cache hit: nothing to compute"
-        t0 = time.perf_counter()
+    def prepare_shard(self, index: int) -> "ShardWork":
+        """One shard's rows as this run sees them: input errors, values reused from earlier ok rows,
+        and the distinct inputs left to compute (done in the process holding the store lock; the
+        compute may then run anywhere, see :mod:`mmfeat.pipelines.runners`)."""
         rows = self.shards[index]
         p = self.planned
         reuse = self._reusable()
-        values: list[Any] = [None] * len(rows)
-        errors: list[str | None] = [None] * len(rows)
-        stages: list[str | None] = [None] * len(rows)
-        todo: dict[str, list[int]] = {}  # source hash -> local positions needing compute
-        first_input: dict[str, Any] = {}
-        reused = 0
+        work = ShardWork(index=index, item_ids=[p.item_ids[i] for i in rows],
+                         source_hashes=[p.source_hashes[i] for i in rows], values=[None] * len(rows),
+                         errors=[None] * len(rows), stages=[None] * len(rows), todo={}, inputs={})
         for local, i in enumerate(rows):
             if p.pre_errors[i] is not None:
-                stages[local], errors[local] = p.pre_errors[i]
+                work.stages[local], work.errors[local] = p.pre_errors[i]
                 continue
             h = p.source_hashes[i]
             if h in reuse:
-                values[local] = reuse[h]
-                reused += 1
+                work.values[local] = reuse[h]
+                work.reused += 1
             else:
-                todo.setdefault(h, []).append(local)  # type: ignore[arg-type]
-                first_input.setdefault(h, p.inputs[i])  # type: ignore[arg-type]
-        keys = list(todo)
-        done = len(rows) - sum(len(v) for v in todo.values())  # reused rows and input errors: done already
-        self._report_progress(index, done)
-        for start in range(0, len(keys), self.sub_batch):
-            chunk = keys[start : start + self.sub_batch]
-            for k, res in zip(chunk, self._featurize([first_input[k] for k in chunk])):
-                for local in todo[k]:
-                    if res.ok:
-                        values[local] = res.value
-                    else:
-                        errors[local], stages[local] = res.error, "featurize"
-                done += len(todo[k])
-            self._report_progress(index, done)
-        table = build_rows(self.schema, [p.item_ids[i] for i in rows], values, errors, stages,
-                           [p.source_hashes[i] for i in rows])
-        self.writer.write_part(index, table)
-        self.reused += reused
-        self.computed += len(keys)
-        self.seconds += time.perf_counter() - t0
-        n_err = sum(e is not None for e in errors)
-        return {"rows": len(rows), "errors": n_err, "reused": reused, "computed": len(keys)}
+                work.todo.setdefault(h, []).append(local)  # type: ignore[arg-type]
+                work.inputs.setdefault(h, p.inputs[i])  # type: ignore[arg-type]
+        return work
 
-    def _featurize(self, inputs: list[Any]) -> list[Any]:
-        """One featurizer call; a result count that does not match the inputs is a bug, not an error row."""
-        results = self.featurizer(inputs)
-        if len(results) != len(inputs):
-            raise RuntimeError(f"{self.featurizer.name} returned {len(results)} results for {len(inputs)} inputs")
-        return results
+    def compute_shard(self, index: int) -> dict[str, int]:
+        """Featurize one shard in this process (reusing earlier ok values, computing equal inputs once)
+        and stage its part."""
+        assert self.writer is not None, "cache hit: nothing to compute"
+        t0 = time.perf_counter()
+        work = self.prepare_shard(index)
+        table, stats = work.compute(self.featurizer, self.schema, self.sub_batch,
+                                    on_progress=lambda done: self._report_progress(index, done))
+        self.writer.write_part(index, table)
+        self.add_shard_stats(stats, time.perf_counter() - t0)
+        return stats
+
+    def add_shard_stats(self, stats: dict[str, int], seconds: float) -> None:
+        """Count a finished shard (computed here or by a worker) in the run's report."""
+        self.reused += stats["reused"]
+        self.computed += stats["computed"]
+        self.seconds += seconds
 
     def _report_progress(self, index: int, done: int) -> None:
         if self.on_progress is not None:
@@ -248,9 +298,12 @@ class FeatureSetJob:
         assert self.writer is not None
         pending = self.pending_shards()
         if pending:
+            self.refresh()  # an object store has no cross-process lock: another run may have published it
+            if self.cache_hit:
+                return self.finish(failure_threshold, aliases)
             raise RuntimeError(f"{self.spec.name}: shards {pending} not computed; cannot publish")
         status = pa.concat_arrays(
-            [pq.read_table(self.writer.part_path(i), columns=["status"]).column("status").combine_chunks()
+            [self.writer.read_part(i, columns=["status"]).column("status").combine_chunks()
              for i in range(len(self.shards))]
         ) if self.shards else pa.array([], pa.string())
         n = len(status)
@@ -280,11 +333,15 @@ class FeatureSetJob:
 
     def error_examples(self, limit: int) -> list[dict[str, str]]:
         """A few error rows (item, stage, reason), from the staged or published parts."""
-        staged = self._writer.dir if self._writer is not None and self._writer.dir.exists() else None
-        folder = staged or self.store.feature_dir(self.dataset, self.spec.name) / self.version
+        columns = ["item_id", "status", "stage", "error"]
+        if self._writer is not None and self._writer.staged_parts():
+            parts: Iterator[pa.Table] = self._writer.iter_parts(columns)
+        elif self.version:
+            parts = self.store.version_part_tables(self.dataset, self.spec.name, self.version, columns=columns)
+        else:
+            parts = iter(())
         out: list[dict[str, str]] = []
-        for part in sorted(folder.glob("part-*.parquet")):
-            t = pq.read_table(part, columns=["item_id", "status", "stage", "error"])
+        for t in parts:
             t = t.filter(pc.equal(t.column("status"), "error"))
             out += [{"item_id": r["item_id"], "stage": r["stage"], "error": r["error"]} for r in t.to_pylist()]
             if len(out) >= limit:

@@ -183,3 +183,13 @@ def test_missing_runner_extra_is_a_clear_message(monkeypatch) -> None:
     monkeypatch.setattr(builtins, "__import__", no_ray)
     with pytest.raises(MissingDependency, match=r"mmfeat\[ray\]"):
         require_runner(RunnerSpec(kind="ray"))
+
+
+def test_cli_refuses_a_bad_runner_before_anything_starts(tmp_path: Path, capsys) -> None:
+    from mmfeat.pipelines.cli import main
+
+    assert main(["extract", "movielens-100k", "--runner", "in_process", "--workers", "2",
+                 "--store", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "only apply to kind dask or ray" in err and "Traceback" not in err
+    assert not (tmp_path / "movielens-100k").exists()  # refused before the store was touched
