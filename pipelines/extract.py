@@ -26,19 +26,18 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from mmfeat.featurizers.base import Featurizer, fingerprint_hash
 from mmfeat.featurizers.fingerprinting import code_fingerprint
 from mmfeat.pipelines.manifest import FeatureSetSpec, Manifest
 from mmfeat.pipelines.plan import PlannedInputs, plan_inputs, request_key  # noqa: F401  (plan_inputs re-exported)
 from mmfeat.pipelines.progress import ProgressFactory, progress_factory
-from mmfeat.pipelines.store import FeatureStore, VersionWriter, build_rows, row_schema, run_key
+from mmfeat.pipelines.shards import ShardWork
+from mmfeat.pipelines.store import FeatureStore, VersionWriter, row_schema, run_key
 
 log = logging.getLogger("mmfeat.extract")
 
@@ -81,6 +80,9 @@ class FeatureSetReport:
     path: str
     error_examples: list[dict[str, str]]
     note: str = ""
+    #: Media featurizers that decode ahead of their model: the model's computing share of its time
+    #: (1.0: it never waited for a decode). None for the others and for cache hits.
+    model_busy_fraction: float | None = None
 
     @property
     def items_per_s(self) -> float:
@@ -93,68 +95,6 @@ def full_fingerprint(featurizer: Featurizer) -> dict[str, Any]:
     (counting, timing) names the class whose code computes the values as ``code_owner``."""
     owner = getattr(featurizer, "code_owner", None) or type(featurizer)
     return {**featurizer.fingerprint(), "code": code_fingerprint(owner)}
-
-
-@dataclass
-class ShardWork:
-    """A shard's rows ready to compute: everything a worker needs besides the featurizer.
-
-    ``values`` holds the reused values (None where still to compute), ``errors``/``stages`` the input
-    errors found while planning, ``todo`` maps each distinct input hash left to compute to the shard
-    positions that share it, and ``inputs`` gives that hash's input. Plain data, so it pickles to a
-    Dask or Ray worker; :meth:`compute` gives the same part wherever it runs.
-    """
-
-    index: int
-    item_ids: list[str]
-    source_hashes: list[str]
-    values: list[Any]
-    errors: list[str | None]
-    stages: list[str | None]
-    todo: dict[str, list[int]]
-    inputs: dict[str, Any]
-    reused: int = 0
-
-    def compute(self, featurizer: Featurizer, schema: pa.Schema, sub_batch: int,
-                on_progress: Callable[[int], None] | None = None) -> tuple[pa.Table, dict[str, int]]:
-        """Featurize the distinct inputs in sub-batches of ``sub_batch`` and build the part's rows.
-
-        Args:
-            featurizer: the featurizer (the run's, or a worker's copy with the same fingerprint).
-            schema: the part's row schema.
-            sub_batch: inputs per featurizer call.
-            on_progress: called with the shard's rows done after every sub-batch.
-
-        Returns:
-            ``(rows, stats)``: the part as an Arrow table, and its rows/errors/reused/computed counts.
-
-        Raises:
-            RuntimeError: the featurizer returned a different number of results than inputs (a bug).
-        """
-        values, errors, stages = list(self.values), list(self.errors), list(self.stages)
-        keys = list(self.todo)
-        done = len(self.item_ids) - sum(len(v) for v in self.todo.values())  # reused rows and input errors
-        if on_progress is not None:
-            on_progress(done)
-        for start in range(0, len(keys), sub_batch):
-            chunk = keys[start : start + sub_batch]
-            inputs = [self.inputs[k] for k in chunk]
-            results = featurizer(inputs)
-            if len(results) != len(inputs):
-                raise RuntimeError(f"{featurizer.name} returned {len(results)} results for {len(inputs)} inputs")
-            for k, res in zip(chunk, results):
-                for local in self.todo[k]:
-                    if res.ok:
-                        values[local] = res.value
-                    else:
-                        errors[local], stages[local] = res.error, "featurize"
-                done += len(self.todo[k])
-            if on_progress is not None:
-                on_progress(done)
-        table = build_rows(schema, self.item_ids, values, errors, stages, self.source_hashes)
-        stats = {"rows": len(self.item_ids), "errors": sum(e is not None for e in errors), "reused": self.reused,
-                 "computed": len(keys)}
-        return table, stats
 
 
 class FeatureSetJob:
@@ -202,6 +142,7 @@ class FeatureSetJob:
         self.reused = 0
         self.computed = 0
         self.seconds = 0.0
+        self.model_s = self.wait_s = 0.0  # media featurizers: model computing vs waiting for decodes
 
     def refresh(self) -> None:
         """Look for a finished version of this request again (another run may have published it
@@ -259,7 +200,7 @@ class FeatureSetJob:
                 work.inputs.setdefault(h, p.inputs[i])  # type: ignore[arg-type]
         return work
 
-    def compute_shard(self, index: int) -> dict[str, int]:
+    def compute_shard(self, index: int) -> dict[str, Any]:
         """Featurize one shard in this process (reusing earlier ok values, computing equal inputs once)
         and stage its part."""
         assert self.writer is not None, "cache hit: nothing to compute"
@@ -271,11 +212,20 @@ class FeatureSetJob:
         self.add_shard_stats(stats, time.perf_counter() - t0)
         return stats
 
-    def add_shard_stats(self, stats: dict[str, int], seconds: float) -> None:
+    def add_shard_stats(self, stats: dict[str, Any], seconds: float) -> None:
         """Count a finished shard (computed here or by a worker) in the run's report."""
         self.reused += stats["reused"]
         self.computed += stats["computed"]
         self.seconds += seconds
+        self.model_s += stats.get("model_s", 0.0)
+        self.wait_s += stats.get("wait_s", 0.0)
+
+    @property
+    def model_busy_fraction(self) -> float | None:
+        """Share of the model's time spent computing rather than waiting for decoded inputs (None for
+        featurizers without a decode pipeline, or before anything was computed)."""
+        total = self.model_s + self.wait_s
+        return self.model_s / total if total > 0 else None
 
     def _report_progress(self, index: int, done: int) -> None:
         if self.on_progress is not None:
@@ -357,6 +307,7 @@ class FeatureSetJob:
             parents=self.planned.parents,
             path=str(self.store.feature_dir(self.dataset, self.spec.name) / self.version),
             error_examples=self.error_examples(5) if errors else [],
+            model_busy_fraction=self.model_busy_fraction,
         )
 
     def run_all(self, failure_threshold: float, progress: bool = True,
@@ -636,7 +587,9 @@ def extract_manifest(
             continue
         produced[spec.name] = report.version
         reports.append(report)
-        logger.info("%s -> %s (%d rows, %d errors, %d reused, %d computed%s)", spec.name, report.version,
+        busy = report.model_busy_fraction
+        logger.info("%s -> %s (%d rows, %d errors, %d reused, %d computed%s%s)", spec.name, report.version,
                     report.rows, report.errors, report.reused, report.computed,
-                    ", cache hit" if report.cache_hit else "")
+                    ", cache hit" if report.cache_hit else "",
+                    f", model busy {busy:.0%} of its time (the rest waiting for decodes)" if busy is not None else "")
     return reports

@@ -60,18 +60,22 @@ def featurize_remote_shard(shard: RemoteShard) -> dict[str, Any]:
 
 
 def _artifact_markdown(dataset: str, reports: list[FeatureSetReport], store: FeatureStore) -> str:
+    def busy(r: FeatureSetReport) -> str:
+        return "-" if r.model_busy_fraction is None else f"{r.model_busy_fraction:.0%}"
+
     lines = [
         f"## mmfeat extraction: `{dataset}`",
         f"store: `{store.root}`",
         "",
-        "| feature set | version | rows | errors | reused | computed | items/s | cache hit | featurizer | parents |",
-        "|---|---|---:|---:|---:|---:|---:|---|---|---|",
+        "| feature set | version | rows | errors | reused | computed | items/s | model busy | cache hit | featurizer "
+        "| parents |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---|---|",
     ]
     for r in reports:
         parents = ", ".join(f"{k}@{v}" for k, v in r.parents.items()) or "-"
         lines.append(
             f"| {r.feature_set} | `{r.version}` | {r.rows} | {r.errors} | {r.reused} | {r.computed} | "
-            f"{r.items_per_s:.1f} | {'yes' if r.cache_hit else 'no'} | {r.featurizer['name']} | {parents} |"
+            f"{r.items_per_s:.1f} | {busy(r)} | {'yes' if r.cache_hit else 'no'} | {r.featurizer['name']} | {parents} |"
         )
     notes = [f"- **{r.feature_set}**: {r.note}" for r in reports if r.note]
     errs = [f"- {r.feature_set} / {e['item_id']} [{e['stage']}]: {e['error']}" for r in reports for e in r.error_examples]

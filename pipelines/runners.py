@@ -31,7 +31,7 @@ from typing import Any, Iterator
 
 import pyarrow as pa
 
-from mmfeat.pipelines.extract import ShardWork
+from mmfeat.pipelines.shards import ShardWork
 from mmfeat.pipelines.manifest import ManifestError, RunnerSpec
 
 log = logging.getLogger("mmfeat.runners")

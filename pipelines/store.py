@@ -1,11 +1,13 @@
 """The versioned Parquet feature store.
 
-Layout::
+Layout (the root is a local folder or an object-store URI, ``s3://bucket/prefix``)::
 
-    <root>/<dataset>/<feature_set>/<version>/part-00000.parquet ... _manifest.json
+    <root>/<dataset>/<feature_set>/<version>/part-00000.parquet ... _manifest.json      (local root)
+    <root>/<dataset>/<feature_set>/<version>/a-<attempt>/part-00000.parquet ...         (object store)
+    <root>/<dataset>/<feature_set>/<version>/_manifest.json   parts[].file name the part files
     <root>/<dataset>/<feature_set>/_aliases.json          {"latest": "<version>", "<tag>": "<version>"}
     <root>/<dataset>/<feature_set>/_staging/<run key>/    parts of an unfinished run (resume from here)
-    <root>/<dataset>/<feature_set>/.lock                  held by the one run writing this feature set
+    <root>/<dataset>/<feature_set>/.lock                  held by the one run writing this feature set (local)
 
 Promises (the README's store section states them for users):
 
@@ -15,16 +17,23 @@ Promises (the README's store section states them for users):
 - **A run key identifies a request**: hash(featurizer fingerprint, every item's input hash). A
   published version with the run's key and no retryable errors is a cache hit; one with error rows
   of stage ``featurize`` is not -- those rows are recomputed and the ok rows reused.
-- **Atomic, immutable publish**: parts are staged under the run key, checksummed, the manifest
-  written, then the folder renamed to its version id. Readers never see half a version.
+- **Atomic, immutable publish**: parts are staged under the run key and checksummed; on a local
+  root the manifest is written and the folder renamed to its version id; on an object store (no
+  renames) the parts are uploaded under a fresh attempt folder and the version's ``_manifest.json``
+  is created with a conditional PUT (``If-None-Match: *``) -- a version is published iff that file
+  exists, and it is created once (:mod:`mmfeat.pipelines.store_writer`). Readers never see half a version.
 - **Resume**: a crashed run (even ``kill -9``) leaves its finished parts staged; the next run with
   the same key skips those without retryable errors.
 - **Reads verify**: every part's sha256 is checked against ``_manifest.json`` before its bytes are
-  returned (once per part per process, memoized by path, size, mtime and inode).
-- **One writer per feature set**: a run holds the feature set's file lock from planning to publish
-  (a second run waits, then finds the cache hit); alias files are replaced atomically under it.
-  The OS drops the lock of a killed process, so a dead run never blocks; temp files it left are
-  removed by the next holder.
+  returned (once per part per process, memoized by location, size and mtime + inode or ETag).
+- **One writer per feature set** (local root): a run holds the feature set's file lock from
+  planning to publish (a second run waits, then finds the cache hit); alias files are replaced
+  atomically under it. The OS drops the lock of a killed process, so a dead run never blocks; temp
+  files it left are removed by the next holder.
+- **Object stores have no cross-process lock**: correctness comes from the conditional commit. Two
+  runs of one request may both compute; both end with the same version id and one manifest.
+  :meth:`FeatureStore.lock` holds only this process's thread lock there. Aliases are updated with a
+  conditional PUT on the file's ETag (``If-Match``), retried on conflict, so no update is lost.
 """
 
 from __future__ import annotations
@@ -32,10 +41,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import threading
+import random
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -45,7 +52,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mmfeat.featurizers.fingerprinting import mmfeat_version
 from mmfeat.pipelines.store_format import (  # noqa: F401  (re-exported: the store's row API)
     ContentDigest,
     as_list_column,
@@ -53,26 +59,37 @@ from mmfeat.pipelines.store_format import (  # noqa: F401  (re-exported: the sto
     content_version_id,
     embedding_layout,
     embedding_matrix,
+    parquet_bytes,
     row_schema,
     write_parquet,
 )
+from mmfeat.pipelines.store_fs import ObjectPath, is_uri, open_fs  # noqa: F401  (re-exported)
+from mmfeat.pipelines.store_housekeeping import OrphanAttempt, StagedRun, orphan_attempts, staged_runs  # noqa: F401
+from mmfeat.pipelines.store_lock import LOCK_NAME, feature_set_lock  # noqa: F401
 from mmfeat.pipelines.store_verify import StoreError, file_sha256  # noqa: F401  (re-exported)
 from mmfeat.pipelines.store_verify import VerifiedParts as _VerifiedParts
+from mmfeat.pipelines.store_writer import (  # noqa: F401  (re-exported)
+    ALIASES_NAME,
+    ATTEMPT_PREFIX,
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    RETRYABLE_STAGES,
+    STAGING,
+    VersionWriter,
+    part_name,
+)
 
 log = logging.getLogger("mmfeat.store")
 
-MANIFEST_NAME = "_manifest.json"
-ALIASES_NAME = "_aliases.json"
-STAGING = "_staging"
-LOCK_NAME = ".lock"
-FORMAT_VERSION = 2
-#: Error rows of these stages are retried by the next run (the input was fine, computing failed).
-RETRYABLE_STAGES = ("featurize",)
 
 
-def default_store_root() -> Path:
-    """``$MMFEAT_STORE``, else ``store/`` in the working directory (never the install location)."""
-    return Path(os.environ.get("MMFEAT_STORE", Path.cwd() / "store"))
+def default_store_root() -> Path | str:
+    """``$MMFEAT_STORE`` (a folder or an ``s3://`` URI, kept as a string), else ``store/`` in the working
+    directory (never the install location)."""
+    root = os.environ.get("MMFEAT_STORE")
+    if root and is_uri(root):
+        return root
+    return Path(root or Path.cwd() / "store")
 
 
 def run_key(featurizer_fp_hash: str, input_hashes: Iterable[tuple[str, str]]) -> str:
@@ -100,207 +117,98 @@ class MatrixRead:
         return self._ids()
 
 
-def _count_errors(paths: Sequence[Path]) -> tuple[int, int, int]:
-    """(rows, error rows, retryable error rows) over parts."""
-    rows = errors = retryable = 0
-    for p in paths:
-        t = pq.read_table(p, columns=["status", "stage"])
-        err = pc.equal(t.column("status"), "error")
-        rows += t.num_rows
-        errors += int(pc.sum(err).as_py() or 0)
-        retry = pc.and_(err, pc.is_in(t.column("stage"), pa.array(RETRYABLE_STAGES)))
-        retryable += int(pc.sum(retry).as_py() or 0)
-    return rows, errors, retryable
-
-
-class VersionWriter:
-    """Stages one run's parts under its run key; finished parts survive a crash.
-
-    Parts with retryable error rows left by an earlier run are not "done": the next run recomputes
-    them (reusing their ok rows). ``publish`` names the version by its content.
-    """
-
-    def __init__(self, store: "FeatureStore", dataset: str, feature_set: str, key: str, plan: dict[str, Any]):
-        self.store, self.dataset, self.feature_set, self.key = store, dataset, feature_set, key
-        self.dir = store.feature_dir(dataset, feature_set) / STAGING / key
-        plan_path = self.dir / "_plan.json"
-        if self.dir.exists():
-            old = json.loads(plan_path.read_text()) if plan_path.exists() else None
-            if old != plan:  # a different shard plan cannot be resumed part by part
-                shutil.rmtree(self.dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        for tmp in self.dir.glob("*.tmp"):  # half-written by a dead run (the caller holds the lock)
-            tmp.unlink(missing_ok=True)
-        plan_path.write_text(json.dumps(plan, sort_keys=True))
-        self._written: set[int] = set()
-        self._retry: set[int] = {i for i in self._finished() if _count_errors([self.part_path(i)])[2]}
-
-    def part_path(self, index: int) -> Path:
-        return self.dir / f"part-{index:05d}.parquet"
-
-    def _finished(self) -> set[int]:
-        return {int(p.stem.split("-")[1]) for p in self.dir.glob("part-*.parquet")}
-
-    def done_parts(self) -> set[int]:
-        """Parts that need no work: written by this run, or by an earlier one without retryable errors."""
-        return {i for i in self._finished() if i in self._written or i not in self._retry}
-
-    def staged_parts(self) -> list[Path]:
-        """Every finished part file (for reusing their ok rows)."""
-        return sorted(self.dir.glob("part-*.parquet"))
-
-    def write_part(self, index: int, table: pa.Table) -> Path:
-        path = self.part_path(index)
-        write_parquet(table, path)
-        self._written.add(index)
-        return path
-
-    def publish(self, manifest: dict[str, Any], aliases: Sequence[str] = ("latest",), *,
-                identity: str | None = None) -> Path:
-        """Checksum the parts, name the version by its content, write ``_manifest.json``, rename
-        the folder into place and point ``aliases`` at it.
-
-        Args:
-            manifest: the version's description (output, featurizer, input, lineage, ...).
-            aliases: aliases to point at the published version.
-            identity: what made the rows (default: ``manifest["featurizer"]["fingerprint_hash"]``).
-
-        Returns:
-            The published version's folder (its name is the version id).
-        """
-        identity = identity or manifest.get("featurizer", {}).get("fingerprint_hash", "")
-        parts = sorted(self.dir.glob("part-*.parquet"))
-        digest = ContentDigest()
-        meta_parts = []
-        for p in parts:
-            digest.update(pq.read_table(p))
-            rows, n_err, n_retry = _count_errors([p])
-            meta_parts.append({"file": p.name, "rows": rows, "errors": n_err, "sha256": file_sha256(p)})
-        rows, errors, retryable = _count_errors(parts)
-        version = content_version_id(identity, digest.hexdigest())
-        manifest = {
-            **manifest,
-            "format_version": FORMAT_VERSION,
-            "dataset": self.dataset,
-            "feature_set": self.feature_set,
-            "version": version,
-            "run_key": self.key,
-            "rows": rows,
-            "errors": errors,
-            "retryable_errors": retryable,
-            "content_sha256": digest.hexdigest(),
-            "parts": meta_parts,
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "mmfeat_version": mmfeat_version(),
-        }
-        with self.store.lock(self.dataset, self.feature_set):
-            (self.dir / "_plan.json").unlink(missing_ok=True)
-            tmp = self.dir / (MANIFEST_NAME + ".tmp")
-            tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
-            os.replace(tmp, self.dir / MANIFEST_NAME)
-            final = self.store.feature_dir(self.dataset, self.feature_set) / version
-            if final.exists():  # the same rows were published before: versions are immutable
-                shutil.rmtree(self.dir)
-            else:
-                os.replace(self.dir, final)
-            for alias in aliases:
-                self.store.set_alias(self.dataset, self.feature_set, alias, version)
-        return final
-
-
 _VERIFIED = _VerifiedParts()
 
 
-_LOCKS: dict[str, tuple[Any, Any]] = {}
-_LOCKS_GUARD = threading.Lock()
-
-
-def _process_lock(path: Path) -> tuple[Any, Any]:
-    """One (thread RLock, inter-process FileLock) pair per lock file in this process, shared by
-    every FeatureStore on the same root, so a nested acquire never deadlocks on itself."""
-    from filelock import FileLock
-
-    key = os.path.realpath(path)
-    with _LOCKS_GUARD:
-        if key not in _LOCKS:
-            _LOCKS[key] = (threading.RLock(), FileLock(key, thread_local=False))
-        return _LOCKS[key]
-
 
 class FeatureStore:
-    """Read and write feature versions under one root folder.
+    """Read and write feature versions under one root: a local folder or ``s3://bucket/prefix``.
+
+    An object-store root takes its endpoint from ``?endpoint_override=URL`` or ``AWS_ENDPOINT_URL_S3`` /
+    ``AWS_ENDPOINT_URL`` (MinIO, moto, Ceph) and its credentials from the standard AWS chain.
+    ``root`` is a :class:`~pathlib.Path` for a local folder and the URI string for an object store;
+    ``uri`` is the string that rebuilds the same store (``FeatureStore(store.uri)``). A store pickles as
+    its root only (a Dask or Ray worker opens its own connections).
 
     Example:
         >>> store = FeatureStore("store")                                  # doctest: +SKIP
         >>> store.read_matrix("microlens-mini", "title_minilm", "latest",  # doctest: +SKIP
         ...                   item_ids=["1", "2"]).matrix.shape
         (2, 384)
+        >>> FeatureStore("s3://features/team-a").root                      # doctest: +SKIP
+        's3://features/team-a'
     """
 
     def __init__(self, root: str | os.PathLike[str]):
-        self.root = Path(root).expanduser().resolve()
+        self.fs = open_fs(root)
+        self.uri: str = self.fs.uri
+        self.root: Any = self.fs.root if self.fs.is_local else ObjectPath(self.fs.uri)
+
+    def __reduce__(self) -> tuple:
+        return (FeatureStore, (self.uri,))
+
+    def __repr__(self) -> str:
+        return f"FeatureStore({self.uri!r})"
 
     # ------------------------------------------------------------------ layout and lookup
-    def feature_dir(self, dataset: str, feature_set: str) -> Path:
-        return self.root / dataset / feature_set
+    def feature_dir(self, dataset: str, feature_set: str) -> Any:
+        """The feature set's folder: a Path (local root) or an s3:// :class:`ObjectPath`."""
+        return self.fs.loc(f"{dataset}/{feature_set}")
 
     def datasets(self) -> list[str]:
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir()) if self.root.exists() else []
+        return self.fs.list_dirs("")
 
     def feature_sets(self, dataset: str) -> list[str]:
-        d = self.root / dataset
-        return sorted(p.name for p in d.iterdir() if p.is_dir()) if d.exists() else []
+        return self.fs.list_dirs(dataset)
+
+    def _manifest_or_none(self, dataset: str, feature_set: str, version: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.fs.read_text(f"{dataset}/{feature_set}/{version}/{MANIFEST_NAME}"))
+        except FileNotFoundError:
+            return None
 
     def versions(self, dataset: str, feature_set: str) -> list[dict[str, Any]]:
-        """Published versions' manifests, oldest first."""
-        d = self.feature_dir(dataset, feature_set)
-        found = [json.loads(m.read_text()) for m in d.glob(f"v-*/{MANIFEST_NAME}")] if d.exists() else []
+        """Published versions' manifests, oldest first (a folder without ``_manifest.json`` is not one)."""
+        names = [n for n in self.fs.list_dirs(f"{dataset}/{feature_set}") if n.startswith("v-")]
+        found = [m for m in (self._manifest_or_none(dataset, feature_set, n) for n in names) if m is not None]
         return sorted(found, key=lambda m: (m["created_at"], m["version"]))
 
     def aliases(self, dataset: str, feature_set: str) -> dict[str, str]:
-        path = self.feature_dir(dataset, feature_set) / ALIASES_NAME
-        return json.loads(path.read_text()) if path.exists() else {}
-
-    @contextmanager
-    def lock(self, dataset: str, feature_set: str, *, log_every: float = 30.0) -> Iterator[None]:
-        """Hold the feature set's writer lock: reentrant for the thread holding it, exclusive against
-        other threads (any :class:`FeatureStore` object on this root) and other processes.
-
-        A run holds it from planning to publish, so two runs of one feature set never stage or
-        publish over each other: the second waits (logging that it waits), then finds the first's
-        version. The OS releases the file lock of a killed process.
-        """
-        d = self.feature_dir(dataset, feature_set)
-        d.mkdir(parents=True, exist_ok=True)
-        thread_lock, file_lock = _process_lock(d / LOCK_NAME)
-        waited = 0.0
-        while not thread_lock.acquire(timeout=log_every):
-            waited += log_every
-            log.warning("%s/%s: waiting for another thread of this process writing it (%.0f s so far)",
-                        dataset, feature_set, waited)
         try:
-            from filelock import Timeout
+            return json.loads(self.fs.read_text(f"{dataset}/{feature_set}/{ALIASES_NAME}"))
+        except FileNotFoundError:
+            return {}
 
-            while True:
-                try:
-                    file_lock.acquire(timeout=log_every)
-                    break
-                except Timeout:
-                    waited += log_every
-                    log.warning("%s/%s: waiting for another run that holds %s (%.0f s so far)",
-                                dataset, feature_set, d / LOCK_NAME, waited)
-            try:
-                yield
-            finally:
-                file_lock.release()
-        finally:
-            thread_lock.release()
+    def lock(self, dataset: str, feature_set: str, *, log_every: float = 30.0) -> Any:
+        """Hold the feature set's writer lock (a context manager): reentrant for the thread holding it,
+        exclusive against other threads (any :class:`FeatureStore` object on this root) and, on a local
+        root, other processes. A run holds it from planning to publish, so the second of two runs
+        waits, then finds the first's version. On an object store only this process's threads are
+        excluded (:mod:`mmfeat.pipelines.store_lock` says why that is still correct)."""
+        return feature_set_lock(self.fs, dataset, feature_set, log_every=log_every)
 
     def set_alias(self, dataset: str, feature_set: str, alias: str, version: str) -> None:
-        """Point an alias (``latest`` or a user tag) at a published version (atomic file swap under
-        the feature set's lock, so two writers never lose each other's aliases)."""
-        if not (self.feature_dir(dataset, feature_set) / version / MANIFEST_NAME).exists():
+        """Point an alias (``latest`` or a user tag) at a published version, never losing a concurrent
+        update of another alias: on a local root an atomic file swap under the feature set's lock; on an
+        object store a conditional PUT on the file's ETag (``If-Match``, or ``If-None-Match: *`` for the
+        first alias), re-read and retried when another writer got there first.
+
+        Raises:
+            StoreError: ``version`` is not published, or the alias file kept changing (20 conflicts).
+        """
+        if not self.has_version(dataset, feature_set, version):
             raise StoreError(f"cannot tag {dataset}/{feature_set}: version {version} is not published")
+        if not self.fs.is_local:
+            key = f"{dataset}/{feature_set}/{ALIASES_NAME}"
+            for attempt in range(20):
+                got = self.fs.read_with_etag(key)
+                aliases = {**(json.loads(got[0]) if got is not None else {}), alias: version}
+                body = json.dumps(aliases, indent=2, sort_keys=True).encode()
+                if (self.fs.create_exclusive(key, body) if got is None else self.fs.replace_if(key, body, got[1])):
+                    return
+                time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))  # another writer won: re-read, retry
+            raise StoreError(f"{dataset}/{feature_set}: {ALIASES_NAME} kept changing under 20 attempts to set "
+                             f"{alias!r}; try again")
         with self.lock(dataset, feature_set):
             aliases = {**self.aliases(dataset, feature_set), alias: version}
             path = self.feature_dir(dataset, feature_set) / ALIASES_NAME
@@ -310,14 +218,14 @@ class FeatureStore:
 
     def resolve(self, dataset: str, feature_set: str, ref: str = "latest") -> str:
         """A version id from an id, an alias, or a unique id prefix."""
-        d = self.feature_dir(dataset, feature_set)
-        if not d.exists():
+        if feature_set not in self.feature_sets(dataset):
             have = self.feature_sets(dataset)
             raise StoreError(f"no feature set {dataset}/{feature_set} in {self.root} (it has: {have or 'nothing'})")
         aliases = self.aliases(dataset, feature_set)
         if ref in aliases:
             return aliases[ref]
-        matches = [p.name for p in d.glob("v-*") if p.name.startswith(ref) and (p / MANIFEST_NAME).exists()]
+        matches = [n for n in self.fs.list_dirs(f"{dataset}/{feature_set}")
+                   if n.startswith("v-") and n.startswith(ref) and self.has_version(dataset, feature_set, n)]
         if len(matches) == 1:
             return matches[0]
         raise StoreError(
@@ -326,11 +234,15 @@ class FeatureStore:
         )
 
     def has_version(self, dataset: str, feature_set: str, version: str) -> bool:
-        return (self.feature_dir(dataset, feature_set) / version / MANIFEST_NAME).exists()
+        """Whether ``version`` is published (its ``_manifest.json`` exists: on an object store, the commit)."""
+        return self.fs.exists(f"{dataset}/{feature_set}/{version}/{MANIFEST_NAME}")
 
     def manifest(self, dataset: str, feature_set: str, ref: str = "latest") -> dict[str, Any]:
         v = self.resolve(dataset, feature_set, ref)
-        return json.loads((self.feature_dir(dataset, feature_set) / v / MANIFEST_NAME).read_text())
+        m = self._manifest_or_none(dataset, feature_set, v)
+        if m is None:
+            raise StoreError(f"{dataset}/{feature_set}: {ref!r} names version {v}, which is not published")
+        return m
 
     def complete_version(self, dataset: str, feature_set: str, key: str) -> dict[str, Any] | None:
         """The newest published version made by the request ``key`` with no retryable error rows
@@ -345,36 +257,74 @@ class FeatureStore:
         """A stager for the run ``key`` (a run key, or any name unique to what is being written)."""
         return VersionWriter(self, dataset, feature_set, key, plan)
 
+    def stage_part(self, dataset: str, feature_set: str, key: str, index: int, table: pa.Table) -> Any:
+        """Stage part ``index`` of run ``key`` from any process (a runner's worker): written atomically
+        (local: temp + fsync + rename; object store: one PUT), no lock taken, nothing cleaned up. The
+        run's :class:`VersionWriter` (opened by the driver first) sees it in ``done_parts()``.
+
+        Args:
+            dataset, feature_set, key: the run (its staging folder must exist on a local root: the
+                driver's :meth:`writer` made it).
+            index: the shard number.
+            table: the part's rows (:func:`build_rows`).
+
+        Returns:
+            Where the part is: a Path (local root) or an s3:// :class:`ObjectPath`.
+
+        Example:
+            >>> FeatureStore(root).stage_part("ds", "title", job.key, 3, rows)   # doctest: +SKIP
+        """
+        part = f"{dataset}/{feature_set}/{STAGING}/{key}/{part_name(index)}"
+        if self.fs.is_local:
+            write_parquet(table, self.fs.path(part))
+        else:
+            self.fs.write_bytes(part, parquet_bytes(table))
+        return self.fs.loc(part)
+
     # ------------------------------------------------------------------ reading
     def verify(self, dataset: str, feature_set: str, ref: str = "latest") -> None:
         """Re-hash every part now (no memo); raise :class:`StoreError` naming a missing or changed one."""
         m = self.manifest(dataset, feature_set, ref)
-        d = self.feature_dir(dataset, feature_set) / m["version"]
         where = f"{dataset}/{feature_set}/{m['version']}"
         for part in m["parts"]:
-            path = d / part["file"]
-            if not path.exists():
-                raise StoreError(f"{where}: part {part['file']} is missing")
-            if file_sha256(path) != part["sha256"]:
+            key = f"{where}/{part['file']}"
+            try:
+                digest, _ = self.fs.sha256(key)
+            except FileNotFoundError:
+                raise StoreError(f"{where}: part {part['file']} is missing") from None
+            if digest != part["sha256"]:
                 raise StoreError(f"{where}: part {part['file']} is corrupted (sha256 differs from "
                                  f"_manifest.json); re-run the extraction to rebuild this version")
 
     def _verified_paths(self, m: dict[str, Any]) -> list[str]:
-        """The version's part paths, each checked against its manifest sha256 (parts hashed on a
-        few threads: hashlib releases the GIL, so a cold read costs about one part's hash per core)."""
-        d = self.feature_dir(m["dataset"], m["feature_set"]) / m["version"]
+        """The version's part paths for pyarrow (on :meth:`fs`'s arrow filesystem), each checked against its
+        manifest sha256 (parts hashed on a few threads: hashlib releases the GIL, so a cold read costs
+        about one part's hash per core)."""
         where = f"{m['dataset']}/{m['feature_set']}/{m['version']}"
-        checks = [(d / part["file"], part["sha256"]) for part in m["parts"]]
-        checks_left = [c for c in checks if not _VERIFIED.seen(*c)]
+        checks = [(f"{where}/{part['file']}", part["sha256"]) for part in m["parts"]]
+        checks_left = [c for c in checks if not _VERIFIED.seen(self.fs, *c)]
         if len(checks_left) > 1:
             from concurrent.futures import ThreadPoolExecutor
 
             with ThreadPoolExecutor(max_workers=min(len(checks), os.cpu_count() or 1)) as pool:
-                list(pool.map(lambda c: _VERIFIED.check(c[0], c[1], where), checks_left))
+                list(pool.map(lambda c: _VERIFIED.check(self.fs, c[0], c[1], where), checks_left))
         else:
-            for path, sha in checks_left:
-                _VERIFIED.check(path, sha, where)
-        return [str(path) for path, _ in checks]
+            for key, sha in checks_left:
+                _VERIFIED.check(self.fs, key, sha, where)
+        return [self.fs.arrow(key)[1] for key, _ in checks]
+
+    def version_part_tables(self, dataset: str, feature_set: str, ref: str = "latest", *,
+                            columns: Sequence[str] | None = None, verify: bool = True) -> Iterator[pa.Table]:
+        """A published version's parts one at a time, in manifest order (each verified just before it is
+        read), for callers that stop early (e.g. the first few error rows)."""
+        m = self.manifest(dataset, feature_set, ref)
+        where = f"{dataset}/{feature_set}/{m['version']}"
+        for part in m["parts"]:
+            key = f"{where}/{part['file']}"
+            if verify:
+                _VERIFIED.check(self.fs, key, part["sha256"], where)
+            filesystem, path = self.fs.arrow(key)
+            yield pq.read_table(path, columns=list(columns) if columns else None, filesystem=filesystem)
 
     def read_table(
         self, dataset: str, feature_set: str, ref: str = "latest", *, verify: bool = True,
@@ -398,18 +348,18 @@ class FeatureStore:
             StoreError: unknown version, or a part missing, changed or unreadable.
         """
         m = self.manifest(dataset, feature_set, ref)
-        d = self.feature_dir(dataset, feature_set) / m["version"]
-        paths = self._verified_paths(m) if verify else [str(d / p["file"]) for p in m["parts"]]
+        where = f"{dataset}/{feature_set}/{m['version']}"
+        paths = (self._verified_paths(m) if verify
+                 else [self.fs.arrow(f"{where}/{p['file']}")[1] for p in m["parts"]])
         if columns is not None and only_ok and "status" not in columns:
             columns = [*columns, "status"]
         if not paths:
             return row_schema(**m["output"]).empty_table()
         try:
-            table = pq.read_table(paths, columns=list(columns) if columns else None, memory_map=True,
-                                  use_threads=True)
+            table = pq.read_table(paths, columns=list(columns) if columns else None, memory_map=self.fs.is_local,
+                                  use_threads=True, filesystem=self.fs.arrow("")[0])
         except (OSError, pa.ArrowInvalid) as exc:
-            raise StoreError(f"{dataset}/{feature_set}/{m['version']}: unreadable part ({exc}); "
-                             f"run `mmfeat store verify` to find it") from exc
+            raise StoreError(f"{where}: unreadable part ({exc}); run `mmfeat store verify` to find it") from exc
         if only_ok:
             table = table.filter(pc.equal(table.column("status"), "ok"))
         if not raw and "embedding" in table.column_names:
@@ -530,15 +480,23 @@ class FeatureStore:
         return stored[idx.to_numpy(zero_copy_only=False).astype(np.int64)], [str(i) for i in item_ids], version
 
     # ------------------------------------------------------------------ reuse across versions
+    def _read_part_at(self, location: Any) -> pa.Table:
+        """Rows of a part given by location (a Path, or an s3:// location under this root)."""
+        key = None if self.fs.is_local else self.fs.key_of(str(location))
+        if key is None:
+            return pq.read_table(location)
+        filesystem, path = self.fs.arrow(key)
+        return pq.read_table(path, filesystem=filesystem)
+
     def reusable_rows(self, dataset: str, feature_set: str, fingerprint_hash: str,
                       needed: Iterable[str] | None = None, *,
-                      extra_parts: Sequence[Path] = ()) -> dict[str, Any]:
+                      extra_parts: Sequence[Any] = ()) -> dict[str, Any]:
         """``source_sha256 -> value`` of ok rows made by the same featurizer, for the ``needed``
         input hashes only (all when None).
 
-        Looks in ``extra_parts`` first (a resumed run's staged parts), then in published versions
-        newest first, filtering each by the still-needed hashes in Arrow (``pc.is_in``) and
-        stopping once every needed hash is found: a re-run reads only what it reuses.
+        Looks in ``extra_parts`` first (a resumed run's staged parts: :meth:`VersionWriter.staged_parts`),
+        then in published versions newest first, filtering each by the still-needed hashes in Arrow
+        (``pc.is_in``) and stopping once every needed hash is found: a re-run reads only what it reuses.
         """
         want = None if needed is None else pa.array(sorted(set(needed)), pa.string())
         out: dict[str, Any] = {}
@@ -562,7 +520,7 @@ class FeatureStore:
                 want = pc.filter(want, pc.invert(pc.is_in(want, value_set=pa.array(list(out), pa.string()))))
 
         for part in extra_parts:
-            take(pq.read_table(part))
+            take(self._read_part_at(part))
         for m in reversed(self.versions(dataset, feature_set)):
             if want is not None and len(want) == 0:
                 break
@@ -572,6 +530,36 @@ class FeatureStore:
         return out
 
     # ------------------------------------------------------------------ housekeeping
-    def staged(self) -> list[Path]:
-        """Unfinished runs (resumable) under the root."""
-        return sorted(p for p in self.root.glob(f"*/*/{STAGING}/*") if p.is_dir()) if self.root.exists() else []
+    def staged(self) -> list[Any]:
+        """Unfinished runs (resumable) under the root: their staging folders (Paths on a local root)."""
+        if self.fs.is_local:
+            return sorted(p for p in self.root.glob(f"*/*/{STAGING}/*") if p.is_dir()) if self.root.exists() else []
+        return [run.location for run in staged_runs(self)]
+
+    def staged_runs(self) -> list[StagedRun]:
+        """Unfinished runs with their dataset, feature set, run key and number of staged parts."""
+        return staged_runs(self)
+
+    def orphan_attempts(self, min_age_s: float = 3600.0) -> list[OrphanAttempt]:
+        """Object store only: upload attempts no manifest names (see
+        :func:`mmfeat.pipelines.store_housekeeping.orphan_attempts`)."""
+        return orphan_attempts(self, min_age_s)
+
+    def remove_orphan_attempts(self, min_age_s: float = 3600.0) -> list[OrphanAttempt]:
+        """Delete what :meth:`orphan_attempts` lists (never a committed version's parts, never an attempt
+        of an uncommitted version younger than ``min_age_s``: it may be in flight); returns them."""
+        found = orphan_attempts(self, min_age_s)
+        for o in found:
+            self.fs.delete_prefix(o.key)
+        return found
+
+    def _sweep_attempts(self, dataset: str, feature_set: str, version: str, keep: str) -> None:
+        """After committing ``version`` with attempt ``keep``: no other attempt under it can ever be
+        named by its manifest (it is created once), so they are garbage now (a killed publisher's, or a
+        racing loser's that it deletes itself anyway)."""
+        vprefix = f"{dataset}/{feature_set}/{version}"
+        for name in self.fs.list_dirs(vprefix):
+            if name.startswith(ATTEMPT_PREFIX) and name != keep:
+                log.info("%s/%s: removing attempt %s, which the committed manifest does not name", dataset,
+                         feature_set, f"{version}/{name}")
+                self.fs.delete_prefix(f"{vprefix}/{name}")

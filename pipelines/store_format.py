@@ -217,23 +217,31 @@ def content_version_id(identity: str, digest: str) -> str:
     return "v-" + hashlib.sha256(f"{identity}\0{digest}".encode()).hexdigest()[:16]
 
 
+def _parquet_options(table: pa.Table) -> dict[str, Any]:
+    """Embeddings are stored uncompressed: float noise does not compress, and skipping the codec makes
+    reads run at disk/memcpy speed."""
+    return {
+        "compression": {name: ("NONE" if name == "embedding" else "ZSTD") for name in table.column_names},
+        "use_dictionary": [c for c in table.column_names if c in ("status", "stage")],
+        "row_group_size": 1 << 20,
+        "write_statistics": ["item_id"],
+    }
+
+
 def write_parquet(table: pa.Table, path: Path) -> None:
-    """Write atomically (a temp name private to this writer, fsync, rename). Embeddings are stored
-    uncompressed: float noise does not compress, and skipping the codec makes reads run at
-    disk/memcpy speed."""
+    """Write atomically (a temp name private to this writer, fsync, rename)."""
     tmp = path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    compression = {name: ("NONE" if name == "embedding" else "ZSTD") for name in table.column_names}
     try:
-        pq.write_table(
-            table,
-            tmp,
-            compression=compression,
-            use_dictionary=[c for c in table.column_names if c in ("status", "stage")],
-            row_group_size=1 << 20,
-            write_statistics=["item_id"],
-        )
+        pq.write_table(table, tmp, **_parquet_options(table))
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    """A part's Parquet file as bytes (the same layout as :func:`write_parquet`), for one atomic PUT."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, **_parquet_options(table))
+    return sink.getvalue().to_pybytes()

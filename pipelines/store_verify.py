@@ -1,14 +1,17 @@
 """Checksums of store parts: the rule that every read sees the bytes its manifest names.
 
 A part is hashed (sha256, never memoized at the file level) and compared with ``_manifest.json`` before its
-bytes are returned; :class:`VerifiedParts` remembers, per process, the parts that matched, keyed by path, size,
-mtime and inode, so a part is re-hashed only when it changed or was never checked.
+bytes are returned; :class:`VerifiedParts` remembers, per process, the parts that matched, keyed by location,
+size and what identifies the bytes (mtime and inode on a local disk; the ETag on S3), so a part is re-hashed
+only when it changed or was never checked. On S3 the size and ETag recorded are those of the GET that was
+hashed, not of an earlier HEAD, so a memo entry always names bytes that really matched.
 """
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 from mmfeat.featurizers.hashing import file_sha256 as _file_sha256
 
@@ -22,8 +25,15 @@ def file_sha256(path: Path) -> str:
     return _file_sha256(path, memo=False)
 
 
+def _name(key: str) -> str:
+    return key.rsplit("/", 1)[-1]
+
+
 class VerifiedParts:
-    """Parts whose bytes matched their manifest checksum in this process (bounded LRU)."""
+    """Parts whose bytes matched their manifest checksum in this process (bounded LRU).
+
+    ``fs`` is the store's filesystem (:mod:`mmfeat.pipelines.store_fs`), ``key`` the part's key under it.
+    """
 
     def __init__(self, maxsize: int = 65536) -> None:
         self._seen: OrderedDict[tuple, None] = OrderedDict()
@@ -31,33 +41,38 @@ class VerifiedParts:
         self._lock = threading.Lock()
 
     @staticmethod
-    def _key(path: Path, expected: str) -> tuple | None:
-        try:
-            st = path.stat()
-        except OSError:
-            return None
-        return (str(path), st.st_size, st.st_mtime_ns, st.st_ino, expected)
+    def _key(fs: Any, key: str, expected: str) -> tuple | None:
+        st = fs.stat(key)
+        return None if st is None else (fs.uri, key, st.size, st.token, expected)
 
-    def seen(self, path: Path, expected: str) -> bool:
+    def seen(self, fs: Any, key: str, expected: str) -> bool:
         """Whether this part, unchanged since, already matched ``expected`` in this process."""
-        key = self._key(path, expected)
+        memo = self._key(fs, key, expected)
         with self._lock:
-            return key is not None and key in self._seen
+            return memo is not None and memo in self._seen
 
-    def check(self, path: Path, expected: str, where: str) -> None:
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            raise StoreError(f"{where}: part {path.name} is missing; re-run the extraction to rebuild this version") from None
-        key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino, expected)
+    def check(self, fs: Any, key: str, expected: str, where: str) -> None:
+        """Hash the part now unless it matched unchanged before; raise :class:`StoreError` if it is
+        missing or its bytes differ from ``expected``."""
+        memo = self._key(fs, key, expected)
+        missing = StoreError(f"{where}: part {_name(key)} is missing; re-run the extraction to rebuild this version")
+        if memo is None:
+            raise missing
         with self._lock:
-            if key in self._seen:
-                self._seen.move_to_end(key)
+            if memo in self._seen:
+                self._seen.move_to_end(memo)
                 return
-        if file_sha256(path) != expected:
-            raise StoreError(f"{where}: part {path.name} is corrupted (sha256 differs from _manifest.json); "
+        try:
+            digest, st = fs.sha256(key)
+        except FileNotFoundError:
+            raise missing from None
+        if digest != expected:
+            raise StoreError(f"{where}: part {_name(key)} is corrupted (sha256 differs from _manifest.json); "
                              f"re-run the extraction to rebuild this version")
-        with self._lock:
-            self._seen[key] = None
-            if len(self._seen) > self._maxsize:
-                self._seen.popitem(last=False)
+        with self._lock:  # keyed by the stat of the bytes just hashed (local: taken right before hashing)
+            self._remember((fs.uri, key, st.size, st.token, expected))
+
+    def _remember(self, memo: tuple) -> None:
+        self._seen[memo] = None
+        if len(self._seen) > self._maxsize:
+            self._seen.popitem(last=False)

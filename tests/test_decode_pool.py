@@ -439,3 +439,35 @@ def test_work_after_the_last_item_is_model_time():
         for batch in chunked(decoded, 4):  # pulls past the end, then works
             time.sleep(0.02)
     assert decoded.stats.model_s >= 0.02
+
+
+def test_run_report_carries_the_model_busy_fraction() -> None:
+    """A featurizer's decode-pipeline stats reach the shard's stats and the run's report: model time
+    over model + waiting time, summed over its calls (None for featurizers without a pipeline)."""
+    import pyarrow as pa  # noqa: F401
+
+    from mmfeat.featurizers.base import OutputSpec, Result
+    from mmfeat.pipelines.shards import ShardWork
+    from mmfeat.pipelines.store import row_schema
+
+    class Piped:
+        name, output = "piped", OutputSpec("text", None, None)
+
+        def __call__(self, inputs):
+            self.last_pipeline_stats = {"model_s": 3.0, "wait_s": 1.0}
+            return [Result(value=f"t{x}") for x in inputs]
+
+    work = ShardWork(index=0, item_ids=["a", "b", "c"], source_hashes=["1", "2", "3"], values=[None] * 3,
+                     errors=[None] * 3, stages=[None] * 3, todo={"1": [0], "2": [1], "3": [2]},
+                     inputs={"1": 1, "2": 2, "3": 3})
+    table, stats = work.compute(Piped(), row_schema("text", None, None), sub_batch=2)
+    assert table.column("text").to_pylist() == ["t1", "t2", "t3"]
+    assert stats["model_s"] == 6.0 and stats["wait_s"] == 2.0  # two calls of 2 and 1 inputs
+    plain = ShardWork(**{**work.__dict__, "todo": {"1": [0]}, "inputs": {"1": 1}})
+
+    class NoPipe(Piped):
+        def __call__(self, inputs):
+            return [Result(value="x") for _ in inputs]
+
+    _, stats = plain.compute(NoPipe(), row_schema("text", None, None), sub_batch=2)
+    assert "model_s" not in stats

@@ -200,3 +200,50 @@ def test_cli_list_show_verify_tag(tmp_path: Path, capsys) -> None:
     assert main(root + ["store", "verify", "ds", "fs"]) == 0
     assert main(root + ["store", "show", "ds", "nope"]) == 2
     assert "no feature set ds/nope" in capsys.readouterr().err
+
+
+def test_parts_staged_by_other_processes_are_seen_and_read_without_paths(tmp_path: Path) -> None:
+    """What a Dask/Ray runner relies on: a worker's FeatureStore(root).stage_part is seen by the driver's
+    writer (done_parts lists again), and a retryable part rewritten by a worker counts as done."""
+    store = FeatureStore(tmp_path)
+    schema = row_schema("embedding", 2, "float32")
+
+    def rows(i: int, error: str | None = None):
+        return build_rows(schema, [f"{i}"], [np.ones(2)], [error], ["featurize" if error else None], [f"h{i}"])
+
+    store.writer("ds", "fs", "r-1", {"n": 3}).write_part(0, rows(0, "oom"))  # a run died with a retryable error
+    w = store.writer("ds", "fs", "r-1", {"n": 3})
+    assert w.done_parts() == set()  # part 0 must be recomputed
+    worker = FeatureStore(str(tmp_path))
+    worker.stage_part("ds", "fs", "r-1", 0, rows(0))
+    worker.stage_part("ds", "fs", "r-1", 1, rows(1))
+    assert w.done_parts() == {0, 1}
+    assert w.read_part(0, columns=["status"]).column("status").to_pylist() == ["ok"]
+    assert [t.num_rows for t in w.iter_parts(["item_id"])] == [1, 1]
+    version = w.publish({"output": {"kind": "embedding", "dim": 2, "dtype": "float32"},
+                         "featurizer": {"name": "t", "kind": "t", "fingerprint": {}, "fingerprint_hash": "fp"},
+                         "lineage": {}, "input": {}}).name
+    tables = list(store.version_part_tables("ds", "fs", version, columns=["item_id"]))
+    assert [t.column("item_id").to_pylist() for t in tables] == [["0"], ["1"]]
+    part = tmp_path / "ds" / "fs" / version / "part-00001.parquet"
+    part.write_bytes(part.read_bytes()[:-9] + b"corrupted")
+    with pytest.raises(StoreError, match=r"part-00001\.parquet is corrupted"):
+        list(FeatureStore(tmp_path).version_part_tables("ds", "fs", version))
+
+
+def test_local_exclusive_create_and_uri_roots(tmp_path: Path) -> None:
+    """The local side of the store's filesystem layer, and roots that are URIs, not paths."""
+    from mmfeat.pipelines.store_fs import LocalFS, ObjectPath, open_fs
+
+    fs = open_fs(tmp_path)
+    assert isinstance(fs, LocalFS) and fs.create_exclusive("a/b.json", b"1")
+    assert not fs.create_exclusive("a/b.json", b"2") and fs.read_text("a/b.json") == "1"
+    assert fs.list_files("a", "*.json") == ["a/b.json"] and not list((tmp_path / "a").glob("*.tmp"))
+    s3 = FeatureStore("s3://bucket/team/features")  # nothing is contacted until the first operation
+    assert s3.root == "s3://bucket/team/features" and not s3.fs.is_local
+    loc = s3.feature_dir("ds", "fs") / "v-1"
+    assert isinstance(loc, ObjectPath) and loc == "s3://bucket/team/features/ds/fs/v-1" and loc.name == "v-1"
+    with pytest.raises(ValueError, match="unknown option"):
+        FeatureStore("s3://bucket/x?endpoint=http://127.0.0.1:9000")
+    with pytest.raises(ValueError, match="only local folders and s3://"):
+        FeatureStore("gs://bucket/x")

@@ -13,6 +13,7 @@ from mmfeat.pipelines.store import FeatureStore, StoreError, default_store_root
 
 
 def open_store(args: argparse.Namespace) -> FeatureStore:
+    """The store of ``--store`` (a folder or an ``s3://`` URI), else the default root."""
     return FeatureStore(args.store or default_store_root())
 
 
@@ -40,11 +41,18 @@ def cmd_store_list(args: argparse.Namespace) -> int:
             aliases = store.aliases(ds, fs)
             for m in store.versions(ds, fs):
                 print(_fmt_version_line(m, aliases))
-    staged = store.staged()
+    staged = store.staged_runs()
     if staged:
         print("\nunfinished runs (resume by re-running the same extraction):")
-        for p in staged:
-            print(f"  {p.relative_to(store.root)}  ({len(list(p.glob('part-*.parquet')))} parts done)")
+        for run in staged:
+            print(f"  {run.relative}  ({run.parts} parts done)")
+    orphans = store.orphan_attempts()
+    if orphans:
+        print("\nabandoned upload attempts (no manifest names them; readers never see them; "
+              "FeatureStore.remove_orphan_attempts() deletes them):")
+        for o in orphans:
+            state = "version published by another attempt" if o.committed else "version not published"
+            print(f"  {o.relative}  ({state}, last written {o.age_s / 3600:.1f} h ago)")
     return 0
 
 
