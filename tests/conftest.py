@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -64,3 +65,50 @@ def import_microlens_features(tmp_path, versions: list[tuple[str, str | None]], 
         np.save(path, rng.normal(size=(len(ids), dim)).astype(np.float32))
         import_features(store, "microlens-mini", fs, path, ids=tmp_path / "ids.txt", tag=tag)
     return str(tmp_path / "store")
+
+
+#: The bucket the ``s3_endpoint`` fixture creates.
+S3_BUCKET = "mmfeat-test"
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """moto's S3 server on 127.0.0.1 (a free port), a bucket, and the standard AWS variables pointing at it.
+
+    Requests are served one at a time: moto checks a conditional PUT's precondition and stores the object
+    in two steps, while S3 does both atomically; serving requests in turn gives the test server S3's
+    atomicity (the store relies on it, it does not fake it)."""
+    import threading
+
+    boto3 = pytest.importorskip("boto3")
+    pytest.importorskip("moto.server")
+    from moto.server import DomainDispatcherApplication, create_backend_app
+    from werkzeug.serving import make_server
+
+    app = DomainDispatcherApplication(create_backend_app)
+    one_at_a_time = threading.Lock()
+
+    def serialized(environ, start_response):
+        with one_at_a_time:
+            return list(app(environ, start_response))
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = make_server("127.0.0.1", 0, serialized, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    endpoint = f"http://127.0.0.1:{server.server_port}"
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": endpoint, "AWS_EC2_METADATA_DISABLED": "true"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=S3_BUCKET)
+    try:
+        yield endpoint
+    finally:
+        server.shutdown()
+        thread.join(10)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -193,3 +193,24 @@ def test_cli_refuses_a_bad_runner_before_anything_starts(tmp_path: Path, capsys)
     err = capsys.readouterr().err
     assert "only apply to kind dask or ray" in err and "Traceback" not in err
     assert not (tmp_path / "movielens-100k").exists()  # refused before the store was touched
+
+
+@pytest.mark.slow
+def test_dask_workers_stage_into_an_object_store_root(in_process, s3_endpoint, caplog) -> None:
+    """Workers in other processes write the shards of an s3:// store (rebuilt from its URI, credentials
+    from their environment); the driver publishes with the conditional commit: the in-process version."""
+    import uuid
+
+    from mmfeat.pipelines.flows import extract_features
+    from tests.conftest import S3_BUCKET
+
+    version, ref_root, manifest = in_process
+    root = f"s3://{S3_BUCKET}/runners-{uuid.uuid4().hex[:8]}"
+    with caplog.at_level(logging.INFO):
+        out = extract_features(manifest=manifest, store_root=root, progress="none", runner="dask", workers=2)
+    (rep,) = out["feature_sets"]
+    assert rep["version"] == version and _loaded_models(caplog)[0] == 2
+    store = FeatureStore(root)
+    assert store.read_table(DATASET, FEATURE_SET, version).sort_by("item_id").equals(rows(ref_root, version))
+    store.verify(DATASET, FEATURE_SET, version)
+    assert store.staged() == []

@@ -28,47 +28,8 @@ boto3 = pytest.importorskip("boto3")
 pytest.importorskip("moto.server")
 
 REPO = Path(__file__).resolve().parents[1]
-BUCKET = "mmfeat-test"
+from tests.conftest import S3_BUCKET as BUCKET  # the bucket the s3_endpoint fixture creates
 SPEC = FeatureSetSpec(name="emb", kind="fake", input={"text_fields": ["title"]})
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    """moto's S3 server on 127.0.0.1 (a free port), a bucket, and the standard AWS variables pointing at it.
-
-    Requests are served one at a time: moto checks a conditional PUT's precondition and stores the object
-    in two steps, while S3 does both atomically; serving requests in turn gives the test server S3's
-    atomicity (the store relies on it, it does not fake it)."""
-    from moto.server import DomainDispatcherApplication, create_backend_app
-    from werkzeug.serving import make_server
-
-    app = DomainDispatcherApplication(create_backend_app)
-    one_at_a_time = threading.Lock()
-
-    def serialized(environ, start_response):
-        with one_at_a_time:
-            return list(app(environ, start_response))
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = make_server("127.0.0.1", 0, serialized, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    endpoint = f"http://127.0.0.1:{server.server_port}"
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": endpoint, "AWS_EC2_METADATA_DISABLED": "true"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
-    try:
-        yield endpoint
-    finally:
-        server.shutdown()
-        thread.join(10)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @pytest.fixture()
