@@ -132,6 +132,14 @@ class LocalFS:
 
     def write_bytes(self, key: str, data: bytes) -> None:
         """Replace a file atomically (private temp name, fsync, rename): a reader sees old or new bytes."""
+        path, tmp = self._synced_temp(key, data)
+        try:
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _synced_temp(self, key: str, data: bytes) -> tuple[Path, Path]:
+        """``data`` written and fsynced under a private temp name next to ``key``: (final path, temp path)."""
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(_new_tmp_name(path.name))
@@ -140,9 +148,10 @@ class LocalFS:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        finally:
+        except BaseException:
             tmp.unlink(missing_ok=True)
+            raise
+        return path, tmp
 
     def write_text(self, key: str, text: str) -> None:
         self.write_bytes(key, text.encode())
@@ -152,14 +161,8 @@ class LocalFS:
 
         The bytes are written and fsynced under a private name first, then hard-linked to the final
         name (``link`` fails when the name exists), so the file appears whole or not at all."""
-        path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(_new_tmp_name(path.name))
+        path, tmp = self._synced_temp(key, data)
         try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
             try:
                 os.link(tmp, path)
             except FileExistsError:
