@@ -1,5 +1,9 @@
 """Shards on Dask and Ray workers (Prefect task runners) give the version the in-process runner gives.
 
+The engine tests start real clusters whose worker processes import torch and load MiniLM, so they are
+marked slow (``pytest -m slow tests/test_runners.py``, about 6 minutes); the rules of the runner spec and
+the CLI run in the default suite.
+
 The movielens-100k text feature set (1,682 real MovieLens texts, real MiniLM) cut into small shards so
 each worker gets several: the version id and every row must equal the in-process run's, each worker
 loads the model once, and a worker killed with SIGKILL mid-run still ends in the identical version.
@@ -103,7 +107,8 @@ def _loaded_models(caplog) -> tuple[int, int]:
     raise AssertionError("no runner summary in the run log")
 
 
-@pytest.mark.parametrize("kind", ["dask", pytest.param("ray", marks=pytest.mark.slow)])
+@pytest.mark.slow  # worker processes import torch and load MiniLM: ~100 s on 2 cores
+@pytest.mark.parametrize("kind", ["dask", "ray"])
 def test_workers_produce_the_in_process_version(in_process, tmp_path: Path, kind: str, caplog) -> None:
     from mmfeat.pipelines.flows import extract_features
 
@@ -214,3 +219,45 @@ def test_dask_workers_stage_into_an_object_store_root(in_process, s3_endpoint, c
     assert store.read_table(DATASET, FEATURE_SET, version).sort_by("item_id").equals(rows(ref_root, version))
     store.verify(DATASET, FEATURE_SET, version)
     assert store.staged() == []
+
+
+def test_remote_shard_path_gives_the_in_process_version(prefect_harness, tmp_path: Path) -> None:
+    """The runner's whole driver/worker path without starting a cluster: shards prepared by the lock
+    holder, pickled, computed by ``featurize-shard`` tasks on a thread pool, staged through
+    ``stage_part`` and published: the version the in-process runner publishes."""
+    import pickle
+
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from mmfeat.pipelines import flows
+    from mmfeat.pipelines.flows import extract_features, extract_on_workers
+
+    src = load_manifest("microlens")
+    raw = yaml.safe_load(src.path.read_text())
+    raw.update(shard_size=8, data_root=str(src.resolved_data_root()))
+    raw["feature_sets"] = [fs for fs in raw["feature_sets"] if fs["name"] == "title_minilm"]
+    manifest = tmp_path / "microlens-small-shards.yaml"
+    manifest.write_text(yaml.safe_dump(raw))
+    ref = extract_features(manifest=str(manifest), store_root=str(tmp_path / "a"), progress="none")
+    (want,) = ref["feature_sets"]
+
+    pickled: list[int] = []
+    real_submit = flows.featurize_remote_shard.submit
+
+    def submit_pickled(shard):  # what Dask/Ray do to a payload: it must survive pickling
+        pickled.append(shard.work.index)
+        return real_submit(pickle.loads(pickle.dumps(shard)))
+
+    flows.featurize_remote_shard.submit = submit_pickled
+    try:
+        rows_out = extract_on_workers.with_options(task_runner=ThreadPoolTaskRunner(max_workers=2))(
+            manifest=str(manifest), runner={"kind": "dask", "address": "tcp://already-running:8786"},
+            store_root=str(tmp_path / "b"), progress="none")
+    finally:
+        flows.featurize_remote_shard.submit = real_submit
+    (got,) = rows_out
+    assert sorted(pickled) == list(range(5))  # 40 items in 5 shards, each submitted once
+    assert got["version"] == want["version"] and got["computed"] == want["computed"]
+    a = FeatureStore(tmp_path / "a").read_table("microlens-mini", "title_minilm", want["version"])
+    b = FeatureStore(tmp_path / "b").read_table("microlens-mini", "title_minilm", got["version"])
+    assert a.equals(b) and FeatureStore(tmp_path / "b").staged() == []
