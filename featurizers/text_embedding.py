@@ -6,7 +6,11 @@ Why it is shaped this way:
   length so padding stays small; we do not re-batch in Python, so the pipeline costs nothing over
   a plain ``encode`` call;
 - Matryoshka truncation (``truncate_dim``) slices the leading dimensions and re-normalizes, as the
-  Matryoshka papers (and fMRLRec) do; ``dtype: float16`` halves the store.
+  Matryoshka papers (and fMRLRec) do; ``dtype: float16`` halves the store;
+- ``runtime: onnx | openvino`` (and ``quantize: int8``) swap only the forward pass
+  (:mod:`mmfeat.featurizers.text_runtimes`); the tokenizer, truncation, dedup and normalization stay
+  here. They are in the fingerprint; ``runtime: torch`` adds nothing to it, so versions made before
+  runtimes existed keep their fingerprint.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from mmfeat.featurizers.base import OutputSpec, Result, as_float_array
 from mmfeat.featurizers.cache import MODELS
 from mmfeat.featurizers.params import TextEmbeddingParams
 from mmfeat.featurizers.registry import register_featurizer, resolve_backbone, weights_hash
+from mmfeat.featurizers.text_runtimes import build_runtime, runtime_fingerprint
 
 
 def load_sentence_transformer(path: Path, device: str | None = None, max_seq_length: int | None = None) -> Any:
@@ -66,7 +71,9 @@ class TextEmbedder:
 
     Spec keys (manifest ``params``): ``backbone`` (registered name, local folder or hub id;
     default ``all-MiniLM-L6-v2``), ``batch_size`` (64), ``normalize`` (true), ``truncate_dim``
-    (null = full), ``dtype`` (``float32`` | ``float16``), ``max_seq_length`` (null = model's).
+    (null = full), ``dtype`` (``float32`` | ``float16``), ``max_seq_length`` (null = model's),
+    ``runtime`` (``torch`` | ``onnx`` | ``openvino``; onnx/openvino run on CPU, onnx on CUDA too when
+    onnxruntime has its CUDA provider), ``quantize`` (``none`` | ``int8``, int8 only with onnx/openvino).
     """
 
     input_kind = "text"
@@ -81,12 +88,17 @@ class TextEmbedder:
         dtype: str = "float32",
         max_seq_length: int | None = None,
         device: str | None = None,
+        runtime: str = "torch",
+        quantize: str = "none",
     ) -> None:
         if dtype not in ("float32", "float16"):
             raise ValueError(f"dtype must be float32 or float16, got {dtype!r}")
+        if runtime == "torch" and quantize != "none":
+            raise ValueError("quantize: int8 needs runtime onnx or openvino (torch runs float32)")
         self.backbone = backbone
         self.path, self.spec = resolve_backbone(backbone, family="sentence-transformers")
-        self.model = load_sentence_transformer(self.path, device, max_seq_length)
+        # onnx / openvino use the torch model only to tokenize (and, once, to export): keep it on CPU.
+        self.model = load_sentence_transformer(self.path, device if runtime == "torch" else "cpu", max_seq_length)
         full_dim = int(self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension")
                        else self.model.get_sentence_embedding_dimension())
         if truncate_dim is not None and not 0 < truncate_dim <= full_dim:
@@ -98,6 +110,10 @@ class TextEmbedder:
         self.name = f"text-{self.spec.name}"
         self.output = OutputSpec("embedding", truncate_dim or full_dim, dtype)  # type: ignore[arg-type]
         self._weights_hash = weights_hash(self.path)
+        self.runtime = runtime
+        self.quantize = quantize
+        self._runtime = build_runtime(self.model, runtime, quantize, name=self.spec.name,
+                                      weights_sha256=self._weights_hash, device=device)
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any] | TextEmbeddingParams) -> "TextEmbedder":
@@ -115,17 +131,12 @@ class TextEmbedder:
             "truncate_dim": self.truncate_dim,
             "dtype": self.dtype,
             "max_seq_length": int(self.model.max_seq_length),
+            **runtime_fingerprint(self.runtime, self.quantize),
         }
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embed texts (no validation): [len(texts), dim] in the stored dtype."""
-        emb = self.model.encode(
-            list(texts),
-            batch_size=self.batch_size,
-            convert_to_numpy=True,
-            normalize_embeddings=self.normalize and self.truncate_dim is None,
-            show_progress_bar=False,
-        )
+        emb = self._runtime.encode(list(texts), self.batch_size, normalize=self.normalize and self.truncate_dim is None)
         if self.truncate_dim is not None:
             emb = emb[:, : self.truncate_dim]
             if self.normalize:
