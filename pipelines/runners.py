@@ -162,7 +162,8 @@ def resolve_runner(base: RunnerSpec, kind: str | None = None, address: str | Non
     try:
         return RunnerSpec(**merged)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'runner'}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join((f"{'.'.join(map(str, e['loc']))}: " if e["loc"] else "")
+                             + e["msg"].removeprefix("Value error, ") for e in exc.errors())
         raise ManifestError(f"runner {merged}: {problems}") from None
 
 
