@@ -93,8 +93,6 @@ class TextEmbedder:
     ) -> None:
         if dtype not in ("float32", "float16"):
             raise ValueError(f"dtype must be float32 or float16, got {dtype!r}")
-        if runtime == "torch" and quantize != "none":
-            raise ValueError("quantize: int8 needs runtime onnx or openvino (torch runs float32)")
         self.backbone = backbone
         self.path, self.spec = resolve_backbone(backbone, family="sentence-transformers")
         # onnx / openvino use the torch model only to tokenize (and, once, to export): keep it on CPU.

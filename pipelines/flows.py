@@ -24,6 +24,7 @@ from mmfeat.pipelines.runners import (
     RemoteShard,
     compute_remote_shard,
     in_flight,
+    local_workers,
     resolve_runner,
     submit_options,
     task_runner_for,
@@ -210,8 +211,8 @@ def extract_features(
     if spec.kind == "in_process":
         reports = _extract(m, store, feature_sets, tag, progress, _run_shards_as_tasks)
     else:
-        logger.info("shards run on %s (%s)", spec.kind, spec.address or f"a temporary local cluster, "
-                    f"{spec.workers or 'one worker per CPU'}")
+        logger.info("shards run on %s (%s)", spec.kind,
+                    spec.address or f"a temporary local cluster of {local_workers(spec)} workers")
         with workers_reach_this_api(_current_api_url()):
             sub = extract_on_workers.with_options(task_runner=task_runner_for(spec),
                                                   flow_run_name=f"{m.name}-on-{spec.kind}")
