@@ -125,7 +125,6 @@ def data_stats(data_dir):
 
 
 def build_params(args, qin_dir, work, st):
-    import yaml
     from fuxictr.utils import load_model_config, load_dataset_config
     cfg_dir = os.path.join(qin_dir, "config", "qin_config")
     params = load_model_config(cfg_dir, args.expid)  # Base + DIN_default, model_id = expid

@@ -34,9 +34,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 CHILD = r"""
 import json, sys, time
 t0 = time.perf_counter()
-from mmfeat.pipelines.extract import load_items, run_feature_set
+from mmfeat.pipelines.engine.extract import load_items, run_feature_set
 from mmfeat.pipelines.manifest import load_manifest
-from mmfeat.pipelines.store import FeatureStore
+from mmfeat.pipelines.store.feature_store import FeatureStore
 t_import = time.perf_counter()
 m = load_manifest(sys.argv[1])
 items, _, _ = load_items(m)

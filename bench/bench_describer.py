@@ -35,7 +35,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def demo_inputs() -> tuple[list[str], dict[str, Any]]:
     """The describer's inputs and params for the ``microlens`` manifest's ``item_description`` fallback."""
     from mmfeat.pipelines.manifest import load_manifest
-    from mmfeat.pipelines.plan import plan_inputs
+    from mmfeat.pipelines.engine.plan import plan_inputs
     from mmfeat.pipelines.sources import load_source
 
     manifest = load_manifest("microlens")

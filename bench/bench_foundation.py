@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import platform
-import random
 import re
 import resource
 import shlex
@@ -123,9 +122,9 @@ def bench_text(n_texts: int, reps: int, shard_size: int) -> dict:
     import pyarrow as pa
 
     from mmfeat.featurizers.text_embedding import TextEmbedder
-    from mmfeat.pipelines.extract import FeatureSetJob, plan_inputs
+    from mmfeat.pipelines.engine.extract import FeatureSetJob, plan_inputs
     from mmfeat.pipelines.manifest import FeatureSetSpec
-    from mmfeat.pipelines.store import FeatureStore
+    from mmfeat.pipelines.store.feature_store import FeatureStore
 
     texts, per_template = movie_texts(n_texts)
     ids = [f"t{i:06d}" for i in range(len(texts))]  # zero-padded: the pipeline's id order == text order
@@ -189,8 +188,8 @@ def bench_text(n_texts: int, reps: int, shard_size: int) -> dict:
 
 # ----------------------------------------------------------------------------- 2. matrix read
 def bench_read(n_rows: int, dim: int, reps: int, shard_rows: int) -> dict:
-    from mmfeat.pipelines import store as store_module
-    from mmfeat.pipelines.store import FeatureStore, build_rows, row_schema
+    from mmfeat.pipelines.store import feature_store as store_module
+    from mmfeat.pipelines.store.feature_store import FeatureStore, build_rows, row_schema
 
     rng = np.random.default_rng(0)
     mat = rng.standard_normal((n_rows, dim), dtype=np.float32)
@@ -268,9 +267,9 @@ CHILD_ENGINE = r"""
 import json, resource, sys, tempfile, time
 t0 = time.perf_counter()
 from mmfeat.featurizers.text_embedding import TextEmbedder
-from mmfeat.pipelines.extract import FeatureSetJob, load_items, plan_inputs
+from mmfeat.pipelines.engine.extract import FeatureSetJob, load_items, plan_inputs
 from mmfeat.pipelines.manifest import load_manifest
-from mmfeat.pipelines.store import FeatureStore
+from mmfeat.pipelines.store.feature_store import FeatureStore
 t_import = time.perf_counter()
 m = load_manifest("movielens-100k")
 spec = [s for s in m.feature_sets if s.kind == "text_embedding"][0]

@@ -5,7 +5,7 @@
 Protocol: the manifest's interactions (ratings >= 4, 5-core), ``--split cold`` (a seeded 20% of the movies never
 appear in train: 10% are validation items, 10% test items), each evaluation ranking only its split's cold items
 (full ranking among them, MMRec metrics @20), early stopping on validation Recall@20, test reported at the
-selected epoch. Every run goes through :func:`mmfeat.pipelines.training.run_training` (the path of
+selected epoch. Every run goes through :func:`mmfeat.pipelines.training.run.run_training` (the path of
 ``mmfeat train``), reading store versions of the manifest's feature sets:
 
 * ``title_minilm`` (title only), ``genres_minilm`` (genres only), ``text_minilm`` (title + year + genres), all
@@ -49,9 +49,9 @@ def extract(dataset: str) -> dict[str, str]:
     from mmfeat.pipelines.environment import apply_defaults
 
     apply_defaults()
-    from mmfeat.pipelines.extract import extract_manifest
+    from mmfeat.pipelines.engine.extract import extract_manifest
     from mmfeat.pipelines.manifest import load_manifest
-    from mmfeat.pipelines.store import FeatureStore
+    from mmfeat.pipelines.store.feature_store import FeatureStore
 
     m = load_manifest(MANIFESTS[dataset])
     reports = extract_manifest(m, store=FeatureStore(WORK / "store"), feature_sets=FEATURE_SETS)
@@ -65,7 +65,7 @@ def worker(spec: dict) -> dict:
     from mmfeat.pipelines.environment import apply_defaults
 
     apply_defaults()
-    from mmfeat.pipelines.training import run_training
+    from mmfeat.pipelines.training.run import run_training
 
     out = run_training(MANIFESTS[spec["dataset"]], model=spec["model"], features=spec["features"],
                        overrides=spec["config"], split="cold", min_rating=4, k_core=5,

@@ -6,7 +6,7 @@
 
 Data: MovieLens through the project's own path, as a user gets it: the manifest's text features are
 extracted into a bench store (``manifests/movielens-100k.yaml`` / ``movielens-1m.yaml``, all-MiniLM-L6-v2
-from its pip wheel), then ``mmfeat store export fuxictr`` (:func:`mmfeat.pipelines.exports.export_fuxictr`)
+from its pip wheel), then ``mmfeat store export fuxictr`` (:func:`mmfeat.pipelines.store.exports.export_fuxictr`)
 writes the MicroLens_1M_MMCTR folder: label = rating >= 4, the user's earlier items as ``item_seq`` (64),
 levels from train popularity / positive rate, genres as tags, ``item_emb_d128`` = PCA of the text
 embedding, time split 8:1:1. FuxiCTR (``bash bench/setup_fuxictr.sh``: its own venv outside the repo)
@@ -52,10 +52,10 @@ def _env() -> dict:
 
 def prepare(dataset: str, *, history: str = "last", seq_len: int = 64, name: str | None = None) -> Path:
     """Extract the manifest's text features (once) and export the MMCTR folder (once per history/k)."""
-    from mmfeat.pipelines.exports import export_fuxictr
-    from mmfeat.pipelines.extract import extract_manifest
+    from mmfeat.pipelines.store.exports import export_fuxictr
+    from mmfeat.pipelines.engine.extract import extract_manifest
     from mmfeat.pipelines.manifest import load_manifest
-    from mmfeat.pipelines.store import FeatureStore
+    from mmfeat.pipelines.store.feature_store import FeatureStore
 
     store = FeatureStore(WORK / "store")
     manifest = MANIFESTS[dataset]

@@ -60,9 +60,9 @@ def build_codes(dataset: str) -> list[dict]:
     from mmfeat.pipelines.environment import apply_defaults
 
     apply_defaults()
-    from mmfeat.pipelines.extract import extract_manifest
+    from mmfeat.pipelines.engine.extract import extract_manifest
     from mmfeat.pipelines.manifest import load_manifest
-    from mmfeat.pipelines.store import FeatureStore
+    from mmfeat.pipelines.store.feature_store import FeatureStore
 
     store = FeatureStore(WORK / "store")
     m = load_manifest(MANIFESTS[dataset])
@@ -82,7 +82,7 @@ def worker(spec: dict) -> dict:
     from mmfeat.pipelines.environment import apply_defaults
 
     apply_defaults()
-    from mmfeat.pipelines.training import run_training
+    from mmfeat.pipelines.training.run import run_training
 
     out = run_training(MANIFESTS[spec["dataset"]], model=spec["model"], features=spec["features"],
                        overrides=spec["config"], store_root=str(WORK / "store"), runs_dir=str(WORK / "runs"),
@@ -92,7 +92,7 @@ def worker(spec: dict) -> dict:
     d = int(rec["config"]["hidden_size"])
     if spec["model"] == "TIGER":
         from mmfeat.pipelines.manifest import load_manifest
-        from mmfeat.pipelines.store import FeatureStore
+        from mmfeat.pipelines.store.feature_store import FeatureStore
 
         dataset = load_manifest(MANIFESTS[spec["dataset"]]).store_dataset
         codes, _, _ = FeatureStore(WORK / "store").read_codes(dataset, spec["features"]["codes"])

@@ -7,8 +7,8 @@
    (default) the real all-MiniLM-L6-v2 embeds each title (``text_feat``) and, since the sample's
    covers have no offline CLIP, a second *text* view, tags + comments, for the ``image_feat`` slot
    (as bench/mmrec_parity.py does); ``--features random`` uses seeded random vectors. Either way
-   they enter a fresh store through ``mmfeat.pipelines.imports.import_features``.
-2. ``mmfeat.pipelines.exports.export_mmrec`` writes ``<work>/export/mlmini`` (``.inter``, features,
+   they enter a fresh store through ``mmfeat.pipelines.store.imports.import_features``.
+2. ``mmfeat.pipelines.store.exports.export_mmrec`` writes ``<work>/export/mlmini`` (``.inter``, features,
    mappings, ``mlmini.yaml``). The export folder is not touched after that.
 3. A copy of the MMRec checkout's ``src/`` gets the exported ``mlmini.yaml`` in
    ``configs/dataset/`` (the file as written, plus an appended, marked ``epochs:`` line so the run
@@ -45,10 +45,10 @@ RESULT_PAIR = re.compile(r"best valid result: (.*)\n.*?test result: (.*)")
 
 def build_store(work: Path, features: str) -> "object":
     """A fresh store with ``title_view`` and ``tags_view`` versions of the sample (imported)."""
-    from mmfeat.pipelines.extract import load_items
-    from mmfeat.pipelines.imports import import_features
+    from mmfeat.pipelines.engine.extract import load_items
+    from mmfeat.pipelines.store.imports import import_features
     from mmfeat.pipelines.manifest import load_manifest
-    from mmfeat.pipelines.store import FeatureStore
+    from mmfeat.pipelines.store.feature_store import FeatureStore
 
     items = load_items(load_manifest("microlens"))[0].to_pandas()
     ids = items["item_id"].astype(str).tolist()
@@ -105,7 +105,7 @@ def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     work = Path(a.work or tempfile.mkdtemp(prefix="mmrec-export-"))
     work.mkdir(parents=True, exist_ok=True)
-    from mmfeat.pipelines.exports import export_mmrec
+    from mmfeat.pipelines.store.exports import export_mmrec
 
     store = build_store(work, a.features)
     rec = export_mmrec(store, "microlens", {"text_feat": "title_view", "image_feat": "tags_view"}, work / "export" / NAME)

@@ -35,7 +35,7 @@ def worker(spec: dict) -> dict:
     from mmfeat.pipelines.environment import apply_defaults
 
     apply_defaults(Path(spec["home"]))
-    from mmfeat.pipelines.flows import extract_features
+    from mmfeat.pipelines.flows.extract_flow import extract_features
     from mmfeat.pipelines.manifest import load_manifest
 
     raw = yaml.safe_load(load_manifest(spec["manifest"]).path.read_text())

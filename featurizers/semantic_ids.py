@@ -3,7 +3,7 @@
 Unlike the other kinds it is not a per-item function: a quantizer is fitted to the whole catalogue (and,
 for the MMGRec / DAS options, to the user-item graph), so it is a *set* featurizer (``set_level = True``):
 :meth:`SemanticIDs.fit` takes the parent matrix and returns every item's codes plus the statistics the
-version manifest records. The extraction engine runs it as one job (:mod:`mmfeat.pipelines.codes_job`).
+version manifest records. The extraction engine runs it as one job (:mod:`mmfeat.pipelines.engine.codes_job`).
 
 Methods (``params.method``):
 

@@ -20,8 +20,8 @@ from typing import Any
 __all__ = ["FeatureStore", "load_manifest", "extract", "train", "StoreError", "ManifestError"]
 
 _LAZY = {
-    "FeatureStore": "mmfeat.pipelines.store",
-    "StoreError": "mmfeat.pipelines.store",
+    "FeatureStore": "mmfeat.pipelines.store.feature_store",
+    "StoreError": "mmfeat.pipelines.store.feature_store",
     "load_manifest": "mmfeat.pipelines.manifest",
     "ManifestError": "mmfeat.pipelines.manifest",
     "extract": "mmfeat.api",

@@ -1,6 +1,6 @@
 """The notebook entry points behind ``mmfeat.extract`` and ``mmfeat.train``: the code the Prefect
-deployments run (:func:`mmfeat.pipelines.extract.extract_manifest`,
-:func:`mmfeat.pipelines.training.run_training`), in this process, without a Prefect server."""
+deployments run (:func:`mmfeat.pipelines.engine.extract.extract_manifest`,
+:func:`mmfeat.pipelines.training.run.run_training`), in this process, without a Prefect server."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def extract(
         progress: ``"bar"`` (tqdm), ``"log"`` (a line every 10 s) or ``"none"``.
 
     Returns:
-        One :class:`mmfeat.pipelines.extract.FeatureSetReport` per feature set built or found
+        One :class:`mmfeat.pipelines.engine.extract.FeatureSetReport` per feature set built or found
         (version, rows, errors, reused, computed, cache hit).
 
     Raises:
@@ -42,10 +42,10 @@ def extract(
         >>> reports[0].version                                          # doctest: +SKIP
         'v-...'
     """
-    from mmfeat.pipelines.extract import extract_manifest
+    from mmfeat.pipelines.engine.extract import extract_manifest
     from mmfeat.pipelines.manifest import load_manifest
-    from mmfeat.pipelines.progress import progress_factory
-    from mmfeat.pipelines.store import FeatureStore, default_store_root
+    from mmfeat.pipelines.engine.progress import progress_factory
+    from mmfeat.pipelines.store.feature_store import FeatureStore, default_store_root
 
     m = load_manifest(manifest, data_root=str(data_root) if data_root is not None else None)
     return extract_manifest(m, store=FeatureStore(store or default_store_root()), feature_sets=feature_sets,
@@ -59,7 +59,7 @@ def train(manifest: str, *, model: str, features: dict[str, str] | None = None, 
         manifest: a manifest name or path (its interactions and dataset).
         model: a registered model (``"FREEDOM"``; ``mmfeat train --help`` lists them).
         features: role -> ``feature_set[@ref]`` (``{"text": "title_minilm"}``).
-        **options: the rest of :func:`mmfeat.pipelines.training.run_training`'s options
+        **options: the rest of :func:`mmfeat.pipelines.training.run.run_training`'s options
             (``versus``, ``overrides``, ``grid``, ``split``, ``split_seed``, ``seed``, ``min_rating``,
             ``k_core``, ``store_root``, ``runs_dir``, ``data_root``).
 
@@ -76,6 +76,6 @@ def train(manifest: str, *, model: str, features: dict[str, str] | None = None, 
         >>> out = mmfeat.train("microlens", model="FREEDOM",             # doctest: +SKIP
         ...                    features={"text": "title_minilm"}, overrides={"epochs": 5})
     """
-    from mmfeat.pipelines.training import run_training  # Prefect-free
+    from mmfeat.pipelines.training.run import run_training  # Prefect-free
 
     return run_training(manifest, model=model, features=features, **options)

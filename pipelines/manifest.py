@@ -105,7 +105,7 @@ class FeatureSetSpec(_Strict):
 
 
 class RunnerSpec(_Strict):
-    """Where a feature set's shards run (:mod:`mmfeat.pipelines.runners`); never part of a version id:
+    """Where a feature set's shards run (:mod:`mmfeat.pipelines.engine.runners`); never part of a version id:
     every runner produces the same rows, so the same version.
 
     - ``in_process`` (default): one shard after another in the flow's process.

@@ -19,7 +19,8 @@ from .models import (DEFAULT_CONFIGS, MODEL_REGISTRY, Recommender, UnknownModelE
 from .sampler import NegativeSampler
 from .splits import (DEFAULT_SPLIT_SEED, k_core, load_split, resolve_split_method, save_split,
                      split_interactions)
-from .trainer import EarlyStopping, GridResult, RunRecord, fit, grid_search, seed_everything, train
+from .tasks import EarlyStopping
+from .trainer import GridResult, RunRecord, fit, grid_search, seed_everything, train
 from .unlearning import UnlearnConfig, UnlearnResult, forget_set, retain_data, unlearn
 
 __all__ = ["ConfigError", "TrainerConfig", "param", "InteractionData", "align_features", "from_split_frame", "hash_split_frame", "Evaluator",

@@ -38,15 +38,10 @@ import torch
 
 from .config import ConfigError
 from .data import InteractionData
-from .evaluation import Evaluator
 from .models.base import build_model, check_hyper_parameters, feature_keys, resolve_config
-from .sampler import NegativeSampler
+from .tasks import EarlyStopping, task_for
 
 log = logging.getLogger(__name__)
-
-#: MMRec's TopKEvaluator rounds every metric to this many decimals; early stopping compares those values.
-VALID_SCORE_DECIMALS = 4
-
 
 @dataclass
 class RunRecord:
@@ -178,38 +173,6 @@ REQUIRED_KEYS = ("epochs", "train_batch_size", "learning_rate", "stopping_step",
                  "learning_rate_scheduler", "early_stopping")
 
 
-@dataclass
-class EarlyStopping:
-    """MMRec's ``early_stopping`` (src/utils/utils.py, ``bigger=True``) on MMRec's rounded scores.
-
-    MMRec compares ``valid_result[valid_metric]``, which its TopKEvaluator has already rounded with
-    ``round(np.float64, 4)``; we round the same way here (not in the evaluator, so records keep full
-    precision). A strictly greater rounded score is a new best and resets the counter; anything else
-    counts one bad evaluation, and more than ``stopping_step`` in a row stops training.
-    """
-
-    stopping_step: int
-    best: float = -np.inf
-    bad_evals: int = 0
-    #: scores are compared rounded to this many decimals (MMRec: 4); None compares them as they are
-    decimals: int | None = VALID_SCORE_DECIMALS
-    #: a new best must exceed the old by at least this much (after rounding); 0 = strictly greater
-    min_delta: float = 0.0
-
-    def rounded(self, score: float) -> float:
-        """``score`` as it is compared (MMRec: numpy half-to-even rounding to 4 decimals)."""
-        return float(score) if self.decimals is None else float(np.round(np.float64(score), self.decimals))
-
-    def update(self, score: float) -> tuple[bool, bool]:
-        """Record one validation score; returns (is a new best, stop now)."""
-        score = self.rounded(score)
-        if score > self.best and (self.min_delta == 0.0 or score >= self.best + self.min_delta):
-            self.best, self.bad_evals = score, 0
-            return True, False
-        self.bad_evals += 1
-        return False, self.bad_evals > self.stopping_step
-
-
 def _check_config(model_name: str, cfg: dict, has_valid: bool, computed: list[str] | None = None) -> None:
     """Fail before training on a config the loop cannot honour (missing key, no validation to select on)."""
     for k in REQUIRED_KEYS:
@@ -270,112 +233,6 @@ def build_optimizer(model: torch.nn.Module, cfg: dict, device: torch.device):
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda e: s0 ** (e / s1))
 
 
-def _task_for(model_name: str, data, cfg: dict):
-    """The training/evaluation protocol of the model's task (``task = "sequential"`` or user-item)."""
-    from .models.base import get_model_class
-
-    task = getattr(get_model_class(model_name), "task", "general")
-    if task == "sequential":
-        from .sequential.training import SequentialTask
-
-        return SequentialTask(model_name, data, cfg)
-    if task == "ctr":
-        from .ctr.training import CTRTask
-
-        return CTRTask(model_name, data, cfg)
-    if not isinstance(data, InteractionData):
-        raise ConfigError(f"{model_name} trains on user-item pairs (InteractionData), got {type(data).__name__}; "
-                          f"sequential data is for the sequential models")
-    return GeneralTask(data, cfg)
-
-
-def optimizer_step(model, opt, batch, clip: dict | None, epoch: int, index: int) -> float:
-    """One step on ``batch``: loss, NaN check, backward, optional gradient clipping, update; returns the loss.
-
-    Raises:
-        FloatingPointError: a NaN loss (naming the epoch and batch).
-    """
-    return accumulated_step(model, opt, [(batch, 1.0)], clip, epoch, index)
-
-
-def accumulated_step(model, opt, parts: list, clip: dict | None, epoch: int, index: int,
-                     losses: list | None = None) -> float:
-    """One optimizer step over a batch given as ``(part, weight)`` pieces: the gradient of
-    ``sum(weight * loss(part))``, accumulated piece by piece so that only one piece's activations live at a
-    time (with weights = each piece's share of the batch's targets, the gradient of the whole batch's mean
-    loss, up to float rounding). Returns the weighted loss.
-
-    Raises:
-        FloatingPointError: a NaN loss (naming the epoch and batch).
-    """
-    opt.zero_grad(set_to_none=True)
-    total = 0.0
-    for part, weight in parts:
-        raw = model.calculate_loss(part)
-        if torch.isnan(raw):
-            raise FloatingPointError(f"{type(model).__name__}: NaN loss at epoch {epoch}, batch {index}")
-        if losses is not None:
-            losses.append(float(raw.detach()))
-        if weight:
-            loss = raw * weight
-            loss.backward()
-            total += float(loss.detach())
-    if clip:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), **clip)
-    opt.step()
-    return total
-
-
-class GeneralTask:
-    """User-item training and evaluation (MMRec's protocol): pairs with one uniform negative per positive,
-    full ranking with the user's train items masked. The sequential models' counterpart is
-    :class:`mmfeat.recommenders.sequential.training.SequentialTask`."""
-
-    def __init__(self, data: InteractionData, cfg: dict):
-        self.data, self.cfg = data, cfg
-        self.csr = data.train_csr()
-        self.sampler = NegativeSampler(self.csr)
-        self.train = torch.from_numpy(data.train)
-        self.has_valid = len(data.valid) > 0
-
-    def train_epoch(self, model, opt, rng: np.random.Generator, device: torch.device, epoch: int) -> float:
-        """One shuffled pass with one uniform negative per positive; returns the summed loss."""
-        bs, clip = int(self.cfg["train_batch_size"]), self.cfg.get("clip_grad_norm")
-        model.train()
-        model.pre_epoch()
-        perm = torch.from_numpy(rng.permutation(len(self.train)))
-        users, pos = self.train[perm, 0], self.train[perm, 1]
-        neg = torch.from_numpy(self.sampler.sample(users.numpy(), rng))
-        total = 0.0
-        for s in range(0, len(perm), bs):
-            b = (users[s:s + bs].to(device), pos[s:s + bs].to(device), neg[s:s + bs].to(device))
-            total += optimizer_step(model, opt, b, clip, epoch, s // bs)
-        return total
-
-    def evaluator(self, split: str) -> Evaluator:
-        rows = self.data.valid if split == "valid" else self.data.test
-        return Evaluator(self.csr, rows, tuple(self.cfg["topk"]), tuple(m.lower() for m in self.cfg["metrics"]),
-                         self.cfg["eval_batch_size"], candidates=self.data.eval_candidates.get(split))
-
-    def sub_models(self, model) -> dict:
-        """Name -> valid/test metrics of sub-models of the selected model (none for user-item models)."""
-        return {}
-
-    def describe(self, model) -> dict:
-        """What the record's ``data`` adds about how this model read the data: on a cold-start split, that only
-        cold items were ranked, and (logged as a warning too) when the model reads no item content, so its
-        cold-item scores come from embeddings that never trained."""
-        if not self.data.eval_candidates:
-            return {}
-        reads_content = bool(getattr(type(model), "modality_roles", ()))
-        if not reads_content:
-            log.warning("%s reads no item content: on this cold-start split its cold items keep their initial "
-                        "embeddings, so its metrics are a chance baseline", type(model).__name__)
-        return {"cold_start": {"ranked": "each split's cold items only",
-                               "candidates": {k: int(len(v)) for k, v in self.data.eval_candidates.items()},
-                               "model_reads_content": reads_content}}
-
-
 def _save_run(rec: RunRecord, model: torch.nn.Module, runs_dir: str | os.PathLike) -> None:
     """Checkpoint, curve and record.json (atomically) under ``runs_dir/<run_id>``."""
     out = Path(runs_dir) / rec.run_id
@@ -411,7 +268,7 @@ def fit(data: InteractionData, model_name: str, config: dict | None = None, runs
         FloatingPointError: a NaN loss.
     """
     cfg = resolve_config(model_name, config)
-    task = _task_for(model_name, data, cfg)
+    task = task_for(model_name, data, cfg)
     _check_config(model_name, cfg, task.has_valid, getattr(task, "computed_metrics", lambda: None)())
     device = torch.device(cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
     run_id = run_id or f"{model_name.lower()}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"

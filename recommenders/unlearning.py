@@ -69,7 +69,8 @@ from .data import InteractionData
 from .evaluation import Evaluator
 from .models.base import Recommender, build_model
 from .sampler import NegativeSampler
-from .trainer import accumulated_step, build_optimizer, seed_everything
+from .tasks import accumulated_step
+from .trainer import build_optimizer, seed_everything
 
 log = logging.getLogger(__name__)
 

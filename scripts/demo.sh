@@ -35,7 +35,7 @@ stop_process() {
 # The runner goes first: it talks to the server while it shuts down (stopping both at once left it
 # retrying for about a minute to pause its deployments, with httpx.ConnectError in its log). SIGTERM,
 # not SIGINT: a background job of a script starts with SIGINT ignored. The runner stops in about
-# 0.2 s and does not pause the deployments (see pipelines/deployments.py); the server in about 1 s.
+# 0.2 s and does not pause the deployments (see pipelines/flows/deployments.py); the server in about 1 s.
 cleanup() {
   stop_process "$RUNNER_PID" "deployment runner" TERM
   stop_process "$SERVER_PID" "Prefect server" TERM
@@ -54,7 +54,7 @@ done
 curl -sf "$PREFECT_API_URL/health" >/dev/null || { echo "Prefect server did not come up in 180 s" >&2; exit 1; }
 
 echo "[mmfeat] serving deployments (logs: .prefect/serve.log)" >&2
-python -m mmfeat.pipelines.deployments > "$PREFECT_HOME/serve.log" 2>&1 &
+python -m mmfeat.pipelines.flows.deployments > "$PREFECT_HOME/serve.log" 2>&1 &
 RUNNER_PID=$!
 # the runner prints "serving N deployments: a, b, ..." once every deployment is registered
 for _ in $(seq 1 120); do

@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 from mmfeat.pipelines.environment import apply_defaults  # noqa: E402
 
 apply_defaults()  # what the CLI does, before Prefect is imported
-import mmfeat.pipelines.flows  # noqa: E402,F401  (Prefect binds its console log handler to the sys.stderr of
+import mmfeat.pipelines.flows.extract_flow  # noqa: E402,F401  (Prefect binds its console log handler to the sys.stderr of
 #                         its first import: import it here, not inside a capsys-captured test)
 
 
@@ -51,10 +51,10 @@ def import_microlens_features(tmp_path, versions: list[tuple[str, str | None]], 
     items: one per ``(feature_set, tag)`` (tag None: no alias). Returns the store root."""
     import numpy as np
 
-    from mmfeat.pipelines.extract import load_items
-    from mmfeat.pipelines.imports import import_features
+    from mmfeat.pipelines.engine.extract import load_items
+    from mmfeat.pipelines.store.imports import import_features
     from mmfeat.pipelines.manifest import load_manifest
-    from mmfeat.pipelines.store import FeatureStore
+    from mmfeat.pipelines.store.feature_store import FeatureStore
 
     ids = load_items(load_manifest("microlens"))[0].column("item_id").to_pylist()
     (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")

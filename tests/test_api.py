@@ -45,7 +45,7 @@ def test_extract_then_read_in_process(tmp_path: Path) -> None:
 
 def test_training_and_extraction_engines_import_no_prefect() -> None:
     """mmfeat.extract / mmfeat.train run the deployments' code without Prefect in the process."""
-    code = ("import sys, mmfeat.pipelines.training, mmfeat.pipelines.extract, mmfeat.api; "
+    code = ("import sys, mmfeat.pipelines.training.run, mmfeat.pipelines.engine.extract, mmfeat.api; "
             "assert 'prefect' not in sys.modules, 'prefect imported'")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]

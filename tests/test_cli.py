@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import mmfeat.pipelines.flows  # noqa: F401  (see below)
-import mmfeat.pipelines.train_flow  # noqa: F401
+import mmfeat.pipelines.flows.extract_flow  # noqa: F401  (see below)
+import mmfeat.pipelines.flows.train_flow  # noqa: F401
 from mmfeat.pipelines.cli import build_parser, main
-from mmfeat.pipelines.store import FeatureStore
+from mmfeat.pipelines.store.feature_store import FeatureStore
 
 # Prefect binds its console log handler to the sys.stderr of the moment it is first imported; imported
 # here (at collection), that is pytest's session-long stream, not the capsys stream of one of the tests
@@ -70,32 +70,32 @@ def _forbid(monkeypatch: pytest.MonkeyPatch, module: str, name: str) -> None:
     (["train", "movielens-100k", "--feature", "text=a", "--feature", "text=b"], "given twice"),
 ])
 def test_malformed_train_values_are_usage_errors(argv, expected, store_dir, monkeypatch, capsys) -> None:
-    _forbid(monkeypatch, "mmfeat.pipelines.train_flow", "train_recommender")
+    _forbid(monkeypatch, "mmfeat.pipelines.flows.train_flow", "train_recommender")
     assert main(argv) == 2
     assert expected in _one_error_line(capsys.readouterr().err)
 
 
 def test_unknown_model_fails_before_the_flow_with_the_closest_name(store_dir, monkeypatch, capsys) -> None:
-    _forbid(monkeypatch, "mmfeat.pipelines.train_flow", "train_recommender")
+    _forbid(monkeypatch, "mmfeat.pipelines.flows.train_flow", "train_recommender")
     assert main(["train", "movielens-100k", "--model", "FREEDOMM"]) == 2
     line = _one_error_line(capsys.readouterr().err)
     assert "FREEDOMM" in line and "FREEDOM" in line.replace("FREEDOMM", "")
 
 
 def test_unknown_hyper_parameter_fails_before_the_flow(store_dir, monkeypatch, capsys) -> None:
-    _forbid(monkeypatch, "mmfeat.pipelines.train_flow", "train_recommender")
+    _forbid(monkeypatch, "mmfeat.pipelines.flows.train_flow", "train_recommender")
     assert main(["train", "microlens", "--model", "LightGCN", "--set", "learning_rte=0.1"]) == 2
     assert "learning_rate" in _one_error_line(capsys.readouterr().err)
 
 
 def test_missing_feature_set_fails_before_the_flow(store_dir, monkeypatch, capsys) -> None:
-    _forbid(monkeypatch, "mmfeat.pipelines.train_flow", "train_recommender")
+    _forbid(monkeypatch, "mmfeat.pipelines.flows.train_flow", "train_recommender")
     assert main(["train", "microlens", "--model", "FREEDOM", "--feature", "text=no_such_set"]) == 2
     assert "no_such_set" in _one_error_line(capsys.readouterr().err)
 
 
 def test_train_passes_parsed_values_and_both_seeds(store_dir, monkeypatch, capsys) -> None:
-    import mmfeat.pipelines.train_flow as tf
+    import mmfeat.pipelines.flows.train_flow as tf
 
     seen: dict = {}
     calls: list[dict] = []
@@ -122,7 +122,7 @@ def test_train_passes_parsed_values_and_both_seeds(store_dir, monkeypatch, capsy
 
 
 def test_seeds_not_given_are_left_to_the_flow(store_dir, monkeypatch) -> None:
-    import mmfeat.pipelines.train_flow as tf
+    import mmfeat.pipelines.flows.train_flow as tf
 
     calls: list[dict] = []
     monkeypatch.setattr(tf, "validate_train_request", lambda *a, **k: None)
@@ -219,7 +219,7 @@ def _generic_manifest(tmp_path: Path, items_csv: str) -> Path:
 
 def test_source_problems_fail_extract_and_check_before_prefect(tmp_path, store_dir, monkeypatch, capsys) -> None:
     manifest = _generic_manifest(tmp_path, "id,title\n1,a\n2,b\n")  # no item_id column
-    _forbid(monkeypatch, "mmfeat.pipelines.flows", "extract_features")
+    _forbid(monkeypatch, "mmfeat.pipelines.flows.extract_flow", "extract_features")
     assert main(["extract", str(manifest)]) == 2
     assert "item_id_column 'item_id' not found" in _one_error_line(capsys.readouterr().err)
     assert main(["manifest", "check", str(manifest)]) == 2
@@ -231,7 +231,7 @@ def test_source_problems_fail_extract_and_check_before_prefect(tmp_path, store_d
 def test_missing_items_file_fails_extract_before_prefect(tmp_path, store_dir, monkeypatch, capsys) -> None:
     manifest = _generic_manifest(tmp_path, "item_id,title\n1,a\n")
     (tmp_path / "data" / "items.csv").unlink()
-    _forbid(monkeypatch, "mmfeat.pipelines.flows", "extract_features")
+    _forbid(monkeypatch, "mmfeat.pipelines.flows.extract_flow", "extract_features")
     assert main(["extract", str(manifest)]) == 2
     assert "items.csv does not exist" in _one_error_line(capsys.readouterr().err)
 
@@ -243,7 +243,7 @@ def test_manifest_check_reads_the_source(tmp_path, store_dir, capsys) -> None:
 
 
 def test_unknown_feature_set_fails_extract_before_prefect(store_dir, monkeypatch, capsys) -> None:
-    _forbid(monkeypatch, "mmfeat.pipelines.flows", "extract_features")
+    _forbid(monkeypatch, "mmfeat.pipelines.flows.extract_flow", "extract_features")
     assert main(["extract", "microlens", "--feature-set", "nope"]) == 2
     assert "has no feature set 'nope'" in _one_error_line(capsys.readouterr().err)
 
@@ -302,7 +302,7 @@ def test_verify_corrupt_part_is_a_failure(tmp_path, store_dir, capsys) -> None:
 
 
 def test_export_mmrec_takes_a_manifest(tmp_path, store_dir, capsys) -> None:
-    from mmfeat.pipelines.extract import load_items
+    from mmfeat.pipelines.engine.extract import load_items
     from mmfeat.pipelines.manifest import load_manifest
 
     items, _inter, _fp = load_items(load_manifest("microlens"))

@@ -220,11 +220,11 @@ def test_read_layout_refuses_broken_folders(tmp_path: Path):
 def test_export_fuxictr_on_the_sample_rows_in_item_order(tmp_path: Path):
     """The old exporter crashed on the sample (ArrowInvalid) and wrote MovieLens rows in string order."""
     from mmfeat.pipelines.cli import main
-    from mmfeat.pipelines.exports import read_item_order
-    from mmfeat.pipelines.extract import load_items
-    from mmfeat.pipelines.imports import import_features
+    from mmfeat.pipelines.store.exports import read_item_order
+    from mmfeat.pipelines.engine.extract import load_items
+    from mmfeat.pipelines.store.imports import import_features
     from mmfeat.pipelines.manifest import load_manifest
-    from mmfeat.pipelines.store import FeatureStore
+    from mmfeat.pipelines.store.feature_store import FeatureStore
 
     ids = load_items(load_manifest("microlens"))[0].column("item_id").to_pylist()
     mat = np.zeros((len(ids), 6), np.float32)

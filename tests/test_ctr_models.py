@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmfeat.pipelines import training as tr
+from mmfeat.pipelines.training import run as tr
 from mmfeat.pipelines.cli import main
 from mmfeat.recommenders import ConfigError, fit
 from mmfeat.recommenders.ctr import CTRData, CTRSplit, auc
@@ -178,8 +178,8 @@ def test_cli_trains_din_with_gsu_history_through_the_flow(prefect_harness, micro
 def test_an_mmctr_folder_is_a_source_models_train_on_as_written(microlens_store, tmp_path):
     """The challenge download's layout (here: our export of the sample) behind a manifest: DIN trains on the
     files' rows; a store feature replaces item_emb_d<D>."""
-    from mmfeat.pipelines.exports import export_fuxictr
-    from mmfeat.pipelines.store import FeatureStore
+    from mmfeat.pipelines.store.exports import export_fuxictr
+    from mmfeat.pipelines.store.feature_store import FeatureStore
 
     folder = tmp_path / "data" / "MicroLens_1M_x1"
     export_fuxictr(FeatureStore(microlens_store), "microlens", {"text": "title_minilm"}, folder, dim=8, seq_len=8)
@@ -187,7 +187,7 @@ def test_an_mmctr_folder_is_a_source_models_train_on_as_written(microlens_store,
         "name: mmctr-sample\nsource: {kind: mmctr, root: MicroLens_1M_x1}\n"
         "feature_sets:\n  - name: tags_minilm\n    kind: text_embedding\n    input: {text_fields: [tags]}\n"
         "    params: {backbone: all-MiniLM-L6-v2}\n")
-    from mmfeat.pipelines.ctr_data import load_ctr_data
+    from mmfeat.pipelines.training.ctr_data import load_ctr_data
 
     data, info = load_ctr_data(str(tmp_path / "data" / "mmctr.yaml"), store_root=microlens_store, seq_len=8)
     assert data.info["embedding"] == {"from": "item_info.parquet", "dim": 8} and data.feature_versions == {}

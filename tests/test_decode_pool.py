@@ -447,8 +447,8 @@ def test_run_report_carries_the_model_busy_fraction() -> None:
     import pyarrow as pa  # noqa: F401
 
     from mmfeat.featurizers.base import OutputSpec, Result
-    from mmfeat.pipelines.shards import ShardWork
-    from mmfeat.pipelines.store import row_schema
+    from mmfeat.pipelines.engine.shards import ShardWork
+    from mmfeat.pipelines.store.feature_store import row_schema
 
     class Piped:
         name, output = "piped", OutputSpec("text", None, None)

@@ -149,7 +149,7 @@ def test_generate_stops_the_batch_when_every_row_is_done():
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, StoppingCriteriaList
 
-    from mmfeat.featurizers.describer import SentenceEndStop, sentence_token_tables
+    from mmfeat.featurizers.describer import SentenceEndStop
 
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=8, hidden_size=16, intermediate_size=32, num_hidden_layers=1,

@@ -64,7 +64,7 @@ def test_dgvae_model_vocabulary_is_pruned():
 
 
 def test_dgvae_reference_epoch_every_user_once_then_no_update():
-    from mmfeat.recommenders.trainer import optimizer_step
+    from mmfeat.recommenders.tasks import optimizer_step
 
     d = _data()  # 192 interactions / train_batch_size 64 = 3 trainer calls per epoch
     torch.manual_seed(0)

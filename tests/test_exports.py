@@ -1,6 +1,6 @@
 """Exports other tools run unchanged (MMRec, Hugging Face, FuxiCTR) and ``store import``.
 
-Store versions here are made with :func:`mmfeat.pipelines.imports.import_features` from vectors that
+Store versions here are made with :func:`mmfeat.pipelines.store.imports.import_features` from vectors that
 encode their item id (row of item ``i`` = ``[int(i), 0, ...]``), so every alignment is checkable.
 The MMRec tests run on the embedded MicroLens sample's manifest (40 items, 60 users).
 """
@@ -20,9 +20,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mmfeat.pipelines.exports import export_hf, export_mmrec, export_mmrec_features, read_item_order
-from mmfeat.pipelines.imports import FeatureImportError, import_features
-from mmfeat.pipelines.store import FeatureStore, StoreError
+from mmfeat.pipelines.store.exports import export_hf, export_mmrec, export_mmrec_features, read_item_order
+from mmfeat.pipelines.store.imports import FeatureImportError, import_features
+from mmfeat.pipelines.store.feature_store import FeatureStore, StoreError
 
 ROOT = Path(__file__).resolve().parents[1]
 DS = "microlens-mini"  # the microlens manifest's store dataset
@@ -44,7 +44,7 @@ def _import(store: FeatureStore, tmp: Path, ids: list[str], mat: np.ndarray, fs:
 
 @pytest.fixture(scope="module")
 def sample_split() -> pd.DataFrame:
-    from mmfeat.pipelines.exports import split_frame
+    from mmfeat.pipelines.store.exports import split_frame
     from mmfeat.pipelines.manifest import load_manifest
 
     return split_frame(load_manifest("microlens"))[0]
@@ -91,11 +91,11 @@ def test_mmrec_export_is_a_complete_mmrec_dataset(tmp_path: Path, sample_split: 
 
 
 def test_mmrec_export_records_the_split_train_uses(tmp_path: Path) -> None:
-    from mmfeat.pipelines.train_flow import load_training_data
+    from mmfeat.pipelines.flows.train_flow import load_training_data
     from mmfeat.recommenders.data import hash_split_frame
 
     store = FeatureStore(tmp_path / "store")
-    from mmfeat.pipelines.exports import split_frame
+    from mmfeat.pipelines.store.exports import split_frame
     from mmfeat.pipelines.manifest import load_manifest
 
     split_df = split_frame(load_manifest("microlens"), split_seed=7)[0]
@@ -199,7 +199,7 @@ def test_import_mmrec_npy_with_its_mapping(tmp_path: Path) -> None:
     m = store.manifest("baby", "img", v)
     lin = m["lineage"]
     assert lin["kind"] == "imported" and lin["format"] == "mmrec-npy" and lin["source_dtype"] == "float64"
-    from mmfeat.pipelines.store import file_sha256
+    from mmfeat.pipelines.store.feature_store import file_sha256
 
     assert lin["file_sha256"] == file_sha256(tmp_path / "image_feat.npy")
     assert lin["ids_sha256"] == file_sha256(tmp_path / "i_id_mapping.csv")

@@ -12,9 +12,9 @@ import pyarrow as pa
 import pytest
 
 from mmfeat.featurizers.base import OutputSpec, Result
-from mmfeat.pipelines.extract import FeatureSetFailed, FeatureSetJob, plan_inputs
+from mmfeat.pipelines.engine.extract import FeatureSetFailed, FeatureSetJob, plan_inputs
 from mmfeat.pipelines.manifest import FeatureSetSpec
-from mmfeat.pipelines.store import FeatureStore
+from mmfeat.pipelines.store.feature_store import FeatureStore
 
 REPO = Path(__file__).resolve().parents[1]
 TITLES = [f"video number {i} about {w}" for i, w in enumerate(["cats", "cars", "cooking", "travel", "music"] * 8)]
@@ -126,9 +126,9 @@ KILL_SCRIPT = textwrap.dedent(
     import pyarrow as pa
     sys.path.insert(0, {repo!r})
     from mmfeat.featurizers.text_embedding import TextEmbedder
-    from mmfeat.pipelines.extract import FeatureSetJob, plan_inputs
+    from mmfeat.pipelines.engine.extract import FeatureSetJob, plan_inputs
     from mmfeat.pipelines.manifest import FeatureSetSpec
-    from mmfeat.pipelines.store import FeatureStore
+    from mmfeat.pipelines.store.feature_store import FeatureStore
     titles = {titles!r}
     items = pa.table({{"item_id": [f"{{i:03d}}" for i in range(len(titles))], "title": titles}})
     inner = TextEmbedder("all-MiniLM-L6-v2")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mmfeat.pipelines.store import FeatureStore
+from mmfeat.pipelines.store.feature_store import FeatureStore
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -16,8 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 def test_microlens_deployment_flow_on_sample(prefect_harness, tmp_path: Path) -> None:
     from prefect.client.orchestration import get_client  # noqa: F401
 
-    from mmfeat.pipelines.deployments import EXTRACT_DEPLOYMENTS
-    from mmfeat.pipelines.flows import extract_features
+    from mmfeat.pipelines.flows.deployments import EXTRACT_DEPLOYMENTS
+    from mmfeat.pipelines.flows.extract_flow import extract_features
 
     params = EXTRACT_DEPLOYMENTS["microlens"]
     out = extract_features(**params, feature_sets=["title_minilm"], store_root=str(tmp_path), tag="smoke")
@@ -38,7 +38,7 @@ def test_flow_logs_progress_and_engine_lines_to_the_run_logger_without_a_bar(pre
     run's log), and the engine's own lines (cache hit, no model loaded) reach the run's log too."""
     import logging
 
-    from mmfeat.pipelines.flows import extract_features
+    from mmfeat.pipelines.flows.extract_flow import extract_features
 
     kw = dict(manifest="microlens", feature_sets=["title_minilm"], store_root=str(tmp_path))
     with caplog.at_level(logging.INFO):
@@ -57,7 +57,7 @@ def test_flow_logs_progress_and_engine_lines_to_the_run_logger_without_a_bar(pre
 def test_flow_with_broken_media_reports_rows_and_fails_over_threshold(prefect_harness, tmp_path: Path) -> None:
     """A sample copy where one item has no title: an error row with the reason; over the threshold
     the flow fails and publishes nothing."""
-    from mmfeat.pipelines.flows import extract_features
+    from mmfeat.pipelines.flows.extract_flow import extract_features
 
     data = tmp_path / "data"
     shutil.copytree(REPO / "manifests" / "data" / "microlens-mini", data)
@@ -86,8 +86,8 @@ def test_flow_with_broken_media_reports_rows_and_fails_over_threshold(prefect_ha
 def test_train_recommender_flow_reads_store_versions(prefect_harness, tmp_path: Path) -> None:
     """Extract title features, then train FREEDOM on them through the train-recommender flow; a grid is
     selected on validation and the record names the exact feature version and split."""
-    from mmfeat.pipelines.flows import extract_features
-    from mmfeat.pipelines.train_flow import compare_runs, train_recommender
+    from mmfeat.pipelines.flows.extract_flow import extract_features
+    from mmfeat.pipelines.flows.train_flow import compare_runs, train_recommender
 
     ext = extract_features(manifest="microlens", feature_sets=["title_minilm"], store_root=str(tmp_path / "store"))
     version = ext["feature_sets"][0]["version"]
@@ -105,7 +105,7 @@ def test_train_recommender_flow_reads_store_versions(prefect_harness, tmp_path: 
 def test_cli_train_versus_compares_two_feature_versions(prefect_harness, tmp_path: Path, capsys) -> None:
     """One command trains the same model on two feature versions (same split and seed) and prints both."""
     from mmfeat.pipelines.cli import main
-    from mmfeat.pipelines.flows import extract_features
+    from mmfeat.pipelines.flows.extract_flow import extract_features
 
     store = str(tmp_path / "store")
     extract_features(manifest="microlens", feature_sets=["title_minilm"], store_root=store, tag="a")

@@ -98,7 +98,7 @@ def test_non_editable_install_runs_from_any_folder(tmp_path):
 
     check_store = (
         "import json, sys, mmfeat\n"
-        "from mmfeat.pipelines.store import FeatureStore\n"
+        "from mmfeat.pipelines.store.feature_store import FeatureStore\n"
         "s = FeatureStore(sys.argv[1])\n"
         "v = s.versions('microlens-mini', 'title_minilm')\n"
         "print(json.dumps({'file': mmfeat.__file__, 'n': len(v), 'latest': s.resolve('microlens-mini', 'title_minilm'),"

@@ -11,10 +11,10 @@ import pyarrow as pa
 
 from mmfeat.featurizers.captioning import Captioner
 from mmfeat.featurizers.image_embedding import ImageEmbedder
-from mmfeat.pipelines.extract import FeatureSetJob, plan_inputs
+from mmfeat.pipelines.engine.extract import FeatureSetJob, plan_inputs
 from mmfeat.pipelines.manifest import FeatureSetSpec
 from mmfeat.pipelines.sources import load_source, microlens_mini_root
-from mmfeat.pipelines.store import FeatureStore
+from mmfeat.pipelines.store.feature_store import FeatureStore
 from mmfeat.featurizers.tiny_models import tiny_clip, tiny_llava
 
 
@@ -52,7 +52,7 @@ def test_captions_then_chained_embedding_with_error_rows(tmp_path: Path, minilm)
 
 
 def test_cover_embeddings_into_store_and_mmrec_export(tmp_path: Path) -> None:
-    from mmfeat.pipelines.exports import export_mmrec_features
+    from mmfeat.pipelines.store.exports import export_mmrec_features
 
     items = _sample_with_bad_covers(tmp_path)
     store = FeatureStore(tmp_path / "store")

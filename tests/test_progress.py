@@ -13,11 +13,11 @@ import pyarrow as pa
 import pytest
 
 from mmfeat.featurizers.base import OutputSpec, Result
-from mmfeat.pipelines.extract import FeatureSetJob, plan_inputs, sub_batch_size, track
+from mmfeat.pipelines.engine.extract import FeatureSetJob, plan_inputs, sub_batch_size, track
 from mmfeat.pipelines.manifest import FeatureSetSpec
-from mmfeat.pipelines.progress import (FeatureSetProgress, Heartbeat, LogSink, Snapshot, forward_logs,
+from mmfeat.pipelines.engine.progress import (FeatureSetProgress, Heartbeat, LogSink, Snapshot, forward_logs,
                                        progress_factory, quiet_library_bars)
-from mmfeat.pipelines.store import FeatureStore
+from mmfeat.pipelines.store.feature_store import FeatureStore
 
 SPEC = FeatureSetSpec(name="emb", kind="fake", input={"text_fields": ["title"]})
 
@@ -264,7 +264,7 @@ def test_cli_progress_is_a_bar_on_a_terminal_and_log_lines_otherwise() -> None:
 def test_hf_export_draws_no_saving_the_dataset_bar_and_leaves_bars_as_they_were(tmp_path: Path, capsys) -> None:
     import datasets
 
-    from mmfeat.pipelines.exports import export_hf
+    from mmfeat.pipelines.store.exports import export_hf
 
     store = FeatureStore(tmp_path / "store")
     _job(store, Batches(), [f"t{i}" for i in range(5)]).run_all(0.5, progress=False)

@@ -152,7 +152,7 @@ def test_a_cold_frame_restricts_evaluation_without_split_info():
 
 
 def test_run_training_with_a_cold_split_records_it(tmp_path):
-    from mmfeat.pipelines import training as tr
+    from mmfeat.pipelines.training import run as tr
     from tests.conftest import import_microlens_features
 
     store = import_microlens_features(tmp_path, [("title_minilm", "a")])

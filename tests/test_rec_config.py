@@ -95,7 +95,7 @@ def test_run_record_lists_only_the_features_the_model_read(tiny):
 @pytest.fixture(scope="module")
 def store_root(tmp_path_factory) -> str:
     """A store holding microlens-mini/title_minilm (embeddings, aliases latest and a) and a text set."""
-    from mmfeat.pipelines.store import FeatureStore, build_rows, row_schema
+    from mmfeat.pipelines.store.feature_store import FeatureStore, build_rows, row_schema
 
     root = tmp_path_factory.mktemp("store")
     store = FeatureStore(root)
@@ -117,7 +117,7 @@ def store_root(tmp_path_factory) -> str:
 
 
 def _request(store_root: str, **kw) -> None:
-    from mmfeat.pipelines.train_flow import validate_train_request
+    from mmfeat.pipelines.flows.train_flow import validate_train_request
 
     args = {"model": "FREEDOM", "features": {"text": "title_minilm"}, "versus": None, "overrides": None,
             "grid": None, "store_root": store_root}
@@ -146,8 +146,8 @@ def _request(store_root: str, **kw) -> None:
     ({"seed": 1, "grid": {"seed": [1, 2]}}, "the grid varies 'seed'"),
 ])
 def test_invalid_train_request_is_one_line_before_data_loads(store_root, monkeypatch, kw, message):
-    from mmfeat.pipelines import extract
-    from mmfeat.pipelines.train_flow import TrainRequestError
+    from mmfeat.pipelines.engine import extract as extract
+    from mmfeat.pipelines.flows.train_flow import TrainRequestError
 
     monkeypatch.setattr(extract, "load_items", lambda *a, **k: pytest.fail("validation loaded data"))
     with pytest.raises(TrainRequestError, match=message) as info:
@@ -156,7 +156,7 @@ def test_invalid_train_request_is_one_line_before_data_loads(store_root, monkeyp
 
 
 def test_valid_train_request_passes_without_loading_data(store_root, monkeypatch):
-    from mmfeat.pipelines import extract
+    from mmfeat.pipelines.engine import extract as extract
 
     monkeypatch.setattr(extract, "load_items", lambda *a, **k: pytest.fail("validation loaded data"))
     _request(store_root, features={"text": "title_minilm@a"}, versus={"text": "title_minilm@latest"},
@@ -165,7 +165,7 @@ def test_valid_train_request_passes_without_loading_data(store_root, monkeypatch
 
 
 def test_known_models_lists_the_registry():
-    from mmfeat.pipelines.train_flow import known_models
+    from mmfeat.pipelines.flows.train_flow import known_models
     from mmfeat.recommenders import model_names
 
     assert known_models() == model_names() and "FREEDOM" in known_models()
@@ -173,7 +173,7 @@ def test_known_models_lists_the_registry():
 
 # ---------------------------------------------------------------------------- split seed vs training seed
 def test_training_seed_resolution():
-    from mmfeat.pipelines.train_flow import DEFAULT_SEED, TrainRequestError, resolve_training_seed
+    from mmfeat.pipelines.flows.train_flow import DEFAULT_SEED, TrainRequestError, resolve_training_seed
 
     assert resolve_training_seed(None, None) == DEFAULT_SEED == 2024
     assert resolve_training_seed(5, {"seed": 5}) == 5 and resolve_training_seed(None, {"seed": 6}) == 6
@@ -183,7 +183,7 @@ def test_training_seed_resolution():
 
 
 def test_split_seed_and_training_seed_are_separate_and_recorded(tmp_path):
-    from mmfeat.pipelines.train_flow import load_training_data
+    from mmfeat.pipelines.flows.train_flow import load_training_data
     from mmfeat.recommenders import split_interactions
 
     data, info = load_training_data("microlens", {}, split_seed=7, runs_dir=str(tmp_path))
@@ -192,7 +192,7 @@ def test_split_seed_and_training_seed_are_separate_and_recorded(tmp_path):
     assert default.split_info == {"method": "random", "seed": 2024}
     assert data.split_hash != default.split_hash
     # no split seed given = today's default split (seed 2024)
-    from mmfeat.pipelines.extract import load_items
+    from mmfeat.pipelines.engine.extract import load_items
     from mmfeat.pipelines.manifest import load_manifest
     from mmfeat.recommenders import hash_split_frame
 
@@ -206,7 +206,7 @@ def test_split_seed_and_training_seed_are_separate_and_recorded(tmp_path):
 
 
 def test_train_flow_takes_split_seed_and_seed_separately(prefect_harness, store_root, tmp_path):
-    from mmfeat.pipelines.train_flow import TrainRequestError, train_recommender
+    from mmfeat.pipelines.flows.train_flow import TrainRequestError, train_recommender
 
     kw = {"manifest": "microlens", "model": "LightGCN", "config": {"epochs": 1, "embedding_size": 8},
           "store_root": store_root, "runs_dir": str(tmp_path)}
@@ -225,7 +225,7 @@ def test_min_rating_on_a_source_without_ratings_is_a_request_error() -> None:
     """One split path for training and the MMRec export; a filter that cannot apply is a usage error
     (exit 2, one line), not a bare ValueError from inside the flow."""
     from mmfeat.pipelines.cli.errors import classify
-    from mmfeat.pipelines.interactions import SplitRequestError, filtered_split
+    from mmfeat.pipelines.training.interactions import SplitRequestError, filtered_split
     from mmfeat.pipelines.manifest import load_manifest
 
     with pytest.raises(SplitRequestError, match="needs ratings") as info:
@@ -304,8 +304,8 @@ def test_wrong_grid_value_fails_before_any_training(tiny, monkeypatch):
     ({"grid": {"reg_weight": [0.1, "lots"]}}, r"'reg_weight' in --grid for FREEDOM must be float, got 'lots'"),
 ])
 def test_mistyped_train_request_is_one_line_before_data_loads(store_root, monkeypatch, kw, message):
-    from mmfeat.pipelines import extract
-    from mmfeat.pipelines.train_flow import TrainRequestError
+    from mmfeat.pipelines.engine import extract as extract
+    from mmfeat.pipelines.flows.train_flow import TrainRequestError
 
     monkeypatch.setattr(extract, "load_items", lambda *a, **k: pytest.fail("validation loaded data"))
     with pytest.raises(TrainRequestError, match=message) as info:

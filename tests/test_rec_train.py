@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import mmfeat.recommenders.trainer as trainer_mod
+import mmfeat.recommenders.tasks as tasks_mod
 from mmfeat.recommenders import RunRecord, build_model, from_split_frame, grid_search, split_interactions, train
 from mmfeat.recommenders.models._graph import knn_cache_key, knn_normalized_graph
 
@@ -157,7 +158,7 @@ def test_early_stopping_compares_scores_rounded_to_4_decimals(clustered, monkeyp
     # 0.12344 beats 0.12341 only in the 5th decimal: MMRec's evaluator rounds both to 0.1234, so epoch 0
     # stays the best and epoch 1 is a bad evaluation (unrounded, epoch 1 would be the best).
     _ScriptedEvaluator.scores = [0.12341, 0.12344, 0.1234, 0.9]  # 3 valid passes, then the test pass
-    monkeypatch.setattr(trainer_mod, "Evaluator", _ScriptedEvaluator)
+    monkeypatch.setattr(tasks_mod, "Evaluator", _ScriptedEvaluator)
     rec = train(clustered, "BPR", {**FAST, "epochs": 10, "stopping_step": 1}, progress=False)
     assert rec.best_epoch == 0 and len(rec.epochs) == 3 and rec.stopped_early
     assert rec.best_valid["recall@20"] == 0.12341  # the record keeps full precision

@@ -22,8 +22,8 @@ import pytest
 import yaml
 
 from mmfeat.pipelines.manifest import ManifestError, RunnerSpec, load_manifest
-from mmfeat.pipelines.runners import resolve_runner
-from mmfeat.pipelines.store import FeatureStore
+from mmfeat.pipelines.engine.runners import resolve_runner
+from mmfeat.pipelines.store.feature_store import FeatureStore
 
 DATASET, FEATURE_SET = "movielens-100k", "text_minilm"
 
@@ -48,7 +48,7 @@ def rows(store_root: Path, version: str):
 @pytest.fixture(scope="module")
 def in_process(prefect_harness, tmp_path_factory):
     """The reference: the in-process runner's version (and its store)."""
-    from mmfeat.pipelines.flows import extract_features
+    from mmfeat.pipelines.flows.extract_flow import extract_features
 
     root = tmp_path_factory.mktemp("in-process")
     manifest = small_shard_manifest(root)
@@ -110,7 +110,7 @@ def _loaded_models(caplog) -> tuple[int, int]:
 @pytest.mark.slow  # worker processes import torch and load MiniLM: ~100 s on 2 cores
 @pytest.mark.parametrize("kind", ["dask", "ray"])
 def test_workers_produce_the_in_process_version(in_process, tmp_path: Path, kind: str, caplog) -> None:
-    from mmfeat.pipelines.flows import extract_features
+    from mmfeat.pipelines.flows.extract_flow import extract_features
 
     version, ref_root, manifest = in_process
     with caplog.at_level(logging.INFO):
@@ -131,8 +131,8 @@ def test_a_worker_killed_mid_run_still_ends_in_the_identical_version(in_process,
     Either way the end is the in-process version, and nothing half-written is published."""
     from distributed import Client, LocalCluster
 
-    from mmfeat.pipelines.flows import _current_api_url, extract_features
-    from mmfeat.pipelines.runners import workers_reach_this_api
+    from mmfeat.pipelines.flows.extract_flow import _current_api_url, extract_features
+    from mmfeat.pipelines.engine.runners import workers_reach_this_api
 
     version, ref_root, _ = in_process
     manifest = small_shard_manifest(tmp_path)  # 7 shards, as the reference (batches shape the float bits)
@@ -175,7 +175,7 @@ def test_missing_runner_extra_is_a_clear_message(monkeypatch) -> None:
     import builtins
 
     from mmfeat.featurizers.registry import MissingDependency
-    from mmfeat.pipelines.runners import require_runner
+    from mmfeat.pipelines.engine.runners import require_runner
 
     real_import = builtins.__import__
 
@@ -206,7 +206,7 @@ def test_dask_workers_stage_into_an_object_store_root(in_process, s3_endpoint, c
     from their environment); the driver publishes with the conditional commit: the in-process version."""
     import uuid
 
-    from mmfeat.pipelines.flows import extract_features
+    from mmfeat.pipelines.flows.extract_flow import extract_features
     from tests.conftest import S3_BUCKET
 
     version, ref_root, manifest = in_process
@@ -229,8 +229,8 @@ def test_remote_shard_path_gives_the_in_process_version(prefect_harness, tmp_pat
 
     from prefect.task_runners import ThreadPoolTaskRunner
 
-    from mmfeat.pipelines import flows
-    from mmfeat.pipelines.flows import extract_features, extract_on_workers
+    from mmfeat.pipelines.flows import extract_flow as flows
+    from mmfeat.pipelines.flows.extract_flow import extract_features, extract_on_workers
 
     src = load_manifest("microlens")
     raw = yaml.safe_load(src.path.read_text())

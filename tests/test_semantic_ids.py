@@ -101,8 +101,8 @@ def _manifest(tmp_path, sid_params: dict, parent_kind: str = "text_embedding"):
 
 
 def test_codes_version_records_lineage_stats_and_is_a_cache_hit(tmp_path):
-    from mmfeat.pipelines.extract import extract_manifest
-    from mmfeat.pipelines.store import FeatureStore
+    from mmfeat.pipelines.engine.extract import extract_manifest
+    from mmfeat.pipelines.store.feature_store import FeatureStore
 
     root = import_microlens_features(tmp_path, [("emb", None)], dim=8)
     store = FeatureStore(root)
@@ -132,11 +132,11 @@ def test_codes_version_records_lineage_stats_and_is_a_cache_hit(tmp_path):
 
 
 def test_items_without_a_parent_vector_get_error_rows(tmp_path):
-    from mmfeat.pipelines.extract import load_items
-    from mmfeat.pipelines.imports import import_features
+    from mmfeat.pipelines.engine.extract import load_items
+    from mmfeat.pipelines.store.imports import import_features
     from mmfeat.pipelines.manifest import load_manifest
-    from mmfeat.pipelines.extract import extract_manifest
-    from mmfeat.pipelines.store import FeatureStore
+    from mmfeat.pipelines.engine.extract import extract_manifest
+    from mmfeat.pipelines.store.feature_store import FeatureStore
 
     ids = load_items(load_manifest("microlens"))[0].column("item_id").to_pylist()
     (tmp_path / "ids.txt").write_text("\n".join(ids[3:]) + "\n")
@@ -155,7 +155,7 @@ def test_items_without_a_parent_vector_get_error_rows(tmp_path):
 
 
 def test_graph_codes_never_see_the_held_out_interactions():
-    from mmfeat.pipelines.codes_job import holdout_interactions, user_item_matrix
+    from mmfeat.pipelines.engine.codes_job import holdout_interactions, user_item_matrix
 
     t = pa.table({"user_id": ["a"] * 5 + ["b"] * 3, "item_id": ["1", "2", "3", "4", "5", "1", "2", "3"],
                   "timestamp": pa.array([1, 2, 3, 3, 5, 9, 8, 7], pa.int64())})
@@ -182,9 +182,9 @@ def test_manifest_check_knows_what_a_parent_produces(tmp_path):
 
 
 def test_train_request_checks_the_kind_each_role_reads(tmp_path):
-    from mmfeat.pipelines.extract import extract_manifest
-    from mmfeat.pipelines.store import FeatureStore
-    from mmfeat.pipelines.training import TrainRequestError, validate_train_request
+    from mmfeat.pipelines.engine.extract import extract_manifest
+    from mmfeat.pipelines.store.feature_store import FeatureStore
+    from mmfeat.pipelines.training.run import TrainRequestError, validate_train_request
 
     root = import_microlens_features(tmp_path, [("emb", None)], dim=8)
     extract_manifest(_manifest(tmp_path, {"method": "rqkmeans", "levels": 2, "codebook_size": 4}),
@@ -198,9 +198,9 @@ def test_train_request_checks_the_kind_each_role_reads(tmp_path):
 
 
 def test_tiger_trains_on_a_codes_version_and_records_it(tmp_path, one_torch_thread):
-    from mmfeat.pipelines.extract import extract_manifest
-    from mmfeat.pipelines.store import FeatureStore
-    from mmfeat.pipelines.training import run_training
+    from mmfeat.pipelines.engine.extract import extract_manifest
+    from mmfeat.pipelines.store.feature_store import FeatureStore
+    from mmfeat.pipelines.training.run import run_training
     from tests.test_generative import TINY_TIGER
 
     root = import_microlens_features(tmp_path, [("emb", None)], dim=8)
@@ -214,8 +214,8 @@ def test_tiger_trains_on_a_codes_version_and_records_it(tmp_path, one_torch_thre
 
 
 def test_a_missing_parent_says_how_to_build_it(tmp_path):
-    from mmfeat.pipelines.extract import extract_manifest
-    from mmfeat.pipelines.store import FeatureStore, StoreError
+    from mmfeat.pipelines.engine.extract import extract_manifest
+    from mmfeat.pipelines.store.feature_store import FeatureStore, StoreError
 
     with pytest.raises(StoreError, match="build it first: `mmfeat extract microlens --feature-set emb`"):
         extract_manifest(_manifest(tmp_path, {"method": "rqkmeans", "codebook_size": 4}),

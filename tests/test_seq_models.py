@@ -131,7 +131,7 @@ def test_selected_position_shortcuts_equal_the_full_encoder(name):
 def test_pieces_of_a_batch_give_the_batch_gradient():
     """max_tokens_per_forward splits a batch into pieces; the accumulated step equals the one-piece step."""
     from mmfeat.recommenders.sequential.batches import epoch_batches, train_samples
-    from mmfeat.recommenders.trainer import accumulated_step
+    from mmfeat.recommenders.tasks import accumulated_step
 
     data = _cyclic()
     s, e, c = train_samples(data.indptr, 8, "prefix")

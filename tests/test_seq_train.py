@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from mmfeat.pipelines import training as tr
+from mmfeat.pipelines.training import run as tr
 from mmfeat.pipelines.cli import main
 from tests.conftest import import_microlens_features
 
@@ -50,7 +50,7 @@ def test_cli_versus_ids_and_comma_arms(monkeypatch):
         seen.update(kw)
         raise tr.TrainRequestError("stop here")
 
-    monkeypatch.setattr("mmfeat.pipelines.train_flow.validate_train_request", fake_validate)
+    monkeypatch.setattr("mmfeat.pipelines.flows.train_flow.validate_train_request", fake_validate)
     rc = main(["train", "microlens", "--model", "SASRec", "--feature", "text=a", "--versus", "text=b,image=c",
                "--versus", "ids", "--split", "loo"])
     assert rc == 2 and seen["versus"] == [{"text": "b", "image": "c"}, "ids"] and seen["split"] == "loo"
@@ -61,7 +61,7 @@ def test_cli_versus_ids_and_comma_arms(monkeypatch):
                                   "microlens-tiger"])
 def test_every_train_deployment_reads_feature_sets_its_manifest_builds(name):
     from mmfeat.pipelines.manifest import load_manifest
-    from mmfeat.pipelines.train_flow import TRAIN_DEPLOYMENTS
+    from mmfeat.pipelines.flows.train_flow import TRAIN_DEPLOYMENTS
     from mmfeat.recommenders import check_features, resolve_config
 
     params = TRAIN_DEPLOYMENTS[name]
@@ -81,7 +81,7 @@ def test_cli_trains_sasrec_through_the_flow_and_prints_every_arm(prefect_harness
 
 
 def test_compare_warns_when_history_masking_differs():
-    from mmfeat.pipelines.train_report import comparability_warnings
+    from mmfeat.pipelines.training.report import comparability_warnings
 
     base = {"run_id": "a", "dataset": "d", "split_hash": "h", "test": {"hit@10": 0.1},
             "config": {"metrics": ["hit"], "topk": [10], "valid_metric": "ndcg@10", "mask_history": False,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mmfeat.pipelines.store import FeatureStore
+from mmfeat.pipelines.store.feature_store import FeatureStore
 
 REPO = Path(__file__).resolve().parents[1]
 

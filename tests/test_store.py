@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from mmfeat.pipelines.store import FeatureStore, StoreError, build_rows, row_schema
+from mmfeat.pipelines.store.feature_store import FeatureStore, StoreError, build_rows, row_schema
 
 
 def _publish(store: FeatureStore, ids: list[str], mat: np.ndarray, key: str = "r-1",
@@ -233,7 +233,7 @@ def test_parts_staged_by_other_processes_are_seen_and_read_without_paths(tmp_pat
 
 def test_local_exclusive_create_and_uri_roots(tmp_path: Path) -> None:
     """The local side of the store's filesystem layer, and roots that are URIs, not paths."""
-    from mmfeat.pipelines.store_fs import LocalFS, ObjectPath, open_fs
+    from mmfeat.pipelines.store.fs import LocalFS, ObjectPath, open_fs
 
     fs = open_fs(tmp_path)
     assert isinstance(fs, LocalFS) and fs.create_exclusive("a/b.json", b"1")

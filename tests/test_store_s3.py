@@ -5,8 +5,6 @@ reuse, two publishers of one version in two processes, a publisher killed before
 from __future__ import annotations
 
 import json
-import logging
-import os
 import pickle
 import subprocess
 import sys
@@ -20,9 +18,9 @@ import pyarrow as pa
 import pytest
 
 from mmfeat.featurizers.base import OutputSpec, Result
-from mmfeat.pipelines.extract import FeatureSetJob, plan_inputs
+from mmfeat.pipelines.engine.extract import FeatureSetJob, plan_inputs
 from mmfeat.pipelines.manifest import FeatureSetSpec
-from mmfeat.pipelines.store import FeatureStore, StoreError, build_rows, default_store_root, row_schema
+from mmfeat.pipelines.store.feature_store import FeatureStore, StoreError, build_rows, default_store_root, row_schema
 
 boto3 = pytest.importorskip("boto3")
 pytest.importorskip("moto.server")
@@ -238,7 +236,7 @@ def test_extract_manifest_end_to_end_on_s3(root: str) -> None:
     """The microlens sample: MiniLM title embeddings, then semantic IDs read from them, all on S3."""
     import yaml
 
-    from mmfeat.pipelines.extract import extract_manifest
+    from mmfeat.pipelines.engine.extract import extract_manifest
     from mmfeat.pipelines.manifest import PACKAGE_ROOT, validate_manifest
 
     raw = yaml.safe_load((PACKAGE_ROOT / "manifests" / "microlens.yaml").read_text())
@@ -290,7 +288,7 @@ PUBLISHER = textwrap.dedent(
     import os, sys, time
     sys.path.insert(0, {repo!r})
     import numpy as np
-    from mmfeat.pipelines.store import FeatureStore, build_rows, row_schema
+    from mmfeat.pipelines.store.feature_store import FeatureStore, build_rows, row_schema
     store = FeatureStore({root!r})
     schema = row_schema("embedding", 4, "float32")
     w = store.writer("ds", "fs", "r-same", {{"n": 40}})
@@ -342,7 +340,7 @@ def test_killed_publisher_leaves_no_version_and_the_next_run_publishes(root: str
     kill = textwrap.dedent(
         """
         import signal
-        from mmfeat.pipelines.store_fs import S3FS
+        from mmfeat.pipelines.store.fs import S3FS
         real = S3FS.create_exclusive
         def die_before_commit(self, key, data):
             if key.endswith("_manifest.json"):

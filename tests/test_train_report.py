@@ -7,13 +7,12 @@ import copy
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-import mmfeat.pipelines.train_flow as tf
+import mmfeat.pipelines.flows.train_flow as tf
 from mmfeat.pipelines.cli import main
-from mmfeat.pipelines.train_report import comparability_warnings, compare_text, metrics_table, run_summary
+from mmfeat.pipelines.training.report import comparability_warnings, compare_text, metrics_table, run_summary
 from tests.conftest import import_microlens_features
 
 METRICS = {"recall@10": 0.11, "ndcg@10": 0.05, "recall@20": 0.22, "ndcg@20": 0.07}
@@ -155,7 +154,7 @@ def test_runner_does_not_pause_deployments_and_stops_on_sigterm_like_on_ctrl_c(m
 
     from prefect.runner import Runner
 
-    import mmfeat.pipelines.deployments as deps
+    import mmfeat.pipelines.flows.deployments as deps
 
     added: list = []
     monkeypatch.setattr(Runner, "add_deployment", lambda self, dep: added.append(dep))
@@ -172,7 +171,7 @@ def test_runner_does_not_pause_deployments_and_stops_on_sigterm_like_on_ctrl_c(m
 
 
 def test_serve_main_says_when_the_runner_stopped(monkeypatch, capsys) -> None:
-    import mmfeat.pipelines.deployments as deps
+    import mmfeat.pipelines.flows.deployments as deps
 
     class Dep:
         flow_name, name = "extract-features", "microlens"
@@ -191,7 +190,7 @@ def test_serve_main_says_when_the_runner_stopped(monkeypatch, capsys) -> None:
 
 
 def test_serve_without_a_server_is_an_error_not_a_temporary_server(monkeypatch, capsys) -> None:
-    import mmfeat.pipelines.deployments as deps
+    import mmfeat.pipelines.flows.deployments as deps
 
     monkeypatch.setattr(deps, "deployments", lambda: pytest.fail("nothing is registered without a server"))
     with temporary_settings(restore_defaults={PREFECT_API_URL}), pytest.raises(SystemExit) as exc:

@@ -15,9 +15,9 @@ import pyarrow as pa
 import pytest
 
 from mmfeat.featurizers.base import OutputSpec, Result
-from mmfeat.pipelines.extract import FeatureSetFailed, FeatureSetJob, plan_inputs
+from mmfeat.pipelines.engine.extract import FeatureSetFailed, FeatureSetJob, plan_inputs
 from mmfeat.pipelines.manifest import FeatureSetSpec
-from mmfeat.pipelines.store import FeatureStore
+from mmfeat.pipelines.store.feature_store import FeatureStore
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = FeatureSetSpec(name="emb", kind="fake", input={"text_fields": ["title"]})
@@ -106,7 +106,7 @@ def test_code_and_library_changes_change_the_fingerprint(tmp_path: Path, monkeyp
 
 
 def test_featurizer_fingerprint_carries_its_modules_and_libraries(minilm) -> None:
-    from mmfeat.pipelines.extract import full_fingerprint
+    from mmfeat.pipelines.engine.extract import full_fingerprint
 
     fp = full_fingerprint(minilm)
     assert "mmfeat.featurizers.text_embedding" in fp["code"]["modules"]
@@ -152,9 +152,9 @@ CONCURRENT = textwrap.dedent(
     import numpy as np, pyarrow as pa
     sys.path.insert(0, {repo!r})
     from mmfeat.featurizers.base import OutputSpec, Result
-    from mmfeat.pipelines.extract import FeatureSetJob, plan_inputs
+    from mmfeat.pipelines.engine.extract import FeatureSetJob, plan_inputs
     from mmfeat.pipelines.manifest import FeatureSetSpec
-    from mmfeat.pipelines.store import FeatureStore
+    from mmfeat.pipelines.store.feature_store import FeatureStore
     class Slow:
         name, input_kind, output = "slow", "text", OutputSpec("embedding", 2, "float32")
         def fingerprint(self): return {{"kind": "slow"}}
@@ -196,7 +196,7 @@ def test_dead_runs_temp_files_are_cleaned(tmp_path: Path) -> None:
 
 def test_cache_hit_loads_no_model(tmp_path: Path, monkeypatch) -> None:
     from mmfeat.featurizers import registry
-    from mmfeat.pipelines.extract import load_items, run_feature_set
+    from mmfeat.pipelines.engine.extract import load_items, run_feature_set
     from mmfeat.pipelines.manifest import load_manifest
 
     m = load_manifest("microlens")
@@ -220,7 +220,7 @@ def test_cache_hit_loads_no_model(tmp_path: Path, monkeypatch) -> None:
 def test_optional_skips_only_missing_weights_or_extras(prefect_harness, tmp_path: Path, monkeypatch,
                                                        error, skipped) -> None:
     from mmfeat.featurizers.registry import MissingDependency, WeightsUnavailable
-    from mmfeat.pipelines import flows
+    from mmfeat.pipelines.flows import extract_flow as flows
 
     exc = {"weights": WeightsUnavailable("no CLIP weights here"), "extra": MissingDependency("pip install 'mmfeat[clip]'"),
            "bug": RuntimeError("a real bug in the featurizer")}[error]
@@ -228,7 +228,7 @@ def test_optional_skips_only_missing_weights_or_extras(prefect_harness, tmp_path
     def fails(store, manifest, spec, items, **kw):
         raise exc
 
-    from mmfeat.pipelines import extract
+    from mmfeat.pipelines.engine import extract as extract
 
     monkeypatch.setattr(extract, "run_feature_set", fails)  # the flow's loop lives in extract_manifest
     run = lambda: flows.extract_features(manifest="microlens", feature_sets=["cover_clip"],  # noqa: E731

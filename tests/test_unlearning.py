@@ -167,8 +167,8 @@ def test_unlearn_command_refuses_bad_requests_before_training(argv, message, tmp
 
 
 def test_run_unlearning_refuses_a_cold_split_before_training(tmp_path):
-    from mmfeat.pipelines.training import TrainRequestError
-    from mmfeat.pipelines.unlearning_run import run_unlearning
+    from mmfeat.pipelines.training.run import TrainRequestError
+    from mmfeat.pipelines.training.unlearning import run_unlearning
     from tests.conftest import import_microlens_features
 
     store = import_microlens_features(tmp_path, [("title_minilm", "a")])

@@ -40,16 +40,16 @@ def _project_errors() -> list[tuple[type[BaseException], int, str]]:
     table = [
         (UsageError, USAGE, ""),
         (CommandFailed, FAILURE, ""),
-        (_optional("mmfeat.pipelines.training", "TrainRequestError"), USAGE, ""),
+        (_optional("mmfeat.pipelines.training.run", "TrainRequestError"), USAGE, ""),
         (_optional("mmfeat.recommenders.config", "ConfigError"), USAGE, ""),
         (_optional("mmfeat.pipelines.manifest", "ManifestError"), USAGE, ""),
         (_optional("mmfeat.pipelines.sources", "SourceError"), USAGE,
          "fix the manifest's source options or data_root, or pass --data-root"),
-        (_optional("mmfeat.pipelines.interactions", "SplitRequestError"), USAGE, ""),
+        (_optional("mmfeat.pipelines.training.interactions", "SplitRequestError"), USAGE, ""),
         (_optional("mmfeat.recommenders.ctr.data", "CTRDataError"), USAGE, ""),
-        (_optional("mmfeat.pipelines.store", "StoreError"), USAGE, ""),  # its messages list what the store has
+        (_optional("mmfeat.pipelines.store.feature_store", "StoreError"), USAGE, ""),  # its messages list what the store has
         (_optional("mmfeat.featurizers.registry", "Unavailable"), FAILURE, ""),  # missing weights or extra
-        (_optional("mmfeat.pipelines.extract", "FeatureSetFailed"), FAILURE,
+        (_optional("mmfeat.pipelines.engine.extract", "FeatureSetFailed"), FAILURE,
          "its finished parts stay staged: fix the cause and re-run to resume"),
     ]
     return [(cls, code, hint) for cls, code, hint in table if cls is not None]

@@ -23,7 +23,7 @@ def precheck_manifest(manifest: str, data_root: str | None, feature_sets: list[s
         m.feature_set(name)  # ManifestError naming the sets it has
     if not read_source:
         return m, "source not read"
-    from mmfeat.pipelines.extract import load_items
+    from mmfeat.pipelines.engine.extract import load_items
 
     items, interactions, _fp = load_items(m)
     return m, f"source {m.source.kind}: {items.num_rows} items, {interactions.num_rows} interactions"
@@ -38,13 +38,13 @@ def progress_mode(stream: "TextIO | None" = None) -> str:  # noqa: F821
 
 def cmd_extract(args: argparse.Namespace) -> int:
     m, _ = precheck_manifest(args.manifest, args.data_root, args.feature_set)
-    from mmfeat.pipelines.runners import require_runner, resolve_runner
+    from mmfeat.pipelines.engine.runners import require_runner, resolve_runner
 
     require_runner(resolve_runner(m.runner, args.runner, args.runner_address, args.workers))  # before Prefect starts
     from mmfeat.pipelines.cli.prefect_run import run_flow
-    from mmfeat.pipelines.flows import extract_features
-    from mmfeat.pipelines.progress import quiet_library_bars
-    from mmfeat.pipelines.store import FeatureStore
+    from mmfeat.pipelines.flows.extract_flow import extract_features
+    from mmfeat.pipelines.engine.progress import quiet_library_bars
+    from mmfeat.pipelines.store.feature_store import FeatureStore
 
     quiet_library_bars()
     result = run_flow(extract_features, args, manifest=args.manifest, feature_sets=args.feature_set or None,
@@ -58,7 +58,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from mmfeat.pipelines.deployments import main as serve_main
+    from mmfeat.pipelines.flows.deployments import main as serve_main
 
     serve_main()
     return 0

@@ -9,7 +9,7 @@ from typing import Any
 
 from mmfeat.pipelines.cli.args import parse_feature_refs, parse_number_or_mean
 from mmfeat.pipelines.cli.errors import CommandFailed, UsageError
-from mmfeat.pipelines.store import FeatureStore, StoreError, default_store_root
+from mmfeat.pipelines.store.feature_store import FeatureStore, StoreError, default_store_root
 
 
 def open_store(args: argparse.Namespace) -> FeatureStore:
@@ -138,7 +138,7 @@ def cmd_store_tag(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- import / export
 def cmd_store_import(args: argparse.Namespace) -> int:
-    from mmfeat.pipelines.imports import import_features
+    from mmfeat.pipelines.store.imports import import_features
 
     store = open_store(args)
     version = import_features(store, args.dataset, args.feature_set, args.file, ids=args.ids,
@@ -179,7 +179,7 @@ def _check_item_order(path: str | None) -> None:
 
 
 def cmd_store_export(args: argparse.Namespace) -> int:
-    import mmfeat.pipelines.exports as ex
+    import mmfeat.pipelines.store.exports as ex
 
     store = open_store(args)
     _check_item_order(getattr(args, "item_order", None))

@@ -2,7 +2,7 @@
 
 Everything a training run needs is checked before Prefect is imported or any data is loaded:
 the option values here (``ROLE=FEATURE_SET[@ref]``, ``KEY=VALUE``), then the request as a whole
-by :func:`mmfeat.pipelines.train_flow.validate_train_request` (model name, feature roles, store versions,
+by :func:`mmfeat.pipelines.flows.train_flow.validate_train_request` (model name, feature roles, store versions,
 ``--versus``, hyper-parameter names), so a typo is one line, not a failed flow run.
 """
 
@@ -39,7 +39,7 @@ def models_epilog() -> str:
 def parse_versus(values: list[str] | None) -> list:
     """Each ``--versus`` is one more run: ``ROLE=FEATURE_SET[@ref][,ROLE=...]`` swapped into ``--feature``, or
     ``ids`` (no item features: ID embeddings). ``[]`` when none is given."""
-    from mmfeat.pipelines.training import IDS_ARM
+    from mmfeat.pipelines.training.run import IDS_ARM
 
     arms: list = []
     for raw in values or []:
@@ -67,16 +67,16 @@ def _seeds(args: argparse.Namespace) -> dict[str, int]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     req = train_request(args)
-    from mmfeat.pipelines.train_flow import validate_train_request  # the flow module: imports Prefect, starts nothing
+    from mmfeat.pipelines.flows.train_flow import validate_train_request  # the flow module: imports Prefect, starts nothing
 
     validate_train_request(args.manifest, model=args.model, features=req["features"], versus=req["versus"],
                            overrides=req["overrides"], grid=req["grid"], store_root=args.store,
                            data_root=args.data_root, seed=args.seed, split=args.split, history=args.history,
                            min_rating=args.min_rating, k_core=args.k_core)
     from mmfeat.pipelines.cli.prefect_run import run_flow
-    from mmfeat.pipelines.train_flow import compare_runs, train_recommender
+    from mmfeat.pipelines.flows.train_flow import compare_runs, train_recommender
 
-    from mmfeat.pipelines.training import versus_arms
+    from mmfeat.pipelines.training.run import versus_arms
 
     arms = versus_arms(req["features"], req["versus"])
     records = []
@@ -94,7 +94,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _print_best(result: dict[str, Any]) -> str:
     """A short table of the (best) run: valid and test metrics at its best epoch, best epoch, s/epoch."""
-    from mmfeat.pipelines.train_report import run_summary
+    from mmfeat.pipelines.training.report import run_summary
 
     best = result["best"]
     n_runs = len(result.get("runs") or [])
@@ -106,13 +106,13 @@ def _print_best(result: dict[str, Any]) -> str:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from mmfeat.pipelines.train_report import record_path
+    from mmfeat.pipelines.training.report import record_path
 
     missing = [p for p in args.runs if not record_path(p).is_file()]
     if missing:
         raise UsageError(f"no run record at {', '.join(str(record_path(p)) for p in missing)}; give run folders "
                          "(runs/<run>, see --runs / $MMFEAT_RUNS) or their record.json")
-    from mmfeat.pipelines.train_report import compare_text, load_records  # no Prefect, no torch
+    from mmfeat.pipelines.training.report import compare_text, load_records  # no Prefect, no torch
 
     print(compare_text(load_records(args.runs)))
     return 0

@@ -1,7 +1,7 @@
 """``mmfeat unlearn``: train, forget a share of the training data (MMRecUn-style), retrain a gold model, compare.
 
 The request is checked before anything loads, as for ``mmfeat train`` (the same option parsers and
-:func:`mmfeat.pipelines.training.validate_train_request`); unlearning keys (``--unlearn-set``) are checked
+:func:`mmfeat.pipelines.training.run.validate_train_request`); unlearning keys (``--unlearn-set``) are checked
 against :class:`mmfeat.recommenders.unlearning.UnlearnConfig`.
 """
 from __future__ import annotations
@@ -15,8 +15,8 @@ from mmfeat.pipelines.cli.train import add_data_options
 
 
 def cmd_unlearn(args: argparse.Namespace) -> int:
-    from mmfeat.pipelines.training import TrainRequestError
-    from mmfeat.pipelines.unlearning_run import run_unlearning, unlearning_table
+    from mmfeat.pipelines.training.run import TrainRequestError
+    from mmfeat.pipelines.training.unlearning import run_unlearning, unlearning_table
 
     try:
         out = run_unlearning(args.manifest, model=args.model, features=parse_feature_refs(args.feature, "--feature"),

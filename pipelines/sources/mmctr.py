@@ -7,7 +7,7 @@ padding, is not an item) with their tag ids as ``tags`` text; interactions = the
 of the three files with their ``split`` (0/1/2) and ``label``, ``timestamp`` = the row's order index
 (train, then valid, then test; the layout has no times). A test file without labels (the challenge's
 hidden test set) gives no interactions. CTR training reads the files themselves (their ``item_seq``
-and levels are not representable here): :func:`mmfeat.pipelines.ctr_data.load_ctr_data`.
+and levels are not representable here): :func:`mmfeat.pipelines.training.ctr_data.load_ctr_data`.
 """
 from __future__ import annotations
 

@@ -11,5 +11,7 @@ from .data import CTRData, CTRDataError, CTRSplit
 from .layout import read_layout, write_layout
 from .metrics import auc, group_auc, logloss
 
+from . import training as _training  # noqa: F401  (registers the "ctr" task with the trainer)
+
 __all__ = ["CTRData", "CTRDataError", "CTRSplit", "auc", "build_ctr_set", "group_auc", "logloss", "read_layout",
            "reduce_dim", "write_layout"]

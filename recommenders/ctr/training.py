@@ -11,6 +11,7 @@ import logging
 import numpy as np
 import torch
 
+from ..tasks import EarlyStopping, optimizer_step, register_task
 from ..config import ConfigError, TrainerConfig
 from .data import CTRData, CTRSplit
 from .metrics import auc, group_auc, logloss
@@ -61,6 +62,7 @@ class CTREvaluator:
         return {m: fns[m]() for m in self.metrics}
 
 
+@register_task("ctr")
 class CTRTask:
     """Binary click prediction on :class:`CTRData`."""
 
@@ -90,8 +92,6 @@ class CTRTask:
 
     def train_epoch(self, model, opt, rng: np.random.Generator, device: torch.device, epoch: int) -> float:
         """One shuffled pass over the train rows; returns the summed batch losses."""
-        from ..trainer import optimizer_step
-
         model.train()
         train = self.data.splits["train"]
         perm = rng.permutation(len(train))
@@ -106,8 +106,6 @@ class CTRTask:
 
     def early_stopping(self, stopping_step: int):
         """FuxiCTR's rule: a valid metric at least 1e-6 above the best is an improvement (no rounding)."""
-        from ..trainer import EarlyStopping
-
         return EarlyStopping(stopping_step, decimals=None, min_delta=1e-6)
 
     def on_plateau(self, opt, scheduler) -> None:

@@ -1,7 +1,6 @@
 """BPR-MF (MMRec src/models/bpr.py protocol)."""
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from ..config import TrainerConfig, param

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ._graph import attach_freedom_graphs, spmm, sym_spmm

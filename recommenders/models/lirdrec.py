@@ -27,7 +27,6 @@ reference requires both). Implementation notes and deviations are listed in the 
 """
 from __future__ import annotations
 
-import numpy as np
 import scipy.fft
 import torch
 import torch.nn.functional as F

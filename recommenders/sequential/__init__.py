@@ -11,4 +11,6 @@ Example::
 from .data import SequenceData, SequenceSplitError, from_loo_frame
 from .evaluation import SequentialEvaluator, metrics_from_ranks
 
+from . import training as _training  # noqa: F401  (registers the "sequential" task with the trainer)
+
 __all__ = ["SequenceData", "SequenceSplitError", "from_loo_frame", "SequentialEvaluator", "metrics_from_ranks"]

@@ -9,12 +9,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..tasks import accumulated_step, register_task
 from ..config import ConfigError
 from .batches import epoch_batches, train_samples
 from .data import SequenceData
 from .evaluation import SequentialEvaluator
 
 
+@register_task("sequential")
 class SequentialTask:
     """Leave-one-out next-item training and evaluation on :class:`SequenceData`."""
 
@@ -37,7 +39,6 @@ class SequentialTask:
 
     def train_epoch(self, model, opt, rng: np.random.Generator, device: torch.device, epoch: int) -> float:
         """One shuffled pass over the train samples in batches of about ``train_batch_size`` targets."""
-        from ..trainer import accumulated_step
 
         model.train()
         model.pre_epoch()

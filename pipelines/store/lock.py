@@ -8,7 +8,7 @@ releases the lock of a killed process).
 
 An object store has no file lock (and no lock service is assumed): there the lock excludes only this
 process's threads, and correctness across processes comes from the conditional commit of the version
-manifest (:mod:`mmfeat.pipelines.store_writer`): two runs of one request may both compute; both end
+manifest (:mod:`mmfeat.pipelines.store.writer`): two runs of one request may both compute; both end
 with the same version id and one manifest. That is logged once per root, at info.
 """
 from __future__ import annotations
@@ -53,7 +53,7 @@ def _acquire_thread_lock(thread_lock: Any, where: str, log_every: float) -> floa
 @contextmanager
 def feature_set_lock(fs: Any, dataset: str, feature_set: str, *, log_every: float = 30.0) -> Iterator[None]:
     """Hold the writer lock of ``dataset/feature_set`` on the store filesystem ``fs`` (see the module
-    docstring); used by :meth:`mmfeat.pipelines.store.FeatureStore.lock`."""
+    docstring); used by :meth:`mmfeat.pipelines.store.feature_store.FeatureStore.lock`."""
     where = f"{dataset}/{feature_set}"
     if not fs.is_local:
         if fs.uri not in _NO_FILE_LOCK_NOTED:

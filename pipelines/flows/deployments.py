@@ -1,4 +1,4 @@
-"""Serve the deployments (``python -m mmfeat.pipelines.deployments``).
+"""Serve the deployments (``python -m mmfeat.pipelines.flows.deployments``).
 
 A Prefect runner (what ``prefect.serve`` uses) registers the deployments with the server and runs their
 flow runs from this process (no work pool needed), which is what a single-machine feature factory wants.
@@ -25,7 +25,7 @@ EXTRACT_DEPLOYMENTS = {
 
 def deployments() -> list:
     """extract-features/<name> for each manifest of EXTRACT_DEPLOYMENTS, then the train-recommender ones."""
-    from mmfeat.pipelines.flows import extract_features
+    from mmfeat.pipelines.flows.extract_flow import extract_features
     from mmfeat.pipelines.manifest import load_manifest
 
     out = [
@@ -34,7 +34,7 @@ def deployments() -> list:
             description=load_manifest(params["manifest"]).description or f"Extract features for the {name} manifest")
         for name, params in EXTRACT_DEPLOYMENTS.items()
     ]
-    from mmfeat.pipelines.train_flow import train_deployments
+    from mmfeat.pipelines.flows.train_flow import train_deployments
 
     return out + train_deployments()
 

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from mmfeat.featurizers.base import fingerprint_hash
 from mmfeat.featurizers.hashing import contained_path, file_sha256, text_sha256
 from mmfeat.pipelines.manifest import FeatureSetSpec
-from mmfeat.pipelines.store import FeatureStore, run_key
+from mmfeat.pipelines.store.feature_store import FeatureStore, run_key
 
 #: Optional items-table column: a source adapter's reason why a row cannot be read (null = fine).
 ROW_ERROR = "row_error"

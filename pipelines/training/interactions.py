@@ -38,7 +38,7 @@ def filtered_split(m: "Manifest", *, split: str | None = None, split_seed: int =
         >>> from mmfeat.pipelines.manifest import load_manifest           # doctest: +SKIP
         >>> df, n, fp, method = filtered_split(load_manifest("movielens-100k"), min_rating=4, k_core=5)  # doctest: +SKIP
     """
-    from mmfeat.pipelines.extract import load_items
+    from mmfeat.pipelines.engine.extract import load_items
     from mmfeat.recommenders.splits import k_core as apply_k_core
     from mmfeat.recommenders.splits import resolve_split_method, split_interactions
 

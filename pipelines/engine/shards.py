@@ -1,10 +1,10 @@
 """One shard's work as plain data, so it computes the same in the run's process or on a worker.
 
-:meth:`mmfeat.pipelines.extract.FeatureSetJob.prepare_shard` (run by the process holding the feature set's
+:meth:`mmfeat.pipelines.engine.extract.FeatureSetJob.prepare_shard` (run by the process holding the feature set's
 writer lock) decides each row's fate: an input error found while planning, a value reused from an earlier
 ok row, or an input still to compute. :class:`ShardWork` carries that decision; :meth:`ShardWork.compute`
 runs the featurizer over the distinct inputs and builds the part's rows. The in-process runner calls it
-directly; the Dask/Ray runners (:mod:`mmfeat.pipelines.runners`) pickle it to a worker.
+directly; the Dask/Ray runners (:mod:`mmfeat.pipelines.engine.runners`) pickle it to a worker.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, Callable
 import pyarrow as pa
 
 from mmfeat.featurizers.base import Featurizer
-from mmfeat.pipelines.store_format import build_rows
+from mmfeat.pipelines.store.format import build_rows
 
 
 @dataclass

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from mmfeat.pipelines.manifest import load_manifest
-from mmfeat.pipelines.store import FeatureStore, default_store_root, file_sha256
+from mmfeat.pipelines.store.feature_store import FeatureStore, default_store_root, file_sha256
 from mmfeat.recommenders.ctr.data import CTRDataError
 
 #: tag separators in the normalized text columns (MovieLens genres are joined with ", ")
@@ -100,7 +100,7 @@ def load_ctr_data(
         CTRDataError: a rule of the set cannot hold (see :func:`mmfeat.recommenders.ctr.build_ctr_set`).
         StoreError: a feature reference that does not resolve.
     """
-    from mmfeat.pipelines.extract import load_items
+    from mmfeat.pipelines.engine.extract import load_items
     from mmfeat.recommenders.ctr import build_ctr_set, read_layout, reduce_dim
 
     features = dict(features or {})

@@ -1,12 +1,12 @@
 """Turning one manifest feature set into one store version, shard by shard.
 
-This module is the extraction engine without Prefect: the flow in :mod:`mmfeat.pipelines.flows` wraps
+This module is the extraction engine without Prefect: the flow in :mod:`mmfeat.pipelines.flows.extract_flow` wraps
 each shard in a task (retries, UI) but the logic lives here, so a notebook, a test or a benchmark
 runs the same code (:func:`run_feature_set`).
 
 The life of a feature set (under the feature set's writer lock, see :class:`FeatureStore.lock`):
 
-1. **plan** (:mod:`mmfeat.pipelines.plan`): each item's input and content hash, or a ``read`` /
+1. **plan** (:mod:`mmfeat.pipelines.engine.plan`): each item's input and content hash, or a ``read`` /
    ``parent`` error row with the reason.
 2. **request key**: hash(kind, params, weights hash, featurizer code fingerprint, every input
    hash), computed before any model loads. A published version with this key and no retryable
@@ -34,10 +34,10 @@ import pyarrow.compute as pc
 from mmfeat.featurizers.base import Featurizer, fingerprint_hash
 from mmfeat.featurizers.fingerprinting import code_fingerprint
 from mmfeat.pipelines.manifest import FeatureSetSpec, Manifest
-from mmfeat.pipelines.plan import PlannedInputs, plan_inputs, request_key  # noqa: F401  (plan_inputs re-exported)
-from mmfeat.pipelines.progress import ProgressFactory, progress_factory
-from mmfeat.pipelines.shards import ShardWork
-from mmfeat.pipelines.store import FeatureStore, VersionWriter, row_schema, run_key
+from mmfeat.pipelines.engine.plan import PlannedInputs, plan_inputs, request_key  # noqa: F401  (plan_inputs re-exported)
+from mmfeat.pipelines.engine.progress import ProgressFactory, progress_factory
+from mmfeat.pipelines.engine.shards import ShardWork
+from mmfeat.pipelines.store.feature_store import FeatureStore, VersionWriter, row_schema, run_key
 
 log = logging.getLogger("mmfeat.extract")
 
@@ -100,7 +100,7 @@ def full_fingerprint(featurizer: Featurizer) -> dict[str, Any]:
 class FeatureSetJob:
     """One feature set's run: plan, shard, compute, publish. Prefect-free.
 
-    ``key`` is the request key (:func:`mmfeat.pipelines.plan.request_key`); without one (a featurizer
+    ``key`` is the request key (:func:`mmfeat.pipelines.engine.plan.request_key`); without one (a featurizer
     that is not a registered kind) the key is derived from the built featurizer's fingerprint.
     Callers that may race other processes hold ``store.lock(dataset, spec.name)`` around the
     job (:func:`run_feature_set` does); :meth:`run_all` takes it itself.
@@ -180,7 +180,7 @@ class FeatureSetJob:
     def prepare_shard(self, index: int) -> "ShardWork":
         """One shard's rows as this run sees them: input errors, values reused from earlier ok rows,
         and the distinct inputs left to compute (done in the process holding the store lock; the
-        compute may then run anywhere, see :mod:`mmfeat.pipelines.runners`)."""
+        compute may then run anywhere, see :mod:`mmfeat.pipelines.engine.runners`)."""
         rows = self.shards[index]
         p = self.planned
         reuse = self._reusable()
@@ -430,7 +430,7 @@ def run_feature_set(
         aliases: aliases for the result (``latest`` and the run's tag).
         run_shards: how pending shards run (in process by default; the flow submits Prefect tasks).
         progress: what reports items done / total and items/s while shards run
-            (:func:`mmfeat.pipelines.progress.progress_factory`); None reports nothing.
+            (:func:`mmfeat.pipelines.engine.progress.progress_factory`); None reports nothing.
 
     Returns:
         The report (cache hit or the newly published version).
@@ -533,7 +533,7 @@ def extract_manifest(
         load_source: reads the manifest's source as (items, interactions, source fingerprint).
         run_shards: runs a job's pending shards (in process by default).
         progress: reports items done / total and items/s per feature set
-            (:func:`mmfeat.pipelines.progress.progress_factory`: ``"bar"`` or ``"log"``); None: silent.
+            (:func:`mmfeat.pipelines.engine.progress.progress_factory`: ``"bar"`` or ``"log"``); None: silent.
         logger: where skips and per-feature-set results are logged.
 
     Returns:
@@ -547,14 +547,14 @@ def extract_manifest(
 
     Example:
         >>> from mmfeat.pipelines.manifest import load_manifest                          # doctest: +SKIP
-        >>> from mmfeat.pipelines.progress import progress_factory                       # doctest: +SKIP
+        >>> from mmfeat.pipelines.engine.progress import progress_factory                       # doctest: +SKIP
         >>> reports = extract_manifest(load_manifest("microlens"), store=FeatureStore("store"),
         ...                            feature_sets=["title_minilm"], progress=progress_factory("bar"))  # doctest: +SKIP
         >>> reports[0].feature_set, reports[0].rows                                      # doctest: +SKIP
         ('title_minilm', 40)
     """
     from mmfeat.featurizers.registry import Unavailable
-    from mmfeat.pipelines.codes_job import is_set_level, run_codes_set
+    from mmfeat.pipelines.engine.codes_job import is_set_level, run_codes_set
 
     wanted = _wanted(manifest, feature_sets)
     items, interactions, source_fp = load_source(manifest)

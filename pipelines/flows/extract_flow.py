@@ -1,9 +1,9 @@
-"""Prefect flows. Thin on purpose: the work is in :mod:`mmfeat.pipelines.extract`
-(:func:`~mmfeat.pipelines.extract.extract_manifest`); here loading the source and each shard become
+"""Prefect flows. Thin on purpose: the work is in :mod:`mmfeat.pipelines.engine.extract`
+(:func:`~mmfeat.pipelines.engine.extract.extract_manifest`); here loading the source and each shard become
 tasks (retries, logs, UI), progress and the engine's own log lines go to the run logger, and each
 run leaves a markdown artifact with its numbers.
 
-Deployments (served by :mod:`mmfeat.pipelines.deployments`): ``extract-features/microlens`` and
+Deployments (served by :mod:`mmfeat.pipelines.flows.deployments`): ``extract-features/microlens`` and
 ``extract-features/movielens-100k``.
 """
 
@@ -16,10 +16,10 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from mmfeat.pipelines.extract import FeatureSetJob, FeatureSetReport, extract_manifest, load_items
+from mmfeat.pipelines.engine.extract import FeatureSetJob, FeatureSetReport, extract_manifest, load_items
 from mmfeat.pipelines.manifest import RunnerSpec, load_manifest
-from mmfeat.pipelines.progress import ProgressMode, forward_logs, progress_factory, quiet_library_bars
-from mmfeat.pipelines.runners import (
+from mmfeat.pipelines.engine.progress import ProgressMode, forward_logs, progress_factory, quiet_library_bars
+from mmfeat.pipelines.engine.runners import (
     FeaturizerRecipe,
     RemoteShard,
     compute_remote_shard,
@@ -31,7 +31,7 @@ from mmfeat.pipelines.runners import (
     worker_threads,
     workers_reach_this_api,
 )
-from mmfeat.pipelines.store import FeatureStore, default_store_root
+from mmfeat.pipelines.store.feature_store import FeatureStore, default_store_root
 
 
 @task(name="load-source", cache_policy=NO_CACHE, retries=1)
@@ -53,7 +53,7 @@ def featurize_shard(job: FeatureSetJob, index: int) -> dict[str, int]:
 @task(name="featurize-shard", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
       task_run_name="{shard.feature_set}-shard-{shard.work.index}")
 def featurize_remote_shard(shard: RemoteShard) -> dict[str, Any]:
-    """One shard on a Dask or Ray worker (:func:`mmfeat.pipelines.runners.compute_remote_shard`)."""
+    """One shard on a Dask or Ray worker (:func:`mmfeat.pipelines.engine.runners.compute_remote_shard`)."""
     stats = compute_remote_shard(shard)
     get_run_logger().info("%s shard %d on %s: %s", shard.feature_set, shard.work.index, stats["worker"],
                           {k: stats[k] for k in ("rows", "errors", "reused", "computed")})
@@ -96,7 +96,7 @@ def _run_shards_as_tasks(job: FeatureSetJob, pending: list[int]) -> None:
 class RemoteShards:
     """Runs a job's pending shards as ``featurize-shard`` tasks on the flow's Dask/Ray task runner.
 
-    At most :func:`~mmfeat.pipelines.runners.in_flight` shards are submitted at once (the driver
+    At most :func:`~mmfeat.pipelines.engine.runners.in_flight` shards are submitted at once (the driver
     prepares a shard's payload only when a slot frees up). A shard whose task fails for good (after
     Prefect's retries, and the cluster's own rescheduling of a killed worker's task) does not stop the
     others: every shard that can finish is staged, then the run fails naming the shards left, and the

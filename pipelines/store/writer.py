@@ -36,12 +36,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mmfeat.featurizers.fingerprinting import mmfeat_version
-from mmfeat.pipelines.store_format import ContentDigest, content_version_id
-from mmfeat.pipelines.store_fs import FileStat
-from mmfeat.pipelines.store_verify import StoreError, file_sha256
+from mmfeat.pipelines.store.format import ContentDigest, content_version_id
+from mmfeat.pipelines.store.fs import FileStat
+from mmfeat.pipelines.store.verify import StoreError, file_sha256
 
 if TYPE_CHECKING:
-    from mmfeat.pipelines.store import FeatureStore
+    from mmfeat.pipelines.store.feature_store import FeatureStore
 
 log = logging.getLogger("mmfeat.store")
 
@@ -185,7 +185,7 @@ class VersionWriter:
 
         Returns:
             The published version's folder (its ``.name`` is the version id): a Path on a local root,
-            an :class:`~mmfeat.pipelines.store_fs.ObjectPath` on an object store.
+            an :class:`~mmfeat.pipelines.store.fs.ObjectPath` on an object store.
 
         Raises:
             StoreError: on an object store, the staged parts vanished during the publish and no run of

@@ -1,6 +1,6 @@
-"""The ``train-recommender`` Prefect flow and its deployments: :func:`mmfeat.pipelines.training.run_training`
+"""The ``train-recommender`` Prefect flow and its deployments: :func:`mmfeat.pipelines.training.run.run_training`
 plus a Prefect markdown artifact with the metrics table. Everything else about training lives in
-:mod:`mmfeat.pipelines.training` (Prefect-free) and is re-exported here for existing importers.
+:mod:`mmfeat.pipelines.training.run` (Prefect-free) and is re-exported here for existing importers.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from mmfeat.pipelines.training import (  # noqa: F401  (re-exported: the flow module's former API)
+from mmfeat.pipelines.training.run import (  # noqa: F401  (re-exported: the flow module's former API)
     DEFAULT_SEED,
     TrainRequestError,
     compare_runs,
@@ -82,7 +82,7 @@ def train_recommender(
 def _publish_artifact(model: str, info: dict[str, Any], runs: list[dict[str, Any]],
                       grid_best: dict[str, Any] | None) -> None:
     """The Prefect markdown artifact of a training run: split, seeds, how test was chosen, the metrics."""
-    from mmfeat.pipelines.train_report import metrics_table
+    from mmfeat.pipelines.training.report import metrics_table
 
     split = info["split"]
     seeds = ", ".join(sorted({f"training seed {r['config']['seed']}" for r in runs}))

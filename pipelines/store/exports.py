@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
-from mmfeat.pipelines.store import FeatureStore, StoreError, file_sha256
+from mmfeat.pipelines.store.feature_store import FeatureStore, StoreError, file_sha256
 from mmfeat.recommenders.data import natural_key as _natural_key
 from mmfeat.recommenders.data import natural_order
 
@@ -107,8 +107,8 @@ def _feature_file(store: FeatureStore, dataset: str, ref: str, order: Sequence[s
 def split_frame(m: "Manifest", *, split: str | None = None, split_seed: int = 2024,
                 min_rating: float | None = None, k_core: int = 0) -> tuple["pd.DataFrame", str, str]:
     """``(split_df, source_fingerprint, method)`` exactly as ``train-recommender`` splits
-    (:func:`mmfeat.pipelines.interactions.filtered_split`)."""
-    from mmfeat.pipelines.interactions import filtered_split
+    (:func:`mmfeat.pipelines.training.interactions.filtered_split`)."""
+    from mmfeat.pipelines.training.interactions import filtered_split
 
     df, _n, source_fp, method = filtered_split(m, split=split, split_seed=split_seed, min_rating=min_rating,
                                                k_core=k_core)
@@ -411,7 +411,7 @@ def export_fuxictr(store: FeatureStore, manifest: str | os.PathLike[str], featur
     """A complete MicroLens_1M_MMCTR folder (the WWW 2025 challenge's layout) that FuxiCTR and the
     challenge's DIN/QIN code read unchanged, made from a manifest's interactions and store features.
 
-    The rows are the CTR set ``mmfeat train --model DIN`` trains on (:func:`mmfeat.pipelines.ctr_data.
+    The rows are the CTR set ``mmfeat train --model DIN`` trains on (:func:`mmfeat.pipelines.training.ctr_data.
     load_ctr_data`: time split, labels, levels, tags, history); ``item_info.parquet`` row k holds item k
     (row 0 all-zero padding) with ``item_emb_d{dim}`` = PCA of the features. Beside them:
     ``item_id_mapping.csv`` (the source's id of item k), ``<name>.yaml`` (the FuxiCTR dataset config with
@@ -445,7 +445,7 @@ def export_fuxictr(store: FeatureStore, manifest: str | os.PathLike[str], featur
     """
     import yaml
 
-    from mmfeat.pipelines.ctr_data import load_ctr_data
+    from mmfeat.pipelines.training.ctr_data import load_ctr_data
     from mmfeat.recommenders.ctr import write_layout
 
     if not features:

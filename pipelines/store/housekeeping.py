@@ -17,10 +17,10 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mmfeat.pipelines.store_writer import ATTEMPT_PREFIX, MANIFEST_NAME, PART_GLOB, STAGING
+from mmfeat.pipelines.store.writer import ATTEMPT_PREFIX, MANIFEST_NAME, PART_GLOB, STAGING
 
 if TYPE_CHECKING:
-    from mmfeat.pipelines.store import FeatureStore
+    from mmfeat.pipelines.store.feature_store import FeatureStore
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Training on store versions without Prefect: store versions + a manifest's interactions -> a trained,
-evaluated model. The ``train-recommender`` flow (:mod:`mmfeat.pipelines.train_flow`) is
+evaluated model. The ``train-recommender`` flow (:mod:`mmfeat.pipelines.flows.train_flow`) is
 :func:`run_training` plus a Prefect artifact; ``mmfeat.train`` and the CLI's pre-flight check import
 this module, which imports no Prefect.
 
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from mmfeat.pipelines.manifest import Manifest, ManifestError, load_manifest
-from mmfeat.pipelines.store import FeatureStore, StoreError, default_store_root
+from mmfeat.pipelines.store.feature_store import FeatureStore, StoreError, default_store_root
 
 #: default of both seeds (split and training): the single ``seed`` option's default before they were split
 DEFAULT_SEED = 2024
@@ -239,8 +239,8 @@ def validate_train_request(
         if history not in (None, *CTR_HISTORIES):
             raise TrainRequestError(f"--history {history!r} is not one of {', '.join(CTR_HISTORIES)}")
         if history == "gsu" and not features:
-            raise TrainRequestError(f"--history gsu retrieves history items by embedding cosine: pass "
-                                    f"--feature text=FEATURE_SET")
+            raise TrainRequestError("--history gsu retrieves history items by embedding cosine: pass "
+                                    "--feature text=FEATURE_SET")
         if history == "gsu" and "max_len" in (grid or {}):
             raise TrainRequestError("--history gsu selects max_len items per row when the set is built: grid over "
                                     "max_len with --history last, or run one max_len at a time")
@@ -292,7 +292,7 @@ def load_training_data(
     seq_len: int = 64,
 ):
     """Interactions -> split -> :class:`mmfeat.recommenders.InteractionData` (``task="general"``),
-    :class:`mmfeat.recommenders.ctr.CTRData` (``task="ctr"``: :func:`mmfeat.pipelines.ctr_data.load_ctr_data`,
+    :class:`mmfeat.recommenders.ctr.CTRData` (``task="ctr"``: :func:`mmfeat.pipelines.training.ctr_data.load_ctr_data`,
     ``history`` and ``seq_len`` select its item_seq) or
     :class:`mmfeat.recommenders.sequential.SequenceData` (``task="sequential"``: leave-one-out, the default
     split for it) with aligned store features.
@@ -301,12 +301,12 @@ def load_training_data(
     record then says ``seed: None`` (a seed given for them is reported with a warning). A leave-one-out
     split records how many users it dropped for having fewer than 3 interactions.
     """
-    from mmfeat.pipelines.interactions import filtered_split
+    from mmfeat.pipelines.training.interactions import filtered_split
     from mmfeat.recommenders import from_split_frame
     from mmfeat.recommenders.sequential import from_loo_frame
 
     if task == "ctr":
-        from mmfeat.pipelines.ctr_data import load_ctr_data
+        from mmfeat.pipelines.training.ctr_data import load_ctr_data
 
         data, info = load_ctr_data(manifest, features, store_root=store_root, data_root=data_root,
                                    seq_len=seq_len, history=history or "last")
@@ -371,7 +371,7 @@ def compare_runs(paths: list[str]) -> str:
     Raises:
         FileNotFoundError: a path holds no run record.
     """
-    from mmfeat.pipelines.train_report import compare_text, load_records
+    from mmfeat.pipelines.training.report import compare_text, load_records
 
     return compare_text(load_records(paths))
 
@@ -437,7 +437,7 @@ def run_training(
             no validation users and early stopping is on.
 
     Example:
-        >>> from mmfeat.pipelines.train_flow import run_training
+        >>> from mmfeat.pipelines.flows.train_flow import run_training
         >>> out = run_training("microlens", model="FREEDOM",  # doctest: +SKIP
         ...                    features={"text": "title_minilm", "image": "description_minilm"},
         ...                    overrides={"epochs": 20})

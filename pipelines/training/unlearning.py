@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mmfeat.pipelines.training import (TrainRequestError, default_runs_dir, load_training_data, model_task,
+from mmfeat.pipelines.training.run import (TrainRequestError, default_runs_dir, load_training_data, model_task,
                                        resolve_training_seed, validate_train_request)
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ def run_unlearning(manifest: str, *, model: str, features: dict[str, str] | None
 
     Args:
         manifest, model, features, overrides, split, split_seed, seed, min_rating, k_core, store_root, runs_dir,
-            data_root: as :func:`mmfeat.pipelines.training.run_training` (one arm, no grid).
+            data_root: as :func:`mmfeat.pipelines.training.run.run_training` (one arm, no grid).
         forget: ``interactions`` (a share of the training pairs) or ``items`` (a share of the items with all
             their training interactions).
         share: the forgotten share, in (0, 1).

@@ -31,8 +31,8 @@ import numpy as np
 import pyarrow as pa
 
 from mmfeat.featurizers.base import fingerprint_hash
-from mmfeat.pipelines.exports import read_item_order
-from mmfeat.pipelines.store import FeatureStore, StoreError, build_rows, file_sha256, row_schema, run_key
+from mmfeat.pipelines.store.exports import read_item_order
+from mmfeat.pipelines.store.feature_store import FeatureStore, StoreError, build_rows, file_sha256, row_schema, run_key
 
 log = logging.getLogger("mmfeat.imports")
 

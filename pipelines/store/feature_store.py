@@ -21,7 +21,7 @@ Promises (the README's store section states them for users):
   root the manifest is written and the folder renamed to its version id; on an object store (no
   renames) the parts are uploaded under a fresh attempt folder and the version's ``_manifest.json``
   is created with a conditional PUT (``If-None-Match: *``) -- a version is published iff that file
-  exists, and it is created once (:mod:`mmfeat.pipelines.store_writer`). Readers never see half a version.
+  exists, and it is created once (:mod:`mmfeat.pipelines.store.writer`). Readers never see half a version.
 - **Resume**: a crashed run (even ``kill -9``) leaves its finished parts staged; the next run with
   the same key skips those without retryable errors.
 - **Reads verify**: every part's sha256 is checked against ``_manifest.json`` before its bytes are
@@ -52,7 +52,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mmfeat.pipelines.store_format import (  # noqa: F401  (re-exported: the store's row API)
+from mmfeat.pipelines.store.format import (  # noqa: F401  (re-exported: the store's row API)
     ContentDigest,
     as_list_column,
     build_rows,
@@ -63,12 +63,12 @@ from mmfeat.pipelines.store_format import (  # noqa: F401  (re-exported: the sto
     row_schema,
     write_parquet,
 )
-from mmfeat.pipelines.store_fs import ObjectPath, is_uri, open_fs  # noqa: F401  (re-exported)
-from mmfeat.pipelines.store_housekeeping import OrphanAttempt, StagedRun, orphan_attempts, staged_runs  # noqa: F401
-from mmfeat.pipelines.store_lock import LOCK_NAME, feature_set_lock  # noqa: F401
-from mmfeat.pipelines.store_verify import StoreError, file_sha256  # noqa: F401  (re-exported)
-from mmfeat.pipelines.store_verify import VerifiedParts as _VerifiedParts
-from mmfeat.pipelines.store_writer import (  # noqa: F401  (re-exported)
+from mmfeat.pipelines.store.fs import ObjectPath, is_uri, open_fs  # noqa: F401  (re-exported)
+from mmfeat.pipelines.store.housekeeping import OrphanAttempt, StagedRun, orphan_attempts, staged_runs  # noqa: F401
+from mmfeat.pipelines.store.lock import LOCK_NAME, feature_set_lock  # noqa: F401
+from mmfeat.pipelines.store.verify import StoreError, file_sha256  # noqa: F401  (re-exported)
+from mmfeat.pipelines.store.verify import VerifiedParts as _VerifiedParts
+from mmfeat.pipelines.store.writer import (  # noqa: F401  (re-exported)
     ALIASES_NAME,
     ATTEMPT_PREFIX,
     FORMAT_VERSION,
@@ -184,7 +184,7 @@ class FeatureStore:
         exclusive against other threads (any :class:`FeatureStore` object on this root) and, on a local
         root, other processes. A run holds it from planning to publish, so the second of two runs
         waits, then finds the first's version. On an object store only this process's threads are
-        excluded (:mod:`mmfeat.pipelines.store_lock` says why that is still correct)."""
+        excluded (:mod:`mmfeat.pipelines.store.lock` says why that is still correct)."""
         return feature_set_lock(self.fs, dataset, feature_set, log_every=log_every)
 
     def set_alias(self, dataset: str, feature_set: str, alias: str, version: str) -> None:
@@ -542,7 +542,7 @@ class FeatureStore:
 
     def orphan_attempts(self, min_age_s: float = 3600.0) -> list[OrphanAttempt]:
         """Object store only: upload attempts no manifest names (see
-        :func:`mmfeat.pipelines.store_housekeeping.orphan_attempts`)."""
+        :func:`mmfeat.pipelines.store.housekeeping.orphan_attempts`)."""
         return orphan_attempts(self, min_age_s)
 
     def remove_orphan_attempts(self, min_age_s: float = 3600.0) -> list[OrphanAttempt]:

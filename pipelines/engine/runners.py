@@ -1,8 +1,8 @@
 """Running a feature set's shards on Dask or Ray workers, through Prefect's task runners.
 
-The engine (:mod:`mmfeat.pipelines.extract`) stays where it is: the process that holds the feature set's
+The engine (:mod:`mmfeat.pipelines.engine.extract`) stays where it is: the process that holds the feature set's
 writer lock plans the run, decides what is reused, and publishes. Only the compute of a shard moves:
-:meth:`FeatureSetJob.prepare_shard` gives a :class:`~mmfeat.pipelines.extract.ShardWork` (plain data),
+:meth:`FeatureSetJob.prepare_shard` gives a :class:`~mmfeat.pipelines.engine.extract.ShardWork` (plain data),
 :func:`compute_remote_shard` runs it on a worker and stages its Parquet part in the store
 (:meth:`FeatureStore.stage_part`), and the driver counts it. So the store's rules hold whoever writes
 the parts: a version id names content, parts are staged atomically, a killed worker's shard is simply not
@@ -31,7 +31,7 @@ from typing import Any, Iterator
 
 import pyarrow as pa
 
-from mmfeat.pipelines.shards import ShardWork
+from mmfeat.pipelines.engine.shards import ShardWork
 from mmfeat.pipelines.manifest import ManifestError, RunnerSpec
 
 log = logging.getLogger("mmfeat.runners")
@@ -89,7 +89,7 @@ def worker_featurizer(recipe: FeaturizerRecipe) -> tuple[Any, bool]:
 
     from mmfeat.featurizers.base import fingerprint_hash
     from mmfeat.featurizers.registry import build_featurizer
-    from mmfeat.pipelines.extract import full_fingerprint
+    from mmfeat.pipelines.engine.extract import full_fingerprint
 
     key = (recipe.kind, json.dumps(recipe.params, sort_keys=True, default=str), recipe.fingerprint_hash)
     with _FEATURIZERS_GUARD:
@@ -125,7 +125,7 @@ def compute_remote_shard(shard: RemoteShard) -> dict[str, Any]:
         >>> stats["rows"], stats["worker"]        # doctest: +SKIP
         (2048, 'host:4242')
     """
-    from mmfeat.pipelines.store import FeatureStore
+    from mmfeat.pipelines.store.feature_store import FeatureStore
 
     t0 = time.perf_counter()
     if shard.threads is not None:

@@ -32,7 +32,7 @@ def _name(key: str) -> str:
 class VerifiedParts:
     """Parts whose bytes matched their manifest checksum in this process (bounded LRU).
 
-    ``fs`` is the store's filesystem (:mod:`mmfeat.pipelines.store_fs`), ``key`` the part's key under it.
+    ``fs`` is the store's filesystem (:mod:`mmfeat.pipelines.store.fs`), ``key`` the part's key under it.
     """
 
     def __init__(self, maxsize: int = 65536) -> None:

@@ -30,7 +30,7 @@ import scipy.sparse as sp
 from mmfeat.featurizers.base import fingerprint_hash
 from mmfeat.featurizers.fingerprinting import code_fingerprint
 from mmfeat.pipelines.manifest import FeatureSetSpec, Manifest
-from mmfeat.pipelines.store import FeatureStore, StoreError, build_rows, row_schema, run_key
+from mmfeat.pipelines.store.feature_store import FeatureStore, StoreError, build_rows, row_schema, run_key
 
 log = logging.getLogger("mmfeat.extract")
 
@@ -82,14 +82,14 @@ def run_codes_set(store: FeatureStore, manifest: Manifest, spec: FeatureSetSpec,
         aliases: aliases for the result.
 
     Returns:
-        A :class:`mmfeat.pipelines.extract.FeatureSetReport`.
+        A :class:`mmfeat.pipelines.engine.extract.FeatureSetReport`.
 
     Raises:
         ValueError: no ``from``, or a parent that does not hold embeddings, or interactions needed but absent.
         FeatureSetFailed: too many items without a parent vector; nothing published.
     """
     from mmfeat.featurizers.registry import build_featurizer
-    from mmfeat.pipelines.extract import FeatureSetFailed, FeatureSetReport, cached_report
+    from mmfeat.pipelines.engine.extract import FeatureSetFailed, FeatureSetReport, cached_report
 
     dataset = manifest.store_dataset
     parent = spec.input.from_

@@ -1,6 +1,6 @@
 """Progress a person can see while a feature set is extracted: items done / total and items/s.
 
-The engine (:meth:`mmfeat.pipelines.extract.FeatureSetJob.compute_shard`) reports, after every
+The engine (:meth:`mmfeat.pipelines.engine.extract.FeatureSetJob.compute_shard`) reports, after every
 sub-batch of a shard, how many rows of that shard are done. :class:`FeatureSetProgress` adds the
 shards up and hands a :class:`Snapshot` to its sinks:
 
