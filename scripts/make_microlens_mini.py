@@ -244,7 +244,7 @@ def make_interactions(rng: random.Random, n_items: int) -> dict[str, list[tuple[
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "manifests" / "data" / "microlens-mini")
     args = ap.parse_args()
     out: Path = args.out

@@ -38,6 +38,7 @@ def _one_error_line(err: str) -> str:
 @pytest.fixture()
 def store_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "store"
+    root.mkdir()  # a store that exists (read commands refuse a root that does not: a mistyped path)
     monkeypatch.setenv("MMFEAT_STORE", str(root))
     monkeypatch.setenv("MMFEAT_RUNS", str(tmp_path / "runs"))
     return root
@@ -278,6 +279,7 @@ def test_import_list_tag_and_options_after_the_command(tmp_path, store_dir, caps
     version = _import_npy(tmp_path, store_dir, "ds", "imp", ["1", "2", "3"])
     assert f"ds/imp/{version}" in capsys.readouterr().out
     other = tmp_path / "other"
+    other.mkdir()  # an empty store (one that does not exist is an error: tests/test_store_recovery.py)
     assert main(["store", "list", "--store", str(other)]) == 0  # --store after the command
     assert f"store {other} is empty" in capsys.readouterr().out
     assert main(["--store", str(other), "store", "list"]) == 0  # and before it

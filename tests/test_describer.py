@@ -176,6 +176,75 @@ def test_generation_params_defaults_match_the_constructor():
         TextDescriptionParams.parse({"repetition_penalty": 0.5}, "text_description")
 
 
+# --------------------------------------------------------------------------- one line, no prompt echoes (fast)
+
+#: Real SmolLM2 outputs for the demo sample (before cleaning) that restated the prompt or broke a line.
+LEAKY = {
+    'This item is a perfect example of the "Saved as my wallpaper" style, which can be described in 2-3 sentences.':
+        'This item is a perfect example of the "Saved as my wallpaper" style.',
+    "This item is about the retina, specifically its blood vessels at high zoom. It's a product of my biology "
+    "teacher and features an image that showcases his teaching style in 2-3 sentences using only the text above.":
+        "This item is about the retina, specifically its blood vessels at high zoom. It's a product of my biology "
+        "teacher and features an image that showcases his teaching style.",
+    "This item is a simple yet beautiful illustration of the Black horse silhouette drawing, perfect for\n"
+    "tutorial-style inspiration.":
+        "This item is a simple yet beautiful illustration of the Black horse silhouette drawing, perfect for "
+        "tutorial-style inspiration.",
+    'This item is about a cat who has been judged by another cat, and it\'s an example of the genre of '
+    '"My Tabby Cat" in the context of a recommender system.':
+        "This item is about a cat who has been judged by another cat.",
+    "Use only the text above. A ceramic mug,\n\n  hand-painted. Suits tea drinkers.":
+        "A ceramic mug, hand-painted. Suits tea drinkers.",
+}
+
+
+@pytest.mark.parametrize("raw", list(LEAKY))
+def test_clean_description_cuts_prompt_echoes_and_line_breaks(raw):
+    from mmfeat.featurizers.describer import clean_description
+
+    assert clean_description(raw) == LEAKY[raw]
+
+
+def test_clean_description_keeps_what_only_looks_like_the_prompt():
+    from mmfeat.featurizers.describer import clean_description
+
+    fine = ('This item is about a relaxing 3D texture walk, which has been described as "soothing" by the reviewer. '
+            "Fans of space will enjoy it.")
+    assert clean_description(fine) == fine
+    assert clean_description("In 2-3 sentences, here is the text above.") == ""
+
+
+class _EchoTokenizer:
+    def apply_chat_template(self, messages, **_kw):
+        return messages[-1]["content"]
+
+
+def _offline_describer(outputs: dict[str, str], batch_size: int = 2):
+    """A TextDescriber without a model: ``generate`` answers from ``outputs`` (by the item text in the prompt)."""
+    from mmfeat.featurizers.describer import TextDescriber
+    from mmfeat.featurizers.prompts import resolve_prompt
+
+    d = object.__new__(TextDescriber)
+    d.prompt, d.system, d.max_input_chars, d.batch_size = resolve_prompt(None, "text_only_item"), None, 2000, batch_size
+    d.tokenizer, d.name = _EchoTokenizer(), "describe-offline"
+    d.generate = lambda prompts: [next(v for k, v in outputs.items() if k in p) for p in prompts]
+    return d
+
+
+def test_describer_cleans_its_output_reports_each_batch_and_fails_a_pure_echo():
+    from mmfeat.featurizers.item_progress import reporting_items
+
+    outputs = {"mug": "A mug,\nfor tea.", "pen": "A pen. Described in 2 sentences.", "cap": "In 2-3 sentences.",
+               "hat": "A hat for sunny days."}
+    reports: list[int] = []
+    with reporting_items(reports.append):
+        results = _offline_describer(outputs)(["mug", "pen", "", "cap", "hat"])
+    assert [r.value for r in results] == ["A mug, for tea.", "A pen.", None, None, "A hat for sunny days."]
+    assert results[2].error == "empty text"
+    assert "only restated the prompt" in results[3].error
+    assert reports == [1, 2, 2]  # the empty input at once, then one report per generation batch of 2
+
+
 # --------------------------------------------------------------------------- the demo's 40 items (slow)
 
 
@@ -196,7 +265,7 @@ def test_demo_items_end_on_a_sentence_and_do_not_repeat():
     import sys
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench" / "features"))
     from bench_describer import demo_inputs
 
     from mmfeat.featurizers.registry import build_featurizer
@@ -208,3 +277,4 @@ def test_demo_items_end_on_a_sentence_and_do_not_repeat():
         assert r.ok, (text, r.error)
         assert r.value.endswith((".", "!", "?", '."', '!"', '?"')), r.value
         assert _repeated_4gram(r.value) is None, (_repeated_4gram(r.value), r.value)
+        assert "\n" not in r.value and not re.search(r"sentences\b|text above|recommender system", r.value), r.value

@@ -289,7 +289,7 @@ def _mmrec_src() -> Path | None:
 def test_mmrec_main_trains_from_the_export_folder(tmp_path: Path) -> None:
     """MMRec's ``main.py`` (unchanged, in a copy of the checkout) trains LightGCN and FREEDOM for
     2 epochs on the exported MicroLens sample and logs its metrics."""
-    r = subprocess.run([sys.executable, str(ROOT / "bench" / "mmrec_export_check.py"), "--mmrec-src", str(_mmrec_src()),
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "graph" / "mmrec_export_check.py"), "--mmrec-src", str(_mmrec_src()),
                         "--work", str(tmp_path), "--epochs", "2", "--features", "random"],
                        capture_output=True, text=True, timeout=1200)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

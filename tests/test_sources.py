@@ -297,10 +297,11 @@ def test_path_escapes_are_rejected(tmp_path: Path) -> None:
         load_source("microlens", MINI, covers_dir="../../..")
     with pytest.raises(SourceError, match="meta_file"):
         load_source("mmrec", tmp_path, meta_file="/etc/passwd")
-    # a media path inside a data file that escapes root is that row's error, not the source's
+    # a media path inside a data file that escapes root is that item's image_uri error, not the source's
     pd.DataFrame({"item_id": [1], "image_uri": ["../../etc/passwd"]}).to_csv(tmp_path / "evil.csv", index=False)
     s = load_source("generic", tmp_path, items_file="evil.csv")
-    assert "outside the data root" in s.items.column("row_error")[0].as_py()
+    assert "outside the data root" in s.items.column("image_uri__error")[0].as_py()
+    assert "row_error" not in s.items.column_names
 
 
 def test_dispatcher_errors(tmp_path: Path) -> None:
@@ -345,14 +346,19 @@ def test_fingerprint_stable_and_content_sensitive(tmp_path: Path, mini: SourceTa
 # ----------------------------------------------------------------------------------- one bad row
 
 
-def _errors(s: SourceTables) -> dict[str, str]:
-    """item id -> row_error of the rows that have one."""
-    if "row_error" not in s.items.column_names:
-        return {}
-    return {r["item_id"]: r["row_error"] for r in s.items.to_pylist() if r["row_error"] is not None}
+def _errors(s: SourceTables) -> dict[str, dict[str, str]]:
+    """item id -> {column: reason} of the items with a problem; a whole-row problem is under "row"."""
+    cols = {c: c.removesuffix("__error") for c in s.items.column_names if c.endswith("__error")}
+    cols["row_error"] = "row"
+    out: dict[str, dict[str, str]] = {}
+    for r in s.items.to_pylist():
+        for c, name in cols.items():
+            if r.get(c) is not None:
+                out.setdefault(r["item_id"], {})[name] = r[c]
+    return out
 
 
-def test_generic_escaping_media_paths_are_row_errors_by_real_path(tmp_path: Path) -> None:
+def test_generic_escaping_media_paths_are_image_errors_by_real_path(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "secret.jpg").write_bytes(b"x")
@@ -365,8 +371,9 @@ def test_generic_escaping_media_paths_are_row_errors_by_real_path(tmp_path: Path
         "image_uri": ["media/ok.jpg", "../outside/secret.jpg", "media/link.jpg", "https://x.org/a.jpg"],
     }).to_csv(root / "items.csv", index=False)
     s = load_source("generic", root, items_file="items.csv")
-    assert s.items.schema.field("row_error").type == pa.string()
-    errs = _errors(s)
+    assert s.items.schema.field("image_uri__error").type == pa.string()
+    assert "row_error" not in s.items.column_names
+    errs = {i: e["image_uri"] for i, e in _errors(s).items()}
     assert set(errs) == {"2", "3", "4"}
     assert "'../outside/secret.jpg' resolves to" in errs["2"] and "outside the data root" in errs["2"]
     assert "'media/link.jpg' resolves to" in errs["3"] and str(outside) in errs["3"]
@@ -382,12 +389,12 @@ def test_generic_undecodable_row_and_encoding_option(tmp_path: Path) -> None:
     s = load_source("generic", tmp_path, items_file="items.csv")
     assert s.items.column("item_id").to_pylist() == ["1", "2", "3"]
     errs = _errors(s)
-    assert list(errs) == ["2"]
-    assert errs["2"].startswith("items.csv line 3: bytes not valid utf-8 (0xe9")
+    assert list(errs) == ["2"] and list(errs["2"]) == ["title"]
+    assert errs["2"]["title"].startswith("items.csv line 3: bytes not valid utf-8 (0xe9")
     rows = {r["item_id"]: r for r in s.items.to_pylist()}
     assert rows["2"]["title"] is None and rows["1"]["title"] == "Plain"  # no replaced characters
     latin = load_source("generic", tmp_path, items_file="items.csv", encoding="latin-1")
-    assert "row_error" not in latin.items.column_names
+    assert _errors(latin) == {} and "title__error" not in latin.items.column_names
     assert latin.items.column("title").to_pylist()[1] == "Café au lait"
     with pytest.raises(SourceError, match="encoding='nope'"):
         load_source("generic", tmp_path, items_file="items.csv", encoding="nope")
@@ -403,8 +410,8 @@ def test_generic_per_row_values_never_reject_the_source(tmp_path: Path, caplog: 
         s = load_source("generic", tmp_path, items_file="items.csv", interactions_file="inter.csv")
     assert s.items.column("item_id").to_pylist() == ["a", "b", "c"]
     errs = _errors(s)
-    assert "appears on data rows 1 and 3" in errs["a"]
-    assert "'many' is not a number" in errs["b"]
+    assert list(errs["a"]) == ["row"] and "appears on data rows 1 and 3" in errs["a"]["row"]  # which row is "a"?
+    assert list(errs["b"]) == ["likes"] and "'many' is not a number" in errs["b"]["likes"]
     assert "c" not in errs
     assert s.interactions.column("item_id").to_pylist() == ["a"]
     text = caplog.text
@@ -412,7 +419,7 @@ def test_generic_per_row_values_never_reject_the_source(tmp_path: Path, caplog: 
     assert "inter.csv: skipped 2 row(s): empty or undecodable user or item id (data row 2, 3)" in text
 
 
-def test_mmrec_bad_meta_row_and_escaping_image_are_row_errors(tmp_path: Path) -> None:
+def test_mmrec_bad_meta_field_and_escaping_image_are_column_errors(tmp_path: Path) -> None:
     pd.DataFrame({"userID": [0, 0, 1], "itemID": [0, 1, 2]}).to_csv(tmp_path / "baby.inter", sep="\t", index=False)
     (tmp_path / "meta-baby.csv").write_bytes(b"itemID,title\n0,Bottle\n1,Sp\xffoon\n2,Bib\n")
     (tmp_path / "images").mkdir()
@@ -421,23 +428,23 @@ def test_mmrec_bad_meta_row_and_escaping_image_are_row_errors(tmp_path: Path) ->
     os.symlink(outside, tmp_path / "images" / "2.jpg")
     s = load_source("mmrec", tmp_path, image_dir="images")
     errs = _errors(s)
-    assert set(errs) == {"1", "2"}
-    assert "meta-baby.csv line 3: bytes not valid utf-8 (0xff" in errs["1"]
-    assert "outside the data root" in errs["2"]
+    assert set(errs) == {"1", "2"} and list(errs["1"]) == ["title"] and list(errs["2"]) == ["image_uri"]
+    assert "meta-baby.csv line 3: bytes not valid utf-8 (0xff" in errs["1"]["title"]
+    assert "outside the data root" in errs["2"]["image_uri"]
     assert s.items.column("title").to_pylist() == ["Bottle", None, "Bib"]
     assert s.num_interactions == 3
 
 
 @needs_recbole
-def test_movielens_undecodable_item_row_is_a_row_error(tmp_path: Path) -> None:
+def test_movielens_undecodable_item_field_is_that_columns_error(tmp_path: Path) -> None:
     (tmp_path / "toy.inter").write_text("user_id:token\titem_id:token\trating:float\n1\ta\t5\n1\tb\t2\n")
     (tmp_path / "toy.item").write_bytes(b"item_id:token\tmovie_title:token_seq\na\tA Film\nb\tB \xff Film\n")
     s = load_source("movielens", tmp_path, variant="toy")
-    assert _errors(s) == {"b": "line 3: bytes not valid utf-8 (0xff at byte 49)"}
+    assert _errors(s) == {"b": {"title": "line 3: bytes not valid utf-8 (0xff at byte 49)"}}
     assert s.items.column("title").to_pylist() == ["A Film", None]
 
 
-def test_microlens_bad_item_rows_are_row_errors(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_microlens_bad_item_fields_are_column_errors(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     root = _copy_mini(tmp_path, media=True)
     tf = root / f"{PREFIX}_title_en.csv"
     lines = tf.read_bytes().split(b"\n")
@@ -456,13 +463,14 @@ def test_microlens_bad_item_rows_are_row_errors(tmp_path: Path, caplog: pytest.L
         s = load_source("microlens", root)
     assert s.num_items == 40 and s.num_interactions == load_source("microlens", MINI).num_interactions
     errs = _errors(s)
-    assert errs["5"] == f"{PREFIX}_title_en.csv line {k + 1}: bytes not valid utf-8 (0xfe at byte {sum(len(x) + 1 for x in lines[:k]) + len(lines[k]) - 1})"
-    assert "outside the data root" in errs["9"]
-    assert "7" in errs and "not numbers" in errs["7"]
+    assert errs["5"] == {"title": f"{PREFIX}_title_en.csv line {k + 1}: bytes not valid utf-8 "
+                                  f"(0xfe at byte {sum(len(x) + 1 for x in lines[:k]) + len(lines[k]) - 1})"}
+    assert list(errs["9"]) == ["image_uri"] and "outside the data root" in errs["9"]["image_uri"]
+    assert list(errs["7"]) == ["likes"] and "'lots' is not a number" in errs["7"]["likes"]
     assert set(errs) == {"5", "7", "9"}
     assert f"line {k + 2}" in caplog.text and "empty or undecodable item id" in caplog.text
-    # the mini sample itself is clean: no row_error column, so its fingerprint is unchanged
-    assert "row_error" not in load_source("microlens", MINI).items.column_names
+    # the mini sample itself is clean: no problem column, so its fingerprint is unchanged
+    assert not [c for c in load_source("microlens", MINI).items.column_names if c.endswith("error")]
 
 
 def _pairs_root(tmp_path: Path, name: str, content: bytes) -> Path:
@@ -512,12 +520,13 @@ def test_microlens_pairs_bad_lines_are_skipped_and_reported(tmp_path: Path, capl
         assert f"(line {line})" in caplog.text
 
 
-def test_fingerprint_covers_row_error(tmp_path: Path) -> None:
+def test_fingerprint_covers_column_errors(tmp_path: Path) -> None:
     (tmp_path / "items.csv").write_bytes(b"item_id,title\n1,Plain\n2,Caf\xe9\n")
     bad = load_source("generic", tmp_path, items_file="items.csv")
     assert bad.fingerprint() == load_source("generic", tmp_path, items_file="items.csv").fingerprint()
     (tmp_path / "items.csv").write_bytes(b"item_id,title\n1,Plain\n2,Cafe\n")
     fixed = load_source("generic", tmp_path, items_file="items.csv")
-    assert "row_error" not in fixed.items.column_names
+    assert "title__error" not in fixed.items.column_names
     assert fixed.fingerprint() != bad.fingerprint()
-    assert bad.num_row_errors == 1 and bad.summary()["row_errors"] == 1
+    assert bad.num_row_errors == 0 and bad.column_errors == {"title": 1}
+    assert bad.summary()["column_errors"] == {"title": 1} and fixed.summary()["column_errors"] == {}

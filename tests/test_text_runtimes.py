@@ -115,7 +115,7 @@ def test_int8_stays_close_to_float32(built) -> None:
     ref = _vectors(built["torch"])
     for runtime in ("onnx", "openvino"):
         cos = _cosines(_vectors(built[(runtime, "int8")]), ref)
-        # bench/RESULTS_text_runtimes.md: min 0.991 over 10,000 MovieLens texts; one-word texts are the
+        # bench/features/RESULTS_text_runtimes.md: min 0.991 over 10,000 MovieLens texts; one-word texts are the
         # hardest (per-batch activation ranges), so the assertion keeps a margin below that.
         assert cos.min() >= 0.975 and cos.mean() >= 0.99, (runtime, cos.min(), cos.mean())
 

@@ -11,11 +11,16 @@ from mmfeat.pipelines.cli.errors import UsageError
 
 
 class Parser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose epilog may be computed only when help is printed
-    (``mmfeat train --help`` lists the models; building that list imports torch, which no other
-    command should pay for)."""
+    """An ``ArgumentParser`` that refuses abbreviated options and whose epilog may be computed only
+    when help is printed.
+
+    Abbreviations are refused (``allow_abbrev=False``, also for every subcommand, which argparse builds
+    with this class): ``--progres`` once started a full extraction as ``--progress``; a typo must be an
+    error, never a guess. The lazy epilog: ``mmfeat train --help`` lists the models, and building that
+    list imports torch, which no other command should pay for."""
 
     def __init__(self, *args: Any, lazy_epilog: Callable[[], str] | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
         self.lazy_epilog = lazy_epilog
 
@@ -34,7 +39,7 @@ def common_options(top_level: bool = False) -> argparse.ArgumentParser:
     def default(value: object) -> object:
         return value if top_level else argparse.SUPPRESS
 
-    common = argparse.ArgumentParser(add_help=False)
+    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     common.add_argument("--store", default=default(None),
                         help="feature store root (default: $MMFEAT_STORE, else ./store)")
     common.add_argument("-v", "--verbose", action="store_true", default=default(False), help="log at DEBUG level")

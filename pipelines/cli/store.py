@@ -1,4 +1,8 @@
-"""``mmfeat store ...``: inspect, verify, tag, import and export feature-store versions."""
+"""``mmfeat store ...``: inspect, verify, repair, tag, drop, import and export feature-store versions.
+
+Every command but ``import`` reads the store, so a root that does not exist is an error naming it (a
+mistyped ``--store`` is never an empty store); ``import``, like ``mmfeat extract``, creates it.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,26 @@ from typing import Any
 
 from mmfeat.pipelines.cli.args import parse_feature_refs, parse_number_or_mean
 from mmfeat.pipelines.cli.errors import CommandFailed, UsageError
-from mmfeat.pipelines.store.feature_store import FeatureStore, StoreError, default_store_root
+from mmfeat.pipelines.store.feature_store import FeatureStore, StoreError, default_store_root, open_existing_store
+
+#: error rows ``store show`` prints (item, stage, reason)
+ERROR_EXAMPLES = 5
 
 
-def open_store(args: argparse.Namespace) -> FeatureStore:
-    """The store of ``--store`` (a folder or an ``s3://`` URI), else the default root."""
-    return FeatureStore(args.store or default_store_root())
+def open_store(args: argparse.Namespace, *, create: bool = False) -> FeatureStore:
+    """The store of ``--store`` (a folder or an ``s3://`` URI), else the default root.
+
+    Raises:
+        StoreRootMissing: unless ``create`` (a command that writes), the root does not exist.
+    """
+    if create:
+        return FeatureStore(args.store or default_store_root())
+    return open_existing_store(args.store)
+
+
+def _damage_note(dataset: str, feature_set: str, problems: list[str]) -> str:
+    return (f"DAMAGED: {'; '.join(problems)} (`mmfeat store repair {dataset} {feature_set}` removes it; "
+            f"re-running what made it rebuilds it)")
 
 
 # ---------------------------------------------------------------------------- list / show / summary
@@ -27,6 +45,28 @@ def _fmt_version_line(m: dict, aliases: dict[str, str]) -> str:
             f"{m['featurizer']['name']}" + (f"  <- {tags}" if tags else ""))
 
 
+def _list_feature_set(store: FeatureStore, ds: str, fs: str, check: str) -> None:
+    """One feature set's versions, each marked when damaged, and aliases that need attention."""
+    from mmfeat.pipelines.store.recovery import version_damage
+
+    print(f"  {fs}")
+    aliases = store.aliases(ds, fs)
+    versions = store.versions(ds, fs)
+    for m in versions:
+        print(_fmt_version_line(m, aliases))
+        problems = version_damage(store, m, check)
+        if problems:
+            print(f"      {_damage_note(ds, fs, problems)}")
+    published = {m["version"] for m in versions}
+    if versions and "latest" not in aliases:
+        print(f"      (no latest alias: reads of latest get the newest, {versions[-1]['version']}; the next run "
+              f"writes it)")
+    for alias, v in sorted(aliases.items()):
+        if v not in published:
+            print(f"      alias {alias} -> {v}: not published (removed); rebuild it by re-running what made it, "
+                  f"or `mmfeat store tag {ds} {fs} VERSION {alias}`")
+
+
 def cmd_store_list(args: argparse.Namespace) -> int:
     store = open_store(args)
     datasets = [args.dataset] if args.dataset else store.datasets()
@@ -34,13 +74,13 @@ def cmd_store_list(args: argparse.Namespace) -> int:
         raise UsageError(f"no dataset {args.dataset!r} in {store.root} (it has: {store.datasets() or 'nothing'})")
     if not datasets:
         print(f"store {store.root} is empty")
+    check = "stat" if args.no_verify or not store.fs.is_local else "memo"
+    if datasets and check == "stat":
+        print("(parts checked for presence and size only; `mmfeat store verify` re-hashes them)")
     for ds in datasets:
         print(ds)
         for fs in store.feature_sets(ds):
-            print(f"  {fs}")
-            aliases = store.aliases(ds, fs)
-            for m in store.versions(ds, fs):
-                print(_fmt_version_line(m, aliases))
+            _list_feature_set(store, ds, fs, check)
     staged = store.staged_runs()
     if staged:
         print("\nunfinished runs (resume by re-running the same extraction):")
@@ -65,8 +105,23 @@ def _describe_output(m: dict) -> str:
     return f"embedding dim={out['dim']} dtype={out['dtype']}"
 
 
+def _error_rows(store: FeatureStore, dataset: str, feature_set: str, m: dict) -> list[str]:
+    """The first few error rows of a version: ``item [stage] reason``."""
+    import pyarrow.compute as pc
+
+    out: list[str] = []
+    columns = ["item_id", "status", "stage", "error"]
+    for t in store.version_part_tables(dataset, feature_set, m["version"], columns=columns):
+        t = t.filter(pc.equal(t.column("status"), "error"))
+        out += [f"{r['item_id']} [{r['stage']}] {r['error']}" for r in t.slice(0, ERROR_EXAMPLES).to_pylist()]
+        if len(out) >= ERROR_EXAMPLES:
+            break
+    return out[:ERROR_EXAMPLES]
+
+
 def summarize_version(store: FeatureStore, dataset: str, feature_set: str, ref: str = "latest") -> str:
-    """A short human summary of one version: where, what, how many, made by what."""
+    """A short human summary of one version: where, what, how many, made by what; its parts are checked
+    (a damaged version is marked ``DAMAGED``) and its first error rows shown (item, stage, reason)."""
     m = store.manifest(dataset, feature_set, ref)
     fp = m["featurizer"]["fingerprint"]
     lines = [
@@ -85,6 +140,14 @@ def summarize_version(store: FeatureStore, dataset: str, feature_set: str, ref: 
         stats = m.get("codes", {})
         lines.append(f"  codes:      collision rate before de-dup {stats.get('collision_rate')}, reconstruction "
                      f"error {stats.get('reconstruction_error')}, usage per level {stats.get('usage_per_level')}")
+    problems = store.damage(dataset, feature_set, m["version"])
+    if problems:
+        lines.append(f"  {_damage_note(dataset, feature_set, problems)}")
+        return "\n".join(lines)
+    if m["errors"]:
+        shown = _error_rows(store, dataset, feature_set, m)
+        lines.append(f"  errors:     first {len(shown)} of {m['errors']} (item [stage] reason):")
+        lines += [f"    {row}" for row in shown]
     if m["output"]["kind"] == "text":
         t = store.read_table(dataset, feature_set, m["version"], columns=["item_id", "text"], only_ok=True)
         for row in t.slice(0, 2).to_pylist():
@@ -107,11 +170,15 @@ def cmd_store_summary(args: argparse.Namespace) -> int:
     store = open_store(args)
     m = load_manifest(args.manifest, data_root=args.data_root)
     print(f"store: {store.root}")
+    built = set(store.feature_sets(m.store_dataset))
     for spec in m.feature_sets:
+        if spec.name not in built:
+            print(f"{m.store_dataset}/{spec.name}: not built" + (" (optional)" if spec.optional else ""))
+            continue
         try:
             print(summarize_version(store, m.store_dataset, spec.name))
-        except StoreError:
-            print(f"{m.store_dataset}/{spec.name}: not built" + (" (optional)" if spec.optional else ""))
+        except StoreError as exc:  # built, but latest cannot be read: say why, not "not built"
+            print(f"{m.store_dataset}/{spec.name}: {exc}")
     return 0
 
 
@@ -136,13 +203,52 @@ def cmd_store_tag(args: argparse.Namespace) -> int:
     return 0
 
 
+def _s3_note(store: FeatureStore) -> None:
+    if not store.fs.is_local:
+        print(f"note: {store.root} is an object store, which has no cross-process writer lock: run this while no "
+              f"extraction or import writes the feature set")
+
+
+def cmd_store_repair(args: argparse.Namespace) -> int:
+    """Re-hash every part; remove damaged versions (exit 0: the store is readable again)."""
+    store = open_store(args)
+    _s3_note(store)
+    checked, removed = store.repair(args.dataset, args.feature_set, args.ref)
+    for r in removed:
+        print(f"removed {r}: {'; '.join(r.problems)}. {r.rebuild[0].upper() + r.rebuild[1:]}")
+        named_by = sorted(a for a, v in store.aliases(args.dataset, args.feature_set).items() if v == r.version)
+        if named_by:
+            print(f"  {', '.join(named_by)} still name{'s' if len(named_by) == 1 else ''} it: reads of "
+                  f"{'it' if len(named_by) == 1 else 'them'} fail until it is rebuilt")
+    if not removed:
+        print(f"ok: {len(checked)} version(s) of {args.dataset}/{args.feature_set} checked, none damaged")
+    return 0
+
+
+def cmd_store_drop(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    _s3_note(store)
+    dropped = store.drop(args.dataset, args.feature_set, args.version, force=args.force)
+    print(f"dropped {dropped.removed}")
+    for alias, version in sorted(dropped.aliases.items()):
+        print(f"  {alias} -> {version}" if version else f"  removed alias {alias}")
+    return 0
+
+
 # ---------------------------------------------------------------------------- import / export
 def cmd_store_import(args: argparse.Namespace) -> int:
-    from mmfeat.pipelines.store.imports import import_features
+    from mmfeat.pipelines.store.imports import current_latest, import_features, layout_difference
 
-    store = open_store(args)
+    store = open_store(args, create=True)
+    before = current_latest(store, args.dataset, args.feature_set)
     version = import_features(store, args.dataset, args.feature_set, args.file, ids=args.ids,
-                              id_column=args.id_column, vector_column=args.vector_column, tag=args.tag)
+                              id_column=args.id_column, vector_column=args.vector_column, tag=args.tag,
+                              replace=args.replace)
+    diff = layout_difference(before, store.manifest(args.dataset, args.feature_set, version))
+    if diff and before is not None:
+        print(f"replaced: latest of {args.dataset}/{args.feature_set} was {before['version']} and is now {version} "
+              f"({', '.join(diff)}); `mmfeat store tag {args.dataset} {args.feature_set} {before['version']} latest` "
+              f"points it back")
     print(summarize_version(store, args.dataset, args.feature_set, version))
     return 0
 
@@ -218,12 +324,18 @@ def cmd_store_export(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- parsers
 def add_store_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    st = sub.add_parser("store", parents=[common], help="inspect, verify, tag, import and export feature versions",
-                        description="Inspect, verify, tag, import and export versions of the feature store.")
+    st = sub.add_parser("store", parents=[common],
+                        help="inspect, verify, repair, tag, drop, import and export feature versions",
+                        description="Inspect, verify, repair, tag, drop, import and export versions of the "
+                                    "feature store.")
     cmds = st.add_subparsers(dest="store_cmd", required=True, metavar="COMMAND")
 
-    ls = cmds.add_parser("list", parents=[common], help="every dataset, feature set and version (with aliases)")
+    ls = cmds.add_parser("list", parents=[common], help="every dataset, feature set and version (with aliases)",
+                         description="Every dataset, feature set and version (with aliases); a damaged version "
+                                     "(a part missing or changed) is marked DAMAGED.")
     ls.add_argument("--dataset", help="only this store dataset")
+    ls.add_argument("--no-verify", action="store_true",
+                    help="check parts for presence and size only, without hashing them (faster on a large store)")
     ls.set_defaults(func=cmd_store_list)
 
     for name, func, what in (("show", cmd_store_show, "summarize one version (lineage, featurizer, rows)"),
@@ -243,6 +355,27 @@ def add_store_commands(sub: argparse._SubParsersAction, common: argparse.Argumen
     _add_version_args(tg, ref_default=None)
     tg.add_argument("alias", help="the alias to set (e.g. paper-v1)")
     tg.set_defaults(func=cmd_store_tag)
+
+    rp = cmds.add_parser("repair", parents=[common], help="re-hash every version; remove the damaged ones",
+                         description="Re-hash every part of every version of a feature set (or of VERSION) and "
+                                     "remove the damaged versions (a part missing or changed), printing what was "
+                                     "removed; re-running the extraction (or import) that made one rebuilds it "
+                                     "under the same id.")
+    rp.add_argument("dataset", help="store dataset (a manifest's `dataset`, e.g. microlens-mini)")
+    rp.add_argument("feature_set", help="feature set name (e.g. title_minilm)")
+    rp.add_argument("ref", nargs="?", help="only this version (id, unique id prefix or alias; default: every version)")
+    rp.set_defaults(func=cmd_store_repair)
+
+    dp = cmds.add_parser("drop", parents=[common], help="remove one version (refused if an alias names it)",
+                         description="Remove one version. Refused when an alias names it, unless --force: then "
+                                     "latest names the newest remaining version and other aliases naming it are "
+                                     "removed.")
+    dp.add_argument("dataset", help="store dataset")
+    dp.add_argument("feature_set", help="feature set name")
+    dp.add_argument("version", help="version id or unique id prefix (or an alias, with --force)")
+    dp.add_argument("--force", action="store_true",
+                    help="drop it even if aliases name it (latest moves to the newest remaining version)")
+    dp.set_defaults(func=cmd_store_drop)
 
     _add_import(cmds, common)
     _add_exports(cmds, common)
@@ -274,6 +407,9 @@ def _add_import(cmds: argparse._SubParsersAction, common: argparse.ArgumentParse
                          "0..n-1 ids) (default: item_id)")
     im.add_argument("--vector-column", default="embedding", help="vector column of a Parquet file (default: embedding)")
     im.add_argument("--tag", help="also point this alias at the new version")
+    im.add_argument("--replace", action="store_true",
+                    help="accept a layout (dim, dtype, kind) that differs from the feature set's latest version "
+                         "(it becomes latest; the difference is printed)")
     im.set_defaults(func=cmd_store_import)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from mmfeat.pipelines.cli.args import parse_feature_refs, parse_grid, parse_settings
 from mmfeat.pipelines.cli.errors import UsageError
+from mmfeat.pipelines.cli.names import check_model_name
 
 MODEL_HELP_FALLBACK = "models: see recommenders/models/ (the registry could not be loaded: {exc})"
 
@@ -65,9 +66,19 @@ def _seeds(args: argparse.Namespace) -> dict[str, int]:
     return {k: v for k, v in given.items() if v is not None}
 
 
+def precheck_names(args: argparse.Namespace) -> None:
+    """The model name and the manifest, checked before torch or Prefect is imported (a typo is refused in
+    well under a second, not after the 5 to 55 s that importing the model registry takes)."""
+    from mmfeat.pipelines.manifest import load_manifest
+
+    args.model = check_model_name(args.model)
+    load_manifest(args.manifest, data_root=args.data_root)  # ManifestError: not found, invalid, missing data
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     req = train_request(args)
-    from mmfeat.pipelines.flows.train_flow import validate_train_request  # the flow module: imports Prefect, starts nothing
+    precheck_names(args)
+    from mmfeat.pipelines.training.run import validate_train_request  # Prefect-free; imports torch
 
     validate_train_request(args.manifest, model=args.model, features=req["features"], versus=req["versus"],
                            overrides=req["overrides"], grid=req["grid"], store_root=args.store,

@@ -11,17 +11,20 @@ import textwrap
 
 from mmfeat.pipelines.cli.args import parse_feature_refs, parse_settings
 from mmfeat.pipelines.cli.errors import UsageError
-from mmfeat.pipelines.cli.train import add_data_options
+from mmfeat.pipelines.cli.train import add_data_options, precheck_names
 
 
 def cmd_unlearn(args: argparse.Namespace) -> int:
+    features = parse_feature_refs(args.feature, "--feature")
+    overrides, unlearn_config = parse_settings(args.set, "--set"), parse_settings(args.unlearn_set, "--unlearn-set")
+    precheck_names(args)  # before torch is imported
     from mmfeat.pipelines.training.run import TrainRequestError
     from mmfeat.pipelines.training.unlearning import run_unlearning, unlearning_table
 
     try:
-        out = run_unlearning(args.manifest, model=args.model, features=parse_feature_refs(args.feature, "--feature"),
-                             overrides=parse_settings(args.set, "--set"), forget=args.forget, share=args.share,
-                             forget_seed=args.forget_seed, unlearn_config=parse_settings(args.unlearn_set, "--unlearn-set"),
+        out = run_unlearning(args.manifest, model=args.model, features=features,
+                             overrides=overrides, forget=args.forget, share=args.share,
+                             forget_seed=args.forget_seed, unlearn_config=unlearn_config,
                              gold=not args.no_gold, split=args.split, split_seed=args.split_seed, seed=args.seed,
                              min_rating=args.min_rating, k_core=args.k_core, store_root=args.store, runs_dir=args.runs,
                              data_root=args.data_root)

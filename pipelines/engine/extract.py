@@ -34,7 +34,8 @@ import pyarrow.compute as pc
 from mmfeat.featurizers.base import Featurizer, fingerprint_hash
 from mmfeat.featurizers.fingerprinting import code_fingerprint
 from mmfeat.pipelines.manifest import FeatureSetSpec, Manifest
-from mmfeat.pipelines.engine.plan import PlannedInputs, plan_inputs, request_key  # noqa: F401  (plan_inputs re-exported)
+from mmfeat.pipelines.engine.featurizer_choice import build_featurizer_for, fallback_spec  # noqa: F401  (re-exported)
+from mmfeat.pipelines.engine.plan import PlannedInputs, plan_inputs, request_key, work_key  # noqa: F401  (plan_inputs re-exported)
 from mmfeat.pipelines.engine.progress import ProgressFactory, progress_factory
 from mmfeat.pipelines.engine.shards import ShardWork
 from mmfeat.pipelines.store.feature_store import FeatureStore, VersionWriter, row_schema, run_key
@@ -336,48 +337,6 @@ def cached_report(store: FeatureStore, dataset: str, spec: FeatureSetSpec, m: di
                     "backbone": fz["fingerprint"].get("backbone")},
         parents=parents, path=str(store.feature_dir(dataset, spec.name) / m["version"]), error_examples=[], note=note,
     )
-
-
-_INPUT_KINDS = {"image_uri": "image", "video_uri": "video", "audio_uri": "audio"}
-
-
-def _check_input_kind(spec: FeatureSetSpec, featurizer: Featurizer) -> None:
-    given = _INPUT_KINDS.get(spec.input.media or "", "text")
-    accepted = getattr(featurizer, "accepts", (featurizer.input_kind,))
-    if given not in accepted:
-        raise ValueError(f"feature set {spec.name}: {featurizer.name} takes {featurizer.input_kind} input, "
-                         f"but the manifest gives it {given} ({spec.input.model_dump(by_alias=True, exclude_none=True)})")
-
-
-def fallback_spec(spec: FeatureSetSpec) -> FeatureSetSpec | None:
-    """The spec the fallback featurizer runs under (it may read another input), or None."""
-    if spec.fallback is None:
-        return None
-    fb = spec.fallback
-    return spec.model_copy(update={"kind": fb.kind, "params": fb.params, "input": fb.input or spec.input,
-                                   "fallback": None})
-
-
-def build_featurizer_for(spec: FeatureSetSpec) -> tuple[Featurizer, FeatureSetSpec, str]:
-    """The featurizer for a feature set, or its fallback when the primary cannot be built here
-    (missing weights or a missing optional extra).
-
-    Returns the featurizer, the spec it runs under (the fallback may read another input), and a
-    note saying which one runs and why (empty when the primary runs).
-    """
-    from mmfeat.featurizers.registry import Unavailable, build_featurizer
-
-    try:
-        featurizer, effective, note = build_featurizer(spec.kind, dict(spec.params)), spec, ""
-    except Unavailable as exc:  # missing weights or a missing extra; any other error is a real failure
-        effective = fallback_spec(spec)  # type: ignore[assignment]
-        if effective is None:
-            raise
-        log.warning("%s: %s -- using fallback %s", spec.name, exc, effective.kind)
-        featurizer = build_featurizer(effective.kind, dict(effective.params))
-        note = f"primary {spec.kind} unavailable ({exc}); ran fallback {effective.kind}"
-    _check_input_kind(effective, featurizer)
-    return featurizer, effective, note
 
 
 ShardRunner = Callable[[FeatureSetJob, list[int]], None]

@@ -4,8 +4,10 @@ Inputs are text built from item fields, a media path, or the text output of a pa
 Every input gets a content hash (``source_sha256``): sha256 of the text, or of the media file's
 bytes (hashed once per file per process, :mod:`mmfeat.featurizers.hashing`). Items with no usable input
 become error rows right here: stage ``read`` (no text, no file, a path resolving outside the data
-root, a row the source adapter could not read: its ``row_error`` column) or ``parent`` (the
-parent feature set failed for it).
+root, a field the source adapter could not read) or ``parent`` (the parent feature set failed for
+it). A source problem belongs to the columns it touches: ``<column>__error`` fails the item only in
+feature sets that read ``<column>``, with a reason naming it (``image_uri: ...``); ``row_error``
+(a problem that invalidates the whole row) fails it everywhere.
 
 :func:`request_key` names a run *before* any model loads: kind, params, the located weights'
 hash, the featurizer code fingerprint and every item's input hash. A published version made by
@@ -26,10 +28,8 @@ import pyarrow.compute as pc
 from mmfeat.featurizers.base import fingerprint_hash
 from mmfeat.featurizers.hashing import contained_path, file_sha256, text_sha256
 from mmfeat.pipelines.manifest import FeatureSetSpec
+from mmfeat.pipelines.sources.base import ROW_ERROR, error_column
 from mmfeat.pipelines.store.feature_store import FeatureStore, run_key
-
-#: Optional items-table column: a source adapter's reason why a row cannot be read (null = fine).
-ROW_ERROR = "row_error"
 
 
 @dataclass
@@ -86,6 +86,26 @@ def _parent_rows(store: FeatureStore | None, dataset: str | None, parent: str,
     return version, {r["item_id"]: r for r in table.to_pylist()}
 
 
+def _source_problems(items: pa.Table, columns: Sequence[str]) -> dict[int, str]:
+    """``{row: reason}`` for the items the source could not read as far as ``columns`` go.
+
+    ``row_error`` counts whatever is read; ``<column>__error`` only for the ``columns`` this
+    feature set reads, prefixed with the column's name so the reason says which field failed.
+    Arrow finds the non-null cells; only those rows are visited in Python. Reasons of one row
+    are joined with ``"; "`` (row first, then columns in the order read).
+    """
+    found: dict[int, list[str]] = {}
+    named = [(ROW_ERROR, "")] + [(error_column(c), f"{c}: ") for c in dict.fromkeys(columns)]
+    for name, prefix in named:
+        if name not in items.column_names:
+            continue
+        col = items.column(name)
+        idx = pc.indices_nonzero(pc.is_valid(col))
+        for i, reason in zip(idx.to_pylist(), col.take(idx).to_pylist()):
+            found.setdefault(i, []).append(prefix + str(reason))
+    return {i: "; ".join(r) for i, r in found.items()}
+
+
 def _media_inputs(paths: list[Any], kind: str, data_root: Path | None, inputs: list[Any],
                   hashes: list[str | None], errors: list[tuple[str, str] | None]) -> None:
     """Contain each media path by its real path, then hash it; problems become ``read`` errors."""
@@ -100,16 +120,16 @@ def _media_inputs(paths: list[Any], kind: str, data_root: Path | None, inputs: l
         try:
             real = contained_path(p, data_root)
         except PermissionError as exc:
-            errors[i] = ("read", f"refused: {exc}")
+            errors[i] = ("read", f"{kind}: refused: {exc}")
             continue
         try:
             hashes[i], inputs[i] = file_sha256(real), str(real)
         except FileNotFoundError:
-            errors[i] = ("read", f"file not found: {p}")
+            errors[i] = ("read", f"{kind}: file not found: {p}")
         except IsADirectoryError:
-            errors[i] = ("read", f"is a directory, not a file: {p}")
+            errors[i] = ("read", f"{kind}: is a directory, not a file: {p}")
         except OSError as exc:
-            errors[i] = ("read", f"cannot read {p}: {exc.strerror or exc}")
+            errors[i] = ("read", f"{kind}: cannot read {p}: {exc.strerror or exc}")
 
 
 def plan_inputs(
@@ -125,7 +145,7 @@ def plan_inputs(
 
     Args:
         items: the normalized items table (``item_id``, text fields, media paths, optional
-            ``row_error``).
+            problem columns ``<column>__error`` and ``row_error``).
         spec: the feature set (its ``input`` says what to read).
         store, dataset: where parent feature sets are read from (chained inputs).
         parent_versions: parent feature set -> version built in this run (else ``latest``).
@@ -143,12 +163,11 @@ def plan_inputs(
     inputs: list[Any] = [None] * n
     hashes: list[str | None] = [None] * n
     errors: list[tuple[str, str] | None] = [None] * n
-    if ROW_ERROR in items.column_names:
-        col = items.column(ROW_ERROR)
-        for i in pc.indices_nonzero(pc.is_valid(col)).to_pylist():
-            errors[i] = ("read", str(col[i].as_py()))
-    parents: dict[str, str] = {}
     src = spec.input
+    read = src.text_fields or ([src.media] if src.media else [])
+    for i, reason in _source_problems(items, read).items():
+        errors[i] = ("read", reason)
+    parents: dict[str, str] = {}
     if src.text_fields:
         texts = _format_texts(items, src.text_fields, src.template)
         if src.append_from:
@@ -222,16 +241,42 @@ def request_key(spec: FeatureSetSpec, planned: PlannedInputs) -> str | None:
     Raises:
         WeightsUnavailable: the spec's weights are not available here.
     """
+    work = _work(spec)
+    if work is None:
+        return None
+    request = {**work, "input": spec.input.model_dump(by_alias=True, exclude_none=True)}
+    return run_key(fingerprint_hash(request), planned.keyed())
+
+
+def work_key(spec: FeatureSetSpec, planned: PlannedInputs) -> str | None:
+    """The key of the *work* a request asks for, whichever feature set asks: :func:`request_key`
+    without the manifest's ``input:`` entry (None for an unregistered kind).
+
+    Why: the values depend on the featurizer (kind, params, weights, code) and on each item's input,
+    and every input is already in the key by its content hash. The ``input:`` entry only says where
+    the input came from (``from: item_description`` or ``from: cover_caption``, a template that
+    renders the same text), so two feature sets computing the same values from the same inputs
+    share this key, and the second reuses the first one's rows (:mod:`mmfeat.pipelines.engine.reuse`).
+
+    Raises:
+        WeightsUnavailable: the spec's weights are not available here.
+    """
+    work = _work(spec)
+    if work is None:
+        return None
+    return run_key(fingerprint_hash({"work": work}), planned.keyed())
+
+
+def _work(spec: FeatureSetSpec) -> dict[str, Any] | None:
+    """What decides a request's values besides its inputs: kind, params, located weights, code."""
     from mmfeat.featurizers.fingerprinting import code_fingerprint
 
     cls = featurizer_class(spec.kind)
     if cls is None:
         return None
-    request = {
+    return {
         "kind": spec.kind,
         "params": dict(spec.params),
-        "input": spec.input.model_dump(by_alias=True, exclude_none=True),
         "weights_sha256": _located_weights(cls, dict(spec.params)),
         "code": code_fingerprint(cls),
     }
-    return run_key(fingerprint_hash(request), planned.keyed())

@@ -15,6 +15,7 @@ from typing import Any, Callable
 import pyarrow as pa
 
 from mmfeat.featurizers.base import Featurizer
+from mmfeat.featurizers.item_progress import reporting_items
 from mmfeat.pipelines.store.format import build_rows
 
 
@@ -46,7 +47,9 @@ class ShardWork:
             featurizer: the featurizer (the run's, or a worker's copy with the same fingerprint).
             schema: the part's row schema.
             sub_batch: inputs per featurizer call.
-            on_progress: called with the shard's rows done after every sub-batch.
+            on_progress: called with the shard's rows done after every sub-batch, and inside a sub-batch
+                whenever the featurizer reports finished inputs (:func:`~mmfeat.featurizers.item_progress.items_done`:
+                the describer and the captioner do after each generation batch).
 
         Returns:
             ``(rows, stats)``: the part as an Arrow table, and its rows/errors/reused/computed counts
@@ -64,7 +67,8 @@ class ShardWork:
         for start in range(0, len(keys), sub_batch):
             chunk = keys[start : start + sub_batch]
             inputs = [self.inputs[k] for k in chunk]
-            results = featurizer(inputs)
+            with reporting_items(_within_call(on_progress, done, [len(self.todo[k]) for k in chunk])):
+                results = featurizer(inputs)
             if len(results) != len(inputs):
                 raise RuntimeError(f"{featurizer.name} returned {len(results)} results for {len(inputs)} inputs")
             pipeline = getattr(featurizer, "last_pipeline_stats", None)  # media featurizers: decode vs model time
@@ -86,3 +90,26 @@ class ShardWork:
         if model_s or wait_s:
             stats |= {"model_s": model_s, "wait_s": wait_s}
         return table, stats
+
+
+def _within_call(on_progress: Callable[[int], None] | None, done_before: int,
+                 rows_per_input: list[int]) -> Callable[[int], None] | None:
+    """A listener for one featurizer call: ``n`` more of its inputs finished -> the shard's rows done.
+
+    The featurizer says how many inputs it finished, not which (the describer works in prompt-length
+    order), so the rows of its first ``n`` inputs stand in for them: the count only grows, never passes
+    the call's rows, and the exact count follows when the call returns.
+    """
+    if on_progress is None:
+        return None
+    cumulative = [0]
+    for rows in rows_per_input:
+        cumulative.append(cumulative[-1] + rows)
+    finished = 0
+
+    def listener(n: int) -> None:
+        nonlocal finished
+        finished = min(len(rows_per_input), finished + n)
+        on_progress(done_before + cumulative[finished])
+
+    return listener

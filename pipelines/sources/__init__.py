@@ -6,9 +6,15 @@ Every adapter returns a :class:`SourceTables` with two ``pyarrow.Table`` objects
     ``item_id: string`` (always a string, even where the source uses integers), text fields
     (``title``, ``description``, ``tags``, ``genres``, ``comments``, ... all ``string``, nullable),
     media URIs as absolute local paths (``image_uri``, ``video_uri``, ``audio_uri``; ``string``,
-    nullable) and optional numeric columns (``likes``, ``views``, ``year``). When some row could
-    not be read, a ``row_error: string`` column says why (null = the row is fine); the extraction
-    engine turns each such item into an error row of stage ``read`` and keeps the good items.
+    nullable) and optional numeric columns (``likes``, ``views``, ``year``). Problem columns
+    (``string``, null = fine) are added only when some row has one:
+
+    - ``<column>__error``: why that one field of the item could not be read (``title__error``:
+      undecodable bytes; ``image_uri__error``: the path leaves the data root). The extraction
+      engine fails the item, with a read error naming the column, only in feature sets that
+      read ``<column>``; every other feature set keeps it.
+    - ``row_error``: a problem that invalidates the whole row (a repeated item id: which row is
+      the item?); the item fails in every feature set.
 
     A media URI is null when the source has no such media. When the layout says the file should
     exist (the folder is there) the path is kept even if the file is missing, so the featurizer
@@ -27,11 +33,15 @@ What stops a source, and what does not:
   missing file or required column, a file that cannot be parsed as a whole, a path *option*
   leaving ``root`` (lexically: ``..`` and absolute paths elsewhere are refused), timestamps that
   are not one ordering for the whole file (some rows with, some without; or not numbers).
-- Per-row problems never do. An item row with undecodable bytes (every text file is read with
-  the adapter's ``encoding`` option, default ``utf-8``), a media path from a data file whose real
-  path (symlinks resolved) leaves the data root, a remote URL, a non-numeric count or a repeated
-  id becomes that item's ``row_error``. A row whose id cannot be read cannot be an item or an
-  interaction: it is skipped and logged (``mmfeat.sources`` warning with its line numbers).
+- Per-row problems never do, and each is charged to the columns it touches. Undecodable bytes
+  in a field (every text file is read with the adapter's ``encoding`` option, default
+  ``utf-8``) -> that field's ``<column>__error``; a media path from a data file whose real path
+  (symlinks resolved) leaves the data root, or a remote URL -> the media column's error; a
+  non-numeric count -> that count's error. Only a repeated id is a ``row_error``. A row whose id
+  cannot be read cannot be an item or an interaction: it is skipped and logged
+  (``mmfeat.sources`` warning with its line numbers); so are undecodable cells of columns the
+  adapter does not load (they touch no item). Missing media files and paths that are not files
+  are found by the planner, in the feature sets that read the column.
 """
 
 from __future__ import annotations
@@ -40,7 +50,7 @@ import inspect
 from pathlib import Path
 from typing import Any, Callable
 
-from .base import MEDIA_COLUMNS, ROW_ERROR, SourceError, SourceTables
+from .base import ERROR_SUFFIX, MEDIA_COLUMNS, ROW_ERROR, SourceError, SourceTables, error_column
 from .generic import load_generic
 from .microlens import load_microlens, microlens_mini_root
 from .mmctr import load_mmctr
@@ -49,10 +59,12 @@ from .movielens import load_movielens
 
 __all__ = [
     "ADAPTERS",
+    "ERROR_SUFFIX",
     "MEDIA_COLUMNS",
     "ROW_ERROR",
     "SourceError",
     "SourceTables",
+    "error_column",
     "load_source",
     "load_microlens",
     "load_movielens",

@@ -63,43 +63,44 @@ def _first_existing(root: Path, names: Iterable[str]) -> Path | None:
     return None
 
 
-def media_path(root: Path, value: str | None, column: str) -> tuple[str | None, str | None]:
+def media_path(root: Path, value: str | None) -> tuple[str | None, str | None]:
     """One media value from a data file as ``(absolute path, problem)``; never raises.
 
     The path is joined to ``root`` (absolute paths kept) and checked by its real path, symlinks
     resolved, against the real root (:func:`mmfeat.featurizers.hashing.contained_path`). An escaping path
-    or a remote URL gives ``(None, reason)``: the row becomes an error row, the file is never
-    opened. A missing file is kept: the featurizer reports it for that one item.
+    or a remote URL gives ``(None, reason)``: the caller charges the reason to the media column
+    (the item's ``<column>__error``), the file is never opened. A missing file is kept: the
+    planner reports it for that one item, in the feature sets that read the column.
     """
     if value is None:
         return None, None
     t = value[len("file://"):] if value.startswith("file://") else value
     if _URL.match(t):
-        return None, (f"{column} {value!r} is a remote URL; mmfeat works offline: download the media "
+        return None, (f"{value!r} is a remote URL; mmfeat works offline: download the media "
                       "under the source root and store relative paths")
     full = os.path.normpath(os.path.join(str(root), os.path.expanduser(t)))
     try:
         contained_path(full, root)
     except PermissionError:
-        return None, (f"{column} {value!r} resolves to {os.path.realpath(full)}, outside the data root "
+        return None, (f"{value!r} resolves to {os.path.realpath(full)}, outside the data root "
                       f"{os.path.realpath(root)}")
     return full, None
 
 
 def media_dir_paths(
-    root: Path, ids: Sequence[str], folder: Path | None, ext: str, column: str
+    root: Path, ids: Sequence[str], folder: Path | None, ext: str
 ) -> tuple[list[str | None], dict[str, str]]:
-    """``<folder>/<id><ext>`` for every item, and the ids whose path escapes the data root.
+    """``<folder>/<id><ext>`` for every item, and ``{id: reason}`` for those whose path escapes
+    the data root (a cover symlinked elsewhere, or an id like ``../x``: ids are data).
 
-    An item id is data, so ``../x`` as an id must not reach outside ``root``; such an item gets a
-    problem instead of a path.
+    The reasons belong to the media column the caller fills, not to the whole row.
     """
     if folder is None or not folder.is_dir():
         return [None] * len(ids), {}
     paths: list[str | None] = []
     problems: dict[str, str] = {}
     for i in ids:
-        p, problem = media_path(root, os.path.relpath(folder / f"{i}{ext}", root), column)
+        p, problem = media_path(root, os.path.relpath(folder / f"{i}{ext}", root))
         paths.append(p)
         if problem:
             problems[i] = f"item id {i!r}: {problem}"

@@ -3,8 +3,8 @@
 A file that decodes cleanly is read as is (one C-speed decode to validate it). A file with bytes
 that are not valid in the given encoding is decoded with every bad byte run replaced by a marker
 that carries its byte offset; the parsers below then find the marked cells and turn them into
-per-row problems ("line 17: bytes not valid utf-8 (0xff)"), so one bad byte never rejects the
-whole file and no character is silently replaced.
+problems of the cell's column ("line 17: bytes not valid utf-8 (0xff)"), so one bad byte never
+rejects the whole file, never costs an item its other fields, and no character is silently replaced.
 """
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from .base import SourceError
+from .base import ROW_ERROR, SourceError, error_column
 
 log = logging.getLogger("mmfeat.sources")
 
@@ -166,36 +167,69 @@ def read_lines(dec: Decoded) -> pa.Array:
 
 @dataclass
 class RowProblems:
-    """Per-row problems found while reading one source.
+    """Problems found while reading one source, each kept with the columns it touches.
 
-    ``item_errors`` become the items table's ``row_error`` column (first reason per item wins);
-    ``skipped`` rows had no readable id, so they cannot be items: they are counted and logged
-    with their line numbers by :meth:`warn`, never dropped silently.
+    A problem in one field of an item (undecodable bytes in its title, a cover path leaving the
+    data root, a non-numeric count) is recorded against that output column with :meth:`cell` and
+    becomes the items table's ``<column>__error``: only feature sets that read the column fail
+    the item, so a bad cover never costs the item its title embedding. :meth:`row` is only for
+    problems that invalidate every field of the row -- a repeated item id, where no one can say
+    which row is the item -- and becomes ``row_error`` (first reason per item wins). Rows without
+    a readable id cannot be items: :meth:`skip` records them; undecodable cells of columns the
+    source does not load touch nothing: :meth:`ignore` records them; :meth:`warn` logs both with
+    their line numbers, so nothing is dropped silently.
     """
 
-    item_errors: dict[str, str] = field(default_factory=dict)
+    row_errors: dict[str, str] = field(default_factory=dict)
+    cell_errors: dict[str, dict[str, str]] = field(default_factory=dict)
     skipped: dict[tuple[Path, str], list[object]] = field(default_factory=dict)
+    ignored: dict[tuple[Path, str], list[object]] = field(default_factory=dict)
 
-    def item(self, item_id: str, reason: str) -> None:
-        self.item_errors.setdefault(item_id, reason)
+    def row(self, item_id: str, reason: str) -> None:
+        """A problem that invalidates the whole row of ``item_id`` (every feature set fails it)."""
+        self.row_errors.setdefault(item_id, reason)
+
+    def cell(self, item_id: str, column: str, reason: str) -> None:
+        """A problem with ``item_id``'s value of the output ``column`` (first reason wins)."""
+        self.cell_errors.setdefault(column, {}).setdefault(item_id, reason)
 
     def skip(self, path: Path, reason: str, lines: list[object], unit: str = "line") -> None:
         """Record rows that cannot be items or interactions (``unit``: what ``lines`` holds)."""
         if lines:
             self.skipped.setdefault((path, f"{reason}|{unit}"), []).extend(lines)
 
-    def warn(self) -> None:
-        """Log one warning per (file, reason) for the skipped rows, naming the first lines."""
-        for (path, key), lines in self.skipped.items():
-            reason, unit = key.rsplit("|", 1)
-            shown = ", ".join(map(str, lines[:10])) + (f" and {len(lines) - 10} more" if len(lines) > 10 else "")
-            log.warning("%s: skipped %d row(s): %s (%s %s)", path, len(lines), reason, unit, shown)
+    def ignore(self, path: Path, reason: str, lines: list[object], unit: str = "line") -> None:
+        """Record bad cells of columns the source does not load: they affect no item, but are logged."""
+        if lines:
+            self.ignored.setdefault((path, f"{reason}|{unit}"), []).extend(lines)
 
-    def column(self, ids: list[str]) -> pa.Array | None:
-        """The ``row_error`` column aligned to ``ids``, or None when every row is fine."""
-        if not self.item_errors:
-            return None
-        return pa.array([self.item_errors.get(i) for i in ids], pa.string())
+    def warn(self) -> None:
+        """Log one warning per (file, reason) for skipped rows and ignored cells, naming the first lines."""
+        for verb, what, found in (("skipped", "row", self.skipped), ("ignored", "cell", self.ignored)):
+            for (path, key), lines in found.items():
+                reason, unit = key.rsplit("|", 1)
+                shown = ", ".join(map(str, lines[:10])) + (f" and {len(lines) - 10} more" if len(lines) > 10 else "")
+                log.warning("%s: %s %d %s(s): %s (%s %s)", path, verb, len(lines), what, reason, unit, shown)
+
+    def columns(self, ids: Sequence[str]) -> dict[str, pa.Array]:
+        """The problem columns aligned to ``ids``: ``<column>__error`` for every column with a
+        problem, then ``row_error`` when some row has one; empty when every row is fine.
+
+        Aligned with one hash lookup per column (``index_in``), not a Python loop over the items.
+        """
+        if not self.cell_errors and not self.row_errors:
+            return {}
+        id_arr = pa.array(list(ids), pa.string())
+        out = {error_column(c): _aligned(id_arr, by_id) for c, by_id in sorted(self.cell_errors.items())}
+        if self.row_errors:
+            out[ROW_ERROR] = _aligned(id_arr, self.row_errors)
+        return out
+
+
+def _aligned(ids: pa.Array, by_id: dict[str, str]) -> pa.Array:
+    """``by_id[id]`` for each of ``ids`` (null where absent), vectorized."""
+    keys = pa.array(list(by_id), pa.string())
+    return pc.take(pa.array(list(by_id.values()), pa.string()), pc.index_in(ids, value_set=keys))
 
 
 def _large_fields(reader: Iterator[list[str]]) -> Iterator[list[str]]:

@@ -8,10 +8,11 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+import numpy as np
 import pyarrow as pa
 
-from ._read import MARK, RowProblems, decode_file
-from .base import ROW_ERROR, SourceError
+from ._read import MARK, Decoded, RowProblems, _line, decode_file
+from .base import SourceError
 
 SPLIT_CODES = {"train": 0, "valid": 1, "validation": 1, "val": 1, "test": 2}
 _SKIPPED_LINE = re.compile(r"Skipping line (\d+): (.*)")
@@ -106,8 +107,8 @@ def _items_table(
     numeric: Mapping[str, Mapping[str, Any]] | None = None,
     problems: RowProblems | None = None,
 ) -> pa.Table:
-    """The items table; a ``row_error`` column is added only when some row has a problem, so a
-    clean source keeps its fingerprint."""
+    """The items table; problem columns (``<column>__error``, ``row_error``) are added only when
+    some row has such a problem, so a clean source keeps its fingerprint."""
     cols: dict[str, pa.Array] = {"item_id": pa.array(list(ids), pa.string())}
     for name, by_id in (text or {}).items():
         cols[name] = _strings(by_id.get(i) for i in ids)
@@ -116,9 +117,7 @@ def _items_table(
     for name, by_id in (numeric or {}).items():
         cols[name] = pa.array([by_id.get(i) for i in ids], pa.int64())
     if problems is not None:
-        col = problems.column(list(ids))
-        if col is not None:
-            cols[ROW_ERROR] = col
+        cols.update(problems.columns(ids))
     return pa.table(cols)
 
 
@@ -150,7 +149,8 @@ def _column_mapping(spec, default: Sequence[str], path: Path, columns, option: s
 
 def _read_frame(path: Path, what: str, encoding: str, problems: RowProblems):
     """Parquet / JSON / CSV / TSV into a pandas DataFrame of strings (no NA-guessing), plus a
-    per-row ``_problem`` column (undecodable bytes, or None).
+    per-row ``_problem`` column: ``{column: reason}`` of the row's cells with undecodable bytes
+    (None for a clean row), so each problem can be charged to the column it is in.
 
     Rows pandas cannot split (wrong field count) have no reliable id: they are reported as
     skipped with their line numbers. A file that cannot be read at all stops the source.
@@ -176,19 +176,43 @@ def _read_frame(path: Path, what: str, encoding: str, problems: RowProblems):
     except Exception as e:  # pandas/pyarrow raise many types
         raise SourceError(f"{what} {path}: cannot be read ({type(e).__name__}: {e})") from None
     _report_bad_lines(caught, path, problems)
-    problem = [None] * len(df)
-    if dec.bad:
-        for col in df.columns:
-            vals = df[col].tolist()
-            for k, v in enumerate(vals):
-                if problem[k] is None and isinstance(v, str) and MARK in v:
-                    problem[k] = dec.problem(v)
-    return df.assign(_problem=problem)
+    return df.assign(_problem=_marked_cells(df, dec) if dec.bad else None)
 
 
-def row_problems(df) -> list[str | None]:
-    """The ``_problem`` column of :func:`_read_frame` as a list (pandas stores None as NaN)."""
-    return [p if isinstance(p, str) else None for p in df["_problem"]]
+def _marked_cells(df, dec: Decoded) -> list[dict[str, str] | None]:
+    """Per row, ``{column: undecodable-bytes reason}`` of its marked cells (None for a clean row).
+    Marked cells are found per column with one vectorized ``str.contains``; only hits are visited."""
+    out: list[dict[str, str] | None] = [None] * len(df)
+    for col in df.columns:
+        hits = np.flatnonzero(df[col].str.contains(MARK, regex=False, na=False).to_numpy(dtype=bool))
+        for k in hits:
+            reason = dec.problem(df[col].iat[k])
+            if reason:
+                out[k] = {**(out[k] or {}), str(col): reason}
+    return out
+
+
+def cell_problems(df) -> list[dict[str, str]]:
+    """The ``_problem`` column of :func:`_read_frame` as ``{column: reason}`` per row ({} = clean)."""
+    return [p if isinstance(p, dict) else {} for p in df["_problem"]]
+
+
+def row_problems(df, columns: Iterable[str] | None = None) -> list[str | None]:
+    """Per row, the first undecodable-bytes reason among ``columns`` (all columns when None)."""
+    wanted = None if columns is None else set(columns)
+    return [next((r for c, r in p.items() if wanted is None or c in wanted), None) for p in cell_problems(df)]
+
+
+def ignore_unloaded(df, loaded: Iterable[str], path: Path, encoding: str, problems: RowProblems) -> None:
+    """Log the undecodable cells of columns the adapter does not load: they touch no item."""
+    keep = set(loaded)
+    by_column: dict[str, list[object]] = {}
+    for p in cell_problems(df):
+        for c, reason in p.items():
+            if c not in keep:
+                by_column.setdefault(c, []).append(_line(reason))
+    for c, lines in by_column.items():
+        problems.ignore(path, f"bytes not valid {encoding} in column {c!r}, which is not loaded", lines)
 
 
 def _report_bad_lines(caught: list[warnings.WarningMessage], path: Path, problems: RowProblems) -> None:

@@ -14,9 +14,26 @@ import pyarrow.compute as pc
 
 MEDIA_COLUMNS = ("image_uri", "video_uri", "audio_uri")
 NUMERIC_ITEM_COLUMNS = ("likes", "views")
-#: Nullable string column of per-row problems on the items table (null = the row is fine). The
-#: extraction engine turns every non-null value into an error row of stage ``read``.
+#: Nullable string column of whole-row problems on the items table (null = the row is fine): only
+#: problems that make every field of the row untrustworthy (a repeated item id: which row is the
+#: item?). The extraction engine fails such an item in every feature set (error row, stage ``read``).
 ROW_ERROR = "row_error"
+#: Suffix of the per-column problem columns: ``<column>__error`` (nullable string) says why that one
+#: field of an item could not be read (undecodable bytes in ``title``, an ``image_uri`` leaving the
+#: data root, a non-numeric ``likes``). Only feature sets that read ``<column>`` fail the item, with
+#: a reason naming the column; the others keep it. Added only when some row has such a problem, so
+#: a clean source keeps its columns and its fingerprint.
+ERROR_SUFFIX = "__error"
+
+
+def error_column(column: str) -> str:
+    """The name of ``column``'s problem column (``title`` -> ``title__error``)."""
+    return column + ERROR_SUFFIX
+
+
+def error_columns(table: pa.Table) -> dict[str, str]:
+    """``{column: its problem column}`` for every ``<column>__error`` column of ``table``."""
+    return {c[: -len(ERROR_SUFFIX)]: c for c in table.column_names if c.endswith(ERROR_SUFFIX)}
 
 
 class SourceError(ValueError):
@@ -29,7 +46,8 @@ class SourceTables:
 
     ``root`` is the dataset folder; media URIs under it are hashed relative to it, so moving a
     dataset folder does not change :meth:`fingerprint`. ``files`` records which files were read.
-    ``items`` may carry a ``row_error`` (string) column: the reason a row could not be read.
+    ``items`` may carry problem columns (strings, null = fine): ``<column>__error``, why that
+    field of an item could not be read, and ``row_error``, a problem that invalidates the whole row.
     """
 
     items: pa.Table
@@ -42,6 +60,10 @@ class SourceTables:
         required = {"item_id": pa.string()}
         if ROW_ERROR in self.items.column_names:
             required[ROW_ERROR] = pa.string()
+        for column, err in error_columns(self.items).items():
+            if column not in self.items.column_names:
+                raise SourceError(f"items table has {err!r} but no {column!r} column for it to describe")
+            required[err] = pa.string()
         _check_schema(self.items, required, "items")
         _check_schema(
             self.interactions,
@@ -63,19 +85,26 @@ class SourceTables:
 
     @property
     def num_row_errors(self) -> int:
-        """Items whose row could not be read (non-null ``row_error``)."""
+        """Items whose whole row could not be read (non-null ``row_error``)."""
         if ROW_ERROR not in self.items.column_names:
             return 0
         col = self.items.column(ROW_ERROR)
         return len(col) - col.null_count
+
+    @property
+    def column_errors(self) -> dict[str, int]:
+        """``{column: items whose value of it could not be read}`` (non-null ``<column>__error``)."""
+        return {column: len(self.items.column(err)) - self.items.column(err).null_count
+                for column, err in error_columns(self.items).items()}
 
     def fingerprint(self) -> str:
         """sha256 (hex) of both tables' content, independent of row and column order.
 
         Rows are sorted (items by ``item_id``, interactions by user, item, timestamp and the rest
         of the columns), columns by name; media URIs under ``root`` are made relative to it; the
-        result is written as one Arrow IPC stream per table and hashed. ``row_error`` is content
-        like any other column: fixing a bad row changes the fingerprint.
+        result is written as one Arrow IPC stream per table and hashed. The problem columns
+        (``row_error``, ``<column>__error``) are content like any other: fixing a bad row changes
+        the fingerprint.
         """
         h = hashlib.sha256(b"mmfeat-source-v1\0")
         for name, table in (("items", self.items), ("interactions", self.interactions)):
@@ -104,6 +133,7 @@ class SourceTables:
             "users": self.num_users,
             "interactions": self.num_interactions,
             "row_errors": self.num_row_errors,
+            "column_errors": self.column_errors,
             "item_columns": self.items.column_names,
             "interaction_columns": self.interactions.column_names,
         }

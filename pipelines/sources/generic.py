@@ -11,7 +11,7 @@ from ._paths import _check_path_options, _required_file, _root, media_path
 from ._read import MARK, RowProblems, _line
 from ._tables import (
     _column_mapping, _id_sort_key, _ints, _items_table, _keep_readable_ids, _norm_id, _number, _order_index,
-    _read_frame, _split_codes, _text, row_problems,
+    _read_frame, _split_codes, _text, cell_problems, ignore_unloaded, row_problems,
 )
 from .base import MEDIA_COLUMNS, NUMERIC_ITEM_COLUMNS, SourceError, SourceTables
 
@@ -28,7 +28,8 @@ def _columns(df) -> list[str]:
 
 def _unique_ids(df, ip: Path, item_id_column: str, problems: RowProblems):
     """Rows with a readable, first-seen id. Unreadable ids are skipped and reported; a repeated
-    id keeps its first row, which becomes an error row naming both rows."""
+    id keeps its first row, which gets a whole-row error naming both rows: with two rows for one
+    id, no field of the item can be trusted, so every feature set fails it."""
     raw = [_norm_id(v) for v in df[item_id_column]]
     unreadable = [k + 1 for k, i in enumerate(raw) if i is None or MARK in i]
     problems.skip(ip, f"empty or undecodable {item_id_column}", unreadable, unit="data row")
@@ -38,26 +39,35 @@ def _unique_ids(df, ip: Path, item_id_column: str, problems: RowProblems):
         if i is None or MARK in i:
             continue
         if i in first:
-            problems.item(i, f"{ip.name}: item id {i!r} appears on data rows {first[i] + 1} and {k + 1}; "
-                             "ids must be unique")
+            problems.row(i, f"{ip.name}: item id {i!r} appears on data rows {first[i] + 1} and {k + 1}; "
+                            "ids must be unique")
             continue
         first[i] = k
         keep.append(k)
     return df.iloc[keep], [raw[k] for k in keep]
 
 
+def _undecodable(ids: list[str], df, ip: Path) -> dict[str, dict[str, str]]:
+    """``{source column: {item id: reason}}`` of the cells with undecodable bytes."""
+    out: dict[str, dict[str, str]] = {}
+    for i, cells in zip(ids, cell_problems(df)):
+        for col, reason in cells.items():
+            out.setdefault(col, {})[i] = f"{ip.name} {reason}"
+    return out
+
+
 def _read_items(
     root: Path, ip: Path, encoding: str, item_id_column: str, text_columns, media_columns, numeric_columns,
     problems: RowProblems,
 ) -> tuple[list[str], dict, dict, dict]:
+    """The items file's columns by output name. A bad cell (undecodable bytes, a media path that
+    leaves the root or is a URL, a non-numeric count) is charged to its output column only."""
     df = _read_frame(ip, "items file", encoding, problems)
     cols = _columns(df)
     if item_id_column not in cols:
         raise SourceError(f"{ip}: item_id_column {item_id_column!r} not found (columns: {cols})")
     df, ids = _unique_ids(df, ip, item_id_column, problems)
-    for i, p in zip(ids, row_problems(df)):
-        if p:
-            problems.item(i, f"{ip.name} {p}")
+    bad = _undecodable(ids, df, ip)
     mmap = dict(media_columns) if media_columns is not None else {c: _DEFAULT_MEDIA[c] for c in cols if c in _DEFAULT_MEDIA}
     media: dict[str, list[str | None]] = {}
     for src, dst in mmap.items():
@@ -65,12 +75,17 @@ def _read_items(
             raise SourceError(f"{ip}: media column {src!r} not found (columns: {cols})")
         if dst not in MEDIA_COLUMNS:
             raise SourceError(f"option media_columns: {dst!r} is not one of {MEDIA_COLUMNS}")
+        where = f"{ip.name} column {src!r}: " if src != dst else ""
         media[dst] = []
         for i, v in zip(ids, df[src]):
-            path, problem = media_path(root, _text(v), src)
+            if i in bad.get(src, {}):
+                problems.cell(i, dst, bad[src][i])
+                media[dst].append(None)
+                continue
+            path, problem = media_path(root, _text(v))
             media[dst].append(path)
             if problem:
-                problems.item(i, problem)
+                problems.cell(i, dst, where + problem)
     num = list(numeric_columns) if numeric_columns is not None else [c for c in NUMERIC_ITEM_COLUMNS if c in cols]
     numeric: dict[str, dict[str, Any]] = {}
     for c in num:
@@ -78,14 +93,22 @@ def _read_items(
             raise SourceError(f"{ip}: numeric column {c!r} not found (columns: {cols})")
         numeric[c] = {}
         for i, v in zip(ids, df[c]):
+            if i in bad.get(c, {}):
+                problems.cell(i, c, bad[c][i])
+                numeric[c][i] = None
+                continue
             n, ok = _number(v)
             numeric[c][i] = n
             if not ok:
-                problems.item(i, f"{ip.name}: {c} value {v!r} is not a number")
+                problems.cell(i, c, f"{ip.name}: value {v!r} is not a number")
     taken = {item_id_column, *mmap, *num}
     tmap = _column_mapping(text_columns, [c for c in cols if c not in taken], ip, cols, "text_columns")
-    text = {dst: {i: (None if p else _text(v)) for i, v, p in zip(ids, df[src], row_problems(df))}
-            for src, dst in tmap.items()}
+    text: dict[str, dict[str, str | None]] = {}
+    for src, dst in tmap.items():
+        for i, reason in bad.get(src, {}).items():
+            problems.cell(i, dst, reason)
+        text[dst] = {i: (None if i in bad.get(src, {}) else _text(v)) for i, v in zip(ids, df[src])}
+    ignore_unloaded(df, {item_id_column, *mmap, *num, *tmap}, ip, encoding, problems)
     return ids, text, media, numeric
 
 
@@ -99,8 +122,11 @@ def _read_interactions(
                    ("label_column", label_column), ("split_column", split_column)):
         if c is not None and c not in cols:
             raise SourceError(f"{xp}: {opt} {c!r} not found (columns: {cols})")
-    problems.skip(xp, f"bytes not valid {encoding}", [_line(p) for p in row_problems(dx) if p])
-    dx = dx[dx["_problem"].isna()]
+    used = [c for c in (user_id_column, item_column, timestamp_column, label_column, split_column) if c in cols]
+    bad = row_problems(dx, used)
+    problems.skip(xp, f"bytes not valid {encoding}", [_line(p) for p in bad if p])
+    ignore_unloaded(dx, used, xp, encoding, problems)
+    dx = dx[[p is None for p in bad]]
     users = [_norm_id(v) for v in dx[user_id_column]]
     keep = _keep_readable_ids(users, [_norm_id(v) for v in dx[item_column]], xp, problems,
                               (dx.index + 1).tolist(), unit="data row")
@@ -152,10 +178,11 @@ def load_generic(
     At least one of the two files is required. Text files are read with ``encoding``.
 
     Returns:
-        The normalized tables. Per-row problems of the items table (a media path whose real path
-        leaves the data root, a remote URL, undecodable bytes, a non-numeric numeric cell, a
-        repeated id) are that item's ``row_error``; rows without a readable id are skipped and
-        logged with their row numbers.
+        The normalized tables. A bad cell of the items table is charged to its output column
+        (``<column>__error``): undecodable bytes, a media path whose real path leaves the data
+        root or a remote URL, a non-numeric numeric cell. A repeated id invalidates the whole row
+        (``row_error``). Rows without a readable id are skipped, undecodable cells of columns not
+        loaded are ignored; both are logged with their row numbers.
 
     Raises:
         SourceError: a file or a named column is missing, a path option leaves ``root``, or the

@@ -176,16 +176,17 @@ def _item_id(line: int, cells: list[str], path: Path, problems: RowProblems) -> 
     return item
 
 
-def _text_by_item(dec: Decoded, problems: RowProblems) -> dict[str, str | None]:
-    """``item,text`` rows (header optional; unquoted commas in the text are kept). A row with
-    undecodable bytes makes its item an error row, and its text is not used."""
+def _text_by_item(dec: Decoded, problems: RowProblems, column: str) -> dict[str, str | None]:
+    """``item,text`` rows (header optional; unquoted commas in the text are kept) as the output
+    ``column``. Undecodable bytes in a row's text are charged to ``column`` for that item (its
+    other fields stay usable), and the text is not used."""
     out: dict[str, str | None] = {}
     for line, cells, problem in _drop_header(read_rows(dec, ",", strip=False)):
         item = _item_id(line, cells, dec.path, problems)
         if item is None:
             continue
         if problem:
-            problems.item(item, f"{dec.path.name} {problem}")
+            problems.cell(item, column, f"{dec.path.name} {problem}")
             out[item] = None
         else:
             out[item] = ",".join(cells[1:]).strip() or None
@@ -194,7 +195,8 @@ def _text_by_item(dec: Decoded, problems: RowProblems) -> dict[str, str | None]:
 
 def _comments(dec: Decoded, problems: RowProblems, max_comments: int) -> dict[str, str]:
     """``user<TAB>item<TAB>comment`` (or ``item<TAB>comment``) rows: the first ``max_comments``
-    per item joined with ``" | "``."""
+    per item joined with ``" | "``. A comment with undecodable bytes is charged to the item's
+    ``comments`` (one unreadable comment would silently change what the others add up to)."""
     path = dec.path
     delim = "," if path.suffix.lower() == ".csv" else "\t"
     per_item: dict[str, list[str]] = {}
@@ -209,7 +211,7 @@ def _comments(dec: Decoded, problems: RowProblems, max_comments: int) -> dict[st
             problems.skip(path, "empty or undecodable item id", [line])
             continue
         if problem:
-            problems.item(item, f"{path.name} {problem}")
+            problems.cell(item, "comments", f"{path.name} {problem}")
             continue
         comment = comment.strip()
         lst = per_item.setdefault(item, [])
@@ -219,25 +221,29 @@ def _comments(dec: Decoded, problems: RowProblems, max_comments: int) -> dict[st
 
 
 def _likes_views(dec: Decoded, problems: RowProblems) -> dict[str, dict[str, Any]]:
-    """``item<TAB>likes<TAB>views`` rows; a short or non-numeric row is that item's row error."""
+    """``item<TAB>likes<TAB>views`` rows. Each bad value (undecodable, not a number) is charged
+    to its own column (``likes`` or ``views``); a short row to both."""
     path = dec.path
     rows = _drop_header(read_rows(dec, "," if path.suffix.lower() == ".csv" else "\t"))
-    likes: dict[str, Any] = {}
-    views: dict[str, Any] = {}
-    for line, r, problem in rows:
+    out: dict[str, dict[str, Any]] = {"likes": {}, "views": {}}
+    for line, r, _problem in rows:
         item = _item_id(line, r, path, problems)
         if item is None:
             continue
-        if problem:
-            problems.item(item, f"{path.name} {problem}")
-        elif len(r) < 3:
-            problems.item(item, f"{path.name} line {line}: not 'item<TAB>likes<TAB>views'")
-        else:
+        if len(r) < 3:
+            for col in out:
+                problems.cell(item, col, f"{path.name} line {line}: not 'item<TAB>likes<TAB>views'")
+            continue
+        for col, cell in zip(out, r[1:3]):
+            bad = dec.problem(cell)
+            if bad:
+                problems.cell(item, col, f"{path.name} {bad}")
+                continue
             try:
-                likes[item], views[item] = int(float(r[1])), int(float(r[2]))
-            except ValueError:
-                problems.item(item, f"{path.name} line {line}: likes/views {r[1:3]} are not numbers")
-    return {"likes": likes, "views": views}
+                out[col][item] = int(float(cell))
+            except (ValueError, OverflowError):
+                problems.cell(item, col, f"{path.name} line {line}: {cell!r} is not a number")
+    return out
 
 
 # ------------------------------------------------------------------------------- the adapter
@@ -309,7 +315,10 @@ def load_microlens(
         root: the dataset folder.
 
     Returns:
-        The normalized tables; items with a bad row carry a ``row_error``.
+        The normalized tables. A bad value is charged to its column only (``<column>__error``:
+        undecodable bytes in a title -> ``title__error``, a cover symlinked out of the root ->
+        ``image_uri__error``, a non-numeric count -> ``likes__error``), so the item's other
+        feature sets keep it. Rows without a readable item id are skipped and logged.
 
     Raises:
         SourceError: a required file is missing, a path option leaves ``root``, or the pair
@@ -331,11 +340,11 @@ def load_microlens(
     if tf is None:
         raise SourceError(f"microlens: required titles file {prefix}_title_en.csv (or {prefix}_titles.csv) "
                           f"not found in {root}")
-    text: dict[str, dict[str, str | None]] = {"title": _text_by_item(decode_file(tf, encoding), problems)}
+    text: dict[str, dict[str, str | None]] = {"title": _text_by_item(decode_file(tf, encoding), problems, "title")}
     files["titles"] = str(tf)
     tg = _optional(root, tags_file, "tags_file", ["tags_to_summary.csv", f"{prefix}_tags.csv"])
     if tg is not None:
-        text["tags"] = _text_by_item(decode_file(tg, encoding), problems)
+        text["tags"] = _text_by_item(decode_file(tg, encoding), problems, "tags")
         files["tags"] = str(tg)
     cf = _optional(root, comments_file, "comments_file", [f"{prefix}_comment_en.txt", f"{prefix}_comments_en.txt"])
     if cf is not None:
@@ -353,9 +362,9 @@ def load_microlens(
         ("image_uri", covers_dir, "covers_dir", ["covers", f"{prefix}_covers"], cover_ext),
         ("video_uri", videos_dir, "videos_dir", ["videos", f"{prefix}_videos"], video_ext),
     ):
-        media[col], bad = media_dir_paths(root, ids, _media_dir(root, opt, option, defaults), ext, col)
+        media[col], bad = media_dir_paths(root, ids, _media_dir(root, opt, option, defaults), ext)
         for i, reason in bad.items():
-            problems.item(i, reason)
+            problems.cell(i, col, reason)
     problems.warn()
     items = _items_table(ids, text, media, numeric, problems)
     interactions = pa.table({"user_id": users, "item_id": inter_items, "timestamp": ts})

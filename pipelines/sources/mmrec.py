@@ -11,7 +11,7 @@ from ._paths import _check_path_options, _first_existing, _option_path, _require
 from ._read import MARK, RowProblems, _line
 from ._tables import (
     _column_mapping, _id_sort_key, _ints, _items_table, _keep_readable_ids, _norm_id, _order_index,
-    _read_frame, _split_codes, _text, row_problems,
+    _read_frame, _split_codes, _text, cell_problems, ignore_unloaded, row_problems,
 )
 from .base import SourceError, SourceTables
 
@@ -52,8 +52,11 @@ def _interactions(inter_p: Path, encoding: str, problems: RowProblems) -> pa.Tab
 
     uc, ic = pick("userID", "user_id", "user"), pick("itemID", "item_id", "item")
     tc, rc, sc = pick("timestamp", "time", required=False), pick("rating", "label", required=False), pick("x_label", "split", required=False)
-    problems.skip(inter_p, f"bytes not valid {encoding}", [_line(p) for p in row_problems(df) if p])
-    df = df[df["_problem"].isna()]
+    used = [c for c in (uc, ic, tc, rc, sc) if c]
+    bad = row_problems(df, used)
+    problems.skip(inter_p, f"bytes not valid {encoding}", [_line(p) for p in bad if p])
+    ignore_unloaded(df, used, inter_p, encoding, problems)
+    df = df[[p is None for p in bad]]
     users = [_readable_id(v) for v in df[uc]]
     keep = _keep_readable_ids(users, [_readable_id(v) for v in df[ic]], inter_p, problems,
                               (df.index + 1).tolist(), unit="data row")
@@ -104,11 +107,17 @@ def _metadata(
     ids = [_readable_id(v) for v in meta[idc]]
     problems.skip(meta_p, f"empty or undecodable {idc}", [k + 1 for k, i in enumerate(ids) if i is None],
                   unit="data row")
-    for i, p in zip(ids, row_problems(meta)):
-        if i is not None and p:
-            problems.item(i, f"{meta_p.name} {p}")
-    text = {dst: {i: (None if p else _text(v)) for i, v, p in zip(ids, meta[src], row_problems(meta)) if i is not None}
-            for src, dst in mapping.items()}
+    cells = cell_problems(meta)
+    text: dict[str, dict[str, str | None]] = {}
+    for src, dst in mapping.items():
+        text[dst] = {}
+        for i, v, bad in zip(ids, meta[src], cells):
+            if i is None:
+                continue
+            if src in bad:  # undecodable bytes in this field: charged to it, the other fields stay
+                problems.cell(i, dst, f"{meta_p.name} {bad[src]}")
+            text[dst][i] = None if src in bad else _text(v)
+    ignore_unloaded(meta, {idc, *mapping}, meta_p, encoding, problems)
     files["meta"] = str(meta_p)
     return [i for i in ids if i is not None], text
 
@@ -137,8 +146,9 @@ def load_mmrec(
     are read with ``encoding``.
 
     Returns:
-        The normalized tables; a metadata row with undecodable bytes, or an image path that
-        escapes the data root, is that item's ``row_error``.
+        The normalized tables; undecodable bytes in a metadata field are charged to that field
+        (``<column>__error``, e.g. ``description__error``), an image path that escapes the data
+        root to ``image_uri__error``; the item's other fields stay usable.
 
     Raises:
         SourceError: a required file or column is missing, or a path option leaves ``root``.
@@ -165,9 +175,9 @@ def load_mmrec(
         d = _option_path(root, image_dir, "image_dir")
         if not d.is_dir():
             raise SourceError(f"option image_dir={image_dir!r}: folder {d} does not exist")
-        media["image_uri"], bad = media_dir_paths(root, ids, d, image_ext, "image_uri")
+        media["image_uri"], bad = media_dir_paths(root, ids, d, image_ext)
         for i, reason in bad.items():
-            problems.item(i, reason)
+            problems.cell(i, "image_uri", reason)
     problems.warn()
     items = _items_table(ids, text, media, None, problems)
     return SourceTables(items, interactions, kind="mmrec", root=root, files=files)

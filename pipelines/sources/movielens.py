@@ -7,15 +7,14 @@ import io
 import re
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from ._paths import _required_file, _root
-from ._read import MARK, Decoded, RowProblems, decode_file
+from ._read import MARK, Decoded, RowProblems, _line, decode_file
 from ._tables import _id_sort_key, _order_index, _strings
-from .base import ROW_ERROR, SourceError, SourceTables
+from .base import SourceError, SourceTables, error_column
 
 _WHEEL_DATASETS = {
     "ml-100k": ("recbole", "dataset_example/ml-100k"),
@@ -34,11 +33,12 @@ def _package_dir(package: str) -> Path | None:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def _read_atomic(dec: Decoded, problems: RowProblems) -> pa.Table:
+def _read_atomic(dec: Decoded, problems: RowProblems) -> tuple[pa.Table, dict[str, pa.Array]]:
     """RecBole atomic file: a ``name:type`` tab-separated header, then tab-separated rows.
 
     Returns a table of string columns named by the header names (types are dropped; the caller
-    converts what it needs), plus a ``row_error`` column when some rows had undecodable bytes.
+    converts what it needs), and ``{column: reason per row}`` for the columns with undecodable
+    bytes (null = clean cell), so each problem stays with its column.
     No quoting: titles may contain ``"``. Rows with the wrong number of fields are skipped and
     reported (their fields cannot be told apart).
     """
@@ -71,18 +71,36 @@ def _read_atomic(dec: Decoded, problems: RowProblems) -> pa.Table:
     except pa.ArrowInvalid as e:
         raise SourceError(f"{path}: malformed atomic file ({e})") from None
     problems.skip(path, f"field count differs from the header's {len(names)}", bad_rows, unit="rows")
-    return _mark_undecodable_rows(table, dec)
+    return table, _undecodable_cells(table, dec)
 
 
-def _mark_undecodable_rows(table: pa.Table, dec: Decoded) -> pa.Table:
+def _undecodable_cells(table: pa.Table, dec: Decoded) -> dict[str, pa.Array]:
+    """``{column: reason or null per row}`` for each column with marked cells (Arrow match per
+    column; only the hits are visited in Python)."""
+    out: dict[str, pa.Array] = {}
     if not dec.bad:
-        return table
-    reasons: list[str | None] = [None] * table.num_rows
+        return out
     for name in table.column_names:
         col = table.column(name).combine_chunks()
-        for k in np.flatnonzero(pc.match_substring(col, MARK).to_numpy(zero_copy_only=False)):
-            reasons[k] = reasons[k] or dec.problem(col[k].as_py())
-    return table.append_column(ROW_ERROR, pa.array(reasons, pa.string()))
+        hit = pc.fill_null(pc.match_substring(col, MARK), False)
+        if not pc.any(hit).as_py():
+            continue
+        reasons = [dec.problem(v) for v in col.filter(hit).to_pylist()]
+        out[name] = pc.replace_with_mask(pa.nulls(len(col), pa.string()), hit, pa.array(reasons, pa.string()))
+    return out
+
+
+def _lines(reasons: list[pa.Array]) -> tuple[pa.Array | None, list[str]]:
+    """The rows with any reason in ``reasons`` (mask, or None when there are none) and the line
+    number each one's first reason starts with."""
+    if not reasons:
+        return None, []
+    bad = pc.is_valid(reasons[0])
+    first = reasons[0]
+    for r in reasons[1:]:
+        bad = pc.or_(bad, pc.is_valid(r))
+        first = pc.coalesce(first, r)
+    return bad, [_line(r) for r in first.filter(bad).to_pylist()]
 
 
 def _atomic_numbers(table: pa.Table, name: str, path: Path, to: pa.DataType) -> pa.Array:
@@ -109,15 +127,22 @@ def _wheel_root(variant: str) -> Path:
     return pdir / sub
 
 
-def _interactions(raw: pa.Table, inter_p: Path, min_rating: float | None, problems: RowProblems) -> pa.Table:
+def _interactions(atomic: tuple[pa.Table, dict[str, pa.Array]], inter_p: Path, min_rating: float | None,
+                  problems: RowProblems) -> pa.Table:
+    """The interactions; a row with undecodable bytes in a column it is read for is skipped."""
+    raw, undecodable = atomic
     for need in ("user_id", "item_id"):
         if need not in raw.column_names:
             raise SourceError(f"{inter_p}: no {need} column in header {raw.column_names}")
-    if ROW_ERROR in raw.column_names:
-        bad = pc.is_valid(raw.column(ROW_ERROR))
-        problems.skip(inter_p, "bytes not valid in the file's encoding",
-                      [r.split(":")[0].removeprefix("line ") for r in raw.column(ROW_ERROR).drop_null().to_pylist()])
-        raw = raw.filter(pc.invert(bad)).drop_columns([ROW_ERROR])
+    used = [c for c in undecodable if c in ("user_id", "item_id", "timestamp", "rating")]
+    bad, lines = _lines([undecodable[c] for c in used])
+    if bad is not None:
+        problems.skip(inter_p, "bytes not valid in the file's encoding", lines)
+        raw = raw.filter(pc.invert(bad))
+    unused = [c for c in undecodable if c not in used]
+    if unused:
+        problems.ignore(inter_p, f"bytes not valid in the file's encoding in columns {unused}, which are not loaded",
+                        _lines([undecodable[c] for c in unused])[1])
     if min_rating is not None:
         if "rating" not in raw.column_names:
             raise SourceError(f"{inter_p}: min_rating given but the file has no rating column")
@@ -133,38 +158,42 @@ def _interactions(raw: pa.Table, inter_p: Path, min_rating: float | None, proble
     return pa.table(icols)
 
 
-def _item_columns(it: pa.Table) -> dict[str, pa.Array]:
+def _item_columns(it: pa.Table, undecodable: dict[str, pa.Array]) -> dict[str, pa.Array]:
+    """The item columns by output name, then ``<output>__error`` for each column with undecodable
+    bytes: such a cell is null (no marker text leaks) and only that column's problem."""
     rename = {"movie_title": "title", "class": "genres", "genre": "genres", "release_year": "year"}
     cols: dict[str, pa.Array] = {}
+    errors: dict[str, pa.Array] = {}
     for name in it.column_names:
-        if name in ("item_id", ROW_ERROR):
+        if name == "item_id":
             continue
         out = rename.get(name, name)
         vals = it.column(name).to_pylist()
         if out == "year":
-            cols["year"] = pa.array(
-                [int(float(v)) if re.fullmatch(r"\s*\d+(\.0*)?\s*", v) else None for v in vals], pa.int64()
-            )
+            col = pa.array([int(float(v)) if re.fullmatch(r"\s*\d+(\.0*)?\s*", v) else None for v in vals], pa.int64())
         elif out == "genres":
-            cols["genres"] = _strings(", ".join(v.split()) for v in vals)
+            col = _strings(", ".join(v.split()) for v in vals)
         else:
-            cols[out] = _strings(vals)
-    if ROW_ERROR in it.column_names:
-        err = it.column(ROW_ERROR).combine_chunks()
-        bad = pc.is_valid(err)
-        cols = {k: pc.if_else(bad, pa.scalar(None, v.type), v) for k, v in cols.items()}  # no marker text leaks
-        cols[ROW_ERROR] = err
-    return cols
+            col = _strings(vals)
+        if name in undecodable:
+            err = undecodable[name]
+            col = pc.if_else(pc.is_valid(err), pa.scalar(None, col.type), col)
+            errors[error_column(out)] = err
+        cols[out] = col
+    return {**cols, **errors}
 
 
-def _readable_ids(it: pa.Table, path: Path, problems: RowProblems) -> pa.Table:
-    """Item rows whose id decoded; the others are skipped and reported."""
-    unreadable = pc.match_substring(it.column("item_id"), MARK)
-    if not pc.any(unreadable).as_py():
-        return it
-    lines = it.filter(unreadable).column(ROW_ERROR).to_pylist()
-    problems.skip(path, "undecodable item id", [r.split(":")[0].removeprefix("line ") for r in lines])
-    return it.filter(pc.invert(unreadable))
+def _readable_ids(atomic: tuple[pa.Table, dict[str, pa.Array]], path: Path,
+                  problems: RowProblems) -> tuple[pa.Table, dict[str, pa.Array]]:
+    """Item rows whose id decoded (and their cell problems); the others cannot be items: they
+    are skipped and reported with their line numbers."""
+    it, undecodable = atomic
+    if "item_id" not in undecodable:
+        return it, undecodable
+    unreadable, lines = _lines([undecodable.pop("item_id")])
+    problems.skip(path, "undecodable item id", lines)
+    keep = pc.invert(unreadable)
+    return it.filter(keep), {c: r.filter(keep) for c, r in undecodable.items()}
 
 
 def load_movielens(
@@ -181,8 +210,9 @@ def load_movielens(
     Items: ``title`` (``movie_title``), ``genres`` (``class``/``genre``, comma-separated),
     ``year`` (``release_year``, int64) and any other item column as text. Interactions:
     ``label`` = rating (float32); ``timestamp`` (order index when absent); ``min_rating``
-    keeps only rows with rating >= it. Files are read with ``encoding``; an item row with
-    undecodable bytes gets a ``row_error``, such an interaction row is skipped and reported.
+    keeps only rows with rating >= it. Files are read with ``encoding``; undecodable bytes in an
+    item's field are charged to that field (``title__error``, ...), the item's other fields stay
+    usable; an interaction row with undecodable ids, rating or timestamp is skipped and reported.
 
     Raises:
         SourceError: the files are missing, their header is malformed, or a numeric column is not.
@@ -197,12 +227,12 @@ def load_movielens(
     cols: dict[str, pa.Array] = {}
     meta_ids: list[str] = []
     if item_p.is_file():
-        it = _read_atomic(decode_file(item_p, encoding), problems)
-        if "item_id" not in it.column_names:
-            raise SourceError(f"{item_p}: no item_id column in header {it.column_names}")
-        it = _readable_ids(it, item_p, problems)
+        atomic = _read_atomic(decode_file(item_p, encoding), problems)
+        if "item_id" not in atomic[0].column_names:
+            raise SourceError(f"{item_p}: no item_id column in header {atomic[0].column_names}")
+        it, undecodable = _readable_ids(atomic, item_p, problems)
         meta_ids = it.column("item_id").to_pylist()
-        cols = _item_columns(it)
+        cols = _item_columns(it, undecodable)
         files["item"] = str(item_p)
     problems.warn()
     seen = set(meta_ids)

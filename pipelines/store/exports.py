@@ -384,12 +384,14 @@ def _fuxictr_dataset_config(name: str, data) -> dict[str, Any]:
 @contextlib.contextmanager
 def _staged_folder(out: Path) -> Iterator[Path]:
     """Write into a sibling staging folder, then swap it in: a reader never sees a half-written export,
-    and a failed export leaves the previous one as it was."""
+    and a failed export leaves the previous one as it was. The folder is made like any folder the user
+    makes (mode 0777 less the umask), not private as ``tempfile.mkdtemp`` would make it."""
     import shutil
-    import tempfile
+    import uuid
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    stage = out.parent / f".{out.name}.staging-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    stage.mkdir()  # exclusive (the name is unique), mode 0o777 & ~umask
     try:
         yield stage
         old = None

@@ -26,6 +26,9 @@ Promises (the README's store section states them for users):
   the same key skips those without retryable errors.
 - **Reads verify**: every part's sha256 is checked against ``_manifest.json`` before its bytes are
   returned (once per part per process, memoized by location, size and mtime + inode or ETag).
+- **No dead end after a failure** (:mod:`mmfeat.pipelines.store.recovery`): a cache hit verifies what it
+  hits and rebuilds a damaged version (same rows, same id); ``latest`` without an alias (a run killed
+  after its publish) reads the newest version; ``mmfeat store repair`` / ``drop`` remove versions.
 - **One writer per feature set** (local root): a run holds the feature set's file lock from
   planning to publish (a second run waits, then finds the cache hit); alias files are replaced
   atomically under it. The OS drops the lock of a killed process, so a dead run never blocks; temp
@@ -41,8 +44,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -63,10 +64,12 @@ from mmfeat.pipelines.store.format import (  # noqa: F401  (re-exported: the sto
     row_schema,
     write_parquet,
 )
+from mmfeat.pipelines.store.aliases import update_aliases
 from mmfeat.pipelines.store.fs import ObjectPath, is_uri, open_fs  # noqa: F401  (re-exported)
 from mmfeat.pipelines.store.housekeeping import OrphanAttempt, StagedRun, orphan_attempts, staged_runs  # noqa: F401
 from mmfeat.pipelines.store.lock import LOCK_NAME, feature_set_lock  # noqa: F401
-from mmfeat.pipelines.store.verify import StoreError, file_sha256  # noqa: F401  (re-exported)
+from mmfeat.pipelines.store.recovery import Dropped, Removed, manifest_json, remove_if_damaged, version_damage
+from mmfeat.pipelines.store.verify import StoreError, file_sha256, rebuild_hint  # noqa: F401  (re-exported)
 from mmfeat.pipelines.store.verify import VerifiedParts as _VerifiedParts
 from mmfeat.pipelines.store.writer import (  # noqa: F401  (re-exported)
     ALIASES_NAME,
@@ -90,6 +93,51 @@ def default_store_root() -> Path | str:
     if root and is_uri(root):
         return root
     return Path(root or Path.cwd() / "store")
+
+
+class StoreRootMissing(StoreError):
+    """A command that reads the store was pointed at a root that does not exist (a mistyped path)."""
+
+
+def root_source(given: str | os.PathLike[str] | None) -> str:
+    """How a store root was chosen, for messages: given explicitly, ``$MMFEAT_STORE``, or the default."""
+    if given:
+        return "given with --store / store_root"
+    if os.environ.get("MMFEAT_STORE"):
+        return "from $MMFEAT_STORE"
+    return "the default: ./store in the working directory"
+
+
+def open_existing_store(given: str | os.PathLike[str] | None = None) -> "FeatureStore":
+    """The store at ``given`` (else :func:`default_store_root`) for a command that reads it.
+
+    Extraction and import create the root on first use; a read of a root that does not exist is a mistyped
+    path, never an empty store.
+
+    Args:
+        given: ``--store`` / ``store_root`` as the user gave it (None: ``$MMFEAT_STORE``, else ``./store``).
+
+    Returns:
+        The store.
+
+    Raises:
+        StoreRootMissing: the root does not exist (a local folder), or holds no object (``s3://``).
+    """
+    store = FeatureStore(given or default_store_root())
+    if not store.fs.root_exists():
+        what = "does not exist" if store.fs.is_local else "holds no object"
+        raise StoreRootMissing(
+            f"feature store {store.root} {what} ({root_source(given)}); pass the root extraction wrote to with "
+            f"--store PATH or $MMFEAT_STORE (the default is $MMFEAT_STORE, else ./store in the working directory), "
+            f"or build it with `mmfeat extract MANIFEST`")
+    return store
+
+
+def _not_published(dataset: str, feature_set: str, alias: str, version: str) -> StoreError:
+    """An alias names a version that is not (or no longer) published: never another version instead."""
+    return StoreError(f"{dataset}/{feature_set}: {alias!r} names version {version}, which is not published (removed "
+                      f"as damaged or dropped): re-run the extraction (or import) that made it to rebuild it, or "
+                      f"point {alias!r} at another version with `mmfeat store tag`")
 
 
 def run_key(featurizer_fp_hash: str, input_hashes: Iterable[tuple[str, str]]) -> str:
@@ -156,16 +204,26 @@ class FeatureStore:
         return self.fs.loc(f"{dataset}/{feature_set}")
 
     def datasets(self) -> list[str]:
-        return self.fs.list_dirs("")
+        """Datasets holding at least one feature set (see :meth:`feature_sets`)."""
+        names = self.fs.list_dirs("")
+        return names if not self.fs.is_local else [d for d in names if self.feature_sets(d)]
 
     def feature_sets(self, dataset: str) -> list[str]:
-        return self.fs.list_dirs(dataset)
+        """Feature sets of ``dataset`` holding a version, an unfinished run or aliases. A local folder with
+        none (the writer lock's folder of a feature set skipped before it wrote anything, e.g. for missing
+        weights) is not one; an object store has no empty folders."""
+        names = self.fs.list_dirs(dataset)
+        if not self.fs.is_local:
+            return names
+        return [n for n in names if any(v.startswith("v-") for v in self.fs.list_dirs(f"{dataset}/{n}"))
+                or self.fs.list_dirs(f"{dataset}/{n}/{STAGING}") or self.fs.exists(f"{dataset}/{n}/{ALIASES_NAME}")]
 
     def _manifest_or_none(self, dataset: str, feature_set: str, version: str) -> dict[str, Any] | None:
         try:
-            return json.loads(self.fs.read_text(f"{dataset}/{feature_set}/{version}/{MANIFEST_NAME}"))
+            text = self.fs.read_text(f"{dataset}/{feature_set}/{version}/{MANIFEST_NAME}")
         except FileNotFoundError:
             return None
+        return manifest_json(text, dataset, feature_set, version)
 
     def versions(self, dataset: str, feature_set: str) -> list[dict[str, Any]]:
         """Published versions' manifests, oldest first (a folder without ``_manifest.json`` is not one)."""
@@ -198,36 +256,36 @@ class FeatureStore:
         """
         if not self.has_version(dataset, feature_set, version):
             raise StoreError(f"cannot tag {dataset}/{feature_set}: version {version} is not published")
-        if not self.fs.is_local:
-            key = f"{dataset}/{feature_set}/{ALIASES_NAME}"
-            for attempt in range(20):
-                got = self.fs.read_with_etag(key)
-                aliases = {**(json.loads(got[0]) if got is not None else {}), alias: version}
-                body = json.dumps(aliases, indent=2, sort_keys=True).encode()
-                if (self.fs.create_exclusive(key, body) if got is None else self.fs.replace_if(key, body, got[1])):
-                    return
-                time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))  # another writer won: re-read, retry
-            raise StoreError(f"{dataset}/{feature_set}: {ALIASES_NAME} kept changing under 20 attempts to set "
-                             f"{alias!r}; try again")
-        with self.lock(dataset, feature_set):
-            aliases = {**self.aliases(dataset, feature_set), alias: version}
-            path = self.feature_dir(dataset, feature_set) / ALIASES_NAME
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(aliases, indent=2, sort_keys=True))
-            os.replace(tmp, path)
+        update_aliases(self, dataset, feature_set, {alias: version})
 
     def resolve(self, dataset: str, feature_set: str, ref: str = "latest") -> str:
-        """A version id from an id, an alias, or a unique id prefix."""
-        if feature_set not in self.feature_sets(dataset):
-            have = self.feature_sets(dataset)
-            raise StoreError(f"no feature set {dataset}/{feature_set} in {self.root} (it has: {have or 'nothing'})")
+        """A version id from an id, an alias, or a unique id prefix.
+
+        ``latest`` without an alias (a run killed between publishing its version and writing the alias
+        file) is the newest published version; the next publish or cache hit writes the alias again. An
+        alias that names a version no longer published is returned as is (:meth:`manifest` says so):
+        readers never silently switch to another version."""
+        have = self.feature_sets(dataset)
+        if feature_set not in have:
+            where = (f"in {self.root}" if self.fs.root_exists() else
+                     f"because the feature store {self.root} does not exist (a mistyped --store or $MMFEAT_STORE?)")
+            raise StoreError(f"no feature set {dataset}/{feature_set} {where} (it has: {have or 'nothing'})")
         aliases = self.aliases(dataset, feature_set)
         if ref in aliases:
             return aliases[ref]
+        if ref == "latest":
+            published = self.versions(dataset, feature_set)
+            if published:
+                log.info("%s/%s: no latest alias (a run stopped before writing it?); using the newest version %s",
+                         dataset, feature_set, published[-1]["version"])
+                return published[-1]["version"]
         matches = [n for n in self.fs.list_dirs(f"{dataset}/{feature_set}")
                    if n.startswith("v-") and n.startswith(ref) and self.has_version(dataset, feature_set, n)]
         if len(matches) == 1:
             return matches[0]
+        named_by = sorted(a for a, v in aliases.items() if v == ref)
+        if named_by and not matches:  # a version an alias names was removed (damaged, dropped)
+            raise _not_published(dataset, feature_set, named_by[0], ref)
         raise StoreError(
             f"{dataset}/{feature_set}: {ref!r} is {'ambiguous' if matches else 'not a version or alias'}; "
             f"aliases {sorted(aliases)}, versions {[m['version'] for m in self.versions(dataset, feature_set)]}"
@@ -241,16 +299,46 @@ class FeatureStore:
         v = self.resolve(dataset, feature_set, ref)
         m = self._manifest_or_none(dataset, feature_set, v)
         if m is None:
-            raise StoreError(f"{dataset}/{feature_set}: {ref!r} names version {v}, which is not published")
+            raise _not_published(dataset, feature_set, ref, v)
         return m
 
     def complete_version(self, dataset: str, feature_set: str, key: str) -> dict[str, Any] | None:
-        """The newest published version made by the request ``key`` with no retryable error rows
-        (a cache hit), else None."""
+        """The newest published, intact version made by the request ``key`` with no retryable error rows
+        (a cache hit), else None.
+
+        A cache hit verifies what it hits: every part is checked (local root: sha256 unless it matched
+        earlier in this process; object store: presence and size, no download). A damaged one is removed
+        under the writer lock (:func:`mmfeat.pipelines.store.recovery.remove_if_damaged`) and not a hit,
+        so the caller rebuilds it -- under the same id, since ids name rows."""
+        check = "memo" if self.fs.is_local else "stat"
         for m in reversed(self.versions(dataset, feature_set)):
             if m.get("run_key") == key and m.get("retryable_errors", 1) == 0:
-                return m
+                removed = remove_if_damaged(self, m, check)
+                if removed is None:
+                    return m
+                log.warning("%s was damaged (%s): removed it, so this run rebuilds it (same rows, same id)",
+                            removed, "; ".join(removed.problems))
         return None
+
+    # ------------------------------------------------------------------ damage and recovery
+    def damage(self, dataset: str, feature_set: str, ref: str = "latest", check: str = "memo") -> list[str]:
+        """What is wrong with a version's parts (``[]``: intact), e.g. ``["part-00000.parquet checksum
+        mismatch"]``; ``check`` as in :func:`mmfeat.pipelines.store.recovery.version_damage`."""
+        return version_damage(self, self.manifest(dataset, feature_set, ref), check)
+
+    def repair(self, dataset: str, feature_set: str, ref: str | None = None) -> tuple[list[str], list[Removed]]:
+        """Re-hash every version of a feature set (or ``ref``) and remove the damaged ones
+        (:func:`mmfeat.pipelines.store.recovery.repair`): (versions checked, what was removed)."""
+        from mmfeat.pipelines.store.recovery import repair
+
+        return repair(self, dataset, feature_set, ref)
+
+    def drop(self, dataset: str, feature_set: str, ref: str, *, force: bool = False) -> Dropped:
+        """Remove one version on purpose (:func:`mmfeat.pipelines.store.recovery.drop_version`): refused
+        when an alias names it unless ``force``."""
+        from mmfeat.pipelines.store.recovery import drop_version
+
+        return drop_version(self, dataset, feature_set, ref, force=force)
 
     # ------------------------------------------------------------------ writing
     def writer(self, dataset: str, feature_set: str, key: str, plan: dict[str, Any]) -> VersionWriter:
@@ -291,27 +379,27 @@ class FeatureStore:
             try:
                 digest, _ = self.fs.sha256(key)
             except FileNotFoundError:
-                raise StoreError(f"{where}: part {part['file']} is missing") from None
+                raise StoreError(f"{where}: part {part['file']} is missing; {rebuild_hint(where)}") from None
             if digest != part["sha256"]:
                 raise StoreError(f"{where}: part {part['file']} is corrupted (sha256 differs from "
-                                 f"_manifest.json); re-run the extraction to rebuild this version")
+                                 f"_manifest.json); {rebuild_hint(where)}")
 
     def _verified_paths(self, m: dict[str, Any]) -> list[str]:
         """The version's part paths for pyarrow (on :meth:`fs`'s arrow filesystem), each checked against its
         manifest sha256 (parts hashed on a few threads: hashlib releases the GIL, so a cold read costs
         about one part's hash per core)."""
         where = f"{m['dataset']}/{m['feature_set']}/{m['version']}"
-        checks = [(f"{where}/{part['file']}", part["sha256"]) for part in m["parts"]]
-        checks_left = [c for c in checks if not _VERIFIED.seen(self.fs, *c)]
+        checks = [(f"{where}/{part['file']}", part["sha256"], part.get("bytes")) for part in m["parts"]]
+        checks_left = [c for c in checks if not _VERIFIED.seen(self.fs, c[0], c[1])]
         if len(checks_left) > 1:
             from concurrent.futures import ThreadPoolExecutor
 
             with ThreadPoolExecutor(max_workers=min(len(checks), os.cpu_count() or 1)) as pool:
-                list(pool.map(lambda c: _VERIFIED.check(self.fs, c[0], c[1], where), checks_left))
+                list(pool.map(lambda c: _VERIFIED.check(self.fs, c[0], c[1], where, c[2]), checks_left))
         else:
-            for key, sha in checks_left:
-                _VERIFIED.check(self.fs, key, sha, where)
-        return [self.fs.arrow(key)[1] for key, _ in checks]
+            for key, sha, size in checks_left:
+                _VERIFIED.check(self.fs, key, sha, where, size)
+        return [self.fs.arrow(key)[1] for key, _, _ in checks]
 
     def version_part_tables(self, dataset: str, feature_set: str, ref: str = "latest", *,
                             columns: Sequence[str] | None = None, verify: bool = True) -> Iterator[pa.Table]:
@@ -322,7 +410,7 @@ class FeatureStore:
         for part in m["parts"]:
             key = f"{where}/{part['file']}"
             if verify:
-                _VERIFIED.check(self.fs, key, part["sha256"], where)
+                _VERIFIED.check(self.fs, key, part["sha256"], where, part.get("bytes"))
             filesystem, path = self.fs.arrow(key)
             yield pq.read_table(path, columns=list(columns) if columns else None, filesystem=filesystem)
 
@@ -480,54 +568,15 @@ class FeatureStore:
         return stored[idx.to_numpy(zero_copy_only=False).astype(np.int64)], [str(i) for i in item_ids], version
 
     # ------------------------------------------------------------------ reuse across versions
-    def _read_part_at(self, location: Any) -> pa.Table:
-        """Rows of a part given by location (a Path, or an s3:// location under this root)."""
-        key = None if self.fs.is_local else self.fs.key_of(str(location))
-        if key is None:
-            return pq.read_table(location)
-        filesystem, path = self.fs.arrow(key)
-        return pq.read_table(path, filesystem=filesystem)
-
     def reusable_rows(self, dataset: str, feature_set: str, fingerprint_hash: str,
                       needed: Iterable[str] | None = None, *,
                       extra_parts: Sequence[Any] = ()) -> dict[str, Any]:
-        """``source_sha256 -> value`` of ok rows made by the same featurizer, for the ``needed``
-        input hashes only (all when None).
+        """``source_sha256 -> value`` of ok rows made by the same featurizer, for the ``needed`` input hashes
+        only (all when None): staged parts first, then published versions newest first (damaged ones skipped);
+        see :func:`mmfeat.pipelines.store.reuse.reusable_rows`."""
+        from mmfeat.pipelines.store.reuse import reusable_rows
 
-        Looks in ``extra_parts`` first (a resumed run's staged parts: :meth:`VersionWriter.staged_parts`),
-        then in published versions newest first, filtering each by the still-needed hashes in Arrow
-        (``pc.is_in``) and stopping once every needed hash is found: a re-run reads only what it reuses.
-        """
-        want = None if needed is None else pa.array(sorted(set(needed)), pa.string())
-        out: dict[str, Any] = {}
-
-        def take(table: pa.Table) -> None:
-            nonlocal want
-            mask = pc.equal(table.column("status"), "ok")
-            if want is not None:
-                mask = pc.and_(mask, pc.is_in(table.column("source_sha256"), value_set=want))
-            t = table.filter(mask)
-            if not t.num_rows:
-                return
-            srcs = t.column("source_sha256").to_pylist()
-            if "embedding" in t.column_names:
-                vals: Any = embedding_matrix(t.column("embedding"), t.schema.field("embedding"))
-            else:
-                vals = t.column("text").to_pylist()
-            for s, v in zip(srcs, vals):
-                out.setdefault(s, v)
-            if want is not None:
-                want = pc.filter(want, pc.invert(pc.is_in(want, value_set=pa.array(list(out), pa.string()))))
-
-        for part in extra_parts:
-            take(self._read_part_at(part))
-        for m in reversed(self.versions(dataset, feature_set)):
-            if want is not None and len(want) == 0:
-                break
-            if m.get("featurizer", {}).get("fingerprint_hash") != fingerprint_hash:
-                continue
-            take(self.read_table(dataset, feature_set, m["version"], raw=True))
-        return out
+        return reusable_rows(self, dataset, feature_set, fingerprint_hash, needed, extra_parts=extra_parts)
 
     # ------------------------------------------------------------------ housekeeping
     def staged(self) -> list[Any]:

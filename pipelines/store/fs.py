@@ -124,6 +124,10 @@ class LocalFS:
     def exists(self, key: str) -> bool:
         return self.path(key).exists()
 
+    def root_exists(self) -> bool:
+        """Whether the root folder exists (a store that was never written has none)."""
+        return self.root.is_dir()
+
     def read_bytes(self, key: str) -> bytes:
         return self.path(key).read_bytes()
 
@@ -299,6 +303,20 @@ class S3FS:
 
     def exists(self, key: str) -> bool:
         return self.stat(key) is not None
+
+    def root_exists(self) -> bool:
+        """Whether any object lies under the root prefix (an object store has no empty folders); False for a
+        bucket that does not exist."""
+        from botocore.exceptions import ClientError
+
+        base = f"{self.prefix}/" if self.prefix else ""
+        try:
+            r = self.client().list_objects_v2(Bucket=self.bucket, Prefix=base, MaxKeys=1)
+        except ClientError as exc:
+            if self._code(exc) in ("NoSuchBucket", "404"):
+                return False
+            raise
+        return int(r.get("KeyCount", 0)) > 0
 
     def read_bytes(self, key: str) -> bytes:
         from botocore.exceptions import ClientError

@@ -18,6 +18,11 @@ vectors and a file whose every row is bad are errors. A row with NaN/inf values 
 vector) is kept as an **error row** (``status="error"``, ``stage="import"``, reason given), as
 extraction does with an item that failed: readers treat it as missing, and exports fill it by
 their explicit policy. Importing the same file twice is a cache hit (same version id).
+
+An import becomes ``latest``, which training and exports read: one whose layout differs from the feature
+set's current ``latest`` (output kind, dim, dtype, or what made it: an extracted ``text_embedding`` set
+is not an imported one) is refused unless ``replace=True`` (``--replace``), so nothing silently switches
+to other vectors (:func:`layout_difference`).
 """
 
 from __future__ import annotations
@@ -140,22 +145,68 @@ def _row_hashes(mat: np.ndarray, errors: Sequence[str | None]) -> list[str | Non
             for k, e in enumerate(errors)]
 
 
+# ---------------------------------------------------------------------------- layout of the feature set
+def current_latest(store: FeatureStore, dataset: str, feature_set: str) -> dict[str, Any] | None:
+    """The manifest readers of ``latest`` get now (None: the feature set has no version yet). When the
+    alias names a version no longer published, the newest published one (what it is compared with)."""
+    if feature_set not in store.feature_sets(dataset):
+        return None
+    try:
+        return store.manifest(dataset, feature_set, "latest")
+    except StoreError:
+        published = store.versions(dataset, feature_set)
+        return published[-1] if published else None
+
+
+def layout_difference(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
+    """What differs between two versions' layouts (manifests, or an import's ``output`` + ``featurizer``):
+    ``["dim 384 -> 128", "kind text_embedding -> imported"]``; ``[]`` when readers would not notice."""
+    if old is None:
+        return []
+    fields = (("output", lambda m: m.get("output", {}).get("kind")), ("dim", lambda m: m.get("output", {}).get("dim")),
+              ("dtype", lambda m: m.get("output", {}).get("dtype")),
+              ("kind", lambda m: m.get("featurizer", {}).get("kind")))
+    return [f"{name} {get(old)} -> {get(new)}" for name, get in fields if get(old) != get(new)]
+
+
+def _check_layout(store: FeatureStore, dataset: str, feature_set: str, new: dict[str, Any], replace: bool) -> None:
+    """Refuse an import that would change what ``latest`` holds, unless ``replace``."""
+    old = current_latest(store, dataset, feature_set)
+    diff = layout_difference(old, new)
+    if not diff:
+        return
+    assert old is not None
+    if not replace:
+        raise FeatureImportError(
+            f"{dataset}/{feature_set}: the import differs from its latest version {old['version']} "
+            f"({', '.join(diff)}); it would become latest and training and exports would silently switch to it. "
+            f"Import under a new feature-set name, or pass --replace (replace=True) to make it latest anyway")
+    log.warning("%s/%s: replacing latest %s with an import that differs (%s)", dataset, feature_set,
+                old["version"], ", ".join(diff))
+
+
 # ---------------------------------------------------------------------------- writing
 def _publish_rows(store: FeatureStore, dataset: str, feature_set: str, table: pa.Table,
-                  manifest_extra: dict[str, Any], aliases: Sequence[str] = ("latest",)) -> str:
+                  manifest_extra: dict[str, Any], aliases: Sequence[str] = ("latest",), *,
+                  replace: bool = False) -> str:
     """The one place imports write to the store: rows -> a published version.
 
     ``manifest_extra`` holds ``output``, ``featurizer`` (with ``fingerprint_hash``), ``input`` and
     ``lineage``. The request key is the fingerprint plus every (item_id, row hash / error); a
     published version with that key is a cache hit (import rows have no retryable errors). The
-    store names the version by its content at publish. Held under the feature set's lock, as a run.
+    store names the version by its content at publish. Held under the feature set's lock, as a run;
+    a layout that differs from ``latest`` is refused unless ``replace`` (:func:`_check_layout`).
     """
     fp_hash = manifest_extra["featurizer"]["fingerprint_hash"]
     ids = table.column("item_id").to_pylist()
     keyed = [(i, h if h is not None else "error:" + (e or ""))
              for i, h, e in zip(ids, table.column("source_sha256").to_pylist(), table.column("error").to_pylist())]
     key = run_key(fp_hash, keyed)
+    if feature_set in store.feature_sets(dataset):  # checked first: a refused import leaves no folder behind
+        _check_layout(store, dataset, feature_set, manifest_extra, replace)
     with store.lock(dataset, feature_set):
+        if "latest" in aliases:
+            _check_layout(store, dataset, feature_set, manifest_extra, replace)  # again: another writer may have won
         done = store.complete_version(dataset, feature_set, key)
         if done is not None:
             for alias in aliases:
@@ -171,7 +222,7 @@ def _publish_rows(store: FeatureStore, dataset: str, feature_set: str, table: pa
 
 def import_features(store: FeatureStore, dataset: str, feature_set: str, path: str | Path, *,
                     ids: str | Path | None = None, id_column: str = "item_id",
-                    vector_column: str = "embedding", tag: str | None = None) -> str:
+                    vector_column: str = "embedding", tag: str | None = None, replace: bool = False) -> str:
     """Bring an existing feature file into the store as a version whose lineage says ``imported``.
 
     Args:
@@ -184,13 +235,16 @@ def import_features(store: FeatureStore, dataset: str, feature_set: str, path: s
             (default ``asin``; ``"itemID"`` gives ``"0".."n-1"``).
         vector_column: Parquet vector column.
         tag: an alias to point at the version, besides ``latest``.
+        replace: accept a layout (output kind, dim, dtype, producer kind) that differs from the feature
+            set's ``latest`` (it becomes ``latest``; a warning names the difference).
 
     Returns:
         The version id.
 
     Raises:
         FeatureImportError: unreadable or non-2-D data, ids that do not match the rows, duplicate
-            or empty ids, ragged vectors, or no usable row at all.
+            or empty ids, ragged vectors, no usable row at all, or a layout that differs from the feature
+            set's ``latest`` without ``replace``.
 
     Example:
         >>> import_features(store, "baby", "image_mmrec", "data/baby/image_feat.npy",
@@ -230,4 +284,4 @@ def import_features(store: FeatureStore, dataset: str, feature_set: str, path: s
                             "fingerprint_hash": fingerprint_hash(fingerprint)},
              "input": {"imported": str(path.resolve())}, "lineage": lineage}
     aliases = ("latest",) + ((tag,) if tag and tag != "latest" else ())
-    return _publish_rows(store, dataset, feature_set, table, extra, aliases)
+    return _publish_rows(store, dataset, feature_set, table, extra, aliases, replace=replace)

@@ -225,7 +225,8 @@ class VersionWriter:
             digest.update(table)
             counts = count_errors([table])
             totals = [a + b for a, b in zip(totals, counts)]
-            meta_parts.append({"file": p.name, "rows": counts[0], "errors": counts[1], "sha256": file_sha256(p)})
+            meta_parts.append({"file": p.name, "rows": counts[0], "errors": counts[1], "sha256": file_sha256(p),
+                               "bytes": p.stat().st_size})
         version = content_version_id(identity, digest.hexdigest())
         full = self._describe(manifest, version, digest.hexdigest(), meta_parts, tuple(totals))  # type: ignore[arg-type]
         with self.store.lock(self.dataset, self.feature_set):
@@ -234,8 +235,8 @@ class VersionWriter:
             tmp.write_text(json.dumps(full, indent=2, sort_keys=True, default=str))
             os.replace(tmp, self.dir / MANIFEST_NAME)
             final = self.store.feature_dir(self.dataset, self.feature_set) / version
-            if final.exists():  # the same rows were published before: versions are immutable
-                shutil.rmtree(self.dir)
+            if final.exists() and not self._replaces_damaged(version):
+                shutil.rmtree(self.dir)  # the same rows were published before: versions are immutable
             else:
                 os.replace(self.dir, final)
             for alias in aliases:
@@ -265,7 +266,7 @@ class VersionWriter:
                 totals = [a + b for a, b in zip(totals, counts)]
                 name = k.rsplit("/", 1)[-1]
                 meta_parts.append({"file": f"{attempt}/{name}", "rows": counts[0], "errors": counts[1],
-                                   "sha256": hashlib.sha256(data).hexdigest()})
+                                   "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)})
                 spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
                 spooled.append((name, spool))
                 spool.write(data)
@@ -276,6 +277,8 @@ class VersionWriter:
             vprefix = f"{self.dataset}/{self.feature_set}/{version}"
             with self.store.lock(self.dataset, self.feature_set):
                 existing = self.store._manifest_or_none(self.dataset, self.feature_set, version)
+                if existing is not None and self._replaces_damaged(version):
+                    existing = None
                 if existing is None:
                     for name, spool in spooled:
                         spool.seek(0)
@@ -299,6 +302,27 @@ class VersionWriter:
             for _, spool in spooled:
                 spool.close()
         return fs.loc(vprefix)
+
+    def _replaces_damaged(self, version: str) -> bool:
+        """Called under the writer lock when ``version`` is already there: True if it is damaged (or a folder
+        without a manifest) and was removed, so this publish puts the rebuilt rows in its place; False if it
+        is intact (the same rows were published before: versions are immutable)."""
+        from mmfeat.pipelines.store.recovery import remove_if_damaged, remove_version
+
+        try:
+            m = self.store._manifest_or_none(self.dataset, self.feature_set, version)
+        except StoreError:
+            m, why = None, "_manifest.json unreadable"
+        else:
+            why = "no _manifest.json"
+        if m is None:  # a local folder without a readable _manifest.json is no version: it makes way
+            remove_version(self.store, self.dataset, self.feature_set, version, (why,))
+            return True
+        removed = remove_if_damaged(self.store, m, "memo" if self.fs.is_local else "stat")
+        if removed is not None:
+            log.warning("%s was damaged (%s): replacing it with the rows just computed (same id)", removed,
+                        "; ".join(removed.problems))
+        return removed is not None
 
     def _staging_vanished(self, aliases: Sequence[str], what: str) -> Any:
         """Staged parts disappeared under this publish: another run of the same request published and

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from mmfeat.pipelines.manifest import Manifest, ManifestError, load_manifest
-from mmfeat.pipelines.store.feature_store import FeatureStore, StoreError, default_store_root
+from mmfeat.pipelines.store.feature_store import (FeatureStore, StoreError, default_store_root,
+                                                  open_existing_store)
 
 #: default of both seeds (split and training): the single ``seed`` option's default before they were split
 DEFAULT_SEED = 2024
@@ -256,8 +257,9 @@ def validate_train_request(
         m = load_manifest(manifest, data_root=data_root)
     except ManifestError as exc:
         raise TrainRequestError(_one_line(exc)) from None
-    store = FeatureStore(store_root or default_store_root())
     extra = [a for a in ([versus] if isinstance(versus, dict) else list(versus or [])) if isinstance(a, dict)]
+    # features to read: a store root that does not exist is a mistyped path, not a store to extract into
+    store = open_existing_store(store_root) if features or extra else FeatureStore(store_root or default_store_root())
     kinds = getattr(get_model_class(model), "feature_kinds", {})
     for flag, refs in (("--feature", features), *(("--versus", a) for a in extra)):
         for role, ref in refs.items():

