@@ -19,7 +19,7 @@ runtimes are built directly on the maintained libraries that do install:
   read outlier-heavy activations (the attention output and the FFN down projection, named
   ``.../output/dense``): quantizing those too dropped the minimum cosine to fp32 from 0.991 to
   0.985 on a 2,000-text sample of the benchmark's MovieLens texts (fp32 vs int8 in
-  bench/RESULTS_text_runtimes.md: min 0.991 over all 10,000). OpenVINO int8 reads that same
+  bench/features/RESULTS_text_runtimes.md: min 0.991 over all 10,000). OpenVINO int8 reads that same
   int8 ONNX file (``nncf`` is not installed, so there is no OpenVINO-native int8 here). Dynamic
   quantization scales activations per batch tensor, so an int8 vector depends slightly on which
   texts share its batch (cosine >= 0.96 between one text embedded alone and inside a batch of 32):

@@ -118,7 +118,7 @@ def tiny_clip(seed: int = 0, *, image_size: int = 32, patch_size: int = 8, visio
         and centre-cropping to ``image_size``, and a ``CLIPTokenizer`` over the 256 byte-level
         characters (no merges), so any text tokenizes.
 
-    The defaults give a tiny model for tests; ``bench/bench_image_embedding.py`` asks for ViT-sized
+    The defaults give a tiny model for tests; ``bench/features/bench_image_embedding.py`` asks for ViT-sized
     vision towers (the text tower stays tiny: image embeddings do not use it).
     """
     import torch

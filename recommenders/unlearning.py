@@ -48,7 +48,7 @@ Reference:
     Code: MachineUnlearn/MMRecUN (MMRec-based). Not retrievable from this workspace (no snapshot, and the
     paper's method section could not be read here): the defaults of :class:`UnlearnConfig` (weights 1/1 over
     pairs, 3 epochs, the model's own learning rate / batch size / optimizer) are ours, chosen on ML-100K
-    (bench/RESULTS_unlearning.md), not read from the reference.
+    (bench/graph/RESULTS_unlearning.md), not read from the reference.
 """
 from __future__ import annotations
 

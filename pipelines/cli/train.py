@@ -1,9 +1,10 @@
 """``mmfeat train`` (the train-recommender flow, run locally) and ``mmfeat compare``.
 
 Everything a training run needs is checked before Prefect is imported or any data is loaded:
-the option values here (``ROLE=FEATURE_SET[@ref]``, ``KEY=VALUE``), then the request as a whole
-by :func:`mmfeat.pipelines.flows.train_flow.validate_train_request` (model name, feature roles, store versions,
-``--versus``, hyper-parameter names), so a typo is one line, not a failed flow run.
+the option values here (``ROLE=FEATURE_SET[@ref]``, ``KEY=VALUE``), the model name (against a static
+list, :mod:`mmfeat.pipelines.cli.names`) and the manifest before torch is imported, then the request
+as a whole by :func:`mmfeat.pipelines.training.run.validate_train_request` (feature roles, store
+versions, ``--versus``, hyper-parameter names), so a typo is one line, not a failed flow run.
 """
 
 from __future__ import annotations
@@ -14,20 +15,12 @@ from typing import Any
 
 from mmfeat.pipelines.cli.args import parse_feature_refs, parse_grid, parse_settings
 from mmfeat.pipelines.cli.errors import UsageError
-from mmfeat.pipelines.cli.names import check_model_name
-
-MODEL_HELP_FALLBACK = "models: see recommenders/models/ (the registry could not be loaded: {exc})"
+from mmfeat.pipelines.cli.names import MODEL_NAMES, check_model_name
 
 
 def models_epilog() -> str:
-    """The ``train --help`` epilog: the registered models (importing them loads torch, hence lazily)."""
-    try:
-        from mmfeat.recommenders.models import model_names
-
-        names = model_names()
-    except Exception as exc:  # noqa: BLE001 - help must print even if a model module is broken
-        return MODEL_HELP_FALLBACK.format(exc=exc)
-    return ("models: " + ", ".join(names) + "\n\nexamples:\n"
+    """The ``train --help`` epilog: the registered models (the static copy: help imports no torch)."""
+    return ("models: " + ", ".join(MODEL_NAMES) + "\n\nexamples:\n"
             "  mmfeat train movielens-100k --model FREEDOM --feature text=text_minilm --min-rating 4 --k-core 5\n"
             "  mmfeat train movielens-100k --model FREEDOM --feature text=text_minilm --versus text=text_mpnet\n"
             "  mmfeat train movielens-100k --model FREEDOM --feature text=text_minilm --grid learning_rate=0.001,0.0001\n"

@@ -22,7 +22,6 @@ The life of a feature set (under the feature set's writer lock, see :class:`Feat
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -36,7 +35,8 @@ from mmfeat.featurizers.fingerprinting import code_fingerprint
 from mmfeat.pipelines.manifest import FeatureSetSpec, Manifest
 from mmfeat.pipelines.engine.featurizer_choice import build_featurizer_for, fallback_spec  # noqa: F401  (re-exported)
 from mmfeat.pipelines.engine.plan import PlannedInputs, plan_inputs, request_key, work_key  # noqa: F401  (plan_inputs re-exported)
-from mmfeat.pipelines.engine.progress import ProgressFactory, progress_factory
+from mmfeat.pipelines.engine.progress import ProgressFactory, progress_factory, track  # noqa: F401  (track re-exported)
+from mmfeat.pipelines.engine.reuse import featurizer_record, find_equal_work, publish_reused, staged_featurizer
 from mmfeat.pipelines.engine.shards import ShardWork
 from mmfeat.pipelines.store.feature_store import FeatureStore, VersionWriter, row_schema, run_key
 
@@ -48,7 +48,7 @@ ShardProgress = Callable[[int, int], None]
 #: A sub-batch is this many of the featurizer's own batches (its ``batch_size``), at least
 #: ``MIN_SUB_BATCH`` items: small enough for progress every few seconds inside a long shard, large
 #: enough that the featurizer's own batching (length sorting, padding) is unchanged in effect
-#: (bench/bench_foundation.py --parts text: same items/s as one call per shard).
+#: (bench/features/bench_foundation.py --parts text: same items/s as one call per shard).
 SUB_BATCH_FACTOR = 4
 MIN_SUB_BATCH = 32
 DEFAULT_SUB_BATCH = 256
@@ -93,7 +93,11 @@ class FeatureSetReport:
 def full_fingerprint(featurizer: Featurizer) -> dict[str, Any]:
     """The featurizer's own fingerprint plus its code and library versions
     (:func:`mmfeat.featurizers.fingerprinting.code_fingerprint`). A wrapper that only observes calls
-    (counting, timing) names the class whose code computes the values as ``code_owner``."""
+    (counting, timing) names the class whose code computes the values as ``code_owner``; a staged run's
+    stand-in (:class:`~mmfeat.pipelines.engine.reuse.StagedFeaturizer`) gives the one it recorded."""
+    recorded = getattr(featurizer, "recorded_fingerprint", None)
+    if recorded is not None:
+        return dict(recorded)
     owner = getattr(featurizer, "code_owner", None) or type(featurizer)
     return {**featurizer.fingerprint(), "code": code_fingerprint(owner)}
 
@@ -124,8 +128,10 @@ class FeatureSetJob:
         key: str | None = None,
         sub_batch: int | None = None,
         on_progress: ShardProgress | None = None,
+        work: str | None = None,
     ) -> None:
         self.store, self.dataset, self.spec, self.featurizer, self.planned = store, dataset, spec, featurizer, planned
+        self.work = work  # the work key (plan.work_key), recorded so other feature sets can reuse the rows
         self.shard_size = shard_size
         self.sub_batch = sub_batch or sub_batch_size(featurizer)
         self.on_progress = on_progress  # (shard index, rows of that shard done): after every sub-batch
@@ -158,7 +164,9 @@ class FeatureSetJob:
             return None
         if self._writer is None:
             self._writer = self.store.writer(self.dataset, self.spec.name, self.key, {
-                "shard_size": self.shard_size, "items": len(self.planned.item_ids), "fingerprint": self.fp_hash})
+                "shard_size": self.shard_size, "items": len(self.planned.item_ids), "fingerprint": self.fp_hash,
+                # publishing a fully staged run needs no featurizer (reuse.staged_featurizer)
+                "featurizer": featurizer_record(self.featurizer, self.fingerprint)})
         return self._writer
 
     def pending_shards(self) -> list[int]:
@@ -276,6 +284,7 @@ class FeatureSetJob:
                 "input": self.spec.input.model_dump(by_alias=True, exclude_none=True),
                 "lineage": {**self.lineage, "parents": self.planned.parents},
                 "shard_size": self.shard_size,
+                **({"work_key": self.work} if self.work else {}),
             },
             aliases=aliases,
         )
@@ -347,24 +356,6 @@ def _run_in_process(job: FeatureSetJob, pending: list[int]) -> None:
         job.compute_shard(i)
 
 
-@contextlib.contextmanager
-def track(job: FeatureSetJob, progress: ProgressFactory | None) -> Iterator[None]:
-    """While the block runs, the job's sub-batch reports feed a progress bar or log lines
-    (nothing when ``progress`` is None); the last report says whether the block failed."""
-    if progress is None:
-        yield
-        return
-    tracker = progress(job.spec.name, len(job.planned.item_ids), job.done_rows())
-    job.on_progress = tracker.shard
-    ok = False
-    try:
-        yield
-        ok = True
-    finally:
-        job.on_progress = None
-        tracker.close(ok)
-
-
 def run_feature_set(
     store: FeatureStore,
     manifest: Manifest,
@@ -426,12 +417,18 @@ def run_feature_set(
                 note = "" if candidate is spec else f"fallback {candidate.kind} (primary weights unavailable)"
                 return cached_report(store, dataset, spec, hit, planned.parents, aliases, note)
             break
+        else:
+            candidate = None  # weights for neither: build_featurizer_for below raises why
+        if candidate is not None and key:
+            done = _done_without_featurizer(store, manifest, spec, candidate, planned, key, lineage, aliases)
+            if done is not None:
+                return done
         log.info("%s: loading the %s featurizer (%s)", spec.name, spec.kind,
                  spec.params.get("backbone") or "default backbone")
         featurizer, effective, note = build_featurizer_for(spec)
         planned = plan_inputs(items, effective, **plan)
         job = FeatureSetJob(store, dataset, effective, featurizer, planned, shard_size=manifest.shard_size,
-                            lineage=lineage, key=request_key(effective, planned))
+                            lineage=lineage, key=request_key(effective, planned), work=work_key(effective, planned))
         pending = job.pending_shards()
         if not job.cache_hit and len(pending) < len(job.shards):
             log.info("%s: resuming run %s, %d of %d shards left", spec.name, job.key, len(pending), len(job.shards))
@@ -440,6 +437,47 @@ def run_feature_set(
         report = job.finish(manifest.failure_threshold, aliases=aliases)
         report.note = note
         return report
+
+
+def _done_without_featurizer(store: FeatureStore, manifest: Manifest, spec: FeatureSetSpec,
+                             candidate: FeatureSetSpec, planned: PlannedInputs, key: str,
+                             lineage: dict[str, Any] | None, aliases: Sequence[str]) -> FeatureSetReport | None:
+    """The report of work found done elsewhere, before any model loads (the caller holds the lock), or None.
+
+    First another feature set's published version of the same work (:func:`~mmfeat.pipelines.engine.reuse.
+    find_equal_work`): its rows become this feature set's version. Then a staged run of this request with
+    every shard done: it is published with the featurizer it recorded. ``candidate`` is the spec that would
+    run (``spec`` or its fallback), ``key`` its request key.
+    """
+    from mmfeat.pipelines.store.verify import StoreError
+
+    dataset = manifest.store_dataset
+    fallback = "" if candidate is spec else f"fallback {candidate.kind} (primary weights unavailable); "
+    work = work_key(candidate, planned)
+    source = find_equal_work(store, dataset, work) if work else None
+    if source is not None:
+        try:
+            m = publish_reused(store, dataset, candidate, source, key=key, work=work, parents=planned.parents,
+                               lineage=lineage, aliases=aliases)
+        except StoreError as exc:  # a damaged source: compute instead, and say so
+            log.warning("%s: cannot reuse the rows of %s/%s (%s); computing them", spec.name,
+                        source["feature_set"], source["version"], exc)
+        else:
+            note = f"{fallback}rows reused from {source['feature_set']}/{source['version']} (same featurizer and inputs)"
+            report = cached_report(store, dataset, spec, m, planned.parents, (), note)
+            report.cache_hit, report.reused = False, m["rows"] - m["errors"]
+            return report
+    staged = staged_featurizer(store, dataset, spec.name, key)
+    if staged is None:
+        return None
+    job = FeatureSetJob(store, dataset, candidate, staged, planned, shard_size=manifest.shard_size,
+                        lineage=lineage, key=key, work=work)
+    if job.cache_hit or job.pending_shards():
+        return None
+    log.info("%s: every shard of run %s is staged; publishing it without loading the featurizer", spec.name, key)
+    report = job.finish(manifest.failure_threshold, aliases=aliases)
+    report.note = fallback.rstrip("; ")
+    return report
 
 
 def load_items(manifest: Manifest) -> tuple[pa.Table, pa.Table, str]:

@@ -210,6 +210,24 @@ def progress_factory(mode: ProgressMode, logger: logging.Logger | logging.Logger
     return make
 
 
+@contextlib.contextmanager
+def track(job: "FeatureSetJob", progress: ProgressFactory | None) -> Iterator[None]:  # noqa: F821
+    """While the block runs, the job's sub-batch reports feed a progress bar or log lines
+    (nothing when ``progress`` is None); the last report says whether the block failed."""
+    if progress is None:
+        yield
+        return
+    tracker = progress(job.spec.name, len(job.planned.item_ids), job.done_rows())
+    job.on_progress = tracker.shard
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        job.on_progress = None
+        tracker.close(ok)
+
+
 class _Forward(logging.Handler):
     """Re-logs a record on another logger (a Prefect run logger), keeping level and message."""
 

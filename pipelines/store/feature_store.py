@@ -9,7 +9,7 @@ Layout (the root is a local folder or an object-store URI, ``s3://bucket/prefix`
     <root>/<dataset>/<feature_set>/_staging/<run key>/    parts of an unfinished run (resume from here)
     <root>/<dataset>/<feature_set>/.lock                  held by the one run writing this feature set (local)
 
-Promises (the README's store section states them for users):
+Promises (docs/store.md states them for users):
 
 - **A version id identifies its content**: ``v-`` + hash(featurizer fingerprint hash, digest of
   every row: ids, values, statuses, errors, input hashes). Two versions with different rows never
@@ -69,6 +69,12 @@ from mmfeat.pipelines.store.fs import ObjectPath, is_uri, open_fs  # noqa: F401 
 from mmfeat.pipelines.store.housekeeping import OrphanAttempt, StagedRun, orphan_attempts, staged_runs  # noqa: F401
 from mmfeat.pipelines.store.lock import LOCK_NAME, feature_set_lock  # noqa: F401
 from mmfeat.pipelines.store.recovery import Dropped, Removed, manifest_json, remove_if_damaged, version_damage
+from mmfeat.pipelines.store.roots import (  # noqa: F401  (re-exported)
+    StoreRootMissing,
+    default_store_root,
+    open_existing_store,
+    root_source,
+)
 from mmfeat.pipelines.store.verify import StoreError, file_sha256, rebuild_hint  # noqa: F401  (re-exported)
 from mmfeat.pipelines.store.verify import VerifiedParts as _VerifiedParts
 from mmfeat.pipelines.store.writer import (  # noqa: F401  (re-exported)
@@ -84,53 +90,6 @@ from mmfeat.pipelines.store.writer import (  # noqa: F401  (re-exported)
 
 log = logging.getLogger("mmfeat.store")
 
-
-
-def default_store_root() -> Path | str:
-    """``$MMFEAT_STORE`` (a folder or an ``s3://`` URI, kept as a string), else ``store/`` in the working
-    directory (never the install location)."""
-    root = os.environ.get("MMFEAT_STORE")
-    if root and is_uri(root):
-        return root
-    return Path(root or Path.cwd() / "store")
-
-
-class StoreRootMissing(StoreError):
-    """A command that reads the store was pointed at a root that does not exist (a mistyped path)."""
-
-
-def root_source(given: str | os.PathLike[str] | None) -> str:
-    """How a store root was chosen, for messages: given explicitly, ``$MMFEAT_STORE``, or the default."""
-    if given:
-        return "given with --store / store_root"
-    if os.environ.get("MMFEAT_STORE"):
-        return "from $MMFEAT_STORE"
-    return "the default: ./store in the working directory"
-
-
-def open_existing_store(given: str | os.PathLike[str] | None = None) -> "FeatureStore":
-    """The store at ``given`` (else :func:`default_store_root`) for a command that reads it.
-
-    Extraction and import create the root on first use; a read of a root that does not exist is a mistyped
-    path, never an empty store.
-
-    Args:
-        given: ``--store`` / ``store_root`` as the user gave it (None: ``$MMFEAT_STORE``, else ``./store``).
-
-    Returns:
-        The store.
-
-    Raises:
-        StoreRootMissing: the root does not exist (a local folder), or holds no object (``s3://``).
-    """
-    store = FeatureStore(given or default_store_root())
-    if not store.fs.root_exists():
-        what = "does not exist" if store.fs.is_local else "holds no object"
-        raise StoreRootMissing(
-            f"feature store {store.root} {what} ({root_source(given)}); pass the root extraction wrote to with "
-            f"--store PATH or $MMFEAT_STORE (the default is $MMFEAT_STORE, else ./store in the working directory), "
-            f"or build it with `mmfeat extract MANIFEST`")
-    return store
 
 
 def _not_published(dataset: str, feature_set: str, alias: str, version: str) -> StoreError:

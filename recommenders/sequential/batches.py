@@ -10,7 +10,7 @@ target). Three ways to cover a user's train targets (positions 1 .. n-3 of its s
   encoders see only the past, so position j's output depends on inputs 0..j alone). A target sees at
   least ``max_len - stride`` items of history (RecBole: ``max_len``) and sits in the window's last
   ``stride`` positions: ``stride = max_len`` (non-overlapping windows) is the fastest, ``stride = 1`` is
-  exactly ``prefix``; the trade-off is measured in ``bench/recbole_seq_parity.py``.
+  exactly ``prefix``; the trade-off is measured in ``bench/sequential/recbole_seq_parity.py``.
 * ``prefix`` (default): RecBole's data augmentation: one sample per train target, whose input is the last
   ``max_len`` items before it and whose only target is at the last input position. The samples whose
   history is not truncated (a user's first ``max_len`` targets) are one causal window predicting at
