@@ -1,6 +1,6 @@
 """A CTR set (:class:`~.data.CTRData`) from a source's interactions and an item embedding, vectorised.
 
-Rules (the README's "CTR" section documents them for users):
+Rules (docs/recommenders.md documents them for users):
 
 - **Events** are the source's interactions in each user's time order (timestamp, then source row: ties
   keep their order, as the leave-one-out split does). ``item_seq`` of a row is the user's events before
