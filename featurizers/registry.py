@@ -175,6 +175,25 @@ def _find_model_root(folder: Path) -> Path:
     return hits[0].parent
 
 
+def weights_env_key(name: str) -> str:
+    """``$MMFEAT_WEIGHTS_<NAME>``: the variable that may point a backbone ``name`` at a local folder."""
+    return "MMFEAT_WEIGHTS_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
+
+
+def hub_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` forbids downloads (``1``, ``true``, ``yes`` or ``on``, as huggingface_hub reads it)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def in_hub_cache(hub_id: str) -> bool:
+    """Whether the Hugging Face cache holds a snapshot of ``hub_id`` (what ``snapshot_download(...,
+    local_files_only=True)`` finds), checked on disk without importing transformers."""
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    snapshots = Path(HF_HUB_CACHE) / ("models--" + hub_id.replace("/", "--")) / "snapshots"
+    return snapshots.is_dir() and any(snapshots.iterdir())
+
+
 def hub_locator(name: str, hub_id: str, hint: str = "") -> Callable[[], Path]:
     """Locate hub weights without downloading when possible.
 
@@ -182,7 +201,7 @@ def hub_locator(name: str, hub_id: str, hint: str = "") -> Callable[[], Path]:
     (skipped when ``HF_HUB_OFFLINE`` is set). ``hint`` is appended to the error (e.g. which feature
     set can be marked optional).
     """
-    env_key = "MMFEAT_WEIGHTS_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
+    env_key = weights_env_key(name)
 
     def locate() -> Path:
         env = os.environ.get(env_key)
@@ -194,7 +213,7 @@ def hub_locator(name: str, hub_id: str, hint: str = "") -> Callable[[], Path]:
             return Path(snapshot_download(hub_id, local_files_only=True))
         except Exception as cached_exc:
             exc: Exception = cached_exc
-        if not os.environ.get("HF_HUB_OFFLINE"):
+        if not hub_offline():
             try:
                 return Path(snapshot_download(hub_id))
             except Exception as net_exc:
@@ -258,13 +277,63 @@ def resolve_backbone(name_or_path: str, family: str | None = None) -> tuple[Path
     if path.is_dir():
         spec = BackboneSpec(path.name, family or "local", str(path.resolve()), lambda: path, f"local folder {path}")
         return path, spec
-    if "/" in name_or_path and not name_or_path.startswith((".", "/")):
+    if _is_hub_id(name_or_path):
         spec = BackboneSpec(name_or_path, family or "hub", name_or_path, hub_locator(name_or_path, name_or_path), "hub")
         return spec.locate(), spec
-    known = ", ".join(sorted(BACKBONES))
-    raise WeightsUnavailable(
-        f"unknown backbone {name_or_path!r}: use a registered name ({known}), a local folder, or a hub id"
-    )
+    raise WeightsUnavailable(_unknown_backbone(name_or_path))
+
+
+_BACKBONE_FORMS = "a backbone is a registered name, a local folder ./path or /path, or a hub id org/name"
+
+
+def _is_path_like(name: str) -> bool:
+    return name.startswith((".", "/", "~"))
+
+
+def _is_hub_id(name: str) -> bool:
+    return "/" in name and not _is_path_like(name)
+
+
+def _unknown_backbone(name: str) -> str:
+    """One line: the name, the closest registered one (or all of them), and what a backbone may be."""
+    from mmfeat.featurizers.params import did_you_mean
+
+    return f"unknown backbone {name!r}{did_you_mean(name, BACKBONES)} ({_BACKBONE_FORMS})"
+
+
+def backbone_problem(name: str, *, required: bool = True) -> str | None:
+    """Why the backbone ``name`` cannot be used here, or None; checked on disk, loading nothing.
+
+    A registered name or an existing file or folder is fine (whether a registered name's weights are
+    installed is left to the run, where ``optional`` / ``fallback`` handle it). A bare name that is
+    neither can never resolve: always a problem, named with the closest registered one. A missing
+    local folder, or a hub id that is neither in the Hugging Face cache nor in ``$MMFEAT_WEIGHTS_<NAME>``
+    while ``HF_HUB_OFFLINE`` forbids downloads, is a problem only where the run needs it (``required``:
+    the feature set is not optional and has no fallback to run instead): it may exist on another machine.
+
+    Args:
+        name: the manifest's ``backbone`` value.
+        required: whether the run fails without these weights.
+
+    Returns:
+        The reason (one line, no field path), or None.
+    """
+    _import_builtin_kinds()  # the kinds' modules register their backbone names
+    if name in BACKBONES or Path(name).expanduser().exists():
+        return None
+    if _is_path_like(name):
+        return (f"local path {name} does not exist (fix the path, or mark the feature set optional: true if the "
+                "weights only exist on some machines)") if required else None
+    if not _is_hub_id(name):
+        return _unknown_backbone(name)
+    env = os.environ.get(weights_env_key(name))
+    if not required or not hub_offline() or in_hub_cache(name) or (env and Path(env).is_dir()):
+        return None
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    return (f"hub model {name} is not in the Hugging Face cache ({HF_HUB_CACHE}) and HF_HUB_OFFLINE is set: "
+            f"download it where there is network (`huggingface-cli download {name}`), set "
+            f"${weights_env_key(name)} to a local copy, or mark the feature set optional: true")
 
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf", ".pth", ".ckpt")

@@ -192,10 +192,19 @@ class Manifest(_Strict):
         return _inside(self.resolved_data_root(), self.source.root, "source.root")
 
     def feature_set(self, name: str) -> FeatureSetSpec:
+        """The feature set called ``name``.
+
+        Raises:
+            ManifestError: no such set; the message suggests the closest real name (or lists them all),
+                never a command that would repeat the typo.
+        """
         for s in self.feature_sets:
             if s.name == name:
                 return s
-        raise ManifestError(f"manifest {self.name!r} has no feature set {name!r}; it has {[s.name for s in self.feature_sets]}")
+        from mmfeat.featurizers.params import did_you_mean
+
+        raise ManifestError(f"manifest {self.name!r} has no feature set {name!r}"
+                            f"{did_you_mean(name, [s.name for s in self.feature_sets])}")
 
 
 def _inside(root: Path, rel: str, field: str) -> Path:
@@ -379,6 +388,59 @@ def featurizer_problems(raw: Mapping[str, Any]) -> list[str]:
             problems += _featurizer_entry_problems(fallback, f"feature_sets.{i}.fallback", own or entry.get("input"),
                                                    inherited=not own, parents=kinds)
     return problems
+
+
+def _entry_backbone(kind: str, params: Mapping[str, Any]) -> str | None:
+    """The backbone an entry will load (its ``params.backbone``, else the kind's default), if the kind has one."""
+    from mmfeat.featurizers.registry import featurizer_kind
+
+    backbone = getattr(featurizer_kind(kind).params.parse(params, kind), "backbone", None)
+    return backbone if isinstance(backbone, str) else None
+
+
+def backbone_problems(manifest: Manifest, feature_sets: list[str] | None = None) -> list[str]:
+    """One ``feature_sets.N[.fallback].params.backbone: reason`` line per backbone that cannot be used here.
+
+    Checked on disk before a run (``mmfeat manifest check``, ``mmfeat extract``, ``mmfeat.extract``),
+    not by :func:`validate_manifest`: whether a folder or a cached hub model exists depends on the
+    machine, and reading a manifest (to train, to export) must not depend on where its weights are.
+    A mistyped name (``all-MiniLM-L6-v3``) is always a problem, with the closest registered name; missing
+    weights only where the run needs them (see :func:`mmfeat.featurizers.registry.backbone_problem`).
+
+    Args:
+        manifest: a validated manifest.
+        feature_sets: only these sets (default all).
+
+    Returns:
+        The problems, in manifest order (empty when every backbone can be used).
+    """
+    from mmfeat.featurizers.registry import backbone_problem
+
+    problems = []
+    for i, spec in enumerate(manifest.feature_sets):
+        if feature_sets and spec.name not in feature_sets:
+            continue
+        entries = [(f"feature_sets.{i}", spec.kind, spec.params, not spec.optional and spec.fallback is None)]
+        if spec.fallback is not None:
+            entries.append((f"feature_sets.{i}.fallback", spec.fallback.kind, spec.fallback.params, not spec.optional))
+        for where, kind, params, required in entries:
+            backbone = _entry_backbone(kind, params)
+            reason = backbone_problem(backbone, required=required) if backbone is not None else None
+            if reason:
+                problems.append(f"{where}.params.backbone: {reason}")
+    return problems
+
+
+def check_backbones(manifest: Manifest, feature_sets: list[str] | None = None) -> None:
+    """Raise :class:`ManifestError` listing :func:`backbone_problems` (nothing when there are none).
+
+    Raises:
+        ManifestError: one line per backbone that cannot be used here, naming the field.
+    """
+    problems = backbone_problems(manifest, feature_sets)
+    if problems:
+        where = f"{manifest.path}: " if manifest.path else ""
+        raise ManifestError(f"{where}invalid manifest\n" + "\n".join(f"  {line}" for line in problems))
 
 
 def _path_order(line: str) -> list[tuple[int, int | str]]:

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# One command, fresh machine to features: install, start a local Prefect server (SQLite state in
-# .prefect/), serve the deployments, run each deployment given (`prefect deployment run D --watch`, in
-# order, against the one server) on the embedded MicroLens sample, print what they made, and stop
-# everything started: the deployment runner first, then the server.
+# One command, fresh machine to features: install what it runs (scripts/setup.sh: no test extras), start a
+# local Prefect server (SQLite state in .prefect/), serve the deployments, run each deployment given
+# (`prefect deployment run D --watch`, in order, against the one server) on the embedded MicroLens sample
+# while this terminal shows the run's own log lines (items done and items/s every few seconds, one line
+# per feature set), print what they made, and stop everything started: the deployment runner first,
+# then the server.
 # Usage: bash scripts/demo.sh [deployment ...]   (default: extract-features/microlens)
 #   bash scripts/demo.sh extract-features/microlens train-recommender/microlens   # features, then FREEDOM on them
 set -euo pipefail
@@ -18,7 +20,7 @@ mkdir -p "$PREFECT_HOME" "$MMFEAT_RUNS"
 PORT=${MMFEAT_PREFECT_PORT:-$(python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}
 export PREFECT_API_URL="http://127.0.0.1:$PORT/api"
 
-SERVER_PID="" RUNNER_PID=""
+SERVER_PID="" RUNNER_PID="" FOLLOW_PID=""
 # stop_process PID NAME SIGNAL: send SIGNAL, wait up to 10 s, then SIGKILL (said so: nothing is
 # stopped by force silently).
 stop_process() {
@@ -37,6 +39,7 @@ stop_process() {
 # not SIGINT: a background job of a script starts with SIGINT ignored. The runner stops in about
 # 0.2 s and does not pause the deployments (see pipelines/flows/deployments.py); the server in about 1 s.
 cleanup() {
+  stop_process "$FOLLOW_PID" "run log follower" TERM
   stop_process "$RUNNER_PID" "deployment runner" TERM
   stop_process "$SERVER_PID" "Prefect server" TERM
   echo "[mmfeat] stopped the deployment runner and the Prefect server" >&2
@@ -70,9 +73,15 @@ done
 
 started=$(mktemp)  # run records newer than this are the ones the train deployments wrote
 for dep in "${DEPLOYMENTS[@]}"; do
-  echo "[mmfeat] prefect deployment run $dep --watch" >&2
+  echo "[mmfeat] prefect deployment run $dep --watch (the run's log lines, from .prefect/serve.log, indented)" >&2
+  # --watch prints state changes only; the run logs to the runner's output: follow it from its end
+  # (mmfeat.pipelines.flows.runlog prints flow-run lines only), and stop following once the run is over.
+  python -m mmfeat.pipelines.flows.runlog "$PREFECT_HOME/serve.log" "$(stat -c %s "$PREFECT_HOME/serve.log")" &
+  FOLLOW_PID=$!
   status=0
   prefect deployment run "$dep" --watch || status=$?
+  stop_process "$FOLLOW_PID" "run log follower" TERM  # it reads the run's last lines, then exits
+  FOLLOW_PID=""
   if [ "$status" -ne 0 ]; then
     echo "[mmfeat] flow run of $dep failed; runner log tail:" >&2
     tail -40 "$PREFECT_HOME/serve.log" >&2

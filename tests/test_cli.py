@@ -95,12 +95,23 @@ def test_missing_feature_set_fails_before_the_flow(store_dir, monkeypatch, capsy
     assert "no_such_set" in _one_error_line(capsys.readouterr().err)
 
 
-def test_train_passes_parsed_values_and_both_seeds(store_dir, monkeypatch, capsys) -> None:
+@pytest.fixture()
+def no_prefect_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For tests whose flow is a fake: no Prefect server is started for it."""
+    import contextlib
+
+    import mmfeat.pipelines.cli.prefect_run as prefect_run
+
+    monkeypatch.setattr(prefect_run, "prefect_session", lambda: contextlib.nullcontext("http://unused/api"))
+
+
+def test_train_passes_parsed_values_and_both_seeds(store_dir, monkeypatch, capsys, no_prefect_server) -> None:
     import mmfeat.pipelines.flows.train_flow as tf
+    import mmfeat.pipelines.training.run as run
 
     seen: dict = {}
     calls: list[dict] = []
-    monkeypatch.setattr(tf, "validate_train_request", lambda manifest, **kw: seen.update(kw, manifest=manifest))
+    monkeypatch.setattr(run, "validate_train_request", lambda manifest, **kw: seen.update(kw, manifest=manifest))
 
     def fake_flow(**kw):
         calls.append(kw)
@@ -110,11 +121,11 @@ def test_train_passes_parsed_values_and_both_seeds(store_dir, monkeypatch, capsy
 
     monkeypatch.setattr(tf, "train_recommender", fake_flow)
     monkeypatch.setattr(tf, "compare_runs", lambda paths: "TABLE " + " ".join(paths))
-    argv = ["train", "ml", "--model", "FREEDOM", "--feature", "text=a@v-1", "--feature", "image=b",
+    argv = ["train", "microlens", "--model", "freedom", "--feature", "text=a@v-1", "--feature", "image=b",
             "--versus", "text=c", "--set", "epochs=3", "--set", "learning_rate=1e-3", "--grid", "reg_weight=0.1,0.01",
             "--seed", "7", "--split-seed", "11"]
     assert main(argv) == 0
-    assert seen["manifest"] == "ml" and seen["model"] == "FREEDOM" and seen["seed"] == 7
+    assert seen["manifest"] == "microlens" and seen["model"] == "FREEDOM" and seen["seed"] == 7
     assert seen["features"] == {"text": "a@v-1", "image": "b"} and seen["versus"] == [{"text": "c"}]
     assert seen["overrides"] == {"epochs": 3, "learning_rate": 0.001} and seen["grid"] == {"reg_weight": [0.1, 0.01]}
     assert [c["features"] for c in calls] == [{"text": "a@v-1", "image": "b"}, {"text": "c", "image": "b"}]
@@ -122,14 +133,15 @@ def test_train_passes_parsed_values_and_both_seeds(store_dir, monkeypatch, capsy
     assert "TABLE /x/run-1/record.json /x/run-2/record.json" in capsys.readouterr().out
 
 
-def test_seeds_not_given_are_left_to_the_flow(store_dir, monkeypatch) -> None:
+def test_seeds_not_given_are_left_to_the_flow(store_dir, monkeypatch, no_prefect_server) -> None:
     import mmfeat.pipelines.flows.train_flow as tf
+    import mmfeat.pipelines.training.run as run
 
     calls: list[dict] = []
-    monkeypatch.setattr(tf, "validate_train_request", lambda *a, **k: None)
+    monkeypatch.setattr(run, "validate_train_request", lambda *a, **k: None)
     monkeypatch.setattr(tf, "train_recommender", lambda **kw: calls.append(kw) or {
         "best": {"run_id": "r", "record_path": "r", "best_valid": {}, "test": {}}})
-    assert main(["train", "ml", "--set", "seed=5"]) == 0
+    assert main(["train", "microlens", "--set", "seed=5"]) == 0
     assert "seed" not in calls[0] and "split_seed" not in calls[0] and calls[0]["config"] == {"seed": 5}
 
 
@@ -188,7 +200,7 @@ def test_ctrl_c_exits_130(store_dir, monkeypatch, capsys) -> None:
 
     monkeypatch.setattr(cli_store, "cmd_store_list", interrupted)
     assert main(["store", "list"]) == 130
-    assert capsys.readouterr().err.strip() == "interrupted"
+    assert capsys.readouterr().err.strip() == "interrupted (SIGINT)"
 
 
 def test_closed_stdout_exits_quietly(store_dir) -> None:

@@ -30,6 +30,11 @@ def test_microlens_deployment_flow_on_sample(prefect_harness, tmp_path: Path) ->
     store.verify("microlens-mini", "title_minilm")
     again = extract_features(**params, feature_sets=["title_minilm"], store_root=str(tmp_path))
     assert again["feature_sets"][0]["cache_hit"] and again["feature_sets"][0]["version"] == rep["version"]
+    from prefect.artifacts import Artifact
+
+    bar = Artifact.get("progress-microlens-mini-title-minilm")  # the UI's progress bar of the first run
+    assert bar is not None and bar.type == "progress" and float(bar.data) == 100.0
+    assert bar.description.startswith("title_minilm: 40/40 items (100%)") and "finished after" in bar.description
 
 
 def test_flow_logs_progress_and_engine_lines_to_the_run_logger_without_a_bar(prefect_harness, tmp_path: Path,
@@ -119,3 +124,66 @@ def test_cli_train_versus_compares_two_feature_versions(prefect_harness, tmp_pat
     assert table.count("VBPR") == 2 and table.count(v) == 2
     rows = [line for line in table.splitlines() if line.startswith("| vbpr")]
     assert rows[0].split("|")[4:9] == rows[1].split("|")[4:9]  # same version, split and seed: same metrics
+
+
+def test_progress_artifact_is_throttled_and_always_gets_the_last_update(monkeypatch) -> None:
+    """Items complete many times a second: the artifact is updated at most every ``min_interval`` seconds,
+    the heartbeat sends what was held back, the last update always goes out, and a Prefect error only
+    stops the updates (with a warning), never the run."""
+    import mmfeat.pipelines.flows.extract_flow as ef
+    from mmfeat.pipelines.engine.progress import Snapshot
+
+    calls: list[tuple] = []
+    monkeypatch.setattr(ef, "create_progress_artifact", lambda **kw: calls.append(("create", kw)) or "id-1")
+    monkeypatch.setattr(ef, "update_progress_artifact",
+                        lambda artifact_id, progress, description: calls.append(("update", progress, description)))
+    now = [0.0]
+    sink = ef.ProgressArtifactSink(ef.artifact_key("progress", "MicroLens_mini", "cover.caption"), "cap", 40, 0,
+                                   min_interval=2.0, clock=lambda: now[0])
+    assert calls[0] == ("create", {"progress": 0.0, "key": "progress-microlens-mini-cover-caption",
+                                   "description": "cap: starting, 0/40 items done"})
+
+    def snap(done: int) -> Snapshot:
+        return Snapshot("cap", done, 40, 0, now[0])
+
+    for t, done in ((0.5, 1), (1.0, 2), (2.5, 3), (3.0, 4)):
+        now[0] = t
+        sink.update(snap(done))
+    assert [c[1] for c in calls[1:]] == [7.5]  # only the update 2 s after the last send
+    sink.beat(snap(4))
+    assert calls[-1][1] == 10.0  # the heartbeat sent the held-back count
+    sink.beat(snap(4))
+    assert len(calls) == 3  # nothing new: nothing sent
+    now[0] = 4.0
+    sink.close(snap(40), ok=True)
+    assert calls[-1][1] == 100.0 and calls[-1][2].endswith("(finished after 4.0 s)")
+
+    def broken(*a, **kw):
+        raise RuntimeError("server gone")
+
+    monkeypatch.setattr(ef, "update_progress_artifact", broken)
+    failing = ef.ProgressArtifactSink("k", "cap", 40, 0, clock=lambda: 100.0)
+    failing.close(snap(40), ok=True)
+    assert failing.artifact_id is None  # told once (a warning), no more tries
+
+
+def test_runlog_follows_only_new_flow_run_lines_and_reads_the_rest_when_stopped(tmp_path: Path) -> None:
+    """What scripts/demo.sh shows next to `--watch`: the flow run's own lines from the runner's log."""
+    import io
+    import threading
+
+    from mmfeat.pipelines.flows.runlog import follow
+
+    log = tmp_path / "serve.log"
+    log.write_text("09:00:00.000 | INFO    | Flow run 'old-run' - title: 40/40 items (100%), 9.0 items/s\n")
+    out, stop = io.StringIO(), threading.Event()
+    offset = log.stat().st_size
+    with log.open("a") as f:
+        f.write("10:00:01.123 | INFO    | Flow run 'red-fox' - item_description: 16/40 items (40%), 1.9 items/s\n"
+                "10:00:01.200 | INFO    | Task run 'item_description-shard-0' - Finished in state Completed()\n"
+                "\x1b[33m10:00:02.000 | WARNING | Flow run 'red-fox' - skipping optional feature set cover_clip\x1b[0m\n"
+                "10:00:03.000 | INFO    | Flow run 'red-fox' - cover_caption: same work")  # no newline yet
+    stop.set()  # stopped: one last read, the unfinished line stays out
+    assert follow(log, out, stop, offset=offset) == 2
+    assert out.getvalue() == ("  10:00:01 item_description: 16/40 items (40%), 1.9 items/s\n"
+                              "  10:00:02 WARNING: skipping optional feature set cover_clip\n")

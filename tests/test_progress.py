@@ -273,3 +273,68 @@ def test_hf_export_draws_no_saving_the_dataset_bar_and_leaves_bars_as_they_were(
     export_hf(store, "ds", "emb", tmp_path / "hf")
     assert "Saving the dataset" not in capsys.readouterr().err
     assert datasets.is_progress_bar_enabled()  # scoped: a notebook's own datasets bars stay on
+
+
+class OneByOne:
+    """A slow generator's shape: works item by item inside one call and says so after each item."""
+
+    name, input_kind, output = "one-by-one", "text", OutputSpec("text")
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def fingerprint(self):
+        return {"kind": "one-by-one"}
+
+    def __call__(self, inputs):
+        from mmfeat.featurizers.item_progress import items_done
+
+        self.calls.append(len(inputs))
+        out = []
+        for text in inputs:
+            out.append(Result(value=text.upper()))  # a real generator spends seconds here
+            items_done(1)
+        return out
+
+
+def test_a_slow_featurizer_reports_progress_per_item_inside_one_sub_batch(tmp_path: Path) -> None:
+    """The describer showed 0/40 items for minutes: one sub-batch held every item. Progress now follows the
+    featurizer's own reports; duplicated inputs count their rows, and the exact count follows the call."""
+    titles = [f"t{i}" for i in range(6)] + ["t0"]
+    f = OneByOne()
+    job = _job(FeatureStore(tmp_path), f, titles, shard_size=8)
+    assert job.sub_batch >= 32  # one call for the whole shard
+    seen: list[int] = []
+    job.on_progress = lambda shard, done: seen.append(done)
+    with job.store.lock("ds", "emb"):
+        job.compute_shard(0)
+    assert f.calls == [6]
+    assert seen == [0, 2, 3, 4, 5, 6, 7, 7]  # "t0" (two rows) first, then one row per item, then the exact count
+
+
+def test_item_reports_reach_the_log_and_extra_sinks_and_the_heartbeat_beats_them(tmp_path: Path, caplog) -> None:
+    class Extra(Recorder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.beats: list[int] = []
+            self.beaten = threading.Event()
+
+        def beat(self, snap: Snapshot) -> None:
+            self.beats.append(snap.done)
+            self.beaten.set()
+
+    extra: list[Extra] = []
+
+    def also(name, total, initial):
+        extra.append(Extra())
+        return extra[-1]
+
+    job = _job(FeatureStore(tmp_path), OneByOne(), [f"t{i}" for i in range(3)], shard_size=8)
+    with caplog.at_level(logging.INFO, logger="test.items"):
+        with track(job, progress_factory("log", logging.getLogger("test.items"), interval=0.01, also=[also])):
+            with job.store.lock("ds", "emb"):
+                job.compute_shard(0)
+            assert extra[0].beaten.wait(30)
+    (sink,) = extra
+    assert [s.done for s in sink.updates] == [0, 1, 2, 3, 3] and sink.closed[0][1] is True
+    assert caplog.records[-1].getMessage().startswith("emb: 3/3 items (100%)")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 from pathlib import Path
 
@@ -190,6 +191,18 @@ def test_drop_refuses_an_aliased_version_unless_forced(tmp_path: Path, store_roo
     assert store.aliases("ds", "fs") == {} and store.versions("ds", "fs") == []
 
 
+def test_an_unreadable_manifest_names_the_command_that_removes_it(store_root: Path, capsys) -> None:
+    store = FeatureStore(store_root)
+    v = _publish(store, ["a"], np.ones((1, 2), np.float32))
+    (store_root / "ds" / "fs" / v / "_manifest.json").write_text('{"version": ')  # truncated by a crash
+    assert main(["store", "list"]) == 2
+    assert "_manifest.json is unreadable" in (err := capsys.readouterr().err)
+    assert f"mmfeat store drop ds fs {v} --force" in err
+    assert main(["store", "drop", "ds", "fs", v, "--force"]) == 0
+    assert f"dropped ds/fs/{v}" in capsys.readouterr().out
+    assert main(["store", "list"]) == 0 and v not in capsys.readouterr().out
+
+
 # ---------------------------------------------------------------------------- 2. latest after a kill
 def test_latest_without_its_alias_reads_the_newest_version(tmp_path: Path, monkeypatch) -> None:
     """A run killed between the version's rename and the alias write leaves no `latest` alias: readers
@@ -325,3 +338,61 @@ def test_export_folders_honour_the_umask(tmp_path: Path) -> None:
         os.umask(old)
     assert (out / "data.txt").read_text() == "x"
     assert out.stat().st_mode & 0o777 == 0o755
+
+
+# ---------------------------------------------------------------------------- the same rules on s3://
+@pytest.fixture()
+def s3_root(s3_endpoint) -> str:
+    from tests.conftest import S3_BUCKET
+
+    return f"s3://{S3_BUCKET}/t-{uuid.uuid4().hex[:8]}"
+
+
+def _s3_part(root: str, store: FeatureStore, index: int) -> tuple:
+    """(boto3 client, bucket, object key) of part ``index`` of the latest version."""
+    import boto3
+
+    bucket, prefix = root[len("s3://"):].split("/", 1)
+    m = store.manifest("ds", "emb")
+    return boto3.client("s3"), bucket, f"{prefix}/ds/emb/{m['version']}/{m['parts'][index]['file']}"
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate"])
+def test_s3_cache_hit_rebuilds_a_version_with_a_missing_or_cut_part(s3_root: str, damage: str) -> None:
+    store = FeatureStore(s3_root)
+    first = _extract(store, Embedder())
+    s3, bucket, key = _s3_part(s3_root, store, 1)
+    if damage == "delete":
+        s3.delete_object(Bucket=bucket, Key=key)
+    else:
+        s3.put_object(Bucket=bucket, Key=key, Body=s3.get_object(Bucket=bucket, Key=key)["Body"].read()[:-10])
+    f = Embedder()
+    again = _extract(FeatureStore(s3_root), f)
+    assert not again.cache_hit and again.version == first.version and f.seen
+    store.verify("ds", "emb")
+
+
+def test_s3_repair_removes_a_replaced_part_and_the_rerun_rebuilds(s3_root: str, capsys) -> None:
+    """A cache hit on s3 checks presence and size only (no download); a same-size replaced object is
+    refused by reads and removed by `store repair`, then rebuilt by the next run."""
+    store = FeatureStore(s3_root)
+    first = _extract(store, Embedder())
+    s3, bucket, key = _s3_part(s3_root, store, 0)
+    body = bytearray(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    body[len(body) // 2] ^= 0xFF
+    s3.put_object(Bucket=bucket, Key=key, Body=bytes(body))
+    with pytest.raises(StoreError, match="corrupted"):
+        FeatureStore(s3_root).read_matrix("ds", "emb")
+    assert main(["--store", s3_root, "store", "repair", "ds", "emb"]) == 0
+    out = capsys.readouterr().out
+    assert "object store" in out
+    assert re.search(rf"removed ds/emb/{first.version}: a-\w+/part-00000\.parquet checksum mismatch", out), out
+    assert not FeatureStore(s3_root).versions("ds", "emb")
+    again = _extract(FeatureStore(s3_root), Embedder())
+    assert not again.cache_hit and again.version == first.version
+    FeatureStore(s3_root).verify("ds", "emb")
+
+
+def test_s3_read_commands_refuse_an_empty_prefix(s3_root: str, capsys) -> None:
+    assert main(["--store", s3_root, "store", "list"]) == 2
+    assert f"feature store {s3_root} holds no object" in capsys.readouterr().err

@@ -8,8 +8,11 @@
     mmfeat compare runs/<run-a> runs/<run-b>                                     (train.py)
 
 Every error is one ``error:`` line on stderr (``--debug`` adds the traceback); exit code 2 for a
-usage error, 1 for a failure (see :mod:`mmfeat.pipelines.cli.errors`). Commands import their heavy
-dependencies (Prefect, torch) only once their inputs have been checked.
+usage error, 1 for a failure (see :mod:`mmfeat.pipelines.cli.errors`); Ctrl-C and SIGTERM print one
+``interrupted (SIGNAL)`` line and exit 130 / 143. Options are never abbreviated (``--progres`` is an
+error). Commands import their heavy dependencies (Prefect, torch) only once their inputs have been
+checked, and leave no process behind: a command that runs a flow owns its temporary Prefect server
+(:mod:`mmfeat.pipelines.cli.prefect_server`), which dies with it, even after ``kill -9``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from mmfeat.pipelines.cli.args import Parser, common_options
 from mmfeat.pipelines.cli.errors import BROKEN_PIPE, report, silence_stdout
 from mmfeat.pipelines.cli.extract import add_extract_commands
 from mmfeat.pipelines.cli.manifest import add_manifest_commands
+from mmfeat.pipelines.cli.signals import handle_signals
 from mmfeat.pipelines.cli.store import add_store_commands, summarize_version
 from mmfeat.pipelines.cli.train import add_train_commands
 from mmfeat.pipelines.cli.unlearn import add_unlearn_command
@@ -83,9 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     apply_defaults()  # Prefect home in the working directory, telemetry off; before Prefect loads
     _setup_logging(args.verbose)
     try:
-        return _run(args)
+        with handle_signals():  # SIGINT / SIGTERM unwind the command (its finally blocks stop its server)
+            return _run(args)
     except BrokenPipeError:  # the reader went away (`mmfeat store list | head`): stop quietly
         silence_stdout()
         return BROKEN_PIPE
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the one place errors become one line
-        return report(exc, debug=args.debug)
+        return report(exc, debug=args.debug, on_interrupt=getattr(args, "on_interrupt", ""))

@@ -2,7 +2,9 @@
 
 Exit codes: 2 for a usage error (a wrong name, value, path or manifest: nothing ran), 1 for a
 failure while running (missing weights, a feature set over its error threshold, a corrupt part),
-130 for Ctrl-C, 141 (128 + SIGPIPE) when the reader of stdout went away (``mmfeat store list | head``).
+130 for Ctrl-C (SIGINT), 143 for SIGTERM (one ``interrupted (SIGNAL)`` line, see
+:mod:`mmfeat.pipelines.cli.signals`), 141 (128 + SIGPIPE) when the reader of stdout went away
+(``mmfeat store list | head``).
 
 The project's own errors already say what is wrong; the hints below add what to do next where the
 message alone cannot. Anything else is unexpected: its one line names the exception type and says
@@ -12,12 +14,13 @@ how to see the traceback.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import traceback
 
 USAGE = 2
 FAILURE = 1
-INTERRUPTED = 130
+INTERRUPTED = 130  # 128 + SIGINT; SIGTERM is 143
 BROKEN_PIPE = 141
 
 DEBUG_HINT = "run with --debug for the traceback"
@@ -85,11 +88,25 @@ def classify(exc: BaseException) -> tuple[int, str]:
     return FAILURE, f"{type(exc).__name__}: {one_line(_message(exc))} ({DEBUG_HINT})"
 
 
-def report(exc: BaseException, *, debug: bool) -> int:
-    """Print ``exc`` as one ``error:`` line on stderr (after its traceback with ``--debug``); the exit code."""
-    if isinstance(exc, KeyboardInterrupt):
-        print("interrupted", file=sys.stderr)
-        return INTERRUPTED
+def report(exc: BaseException, *, debug: bool, on_interrupt: str = "") -> int:
+    """Print ``exc`` as one ``error:`` line on stderr (after its traceback with ``--debug``); the exit code.
+
+    Args:
+        exc: what ended the command.
+        debug: print the traceback first.
+        on_interrupt: what an interruption leaves behind, appended to the ``interrupted (SIGNAL)`` line
+            (``extract``: the finished shards, which the next run resumes from).
+
+    Returns:
+        The exit code: 2 usage, 1 failure, 128 + signal for SIGINT / SIGTERM.
+    """
+    if isinstance(exc, KeyboardInterrupt):  # Ctrl-C, or SIGINT / SIGTERM as signals.Interrupted
+        signum = getattr(exc, "signum", signal.SIGINT)
+        if debug:
+            traceback.print_exception(exc, file=sys.stderr)
+        print(f"interrupted ({signal.Signals(signum).name})" + (f"; {on_interrupt}" if on_interrupt else ""),
+              file=sys.stderr)
+        return 128 + int(signum)
     code, line = classify(exc)
     if debug:
         traceback.print_exception(exc, file=sys.stderr)

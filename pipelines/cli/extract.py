@@ -1,7 +1,8 @@
 """``mmfeat extract`` (run the extract-features flow locally) and ``mmfeat serve``.
 
 Everything a run can know to be wrong before it starts (an invalid manifest, an unknown feature
-set, a missing or escaping data path, a source file without its required columns) is checked here,
+set, a mistyped backbone or weights missing here, a missing or escaping data path, a source file
+without its required columns) is checked here,
 before Prefect is imported, so it is one line and not a failed flow run.
 """
 
@@ -13,14 +14,20 @@ import sys
 from mmfeat.pipelines.cli.store import summarize_version
 
 
+#: what ``mmfeat extract`` leaves when SIGINT / SIGTERM stops it (the ``interrupted`` line says it)
+ON_INTERRUPT = "finished shards are kept: the next run resumes from them"
+
+
 def precheck_manifest(manifest: str, data_root: str | None, feature_sets: list[str] | None = None,
                       read_source: bool = True) -> tuple["Manifest", str]:  # noqa: F821
-    """Validate a manifest and (``read_source``) read its source once; a short description of what was read."""
-    from mmfeat.pipelines.manifest import load_manifest
+    """Validate a manifest, check the backbones of the feature sets that would run (a mistyped name, weights
+    missing here) and (``read_source``) read its source once; a short description of what was read."""
+    from mmfeat.pipelines.manifest import check_backbones, load_manifest
 
     m = load_manifest(manifest, data_root=data_root)
     for name in feature_sets or []:
-        m.feature_set(name)  # ManifestError naming the sets it has
+        m.feature_set(name)  # ManifestError naming the closest real set
+    check_backbones(m, feature_sets)
     if not read_source:
         return m, "source not read"
     from mmfeat.pipelines.engine.extract import load_items
@@ -84,7 +91,7 @@ def add_extract_commands(sub: argparse._SubParsersAction, common: argparse.Argum
                          "default a temporary local one")
     ex.add_argument("--workers", type=int, metavar="N",
                     help="worker processes of the temporary local cluster (default one per CPU)")
-    ex.set_defaults(func=cmd_extract)
+    ex.set_defaults(func=cmd_extract, on_interrupt=ON_INTERRUPT)
 
     sv = sub.add_parser("serve", parents=[common],
                         help="serve the Prefect deployments (extract-features/*, train-recommender/*)",

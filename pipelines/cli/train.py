@@ -16,6 +16,7 @@ from typing import Any
 from mmfeat.pipelines.cli.args import parse_feature_refs, parse_grid, parse_settings
 from mmfeat.pipelines.cli.errors import UsageError
 from mmfeat.pipelines.cli.names import MODEL_NAMES, check_model_name
+from mmfeat.pipelines.training.run import DEFAULT_SEED  # the one default of both seeds (no torch, no Prefect)
 
 
 def models_epilog() -> str:
@@ -77,19 +78,20 @@ def cmd_train(args: argparse.Namespace) -> int:
                            overrides=req["overrides"], grid=req["grid"], store_root=args.store,
                            data_root=args.data_root, seed=args.seed, split=args.split, history=args.history,
                            min_rating=args.min_rating, k_core=args.k_core)
-    from mmfeat.pipelines.cli.prefect_run import run_flow
+    from mmfeat.pipelines.cli.prefect_run import prefect_session, run_flow
     from mmfeat.pipelines.flows.train_flow import compare_runs, train_recommender
-
     from mmfeat.pipelines.training.run import versus_arms
 
     arms = versus_arms(req["features"], req["versus"])
     records = []
-    for feats in arms:  # same manifest, split and hyper-parameters: only the features differ
-        result = run_flow(train_recommender, args, manifest=args.manifest, model=args.model, features=feats,
-                          config=req["overrides"], grid=req["grid"] or None, split=args.split, min_rating=args.min_rating,
-                          k_core=args.k_core, store_root=args.store, runs_dir=args.runs, data_root=args.data_root,
-                          **_seeds(args), **({"history": args.history} if args.history else {}))
-        records.append(_print_best(result))
+    with prefect_session():  # one temporary server for every arm, stopped however the command ends
+        for feats in arms:  # same manifest, split and hyper-parameters: only the features differ
+            result = run_flow(train_recommender, args, manifest=args.manifest, model=args.model, features=feats,
+                              config=req["overrides"], grid=req["grid"] or None, split=args.split,
+                              min_rating=args.min_rating, k_core=args.k_core, store_root=args.store,
+                              runs_dir=args.runs, data_root=args.data_root, **_seeds(args),
+                              **({"history": args.history} if args.history else {}))
+            records.append(_print_best(result))
     if len(records) > 1:
         print()
         print(compare_runs(records))
@@ -151,8 +153,8 @@ def add_train_commands(sub: argparse._SubParsersAction, common: argparse.Argumen
                     help="a hyper-parameter, e.g. epochs=50 or learning_rate=1e-3 (repeatable)")
     tr.add_argument("--grid", action="append", metavar="KEY=V1,V2,...",
                     help="search these values, selected on validation (repeatable)")
-    tr.add_argument("--seed", type=int, help="training seed (init, sampling; default: the flow's, 2024)")
-    tr.add_argument("--split-seed", type=int, help="seed of the random or cold split (default: the flow's, 2024)")
+    tr.add_argument("--seed", type=int, help=f"training seed (init, sampling; default: {DEFAULT_SEED})")
+    tr.add_argument("--split-seed", type=int, help=f"seed of the random or cold split (default: {DEFAULT_SEED})")
     tr.add_argument("--split", choices=["given", "random", "time", "loo", "cold"],
                     help="given: the source's split column; random: per-user 8:1:1; time: global time split; "
                          "loo: leave-one-out per user in time order; cold: 20%% of the items never in train (half "

@@ -12,6 +12,7 @@ import textwrap
 from mmfeat.pipelines.cli.args import parse_feature_refs, parse_settings
 from mmfeat.pipelines.cli.errors import UsageError
 from mmfeat.pipelines.cli.train import add_data_options, precheck_names
+from mmfeat.pipelines.training.run import DEFAULT_SEED
 
 
 def cmd_unlearn(args: argparse.Namespace) -> int:
@@ -51,12 +52,13 @@ def add_unlearn_command(sub: argparse._SubParsersAction, common: argparse.Argume
                     help="what to forget: a share of the training interactions, or of the items with all their "
                          "interactions (default: interactions)")
     ul.add_argument("--share", type=float, default=0.05, help="forgotten share (default: 0.05)")
-    ul.add_argument("--forget-seed", type=int, default=2024, help="seed of the forget-set draw (default: 2024)")
+    ul.add_argument("--forget-seed", type=int, default=DEFAULT_SEED,
+                    help=f"seed of the forget-set draw (default: {DEFAULT_SEED})")
     ul.add_argument("--unlearn-set", action="append", metavar="KEY=VALUE",
                     help="an unlearning key, e.g. epochs=3 or forget_weight=1.0 (repeatable)")
     ul.add_argument("--no-gold", action="store_true", help="skip retraining the gold model")
-    ul.add_argument("--seed", type=int, help="training seed (default: 2024)")
-    ul.add_argument("--split-seed", type=int, help="seed of the random split (default: 2024)")
+    ul.add_argument("--seed", type=int, help=f"training seed (default: {DEFAULT_SEED})")
+    ul.add_argument("--split-seed", type=int, help=f"seed of the random split (default: {DEFAULT_SEED})")
     ul.add_argument("--split", choices=["given", "random", "time"], help="as for mmfeat train")
     add_data_options(ul)
     ul.set_defaults(func=cmd_unlearn)

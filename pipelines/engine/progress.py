@@ -7,7 +7,14 @@ shards up and hands a :class:`Snapshot` to its sinks:
 - :class:`BarSink`: a tqdm bar, for a terminal or a notebook (``mmfeat extract``, ``mmfeat.extract``);
 - :class:`LogSink`: log lines, for Prefect's run logger, where a bar would be noise. A heartbeat
   thread writes one every ``interval`` seconds (10 by default) even while a slow sub-batch runs,
-  plus a first and a last line.
+  plus a first and a last line;
+- any other :class:`Sink` a caller adds (``progress_factory(..., also=...)``): the flows add a Prefect
+  progress artifact per feature set (:mod:`mmfeat.pipelines.flows.extract_flow`; this module imports no
+  Prefect). A sink with a ``beat(snapshot)`` method is also called by the heartbeat.
+
+Updates arrive after every sub-batch of a shard and, inside a featurizer call, whenever the featurizer
+reports finished inputs (:mod:`mmfeat.featurizers.item_progress`: the describer and the captioner do
+after each generation batch), so a slow generator's count moves while it works.
 
 A shard reports its own count (``set``, not ``add``), so a shard that Prefect retries starts again
 at zero instead of counting its rows twice.
@@ -32,6 +39,9 @@ ProgressMode = Literal["bar", "log", "none"]
 
 #: Seconds between two progress log lines (the issue asks for at least one every 10 s).
 LOG_INTERVAL_S = 10.0
+
+#: ``(feature_set, total, initial) -> Sink``: an extra sink per feature set (``progress_factory(also=...)``).
+SinkFactory = Callable[[str, int, int], "Sink"]
 
 
 @dataclass(frozen=True)
@@ -183,8 +193,15 @@ ProgressFactory = Callable[[str, int, int], FeatureSetProgress]
 
 
 def progress_factory(mode: ProgressMode, logger: logging.Logger | logging.LoggerAdapter | None = None,
-                     interval: float = LOG_INTERVAL_S) -> ProgressFactory | None:
+                     interval: float = LOG_INTERVAL_S, also: Sequence[SinkFactory] = ()) -> ProgressFactory | None:
     """What reports the progress of each feature set: a bar, log lines on ``logger``, or nothing.
+
+    Args:
+        mode: ``"bar"``, ``"log"`` or ``"none"``.
+        logger: where ``"log"`` lines go (default ``mmfeat.progress``).
+        interval: seconds between heartbeat lines in ``"log"`` mode.
+        also: more sinks per feature set (e.g. a Prefect progress artifact), made when its progress
+            starts; ignored for ``"none"``.
 
     Returns:
         A factory ``(feature_set, total, initial) -> FeatureSetProgress``, or None for ``"none"``.
@@ -199,12 +216,20 @@ def progress_factory(mode: ProgressMode, logger: logging.Logger | logging.Logger
     log = logger or logging.getLogger("mmfeat.progress")
 
     def make(feature_set: str, total: int, initial: int) -> FeatureSetProgress:
+        extra = [factory(feature_set, total, initial) for factory in also]
         if mode == "bar":
-            return FeatureSetProgress(feature_set, total, initial, [BarSink(feature_set, total, initial)])
+            return FeatureSetProgress(feature_set, total, initial, [BarSink(feature_set, total, initial), *extra])
         sink = LogSink(log, interval)
-        tracker = FeatureSetProgress(feature_set, total, initial, [sink])
+        tracker = FeatureSetProgress(feature_set, total, initial, [sink, *extra])
         sink.start(tracker.snapshot())
-        tracker.add_heartbeat(Heartbeat(lambda: sink.beat(tracker.snapshot()), interval).start())
+        beating = [s for s in tracker.sinks if callable(getattr(s, "beat", None))]
+
+        def beat() -> None:
+            snap = tracker.snapshot()
+            for s in beating:
+                s.beat(snap)  # type: ignore[attr-defined]
+
+        tracker.add_heartbeat(Heartbeat(beat, interval).start())
         return tracker
 
     return make

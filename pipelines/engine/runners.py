@@ -90,11 +90,13 @@ def worker_featurizer(recipe: FeaturizerRecipe) -> tuple[Any, bool]:
     from mmfeat.featurizers.base import fingerprint_hash
     from mmfeat.featurizers.registry import build_featurizer
     from mmfeat.pipelines.engine.extract import full_fingerprint
+    from mmfeat.pipelines.engine.progress import quiet_library_bars
 
     key = (recipe.kind, json.dumps(recipe.params, sort_keys=True, default=str), recipe.fingerprint_hash)
     with _FEATURIZERS_GUARD:
         if key in _FEATURIZERS:
             return _FEATURIZERS[key], False
+        quiet_library_bars()  # a worker process: the flow's own call does not reach it
         featurizer = build_featurizer(recipe.kind, dict(recipe.params))
         got = fingerprint_hash(full_fingerprint(featurizer))
         if got != recipe.fingerprint_hash:

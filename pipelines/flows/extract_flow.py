@@ -1,7 +1,8 @@
 """Prefect flows. Thin on purpose: the work is in :mod:`mmfeat.pipelines.engine.extract`
 (:func:`~mmfeat.pipelines.engine.extract.extract_manifest`); here loading the source and each shard become
-tasks (retries, logs, UI), progress and the engine's own log lines go to the run logger, and each
-run leaves a markdown artifact with its numbers.
+tasks (retries, logs, UI), progress and the engine's own log lines go to the run logger, each feature
+set's progress is also a Prefect progress artifact (:class:`ProgressArtifactSink`: the UI's bar, updated
+as items complete), and each run leaves a markdown artifact with its numbers.
 
 Deployments (served by :mod:`mmfeat.pipelines.flows.deployments`): ``extract-features/microlens`` and
 ``extract-features/movielens-100k``.
@@ -9,16 +10,21 @@ Deployments (served by :mod:`mmfeat.pipelines.flows.deployments`): ``extract-fea
 
 from __future__ import annotations
 
+import logging
+import re
+import threading
+import time
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Callable
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
 from mmfeat.pipelines.engine.extract import FeatureSetJob, FeatureSetReport, extract_manifest, load_items
 from mmfeat.pipelines.manifest import RunnerSpec, load_manifest
-from mmfeat.pipelines.engine.progress import ProgressMode, forward_logs, progress_factory, quiet_library_bars
+from mmfeat.pipelines.engine.progress import (ProgressMode, SinkFactory, Snapshot, forward_logs, progress_factory,
+                                              quiet_library_bars)
 from mmfeat.pipelines.engine.runners import (
     FeaturizerRecipe,
     RemoteShard,
@@ -32,6 +38,79 @@ from mmfeat.pipelines.engine.runners import (
     workers_reach_this_api,
 )
 from mmfeat.pipelines.store.feature_store import FeatureStore, default_store_root
+
+
+log = logging.getLogger("mmfeat.flows")
+
+#: Seconds between two updates of a progress artifact (each is one API call; the log has the detail).
+ARTIFACT_INTERVAL_S = 2.0
+
+
+def artifact_key(*parts: str) -> str:
+    """A Prefect artifact key from names: lowercase letters, digits and dashes only."""
+    return re.sub(r"[^a-z0-9]+", "-", "-".join(parts).lower()).strip("-")
+
+
+class ProgressArtifactSink:
+    """One feature set's progress as a Prefect progress artifact (the flow run's Artifacts tab shows a bar).
+
+    Created when the feature set starts (inside the flow run, so the artifact belongs to it), then updated
+    with the percentage done and the progress line as description, at most once every ``min_interval``
+    seconds (a sub-batch or generation batch can report many times a second); the heartbeat sends a
+    throttled-away update late, and the last one is always sent. Prefect errors never stop the run: the
+    first one is logged as a warning and the sink stops updating.
+    """
+
+    def __init__(self, key: str, feature_set: str, total: int, initial: int,
+                 min_interval: float = ARTIFACT_INTERVAL_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self.total, self.min_interval, self.clock = total, min_interval, clock
+        self.sent: tuple[int, str] | None = None
+        self.last = clock()
+        self.artifact_id: Any = None
+        self._lock = threading.Lock()  # the compute thread updates, the heartbeat thread beats
+        try:
+            self.artifact_id = create_progress_artifact(
+                progress=self._percent(initial), key=key, description=f"{feature_set}: starting, {initial:,}/{total:,} items done")
+        except Exception as exc:  # noqa: BLE001 - progress must never sink a run; said once
+            log.warning("%s: no progress artifact (%s: %s); progress is in the run log", feature_set,
+                        type(exc).__name__, exc)
+
+    def _percent(self, done: int) -> float:
+        return 100.0 * done / self.total if self.total else 100.0
+
+    def _send(self, snap: Snapshot, description: str) -> None:
+        with self._lock:
+            if self.artifact_id is None or self.sent == (snap.done, description):
+                return
+            try:
+                update_progress_artifact(self.artifact_id, progress=self._percent(snap.done), description=description)
+            except Exception as exc:  # noqa: BLE001 - as in __init__
+                log.warning("%s: progress artifact update failed (%s: %s); no more updates", snap.feature_set,
+                            type(exc).__name__, exc)
+                self.artifact_id = None
+                return
+            self.sent, self.last = (snap.done, description), self.clock()
+
+    def update(self, snap: Snapshot) -> None:
+        if self.clock() - self.last >= self.min_interval:
+            self._send(snap, snap.line())
+
+    def beat(self, snap: Snapshot) -> None:
+        """Heartbeat: send what throttling held back (nothing when it is already sent)."""
+        if self.sent is None or self.sent[0] != snap.done:
+            self._send(snap, snap.line())
+
+    def close(self, snap: Snapshot, ok: bool) -> None:
+        self._send(snap, f"{snap.line()} ({'finished' if ok else 'stopped'} after {snap.elapsed:.1f} s)")
+
+
+def artifact_sinks(dataset: str) -> SinkFactory:
+    """The ``also=`` sink factory of :func:`~mmfeat.pipelines.engine.progress.progress_factory`: a progress
+    artifact per feature set, keyed ``progress-<dataset>-<feature set>``."""
+    def make(feature_set: str, total: int, initial: int) -> ProgressArtifactSink:
+        return ProgressArtifactSink(artifact_key("progress", dataset, feature_set), feature_set, total, initial)
+
+    return make
 
 
 @task(name="load-source", cache_policy=NO_CACHE, retries=1)
@@ -150,9 +229,10 @@ class RemoteShards:
 def _extract(m: Any, store: FeatureStore, feature_sets: list[str] | None, tag: str | None,
              progress: ProgressMode, run_shards: Any) -> list[FeatureSetReport]:
     logger = get_run_logger()
-    with forward_logs(logger):  # the engine's cache-hit / resume / lock-wait lines, in the run's log
+    tracking = progress_factory(progress, logger, also=[artifact_sinks(m.store_dataset)])
+    with forward_logs(logger):  # the engine's cache-hit / resume / lock-wait / reuse lines, in the run's log
         return extract_manifest(m, store=store, feature_sets=feature_sets, tag=tag, load_source=load_source_task,
-                                run_shards=run_shards, progress=progress_factory(progress, logger), logger=logger)
+                                run_shards=run_shards, progress=tracking, logger=logger)
 
 
 @flow(name="extract-shards", log_prints=True)

@@ -45,7 +45,6 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -228,7 +227,10 @@ class FeatureStore:
         if feature_set not in have:
             where = (f"in {self.root}" if self.fs.root_exists() else
                      f"because the feature store {self.root} does not exist (a mistyped --store or $MMFEAT_STORE?)")
-            raise StoreError(f"no feature set {dataset}/{feature_set} {where} (it has: {have or 'nothing'})")
+            from mmfeat.featurizers.params import did_you_mean  # the closest real name, never the typo again
+
+            raise StoreError(f"no feature set {dataset}/{feature_set} {where}"
+                             f"{did_you_mean(feature_set, have) if have else ' (it has: nothing)'}")
         aliases = self.aliases(dataset, feature_set)
         if ref in aliases:
             return aliases[ref]

@@ -162,9 +162,11 @@ def _check_store_ref(store: FeatureStore, m: Manifest, manifest: str, flag: str,
         from mmfeat.recommenders.config import did_you_mean
 
         known = sorted(set(store.feature_sets(dataset)) | {f.name for f in m.feature_sets})
-        hint = did_you_mean(fs, known) if fs not in known else ""
+        if fs not in known:  # a typo: suggest the real name, never a command that would repeat the typo
+            raise TrainRequestError(f"{flag} {role}={ref}: no feature set {fs!r} in manifest {m.name!r} or in the "
+                                    f"store {store.root};{did_you_mean(fs, known) or ' known: ' + ', '.join(known)}")
         raise TrainRequestError(f"{flag} {role}={ref}: feature set {fs!r} has no version in the store "
-                                f"{store.root} for dataset {dataset!r};{hint} {extract}")
+                                f"{store.root} for dataset {dataset!r}; {extract}")
     try:
         resolved = store.resolve(dataset, fs, version or "latest")
     except StoreError as exc:
