@@ -3,7 +3,7 @@
     mmfeat extract MANIFEST [--feature-set NAME] [--tag T] [--data-root DIR]     (extract.py)
     mmfeat serve                                                                 (extract.py)
     mmfeat manifest check MANIFEST [--schema-only]                               (manifest.py)
-    mmfeat store list|show|summary|verify|tag|import|export ...                  (store.py)
+    mmfeat store list|show|summary|verify|repair|drop|tag|import|export ...                  (store.py)
     mmfeat train MANIFEST --model FREEDOM --feature text=text_minilm [--versus text=text_mpnet]
     mmfeat compare runs/<run-a> runs/<run-b>                                     (train.py)
 
