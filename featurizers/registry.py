@@ -181,7 +181,8 @@ def weights_env_key(name: str) -> str:
 
 
 def hub_offline() -> bool:
-    """Whether ``HF_HUB_OFFLINE`` forbids downloads (``1``, ``true``, ``yes`` or ``on``, as huggingface_hub reads it)."""
+    """Whether ``HF_HUB_OFFLINE`` forbids downloads (``1``, ``true``, ``yes`` or ``on``, as huggingface_hub
+    reads it; ``0`` does not)."""
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 

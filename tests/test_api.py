@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_import_mmfeat_changes_nothing_and_loads_nothing_heavy() -> None:
@@ -49,3 +52,33 @@ def test_training_and_extraction_engines_import_no_prefect() -> None:
             "assert 'prefect' not in sys.modules, 'prefect imported'")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_train_defaults_both_seeds_to_the_one_default(tmp_path: Path) -> None:
+    """``mmfeat.train``, the CLI and the flow share DEFAULT_SEED; never the recommenders' config default (999)."""
+    import inspect
+
+    import mmfeat
+    from mmfeat.pipelines.training.run import DEFAULT_SEED
+    from mmfeat.recommenders import TrainerConfig
+
+    assert TrainerConfig().seed != DEFAULT_SEED  # else this test could not tell the two apart
+    params = inspect.signature(mmfeat.train).parameters
+    assert params["seed"].default is None and params["split_seed"].default is None  # None: DEFAULT_SEED
+    out = mmfeat.train("microlens", model="LightGCN", overrides={"epochs": 1}, split="random",
+                       store_root=str(tmp_path / "store"), runs_dir=str(tmp_path / "runs"))
+    assert out["best"]["config"]["seed"] == DEFAULT_SEED and out["data"]["split"]["seed"] == DEFAULT_SEED
+
+
+def test_extract_refuses_a_mistyped_feature_set_or_backbone_before_loading(tmp_path: Path) -> None:
+    import mmfeat
+
+    with pytest.raises(mmfeat.ManifestError, match="did you mean title_minilm"):
+        mmfeat.extract("microlens", feature_sets=["title_minlm"], store=tmp_path, progress="none")
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text((REPO / "manifests" / "microlens.yaml").read_text()
+                        .replace("backbone: all-MiniLM-L6-v2", "backbone: all-MiniLM-L6-v3", 1)
+                        .replace("data_root: data/microlens-mini", f"data_root: {REPO}/manifests/data/microlens-mini"))
+    with pytest.raises(mmfeat.ManifestError, match="did you mean all-MiniLM-L6-v2"):
+        mmfeat.extract(manifest, feature_sets=["title_minilm"], store=tmp_path, progress="none")
+    assert not (tmp_path / "microlens-mini").exists()  # nothing was written

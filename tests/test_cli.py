@@ -95,23 +95,12 @@ def test_missing_feature_set_fails_before_the_flow(store_dir, monkeypatch, capsy
     assert "no_such_set" in _one_error_line(capsys.readouterr().err)
 
 
-@pytest.fixture()
-def no_prefect_server(monkeypatch: pytest.MonkeyPatch) -> None:
-    """For tests whose flow is a fake: no Prefect server is started for it."""
-    import contextlib
-
-    import mmfeat.pipelines.cli.prefect_run as prefect_run
-
-    monkeypatch.setattr(prefect_run, "prefect_session", lambda: contextlib.nullcontext("http://unused/api"))
-
-
-def test_train_passes_parsed_values_and_both_seeds(store_dir, monkeypatch, capsys, no_prefect_server) -> None:
+def test_train_passes_parsed_values_and_both_seeds(store_dir, monkeypatch, capsys) -> None:
     import mmfeat.pipelines.flows.train_flow as tf
-    import mmfeat.pipelines.training.run as run
 
     seen: dict = {}
     calls: list[dict] = []
-    monkeypatch.setattr(run, "validate_train_request", lambda manifest, **kw: seen.update(kw, manifest=manifest))
+    monkeypatch.setattr(tf, "validate_train_request", lambda manifest, **kw: seen.update(kw, manifest=manifest))
 
     def fake_flow(**kw):
         calls.append(kw)
@@ -133,12 +122,11 @@ def test_train_passes_parsed_values_and_both_seeds(store_dir, monkeypatch, capsy
     assert "TABLE /x/run-1/record.json /x/run-2/record.json" in capsys.readouterr().out
 
 
-def test_seeds_not_given_are_left_to_the_flow(store_dir, monkeypatch, no_prefect_server) -> None:
+def test_seeds_not_given_are_left_to_the_flow(store_dir, monkeypatch) -> None:
     import mmfeat.pipelines.flows.train_flow as tf
-    import mmfeat.pipelines.training.run as run
 
     calls: list[dict] = []
-    monkeypatch.setattr(run, "validate_train_request", lambda *a, **k: None)
+    monkeypatch.setattr(tf, "validate_train_request", lambda *a, **k: None)
     monkeypatch.setattr(tf, "train_recommender", lambda **kw: calls.append(kw) or {
         "best": {"run_id": "r", "record_path": "r", "best_valid": {}, "test": {}}})
     assert main(["train", "microlens", "--set", "seed=5"]) == 0
@@ -286,6 +274,30 @@ def test_flow_tracebacks_are_dropped_unless_debug() -> None:
     assert "Traceback" in loud and "ValueError: inside the flow" in loud
 
 
+def test_run_failures_are_said_once_by_the_cli_or_shown_when_the_flow_goes_on(monkeypatch) -> None:
+    """Prefect logs a failing run's exception and final state, then the CLI prints it: held back, the failure
+    reaches the console once (the CLI's line); a failure the flow survives is shown after the flow."""
+    from mmfeat.pipelines.cli.prefect_run import failures_said_once
+
+    stream = io.StringIO()
+    monkeypatch.setattr(logging.getLogger(), "handlers", [logging.StreamHandler(stream)])  # the console only
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        monkeypatch.setattr(logging.getLogger(name), "handlers", [])  # no Prefect API handler
+    flow_log, task_log = logging.getLogger("prefect.flow_runs"), logging.getLogger("prefect.task_runs")
+    with pytest.raises(ValueError), failures_said_once(True):
+        flow_log.info("Beginning flow run")
+        task_log.error("Task run failed with exception: ValueError('x') - Retries are exhausted")
+        flow_log.error("Encountered exception during execution: ValueError('x')")
+        flow_log.info("Finished in state Failed('Flow run encountered an exception: ValueError: x')")
+        raise ValueError("x")
+    assert stream.getvalue() == "Beginning flow run\n"
+    with failures_said_once(True):
+        task_log.error("Task run failed with exception: OSError('y')")
+        flow_log.info("Finished in state Completed()")
+        assert stream.getvalue().splitlines()[-1] == "Finished in state Completed()"
+    assert stream.getvalue().splitlines()[-1] == "Task run failed with exception: OSError('y')"
+
+
 # ---------------------------------------------------------------------------- store commands
 def test_import_list_tag_and_options_after_the_command(tmp_path, store_dir, capsys) -> None:
     version = _import_npy(tmp_path, store_dir, "ds", "imp", ["1", "2", "3"])
@@ -354,3 +366,115 @@ def test_train_help_lists_the_models(capsys) -> None:
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert "--split-seed" in out and all(name in out for name in model_names())
+
+
+# ---------------------------------------------------------------------------- typos: refused early, once
+@pytest.mark.parametrize("argv, typo", [
+    (["extract", "microlens", "--progres", "none"], "--progres"),
+    (["--stor=elsewhere", "store", "list"], "--stor=elsewhere"),
+    (["store", "list", "--debu"], "--debu"),
+])
+def test_abbreviated_options_are_refused(argv, typo, store_dir, monkeypatch, capsys) -> None:
+    """``--progres`` once started a full extraction as ``--progress``."""
+    _forbid(monkeypatch, "mmfeat.pipelines.flows.extract_flow", "extract_features")
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert f"error: unrecognized arguments: {typo}" in capsys.readouterr().err
+
+
+def test_every_argument_parser_refuses_abbreviations() -> None:
+    import re
+
+    for path, parser in _walk(build_parser()):
+        assert parser.allow_abbrev is False, path
+    calls = []  # every parser built in the repository's own code (scripts and benchmarks included)
+    for py in sorted(REPO.rglob("*.py")):
+        if any(part.startswith(".") or part in ("build", "dist", "store", "runs") for part in py.relative_to(REPO).parts):
+            continue
+        text = py.read_text()
+        calls += [(py, text[m.start():m.start() + 300]) for m in re.finditer(r"ArgumentParser\(", text)]
+    assert len(calls) > 20
+    missing = [f"{py.relative_to(REPO)}: {call.splitlines()[0]}" for py, call in calls
+               if "allow_abbrev=False" not in call.split(")")[0]]
+    assert not missing, missing
+
+
+def _published_title_minilm(tmp_path: Path) -> None:
+    from tests.conftest import import_microlens_features
+
+    import_microlens_features(tmp_path, [("title_minilm", None)])  # into tmp_path/store: the store_dir
+
+
+@pytest.mark.parametrize("argv", [
+    ["extract", "microlens", "--feature-set", "title_minlm"],
+    ["train", "microlens", "--model", "FREEDOM", "--feature", "text=title_minlm"],
+    ["train", "microlens", "--model", "FREEDOM", "--feature", "text=title_minilm", "--versus", "text=title_minlm"],
+    ["store", "show", "microlens-mini", "title_minlm"],
+    ["store", "export", "mmrec", "microlens", "--feature", "text_feat=title_minlm", "--out", "OUT"],
+], ids=["extract", "train-feature", "train-versus", "store-show", "store-export"])
+def test_feature_set_typo_suggests_the_real_name_never_the_typo(argv, tmp_path, store_dir, monkeypatch,
+                                                                 capsys) -> None:
+    _published_title_minilm(tmp_path)
+    _forbid(monkeypatch, "mmfeat.pipelines.flows.extract_flow", "extract_features")
+    _forbid(monkeypatch, "mmfeat.pipelines.flows.train_flow", "train_recommender")
+    argv = [str(tmp_path / "out") if a == "OUT" else a for a in argv]
+    assert main(argv) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "did you mean title_minilm?" in line, line
+    assert "mmfeat extract" not in line and "--feature-set title_minlm" not in line, line
+
+
+#: run in a fresh interpreter: each command's exit code and which heavy modules it imported
+_HEAVY_PROBE = """
+import json, sys
+from mmfeat.pipelines.cli import main
+out = []
+for argv in json.loads(sys.argv[1]):
+    code = main(argv)
+    out.append([code, sorted(m for m in ("torch", "transformers", "prefect", "sentence_transformers")
+                             if m in sys.modules)])
+print(json.dumps(out))
+"""
+
+
+def test_unknown_names_are_refused_before_torch_or_prefect_is_imported(tmp_path) -> None:
+    import json
+
+    bad_kind = tmp_path / "bad.yaml"
+    bad_kind.write_text((REPO / "manifests" / "microlens.yaml").read_text()
+                        .replace("kind: text_embedding", "kind: text_embeding")
+                        .replace("data_root: data/microlens-mini", f"data_root: {REPO}/manifests/data/microlens-mini"))
+    cases = [["train", "microlens", "--model", "FREEDOMM"], ["unlearn", "microlens", "--model", "lightgcm"],
+             ["train", "no-such-manifest", "--model", "FREEDOM"], ["manifest", "check", str(bad_kind)],
+             ["extract", str(bad_kind)], ["extract", "microlens", "--feature-set", "title_minlm"]]
+    env = {**os.environ, "MMFEAT_STORE": str(tmp_path / "store")}
+    proc = subprocess.run([sys.executable, "-c", _HEAVY_PROBE, json.dumps(cases)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert results == [[2, []]] * len(cases), list(zip(cases, results))
+    err = proc.stderr
+    assert "unknown model 'FREEDOMM'; did you mean FREEDOM?" in err and "did you mean LightGCN?" in err, err
+    assert "manifest 'no-such-manifest' not found" in err and "did you mean text_embedding?" in err, err
+
+
+def test_static_model_names_are_the_registry() -> None:
+    """The CLI refuses a model name from a static list; it must be the registry's, exactly."""
+    from mmfeat.pipelines.cli.names import MODEL_NAMES
+    from mmfeat.recommenders import model_names
+
+    assert list(MODEL_NAMES) == model_names()
+
+
+def test_a_mistyped_backbone_is_refused_by_check_and_extract_once(tmp_path, store_dir, monkeypatch, capsys) -> None:
+    manifest = _generic_manifest(tmp_path, "item_id,title\n1,a\n2,b\n")
+    manifest.write_text(manifest.read_text().replace("all-MiniLM-L6-v2", "all-MiniLM-L6-v3"))
+    _forbid(monkeypatch, "mmfeat.pipelines.flows.extract_flow", "extract_features")
+    for argv in (["manifest", "check", str(manifest)], ["manifest", "check", str(manifest), "--schema-only"],
+                 ["extract", str(manifest)]):
+        assert main(argv) == 2
+        line = _one_error_line(capsys.readouterr().err)
+        assert "feature_sets.0.params.backbone: unknown backbone 'all-MiniLM-L6-v3'; did you mean all-MiniLM-L6-v2?" \
+            in line, line
+        assert line.count("all-MiniLM-L6-v3") == 1, line

@@ -227,7 +227,13 @@ def _offline_describer(outputs: dict[str, str], batch_size: int = 2):
     d = object.__new__(TextDescriber)
     d.prompt, d.system, d.max_input_chars, d.batch_size = resolve_prompt(None, "text_only_item"), None, 2000, batch_size
     d.tokenizer, d.name = _EchoTokenizer(), "describe-offline"
-    d.generate = lambda prompts: [next(v for k, v in outputs.items() if k in p) for p in prompts]
+
+    def generate(prompts, on_rows=None):
+        if on_rows is not None:
+            on_rows(1)  # the first row of the batch finished before the others
+        return [next(v for k, v in outputs.items() if k in p) for p in prompts]
+
+    d.generate = generate
     return d
 
 
@@ -242,7 +248,26 @@ def test_describer_cleans_its_output_reports_each_batch_and_fails_a_pure_echo():
     assert [r.value for r in results] == ["A mug, for tea.", "A pen.", None, None, "A hat for sunny days."]
     assert results[2].error == "empty text"
     assert "only restated the prompt" in results[3].error
-    assert reports == [1, 2, 2]  # the empty input at once, then one report per generation batch of 2
+    # the empty input at once, then per batch of 2: the row that finished first, the rest when the batch returns
+    assert reports == [1, 1, 1, 1, 1]
+
+
+def test_rows_finished_reports_rows_as_they_stop_and_changes_no_decision():
+    import torch
+
+    from mmfeat.featurizers.describer import RowsFinished
+
+    class StopsRow0AtStep2Row1AtStep4:
+        def __call__(self, input_ids, scores, **kw):
+            step = input_ids.shape[1]
+            return torch.tensor([step >= 2, step >= 4])
+
+    reports: list[int] = []
+    crit = RowsFinished([StopsRow0AtStep2Row1AtStep4()], eos_token_id=7, on_rows=reports.append)
+    decisions = [crit(torch.tensor([[1] * n, [1] * (n - 1) + [7 if n == 3 else 1]]), None).tolist()
+                 for n in range(1, 6)]
+    assert decisions == [[False, False], [True, False], [True, False], [True, True], [True, True]]
+    assert reports == [1, 1]  # row 0 at step 2, row 1 at its EOS (step 3); nothing twice
 
 
 # --------------------------------------------------------------------------- the demo's 40 items (slow)
@@ -278,3 +303,47 @@ def test_demo_items_end_on_a_sentence_and_do_not_repeat():
         assert r.value.endswith((".", "!", "?", '."', '!"', '?"')), r.value
         assert _repeated_4gram(r.value) is None, (_repeated_4gram(r.value), r.value)
         assert "\n" not in r.value and not re.search(r"sentences\b|text above|recommender system", r.value), r.value
+
+
+# --------------------------------------------------------------------------- no library bars in flow runs (fast)
+
+
+def test_loading_the_llm_leaves_library_bars_as_they_were(monkeypatch, tmp_path, recwarn):
+    """quiet_library_bars() held until the describer loaded: its loader switched transformers' bars back on
+    (and huggingface_hub warned "Cannot enable progress bars" into the run's log)."""
+    import transformers
+    from transformers.utils import logging as tf_logging
+
+    from mmfeat.featurizers.describer import _load_llm
+
+    class Fake:
+        pad_token_id, eos_token, padding_side = 0, "</s>", "right"
+
+        def to(self, device):
+            return self
+
+        def eval(self):
+            return self
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **kw: Fake())
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", lambda *a, **kw: Fake())
+    tf_logging.disable_progress_bar()
+    try:
+        _load_llm(tmp_path, None, "cpu")
+        assert not tf_logging.is_progress_bar_enabled()
+        assert not [w for w in recwarn if "progress bars" in str(w.message)]
+    finally:
+        tf_logging.enable_progress_bar()
+    _load_llm(tmp_path, None, "cpu")
+    assert tf_logging.is_progress_bar_enabled()  # a notebook's bars stay on
+
+
+def test_gguf_conversion_draws_no_bar_and_the_library_is_restored():
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    from mmfeat.featurizers.describer import _no_gguf_conversion_bar
+
+    before = gguf_utils.tqdm
+    with _no_gguf_conversion_bar():
+        assert gguf_utils.tqdm([1, 2], desc="Converting and de-quantizing GGUF tensors...").disable
+    assert gguf_utils.tqdm is before

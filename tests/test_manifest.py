@@ -358,3 +358,67 @@ def test_video_description_at_a_fixed_rate_is_capped(monkeypatch) -> None:
     with pytest.raises(video.MediaError):
         cap._request("clip.mp4", "describe")
     assert seen["max_frames"] == 32 and seen["fps"] == 2.0
+
+
+# ----------------------------------------------------------------------------- backbones (checked before a run)
+
+
+def _backbone_lines(tmp_path: Path, *sets: dict, feature_sets: list[str] | None = None) -> list[str]:
+    from mmfeat.pipelines.manifest import backbone_problems
+
+    return backbone_problems(load_manifest(_write(tmp_path, _with_sets(*sets))), feature_sets)
+
+
+def test_a_mistyped_backbone_names_the_closest_registered_one_even_when_optional(tmp_path: Path) -> None:
+    lines = _backbone_lines(tmp_path, _set(params={"backbone": "all-MiniLM-L6-v3"}),
+                            _set(params={"backbone": "all-mpnet-base-v3"}, optional=True))
+    assert [line.split(";")[0] for line in lines] == [
+        "feature_sets.0.params.backbone: unknown backbone 'all-MiniLM-L6-v3'",
+        "feature_sets.1.params.backbone: unknown backbone 'all-mpnet-base-v3'"]
+    assert "did you mean all-MiniLM-L6-v2?" in lines[0] and "did you mean all-mpnet-base-v2?" in lines[1]
+
+
+def test_registered_names_and_existing_paths_are_fine(tmp_path: Path) -> None:
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    assert _backbone_lines(tmp_path, _set(), _set(params={"backbone": "all-mpnet-base-v2"}),
+                           _set(params={"backbone": str(folder)}),
+                           _set(kind="caption", params={"backbone": "Qwen2-VL-2B-Instruct"},
+                                input={"media": "image_uri"})) == []
+
+
+def test_weights_missing_here_are_a_problem_only_where_the_run_needs_them(tmp_path: Path, monkeypatch) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    hub = {"kind": "image_embedding", "input": {"media": "image_uri"}}
+    fallback = {"kind": "text_embedding", "input": {"text_fields": ["title"]}}
+    sets = [_set(**hub, params={"backbone": "org/clip-model"}),                             # required: a problem
+            _set(**hub, params={"backbone": "org/clip-model"}, optional=True),              # skipped when missing
+            _set(**hub, params={"backbone": "org/clip-model"}, fallback=fallback),          # the fallback runs
+            _set(params={"backbone": str(tmp_path / "nowhere")}),                           # required: a problem
+            _set(params={"backbone": str(tmp_path / "nowhere")}, optional=True)]
+    lines = _backbone_lines(tmp_path, *sets)
+    assert [line.split(":")[0] for line in lines] == ["feature_sets.0.params.backbone", "feature_sets.3.params.backbone"]
+    assert "org/clip-model is not in the Hugging Face cache" in lines[0] and "does not exist" in lines[1]
+    assert _backbone_lines(tmp_path, *sets[1:3], feature_sets=None) == []
+    assert _backbone_lines(tmp_path, *sets, feature_sets=[sets[1]["name"]]) == []  # only the sets that run
+    (tmp_path / "hf" / "models--org--clip-model" / "snapshots" / "abc").mkdir(parents=True)  # now in the cache
+    assert [line.split(":")[0] for line in _backbone_lines(tmp_path, *sets)] == ["feature_sets.3.params.backbone"]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # online: a hub id may be downloaded by the run
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
+    assert [line.split(":")[0] for line in _backbone_lines(tmp_path, *sets)] == ["feature_sets.3.params.backbone"]
+
+
+def test_the_runtime_error_for_an_unknown_backbone_suggests_the_closest_name() -> None:
+    from mmfeat.featurizers.registry import WeightsUnavailable, resolve_backbone
+
+    with pytest.raises(WeightsUnavailable, match="unknown backbone 'all-MiniLM-L6-v3'; did you mean all-MiniLM-L6-v2"):
+        resolve_backbone("all-MiniLM-L6-v3")
+
+
+def test_a_feature_set_typo_suggests_the_real_name() -> None:
+    with pytest.raises(ManifestError) as info:
+        load_manifest("microlens").feature_set("title_minlm")
+    assert str(info.value) == "manifest 'microlens' has no feature set 'title_minlm'; did you mean title_minilm?"

@@ -220,3 +220,55 @@ def test_a_missing_parent_says_how_to_build_it(tmp_path):
     with pytest.raises(StoreError, match="build it first: `mmfeat extract microlens --feature-set emb`"):
         extract_manifest(_manifest(tmp_path, {"method": "rqkmeans", "codebook_size": 4}),
                          store=FeatureStore(tmp_path / "store"), feature_sets=["sid"])
+
+
+def test_the_same_fit_of_the_same_vectors_runs_once_across_feature_sets(tmp_path, monkeypatch):
+    """Equal work once: a second semantic-ID set asking for the same fit of the same parent vectors gets a
+    version of its own holding the first one's codes; nothing is fitted again."""
+    from mmfeat.featurizers.semantic_ids import SemanticIDs
+    from mmfeat.pipelines.engine.extract import extract_manifest
+    from mmfeat.pipelines.manifest import validate_manifest
+    from mmfeat.pipelines.store.feature_store import FeatureStore
+
+    fits = []
+    real_fit = SemanticIDs.fit
+    monkeypatch.setattr(SemanticIDs, "fit", lambda self, *a, **kw: fits.append(1) or real_fit(self, *a, **kw))
+    store = FeatureStore(import_microlens_features(tmp_path, [("emb", None)], dim=8))
+    params = {"method": "rqkmeans", "levels": 2, "codebook_size": 4}
+    m = _manifest(tmp_path, params).model_dump(by_alias=True, exclude_none=True)
+    m["feature_sets"].append({"name": "sid_copy", "kind": "semantic_ids", "input": {"from": "emb"}, "params": params})
+    first, second = extract_manifest(validate_manifest(m), store=store, feature_sets=["sid", "sid_copy"])
+    assert len(fits) == 1 and (second.computed, second.reused, second.cache_hit) == (0, 40, False)
+    assert second.version == first.version
+    man = store.manifest("microlens-mini", "sid_copy")
+    assert man["lineage"]["reused_from"] == {"feature_set": "sid", "version": first.version}
+    assert man["codes"]["collision_rate"] == store.manifest("microlens-mini", "sid")["codes"]["collision_rate"]
+    assert store.read_codes("microlens-mini", "sid_copy")[0].tolist() == store.read_codes("microlens-mini", "sid")[0].tolist()
+
+
+def test_a_small_rqvae_fit_runs_on_one_thread_with_the_same_codes(monkeypatch):
+    """The demo's 40-item fit took 94 s on a loaded 2-core machine: every tiny op of 200 steps waited at a
+    thread barrier. A fit whose steps are small runs on one thread (same codes and loss curve); a large
+    catalogue's fit keeps the process's threads; the setting is restored after."""
+    import torch
+
+    import mmfeat.featurizers.quantization as q
+
+    seen: list[int] = []
+    real_make = q.make_rqvae
+    monkeypatch.setattr(q, "make_rqvae", lambda *a, **kw: seen.append(torch.get_num_threads()) or real_make(*a, **kw))
+    kw = dict(levels=2, codebook_size=4, latent_dim=8, hidden=[16], epochs=3, batch_size=1024, lr=1e-3,
+              commitment_weight=0.25, seed=0)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        small = _points(40, 384)
+        one = q.train_rqvae(small, **kw)
+        monkeypatch.setattr(q, "SMALL_STEP_ELEMENTS", 0)  # as before: the process's threads
+        two = q.train_rqvae(small, **kw)
+        monkeypatch.setattr(q, "SMALL_STEP_ELEMENTS", 128 * 1024)
+        q.train_rqvae(_points(400, 384), **kw)  # 400 x 384 per step: a large fit
+        assert seen == [1, 2, 2] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert np.array_equal(one.codes, two.codes) and one.losses == two.losses

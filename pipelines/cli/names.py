@@ -2,7 +2,7 @@
 
 The model registry (:func:`mmfeat.recommenders.model_names`) is filled by importing every model module,
 which imports torch (5 to 55 s on a busy machine). A mistyped ``--model`` must be refused at once, so the
-CLI checks it against this static copy of the registry's names; ``tests/test_cli_lifecycle.py`` compares
+CLI checks it against this static copy of the registry's names; ``tests/test_cli.py`` compares
 the copy with the registry, so adding a model without adding its name here fails a test, not a user.
 """
 

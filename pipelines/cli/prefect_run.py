@@ -1,8 +1,9 @@
 """Running a Prefect flow from the CLI: on a server the command owns, and its failure said once.
 
 Server: :func:`prefect_session` gives the command's flows a Prefect API for as long as it runs, the
-configured one or a temporary server that dies with the command (:mod:`mmfeat.pipelines.cli.prefect_server`);
-:func:`run_flow` opens one if the command has not, so every command that runs a flow gets it.
+configured one or a temporary server that dies with the command (:mod:`mmfeat.pipelines.cli.prefect_server`),
+started when the first flow runs; :func:`run_flow` opens a session if the command has not, so every
+command that runs a flow gets one.
 
 Failure said once: a flow run that fails logs the exception (``Encountered exception during
 execution: ...``) and its final state (``Finished in state Failed(...)``) through Prefect's run loggers,
@@ -25,9 +26,6 @@ RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
 
 #: a run-logger record that repeats a failure the CLI reports itself (besides any ERROR record)
 _FAILURE = re.compile(r"^(Encountered exception during execution|Finished in state (Failed|Crashed)|Crash detected!)")
-
-_session_depth = 0
-
 
 class DropTraceback(logging.Filter):
     """Keep the record, drop its ``exc_info``: the one-line message stays, the traceback goes."""
@@ -99,33 +97,51 @@ def failures_said_once(enabled: bool) -> Iterator[None]:
                 hold.handler.handle(record)
 
 
+class PrefectSession:
+    """The Prefect API of one command, started on first use: the configured one, or a temporary server
+    the command owns (:func:`mmfeat.pipelines.cli.prefect_server.owned_prefect_server`), stopped when the
+    session ends."""
+
+    def __init__(self) -> None:
+        self.stack = contextlib.ExitStack()
+        self.url: str | None = None
+
+    def api_url(self) -> str:
+        """The API URL, starting the temporary server the first time it is needed."""
+        if self.url is None:
+            from mmfeat.pipelines.cli.prefect_server import owned_prefect_server
+
+            self.url = self.stack.enter_context(owned_prefect_server())
+        return self.url
+
+
+_current: PrefectSession | None = None
+
+
 @contextlib.contextmanager
-def prefect_session() -> Iterator[str]:
-    """A Prefect API for every flow the block runs (one temporary server for all of them, stopped when the
-    block ends however it ends); nested sessions share the outer one.
-
-    Yields:
-        The API URL.
-    """
-    global _session_depth
-    from mmfeat.pipelines.cli.prefect_server import owned_prefect_server
-
-    if _session_depth:
-        from prefect.settings import PREFECT_API_URL
-
-        yield str(PREFECT_API_URL.value())
+def prefect_session() -> Iterator[PrefectSession]:
+    """One :class:`PrefectSession` for every flow the block runs (one temporary server for all of them,
+    stopped when the block ends however it ends); a nested block shares the outer session."""
+    global _current
+    if _current is not None:
+        yield _current
         return
-    _session_depth += 1
+    _current = session = PrefectSession()
     try:
-        with owned_prefect_server() as url:
-            yield url
+        with session.stack:
+            yield session
     finally:
-        _session_depth -= 1
+        _current = None
 
 
 def run_flow(flow: Callable[..., Any], args: argparse.Namespace, **params: Any) -> Any:
-    """Call ``flow(**params)`` in this process, on the command's Prefect server; unless ``--debug``,
-    Prefect logs no tracebacks and no copies of the failure the CLI reports."""
+    """Call ``flow(**params)`` in this process, on the command's Prefect API (started here, if this is the
+    command's first flow); unless ``--debug``, Prefect logs no tracebacks and no copies of the failure the
+    CLI reports. A plain callable in place of a flow (a test's stand-in) needs no Prefect API."""
+    from prefect import Flow
+
     quiet = not getattr(args, "debug", False)
-    with prefect_session(), quiet_tracebacks(quiet), failures_said_once(quiet):
+    with prefect_session() as session, quiet_tracebacks(quiet), failures_said_once(quiet):
+        if isinstance(flow, Flow):
+            session.api_url()
         return flow(**params)

@@ -3,7 +3,7 @@
 Everything a training run needs is checked before Prefect is imported or any data is loaded:
 the option values here (``ROLE=FEATURE_SET[@ref]``, ``KEY=VALUE``), the model name (against a static
 list, :mod:`mmfeat.pipelines.cli.names`) and the manifest before torch is imported, then the request
-as a whole by :func:`mmfeat.pipelines.training.run.validate_train_request` (feature roles, store
+as a whole by :func:`mmfeat.pipelines.flows.train_flow.validate_train_request` (feature roles, store
 versions, ``--versus``, hyper-parameter names), so a typo is one line, not a failed flow run.
 """
 
@@ -72,7 +72,7 @@ def precheck_names(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     req = train_request(args)
     precheck_names(args)
-    from mmfeat.pipelines.training.run import validate_train_request  # Prefect-free; imports torch
+    from mmfeat.pipelines.flows.train_flow import validate_train_request  # the flow module: imports Prefect, starts nothing
 
     validate_train_request(args.manifest, model=args.model, features=req["features"], versus=req["versus"],
                            overrides=req["overrides"], grid=req["grid"], store_root=args.store,

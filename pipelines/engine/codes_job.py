@@ -6,7 +6,8 @@ A quantizer is fitted to the whole catalogue, so this is one job, not shards; th
   graph / CF options also the interactions (the source fingerprint and ``holdout``).
 * **request key before work**: hash(kind, params, code fingerprint, parent version, interactions) over every
   item's input hash (the sha256 of its parent vector). A published version with that key is a cache hit:
-  nothing is fitted.
+  nothing is fitted. A version of another feature set with the same fit of the same vectors (the key without
+  the parent's name) is reused the same way (:mod:`mmfeat.pipelines.engine.reuse`).
 * **error rows, nothing silent**: an item whose parent row failed (or is missing) gets an error row, stage
   ``parent``, with the parent's reason; the good items get codes. Too many errors (the manifest's
   ``failure_threshold``) publish nothing.
@@ -90,6 +91,7 @@ def run_codes_set(store: FeatureStore, manifest: Manifest, spec: FeatureSetSpec,
     """
     from mmfeat.featurizers.registry import build_featurizer
     from mmfeat.pipelines.engine.extract import FeatureSetFailed, FeatureSetReport, cached_report
+    from mmfeat.pipelines.engine.reuse import find_equal_work, publish_reused
 
     dataset = manifest.store_dataset
     parent = spec.input.from_
@@ -131,12 +133,22 @@ def run_codes_set(store: FeatureStore, manifest: Manifest, spec: FeatureSetSpec,
     fp_hash = fingerprint_hash(fp)
     keyed = [(i, h if h is not None else "error:parent") for i, h in zip(item_ids, row_hash)]
     key = run_key(fingerprint_hash(request), keyed)
+    # the same fit of the same vectors, whichever feature set reads them (reuse.find_equal_work)
+    work = run_key(fingerprint_hash({"work": {k: v for k, v in request.items() if k != "parent"}}), keyed)
     with store.lock(dataset, spec.name):
         hit = store.complete_version(dataset, spec.name, key)
         if hit is not None:
             log.info("%s: version %s already published by the same request (cache hit, nothing fitted)",
                      spec.name, hit["version"])
             return cached_report(store, dataset, spec, hit, {parent: version}, aliases)
+        source = find_equal_work(store, dataset, work)
+        if source is not None:
+            m = publish_reused(store, dataset, spec, source, key=key, work=work, parents={parent: version},
+                               lineage={**(lineage or {}), "interactions": interactions_id}, aliases=aliases)
+            report = cached_report(store, dataset, spec, m, {parent: version}, (),
+                                   f"rows reused from {source['feature_set']}/{source['version']} (same fit, same vectors)")
+            report.cache_hit, report.reused = False, m["rows"] - m["errors"]
+            return report
         n_err = int((~ok).sum())
         if item_ids and n_err / len(item_ids) > manifest.failure_threshold:
             first = [i for i, k in zip(item_ids, ok) if not k][:5]
@@ -165,6 +177,7 @@ def run_codes_set(store: FeatureStore, manifest: Manifest, spec: FeatureSetSpec,
             "lineage": {**(lineage or {}), "parents": {parent: version}, "interactions": interactions_id},
             "codes": {**fit.stats, "seconds": round(seconds, 2)},
             "shard_size": len(item_ids),
+            "work_key": work,
         }, aliases=aliases)
     log.info("%s: %d items -> codes in %.1fs (collision rate before de-dup %.4f, usage per level %s)", spec.name,
              int(ok.sum()), seconds, fit.stats["collision_rate"], fit.stats["usage_per_level"])

@@ -10,7 +10,11 @@ The life of a feature set (under the feature set's writer lock, see :class:`Feat
    ``parent`` error row with the reason.
 2. **request key**: hash(kind, params, weights hash, featurizer code fingerprint, every input
    hash), computed before any model loads. A published version with this key and no retryable
-   (``featurize``) error rows is a cache hit: nothing loads, nothing runs.
+   (``featurize``) error rows is a cache hit: nothing loads, nothing runs. Also before any model
+   loads (:mod:`mmfeat.pipelines.engine.reuse`): another feature set's version of the same work
+   (``work_key``: the request without where its inputs came from) becomes this feature set's version
+   (rows copied, ``lineage.reused_from``), and a staged run with every shard done is published with
+   the featurizer it recorded.
 3. **shards**: items sorted by id, cut into ``shard_size`` chunks; each writes one Parquet part
    into ``_staging/<key>``. Finished parts without retryable errors are skipped on resume. Items
    whose input hash already has an ok value by the same featurizer (staged, or in a published

@@ -90,6 +90,7 @@ def publish_reused(store: FeatureStore, dataset: str, spec: FeatureSetSpec, sour
         "lineage": {**(lineage or {}), "parents": parents, "reused_from": origin},
         "shard_size": source.get("shard_size"),
         "work_key": work,
+        **({"codes": source["codes"]} if "codes" in source else {}),  # a fit's statistics describe its rows
     }, aliases=aliases)
     log.info("%s: same work as %s/%s (featurizer and inputs): its %d rows reused, nothing computed, no model "
              "loaded -> %s", spec.name, origin["feature_set"], origin["version"], source["rows"], final.name)
