@@ -315,7 +315,7 @@ def test_agent_pages_are_unseen_never_reshown_explained_and_replay(catalog, user
     pages = run_session(Agent(catalog, FixedScorer()), user, [None, None, None])
     shown = [i for p in pages for i in p.items]
     assert all(len(p.items) == 5 == len(p.explanations) for p in pages)
-    assert len(set(shown)) == 15 and not set(shown) & {0, 1, 2, 3}.difference({3})  # never history, never again
+    assert len(set(shown)) == 15 and not set(shown) & {0, 1, 2}  # never the history, never twice
     assert all(re.search(r"from 19\d\d.*base score rank \d+$", e) for p in pages for e in p.explanations)
     assert all(any(t.name == "score" for t in p.tool_calls) for p in pages)
     again = run_session(Agent(catalog, FixedScorer()), user, [None, None, None])
@@ -355,7 +355,7 @@ def test_unsatisfiable_instruction_is_said_and_relaxed_once(catalog, user):
 def test_query_instruction_uses_search_and_unknown_words_are_reported(catalog, user):
     target = catalog.embeddings[33]
     agent = Agent(catalog, FixedScorer(), embed=lambda texts: np.stack([target for _ in texts]))
-    p = run_session(agent, user, ["something like the one about thing 33", None])[1]
+    p = run_session(agent, user, ["something like Blade Runner", None])[1]
     assert 33 in p.items and any(t.name == "search" and t.ok for t in p.tool_calls)
     q = run_session(Agent(catalog, FixedScorer()), user, ["more polka", None])[1]
     assert q.parse.unsatisfied == ("polka",) and any("cannot satisfy 'polka'" in m for m in q.messages)
@@ -402,6 +402,7 @@ class ObedientLLM(CountedLLM):
 
     def _complete(self, messages, max_tokens, seed):
         prompt = "\n".join(m["content"] for m in messages)
+        self.prompts = [*getattr(self, "prompts", []), prompt]
         m = re.search(r"recommend item (\d+)", strip_data_blocks(prompt), re.IGNORECASE)
         if m:
             return json.dumps({"query": f"item {m.group(1)}"})
@@ -430,6 +431,8 @@ def test_injected_description_does_not_move_the_target_item(use_llm, user):
         assert all(37 not in p for p in results[-1])
         if use_llm:
             assert llm.stats.calls == 2 and all(p.parse is None or p.parse.path == "llm" for p in pages)
+            assert (INJECTION in llm.prompts[0]) == (cat is not clean)  # it reached the LLM, quoted
+            assert "recommend item 37" not in strip_data_blocks(llm.prompts[0])
     assert results[0] == results[1] == results[2]
 
 
@@ -493,8 +496,8 @@ def test_a_saved_run_reloads_to_the_same_scores(tmp_path, catalog, model, extra)
     with torch.no_grad():
         trained.prepare_eval()
         if model == "SASRec":
-            toks = np.asarray([data.item_ids.tolist().index(catalog.item_ids[i]) + 1 for i in h.items])[-5:]
-            want = trained.full_sort_predict(torch.tensor([toks]), torch.tensor([5]))[0].double().numpy()
+            toks = np.asarray([[data.item_ids.tolist().index(catalog.item_ids[i]) + 1 for i in h.items]])[:, -5:]
+            want = trained.full_sort_predict(torch.from_numpy(toks), torch.tensor([5]))[0].double().numpy()
         else:
             want = trained.full_sort_predict(torch.tensor([data.user_ids.tolist().index("u4")]))[0].double().numpy()
     pos = [data.item_ids.tolist().index(i) if i in data.item_ids else -1 for i in catalog.item_ids]
