@@ -36,13 +36,14 @@ import numpy as np
 import pandas as pd
 
 from .data import hash_split_frame
+from mmfeat.defaults import DEFAULT_SEED
 
 
 SPLIT_METHODS = ("given", "random", "time", "loo", "cold")
 #: the fewest interactions a user needs for a leave-one-out split (one train, one valid, one test)
 LOO_MIN_INTERACTIONS = 3
 #: seed of the random split when none is given (the train flow's default since its first records)
-DEFAULT_SPLIT_SEED = 2024
+DEFAULT_SPLIT_SEED = DEFAULT_SEED
 
 
 def resolve_split_method(df: pd.DataFrame, method: str | None) -> str:

@@ -71,6 +71,7 @@ from .models.base import Recommender, build_model
 from .sampler import NegativeSampler
 from .tasks import accumulated_step
 from .trainer import build_optimizer, seed_everything
+from .splits import DEFAULT_SPLIT_SEED
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +159,7 @@ def _pairs(keys: np.ndarray, n_items: int) -> np.ndarray:
 
 
 def forget_set(data: InteractionData, kind: str = "interactions", share: float = 0.05,
-               seed: int = 2024) -> ForgetSet:
+               seed: int = DEFAULT_SPLIT_SEED) -> ForgetSet:
     """Draw a forget set from ``data.train`` (seeded).
 
     Args:

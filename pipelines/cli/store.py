@@ -14,6 +14,7 @@ from typing import Any
 from mmfeat.pipelines.cli.args import parse_feature_refs, parse_number_or_mean
 from mmfeat.pipelines.cli.errors import CommandFailed, UsageError
 from mmfeat.pipelines.store.feature_store import FeatureStore, StoreError, default_store_root, open_existing_store
+from mmfeat.defaults import DEFAULT_SEED
 
 #: error rows ``store show`` prints (item, stage, reason)
 ERROR_EXAMPLES = 5
@@ -431,7 +432,7 @@ def _add_exports(cmds: argparse._SubParsersAction, common: argparse.ArgumentPars
                     help="STEM=FEATURE_SET[@ref], STEM text_feat or image_feat (repeatable), e.g. text_feat=title_minilm")
     mm.add_argument("--split", choices=["given", "random", "time"],
                     help="default: the source's own split, else seeded per-user random 8:1:1")
-    mm.add_argument("--split-seed", type=int, default=2024, help="seed of the random split (default: 2024)")
+    mm.add_argument("--split-seed", type=int, default=DEFAULT_SEED, help=f"seed of the random split (default: {DEFAULT_SEED})")
     mm.add_argument("--min-rating", type=float, help="keep interactions rated at least this")
     mm.add_argument("--k-core", type=int, default=0, help="iteratively keep users and items with >= K interactions")
     mm.add_argument("--item-order", help="fix the itemIDs: an MMRec i_id_mapping.csv, a csv with item_id, or one id per line")
@@ -467,7 +468,7 @@ def _add_exports(cmds: argparse._SubParsersAction, common: argparse.ArgumentPars
     fx.add_argument("--label-threshold", default="auto",
                     help="label = rating >= this; auto (ratings: 4, 0/1 labels as given, none: implicit) or none")
     fx.add_argument("--negatives", type=int, default=1, help="sampled negatives per click for implicit data (default: 1)")
-    fx.add_argument("--seed", type=int, default=2024, help="seed of the negative sampling (default: 2024)")
+    fx.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed of the negative sampling (default: {DEFAULT_SEED})")
     fx.add_argument("--data-root", help="override the manifest's data_root")
     fx.add_argument("--name", help="dataset id in the FuxiCTR config (default: the --out folder's name)")
 

@@ -29,6 +29,7 @@ import numpy as np
 from mmfeat.pipelines.store.feature_store import FeatureStore, StoreError, file_sha256
 from mmfeat.recommenders.data import natural_key as _natural_key
 from mmfeat.recommenders.data import natural_order
+from mmfeat.defaults import DEFAULT_SEED
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -104,7 +105,7 @@ def _feature_file(store: FeatureStore, dataset: str, ref: str, order: Sequence[s
 
 
 # ---------------------------------------------------------------------------- MMRec
-def split_frame(m: "Manifest", *, split: str | None = None, split_seed: int = 2024,
+def split_frame(m: "Manifest", *, split: str | None = None, split_seed: int = DEFAULT_SEED,
                 min_rating: float | None = None, k_core: int = 0) -> tuple["pd.DataFrame", str, str]:
     """``(split_df, source_fingerprint, method)`` exactly as ``train-recommender`` splits
     (:func:`mmfeat.pipelines.training.interactions.filtered_split`)."""
@@ -196,7 +197,7 @@ def export_mmrec(
     out: str | os.PathLike[str],
     *,
     split: str | None = None,
-    split_seed: int = 2024,
+    split_seed: int = DEFAULT_SEED,
     min_rating: float | None = None,
     k_core: int = 0,
     item_order: str | os.PathLike[str] | Sequence[str] | None = None,
@@ -409,7 +410,7 @@ def _staged_folder(out: Path) -> Iterator[Path]:
 def export_fuxictr(store: FeatureStore, manifest: str | os.PathLike[str], features: dict[str, str],
                    out_dir: str | os.PathLike[str], *, dim: int = 128, pad: bool = False, seq_len: int = 64,
                    history: str = "last", label_threshold: float | None | str = "auto", negatives: int = 1,
-                   seed: int = 2024, data_root: str | None = None, name: str | None = None) -> dict:
+                   seed: int = DEFAULT_SEED, data_root: str | None = None, name: str | None = None) -> dict:
     """A complete MicroLens_1M_MMCTR folder (the WWW 2025 challenge's layout) that FuxiCTR and the
     challenge's DIN/QIN code read unchanged, made from a manifest's interactions and store features.
 

@@ -22,6 +22,7 @@ import numpy as np
 from mmfeat.pipelines.manifest import load_manifest
 from mmfeat.pipelines.store.feature_store import FeatureStore, default_store_root, file_sha256
 from mmfeat.recommenders.ctr.data import CTRDataError
+from mmfeat.defaults import DEFAULT_SEED
 
 #: tag separators in the normalized text columns (MovieLens genres are joined with ", ")
 _TAG_SPLIT = re.compile(r"[,|;]\s*")
@@ -73,7 +74,7 @@ def load_ctr_data(
     history: str = "last",
     label_threshold: float | None | str = "auto",
     negatives: int = 1,
-    seed: int = 2024,
+    seed: int = DEFAULT_SEED,
     emb_dim: int | None = 128,
     pad: bool | None = None,
 ):

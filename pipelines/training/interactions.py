@@ -4,6 +4,7 @@ so a split written by ``mmfeat store export mmrec`` is the split ``mmfeat train`
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+from mmfeat.defaults import DEFAULT_SEED
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -15,7 +16,7 @@ class SplitRequestError(ValueError):
     """A filter or split that cannot apply to this source (e.g. ``min_rating`` without ratings)."""
 
 
-def filtered_split(m: "Manifest", *, split: str | None = None, split_seed: int = 2024,
+def filtered_split(m: "Manifest", *, split: str | None = None, split_seed: int = DEFAULT_SEED,
                    min_rating: float | None = None, k_core: int = 0) -> tuple["pd.DataFrame", int, str, str]:
     """The manifest's interactions, filtered by rating and k-core, then split.
 

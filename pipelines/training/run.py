@@ -28,11 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from mmfeat.pipelines.manifest import Manifest, ManifestError, load_manifest
+from mmfeat.defaults import DEFAULT_SEED
 from mmfeat.pipelines.store.feature_store import (FeatureStore, StoreError, default_store_root,
                                                   open_existing_store)
 
-#: default of both seeds (split and training): the single ``seed`` option's default before they were split
-DEFAULT_SEED = 2024
 
 log = logging.getLogger(__name__)
 

@@ -17,13 +17,14 @@ from typing import Any
 
 from mmfeat.pipelines.training.run import (TrainRequestError, default_runs_dir, load_training_data, model_task,
                                        resolve_training_seed, validate_train_request)
+from mmfeat.defaults import DEFAULT_SEED
 
 log = logging.getLogger(__name__)
 
 
 def run_unlearning(manifest: str, *, model: str, features: dict[str, str] | None = None,
                    overrides: dict[str, Any] | None = None, forget: str = "interactions", share: float = 0.05,
-                   forget_seed: int = 2024, unlearn_config: dict[str, Any] | None = None, gold: bool = True,
+                   forget_seed: int = DEFAULT_SEED, unlearn_config: dict[str, Any] | None = None, gold: bool = True,
                    split: str | None = None, split_seed: int | None = None, seed: int | None = None,
                    min_rating: float | None = None, k_core: int = 0, store_root: str | None = None,
                    runs_dir: str | None = None, data_root: str | None = None, progress: bool = False) -> dict[str, Any]:

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .data import SPLITS, CTRData, CTRDataError, CTRSplit
+from ..splits import DEFAULT_SPLIT_SEED
 
 HISTORIES = ("last", "gsu")
 
@@ -140,7 +141,7 @@ def build_ctr_set(
     history: str = "last",
     label_threshold: float | None = 4.0,
     negatives: int = 1,
-    seed: int = 2024,
+    seed: int = DEFAULT_SPLIT_SEED,
     emb_dim: int | None = 128,
     pad: bool | None = False,
     n_tags: int = 5,
