@@ -37,8 +37,9 @@ so:
   embedding and export built on the description. A description that is nothing but such an echo is
   an error result, not a silent pass-through.
 
-Progress: after each generation batch the describer reports the inputs it finished
-(:func:`mmfeat.featurizers.item_progress.items_done`), so a long call shows items moving.
+Progress: the describer reports inputs as they finish (:func:`mmfeat.featurizers.item_progress.items_done`):
+rows as they stop inside a generation batch (:class:`RowsFinished`), the rest when the batch returns, so a
+long call shows items moving instead of 0 until it returns.
 """
 
 from __future__ import annotations

@@ -115,6 +115,8 @@ class TransformersLLM(CountedLLM):
         device: ``cpu`` / ``cuda`` (default: cuda when available).
         max_input_tokens: prompts are cut from the left to this many tokens (the system message stays whole
             only if it fits; SmolLM2's context is 8k, the prompts here are a few hundred tokens).
+        stop_strings: generation ends once the reply contains one of these (e.g. ``("}",)`` for a flat JSON
+            object: a small model otherwise keeps writing new "Request: ..." lines until ``max_tokens``).
 
     Example:
         >>> llm = TransformersLLM("/models/qwen2.5-0.5b-instruct")  # doctest: +SKIP
@@ -122,7 +124,7 @@ class TransformersLLM(CountedLLM):
     """
 
     def __init__(self, path: str | Path, gguf_file: str | None = None, device: str | None = None,
-                 max_input_tokens: int = 2048) -> None:
+                 max_input_tokens: int = 2048, stop_strings: tuple[str, ...] = ()) -> None:
         super().__init__()
         import torch
 
@@ -137,6 +139,7 @@ class TransformersLLM(CountedLLM):
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer, self.model = load_llm(folder, gguf_file, self.device)
         self.max_input_tokens = int(max_input_tokens)
+        self.stop_strings = tuple(stop_strings)
         self.name = f"transformers:{folder.name}"
 
     def _complete(self, messages: list[dict], max_tokens: int, seed: int) -> str:
@@ -147,8 +150,9 @@ class TransformersLLM(CountedLLM):
         ids = enc["input_ids"][:, -self.max_input_tokens:].to(self.device)
         mask = enc["attention_mask"][:, -self.max_input_tokens:].to(self.device)
         torch.manual_seed(seed)  # greedy needs no randomness; kept for backends that sample
+        stop = {"stop_strings": list(self.stop_strings), "tokenizer": self.tokenizer} if self.stop_strings else {}
         with torch.inference_mode():
-            out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_tokens,
+            out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_tokens, **stop,
                                       do_sample=False, temperature=None, top_p=None, top_k=None, use_cache=True,
                                       pad_token_id=self.tokenizer.pad_token_id,
                                       eos_token_id=self.tokenizer.eos_token_id)
@@ -166,12 +170,13 @@ class SmolLM2(TransformersLLM):
         >>> llm.complete([{"role": "user", "content": "Reply with {}"}], max_tokens=8, seed=0)  # doctest: +SKIP
     """
 
-    def __init__(self, device: str | None = None, max_input_tokens: int = 2048) -> None:
+    def __init__(self, device: str | None = None, max_input_tokens: int = 2048,
+                 stop_strings: tuple[str, ...] = ()) -> None:
         from mmfeat.featurizers.describer import SMOLLM2_NAME
         from mmfeat.featurizers.registry import resolve_backbone
 
         folder, _ = resolve_backbone(SMOLLM2_NAME, family="llm-gguf")
-        super().__init__(folder, None, device, max_input_tokens)
+        super().__init__(folder, None, device, max_input_tokens, stop_strings)
         self.name = SMOLLM2_NAME
 
 

@@ -43,7 +43,7 @@ from mmfeat.pipelines.store.feature_store import FeatureStore, default_store_roo
 log = logging.getLogger("mmfeat.flows")
 
 #: Seconds between two updates of a progress artifact (each is one API call; the log has the detail).
-ARTIFACT_INTERVAL_S = 2.0
+ARTIFACT_INTERVAL_S = 5.0
 
 
 def artifact_key(*parts: str) -> str:
@@ -279,7 +279,8 @@ def extract_features(
     ``s3://bucket/prefix`` URI), ``tag`` (an extra alias besides ``latest``), ``data_root`` (override,
     e.g. a real MicroLens download), ``progress``: ``log`` (items done / total and items/s as run-log
     lines every 10 s, the default for deployments), ``bar`` (a tqdm bar on the terminal, what
-    ``mmfeat extract`` asks for), ``none``; ``runner`` (``in_process`` | ``dask`` | ``ray``, default the
+    ``mmfeat extract`` asks for), ``none``; with ``log`` or ``bar`` each feature set also gets a progress
+    artifact ``progress-<dataset>-<feature set>`` (the UI's bar, updated at most every 5 s); ``runner`` (``in_process`` | ``dask`` | ``ray``, default the
     manifest's ``runner.kind``), ``runner_address`` (an existing cluster) and ``workers`` (size of a
     temporary local cluster) override the manifest's ``runner:``.
     """
