@@ -5,13 +5,17 @@ Each session's user is the real user's learned taste (:class:`~mmfeat.agents.sim
 click head and a rating head fit on held-out behaviour of calibration users) plus a small mindset:
 
 - **clicks**: item ``i`` at page position ``r`` is clicked with probability
-  ``attention(r) * interest_i`` where ``interest`` is the taste model's calibrated click probability and
-  ``attention(r) = 1 / log2(r + 2)`` (the position bias DCG assumes), times ``click_scale``;
+  ``click_scale * attention(r) * interest_i`` where ``interest`` is the taste model's calibrated click
+  probability and ``attention(r) = 1 / log2(r + 2)`` (the position bias DCG assumes);
 - **ratings**: the rating head's expected rating plus Gaussian noise, rounded to 1..5;
-- **satisfaction** (the mindset): an exponential average of each page's perceived quality, the mean interest
-  of its three most interesting items relative to the user's own click threshold;
-- **leaving**: after each page with probability ``sigmoid(leave_bias + leave_slope * (level - satisfaction))``,
-  higher after a page without a click;
+- **page quality**: the attention-weighted mean *log-odds* of the page's interests (log-odds, because the
+  click head saturates near 1 for every popular item: in probability a personalised page and a page of
+  blockbusters look alike, in log-odds they differ by about two units), plus, while the user's latest request
+  stands, ``follow_weight * (2 * share of the page satisfying it - 1)`` (RecoWorld's user notices whether the
+  recommender heard it);
+- **satisfaction** (the mindset): an exponential average of page quality;
+- **leaving**: after each page with probability
+  ``sigmoid(leave_bias + leave_slope * (reference - satisfaction) + fatigue * turn + no_click_penalty * [no click])``;
 - **reflective instruction** (RecoWorld): when satisfaction falls below ``instruct_below`` and the user stays,
   one short request grounded in the profile and the page just seen: ``no <disliked genre>`` when the page
   showed one, ``more <liked genre>`` when the page missed the user's favourite, the user's decade when the
@@ -19,9 +23,10 @@ click head and a rating head fit on held-out behaviour of calibration users) plu
   ``something different``; at most one instruction every other turn.
 
 The user's taste never changes inside a session (the taste model reads the training history only), so what
-an agent gains comes from showing items this user likes -- by following the user's words or its own model.
-All randomness comes from the session's generator, drawn per session in a fixed order, so a reaction does not
-depend on which other sessions share the batch.
+a recommender gains comes from showing items this user likes and from following its requests (the
+``follow_weight`` term; set it to 0 to measure a recommender without that channel). All randomness comes from
+the session's generator, drawn per session in a fixed order, so a reaction does not depend on which other
+sessions share the batch.
 
 Reference:
     RecoWorld (Meta, 2025): a mindset that decays with unsatisfying pages and reflective instructions before
@@ -36,33 +41,43 @@ from typing import Any
 
 import numpy as np
 
+from mmfeat.agents.recommender.instructions import parse_instruction
 from mmfeat.agents.simulator.profile import Profile, ProfileArrays
 from mmfeat.agents.simulator.taste import TasteModel, UserFeatures
 from mmfeat.agents.types import Catalog, Reaction, UserHistory
 
+from .metrics import satisfying_items
+
 
 @dataclass(frozen=True)
 class MindsetConfig:
-    """The mindset's parameters (see the module docstring).
+    """The mindset's parameters (see the module docstring; log-odds units unless said otherwise).
+
+    Defaults put a session of popularity pages at about half the turn cap and a personalised one (the taste
+    model's own top items) near the cap, on MovieLens-100K: room for a recommender to be better or worse.
 
     Attributes:
-        click_scale: multiplies ``attention * interest`` (how many items of a page a user clicks at most).
-        rating_noise: standard deviation of the rating noise before rounding.
+        click_scale: multiplies ``attention * interest`` (the click probability).
+        rating_noise: standard deviation of the rating noise before rounding (stars).
         memory: weight of the old satisfaction in the exponential average.
-        start: satisfaction before the first page (relative to the user's threshold).
-        leave_bias, leave_slope, no_click_penalty: the leaving logit ``bias + slope * (-satisfaction)
-            + no_click_penalty * [no click on the page]``.
+        start: satisfaction before the first page.
+        reference: the page quality a user expects (satisfaction above it lowers the leaving odds).
+        leave_bias, leave_slope, fatigue, no_click_penalty: the leaving logit (module docstring).
+        follow_weight: weight of "my request was followed" in page quality (0 = users ignore it).
         instruct_below: satisfaction under which a staying user writes an instruction.
     """
 
     click_scale: float = 0.6
     rating_noise: float = 0.5
     memory: float = 0.5
-    start: float = 0.1
-    leave_bias: float = -2.2
-    leave_slope: float = 8.0
-    no_click_penalty: float = 1.0
-    instruct_below: float = 0.05
+    start: float = 2.0
+    reference: float = 2.0
+    leave_bias: float = -2.6
+    leave_slope: float = 0.8
+    fatigue: float = 0.12
+    no_click_penalty: float = 0.8
+    follow_weight: float = 1.5
+    instruct_below: float = 1.8
 
 
 @dataclass
@@ -74,6 +89,7 @@ class _State:
     satisfaction: float
     last_instruction: int = -10
     turn: int = 0
+    request: np.ndarray | None = None
 
 
 def _sigmoid(x: float) -> float:
@@ -108,6 +124,7 @@ class TasteUserPool:
         pop = np.asarray(self.catalog.popularity, dtype=np.float64)
         self._popular = pop >= np.quantile(pop, 0.9) if len(pop) else np.zeros(0, dtype=bool)
         self._groups: list[UserFeatures] = []
+        self._requests: dict[str, np.ndarray | None] = {}
         self._state: dict[int, _State] = {}
 
     # ------------------------------------------------------------------ the pool protocol
@@ -157,23 +174,39 @@ class TasteUserPool:
         clicked_mask = u_click < np.clip(c.click_scale * attention * interest, 0.0, 1.0)
         ratings = np.clip(np.rint(expected + noise), 1, 5)
         clicked = tuple(int(i) for i in page[clicked_mask])
-        quality = float(np.sort(interest)[-3:].mean()) - float(self.taste.threshold)
+        p = np.clip(interest, 1e-4, 1 - 1e-4)
+        quality = float((attention * np.clip(np.log(p / (1 - p)), -5.0, 5.0)).sum() / attention.sum())
+        followed = None
+        if st.request is not None:
+            followed = float(st.request[page].mean())
+            quality += c.follow_weight * (2.0 * followed - 1.0)
         st.satisfaction = c.memory * st.satisfaction + (1 - c.memory) * quality
-        logit = c.leave_bias - c.leave_slope * st.satisfaction + (c.no_click_penalty if not clicked else 0.0)
+        logit = (c.leave_bias + c.leave_slope * (c.reference - st.satisfaction) + c.fatigue * st.turn
+                 + (c.no_click_penalty if not clicked else 0.0))
         p_leave = _sigmoid(logit)
         left = bool(u_leave < p_leave)
-        reasons = [f"click {i}: interest {p:.2f}" for i, p in zip(page[clicked_mask], interest[clicked_mask],
-                                                                   strict=True)]
-        reasons.append(f"{'leave' if left else 'stay'}: satisfaction {st.satisfaction:+.2f}, "
-                       f"P(leave) {p_leave:.2f}")
+        reasons = [f"click {i}: interest {q:.2f}" for i, q in zip(page[clicked_mask].tolist(),
+                                                                   interest[clicked_mask], strict=True)]
+        reasons.append(f"page quality {quality:+.2f}" + (f" (request followed by {followed:.0%})"
+                                                          if followed is not None else ""))
+        reasons.append(f"{'leave' if left else 'stay'}: satisfaction {st.satisfaction:+.2f}, P(leave) {p_leave:.2f}")
         instruction = None
         if not left and st.satisfaction < c.instruct_below and st.turn - st.last_instruction >= 2:
             instruction = self._instruction(st.profile, page, rng)
             st.last_instruction = st.turn
+            st.request = self._request(instruction)
             reasons.append(f"instruct: satisfaction {st.satisfaction:+.2f} < {c.instruct_below}")
         st.turn += 1
-        return Reaction(clicked, {i: float(r) for i, r in zip(page[clicked_mask], ratings[clicked_mask], strict=True)},
+        return Reaction(clicked, {int(i): float(r) for i, r in zip(page[clicked_mask], ratings[clicked_mask],
+                                                                     strict=True)},
                         left, instruction, tuple(reasons))
+
+    def _request(self, text: str) -> np.ndarray | None:
+        """bool ``[n_items]``: items satisfying the request (None: nothing item-checkable, e.g. "something new")."""
+        if text not in self._requests:
+            c = parse_instruction(text, self._names).constraints
+            self._requests[text] = satisfying_items(self.catalog, c)
+        return self._requests[text]
 
     def _instruction(self, prof: Profile, page: np.ndarray, rng: np.random.Generator) -> str:
         """One request grounded in the profile and the page (see the module docstring)."""

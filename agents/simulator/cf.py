@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.linalg
+from scipy.linalg import lapack
 import scipy.sparse as sp
 
 
@@ -51,9 +51,16 @@ class EASE:
         order = np.argsort(-counts, kind="stable")
         self.keep = np.sort(order[: min(self.max_items, int((counts > 0).sum()))])
         Xk = X[:, self.keep]
-        gram = (Xk.T @ Xk).toarray().astype(np.float64)
+        gram = (Xk.T @ Xk).toarray().astype(np.float32)
         gram[np.diag_indices_from(gram)] += self.l2
-        P = scipy.linalg.inv(gram, overwrite_a=True, check_finite=False)
+        # The Gram matrix plus a ridge is positive definite: invert through its Cholesky factor (float32, a
+        # third of a general inverse's work; EASE's usual precision).
+        chol, info = lapack.spotrf(gram, lower=0, overwrite_a=1)
+        if info == 0:
+            P, info = lapack.spotri(chol, lower=0, overwrite_c=1)
+        if info != 0:
+            raise np.linalg.LinAlgError(f"EASE: Cholesky inverse failed (LAPACK info {info}); raise l2")
+        P = np.triu(P) + np.triu(P, 1).T
         B = P / (-np.diag(P))
         B[np.diag_indices_from(B)] = 0.0
         self.B = B.astype(np.float32)
@@ -94,7 +101,7 @@ class BiasedALS:
 
     dim: int = 32
     l2: float = 0.08
-    iters: int = 12
+    iters: int = 8
     mu: float = 3.0
     Q: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
     bi: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
@@ -167,11 +174,13 @@ class Transitions:
     Attributes:
         window: steps ahead that count as "after".
         half_life: recency half-life (in steps) of the user's history weights.
+        max_dense: catalogs up to this size keep ``T`` dense.
     """
 
     window: int = 30
     half_life: float = 30.0
-    T: sp.csr_matrix = field(default=None, repr=False)  # type: ignore[assignment]
+    max_dense: int = 12000
+    T: np.ndarray | sp.csr_matrix = field(default=None, repr=False)  # type: ignore[assignment]
 
     def fit(self, histories_items: list[np.ndarray], n_items: int) -> "Transitions":
         """Count transitions in every training sequence (vectorized over the concatenation, a loop over steps).
@@ -190,10 +199,13 @@ class Transitions:
         src_a, dst_a = np.concatenate(src), np.concatenate(dst)
         C = sp.csr_matrix((np.ones(len(src_a)), (src_a, dst_a)), shape=(n_items, n_items))
         out = np.asarray(C.sum(axis=1)).ravel()
-        self.T = (sp.diags(1.0 / np.maximum(out, 1.0)) @ C).tocsr()
+        T = (sp.diags(1.0 / np.maximum(out, 1.0)) @ C).tocsr()
+        # Dense when it fits (a sparse-sparse product per call is slow once the rows fill in).
+        self.T = T.toarray().astype(np.float32) if n_items <= self.max_dense else T.astype(np.float32)
         return self
 
     def scores(self, histories_items: list[np.ndarray]) -> np.ndarray:
         """Transition scores of every item for each history, ``[rows, n_items]`` float32."""
-        W = decayed_history(histories_items, self.T.shape[0], self.half_life)
-        return np.asarray((W @ self.T).todense(), dtype=np.float32)
+        W = decayed_history(histories_items, self.T.shape[0], self.half_life).astype(np.float32)
+        out = W @ self.T
+        return np.asarray(out.todense() if sp.issparse(out) else out, dtype=np.float32)

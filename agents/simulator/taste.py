@@ -33,12 +33,13 @@ import scipy.sparse as sp
 from scipy.stats import rankdata
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
-from mmfeat.agents.simulator.cf import EASE, BiasedALS
+from mmfeat.agents.simulator.cf import EASE, BiasedALS, Transitions
 from mmfeat.agents.simulator.pairs import choose_threshold, sample_pairs
 from mmfeat.agents.simulator.profile import ProfileArrays, interaction_matrix, profile_arrays
 from mmfeat.agents.types import Catalog, UserHistory
 
-CLICK_FEATURES = ("ease", "ease_pct", "log_pop", "genre_cos", "year_gap", "log_n", "als_rating", "item_mean")
+CLICK_FEATURES = ("ease", "ease_smooth", "ease_pct", "transition", "log_pop", "genre_cos", "year_gap", "log_n",
+                  "als_rating", "item_mean", "item_std", "item_genres", "year")
 RATING_FEATURES = ("als_rating", "mean_rating", "recent_mean", "item_mean", "user_genre_mean", "log_pop", "log_n",
                    "genre_cos", "year_gap", "ease_pct", "conformity")
 
@@ -48,7 +49,8 @@ class TasteConfig:
     """Hyper-parameters of the taste model (defaults checked on ML-1M calibration users; see the fidelity bench).
 
     Attributes:
-        ease_l2: EASE ridge penalty.
+        ease_l2, ease_smooth_l2: ridge penalties of the two EASE models (personal / popularity-smoothed).
+        transition_window, transition_half_life: :class:`~.cf.Transitions` window and recency half-life.
         als_dim, als_l2, als_iters: biased ALS factors, weighted-lambda penalty, alternations.
         head_iters, head_lr, head_leaves: boosting rounds, learning rate, leaves per tree of both heads.
         validation_share: share of calibration users kept out of the head fit to choose the click threshold.
@@ -56,9 +58,12 @@ class TasteConfig:
     """
 
     ease_l2: float = 300.0
+    ease_smooth_l2: float = 3000.0
+    transition_window: int = 30
+    transition_half_life: float = 30.0
     als_dim: int = 32
     als_l2: float = 0.08
-    als_iters: int = 12
+    als_iters: int = 8
     head_iters: int = 200
     head_lr: float = 0.08
     head_leaves: int = 31
@@ -71,11 +76,44 @@ class UserFeatures:
     """Per-history state the heads read (row ``r`` = the ``r``-th history passed to :meth:`TasteModel.user_features`)."""
 
     ease: np.ndarray
+    ease_smooth: np.ndarray
     ease_pct: np.ndarray
+    transition: np.ndarray
     P: np.ndarray
     bu: np.ndarray
     recent_mean: np.ndarray
     profiles: ProfileArrays
+
+
+@dataclass(frozen=True)
+class Collaborative:
+    """Stage 1: the models and crowd statistics fit on every user's training interactions."""
+
+    ease: EASE
+    ease_smooth: EASE
+    transitions: Transitions
+    als: BiasedALS
+    crowd: ProfileArrays
+    item_count: np.ndarray
+    item_std: np.ndarray
+
+    @classmethod
+    def fit(cls, histories: Sequence[UserHistory], catalog: Catalog, rng: np.random.Generator,
+            config: TasteConfig) -> "Collaborative":
+        """Fit EASE (twice), transitions and ALS; item counts and rating spread from training ratings."""
+        R = interaction_matrix(histories, catalog.n_items)
+        X = interaction_matrix(histories, catalog.n_items, values="ones")
+        X.data[:] = 1.0
+        item_count = np.asarray(X.sum(axis=0)).ravel()
+        R2 = R.multiply(R)
+        mean = np.asarray(R.sum(axis=0)).ravel() / np.maximum(item_count, 1)
+        var = np.asarray(R2.sum(axis=0)).ravel() / np.maximum(item_count, 1) - mean ** 2
+        item_std = np.where(item_count > 1, np.sqrt(np.maximum(var, 0.0)), np.nan)
+        return cls(ease=EASE(l2=config.ease_l2).fit(X), ease_smooth=EASE(l2=config.ease_smooth_l2).fit(X),
+                   transitions=Transitions(config.transition_window, config.transition_half_life).fit(
+                       [h.items for h in histories], catalog.n_items),
+                   als=BiasedALS(dim=config.als_dim, l2=config.als_l2, iters=config.als_iters).fit(R, rng),
+                   crowd=profile_arrays(histories, catalog), item_count=item_count, item_std=item_std)
 
 
 class TasteModel:
@@ -86,12 +124,11 @@ class TasteModel:
     seconds).
     """
 
-    def __init__(self, catalog: Catalog, config: TasteConfig, ease: EASE, als: BiasedALS, crowd: ProfileArrays,
-                 item_count: np.ndarray, click_head: Any, rating_head: Any, threshold: float,
-                 info: dict[str, Any]) -> None:
-        self.catalog, self.config, self.ease, self.als, self.crowd = catalog, config, ease, als, crowd
-        self.item_count, self.click_head, self.rating_head = item_count, click_head, rating_head
-        self.threshold, self.info = threshold, info
+    def __init__(self, catalog: Catalog, config: TasteConfig, cf: Collaborative, click_head: Any = None,
+                 rating_head: Any = None, threshold: float = 0.5, info: dict[str, Any] | None = None) -> None:
+        self.catalog, self.config, self.cf = catalog, config, cf
+        self.click_head, self.rating_head = click_head, rating_head
+        self.threshold, self.info = threshold, dict(info or {})
 
     @classmethod
     def fit(cls, histories: Sequence[UserHistory], catalog: Catalog, calibration: np.ndarray,
@@ -117,23 +154,16 @@ class TasteModel:
             >>> taste.click_proba(pop.histories, np.array([3, 3]), np.array([10, 42]))                         # doctest: +SKIP
         """
         t0 = time.perf_counter()
-        R = interaction_matrix(histories, catalog.n_items)
-        X = interaction_matrix(histories, catalog.n_items, values="ones")
-        X.data[:] = 1.0
-        crowd = profile_arrays(histories, catalog)
-        ease = EASE(l2=config.ease_l2).fit(X)
-        als = BiasedALS(dim=config.als_dim, l2=config.als_l2, iters=config.als_iters).fit(R, rng)
-        item_count = np.asarray(X.sum(axis=0)).ravel()
-        t_cf = time.perf_counter() - t0
         calibration = np.asarray(calibration, np.int64)
         calibration = calibration[np.fromiter((len(histories[u].heldout_items) > 0 for u in calibration), bool,
                                               count=len(calibration))]
         if len(calibration) == 0:
             raise ValueError("no calibration user has held-out items: nothing to fit the click and rating heads on")
+        model = cls(catalog, config, Collaborative.fit(histories, catalog, rng, config))
+        t_cf = time.perf_counter() - t0
         perm = rng.permutation(calibration)
         n_val = int(round(len(perm) * config.validation_share)) if len(perm) > 1 else 0
         val_users, fit_users = perm[:n_val], perm[n_val:]
-        model = cls(catalog, config, ease, als, crowd, item_count, None, None, 0.5, {})
         u, i, y, r = sample_pairs(histories, fit_users, catalog.n_items, rng)
         Xc, Xr = model.pair_features(histories, u, i)
         seed = int(rng.integers(2**31 - 1))
@@ -159,15 +189,16 @@ class TasteModel:
 
     def user_features(self, histories: Sequence[UserHistory]) -> UserFeatures:
         """The heads' per-user inputs for any histories (folded in: no refit, an empty history is fine)."""
-        X = interaction_matrix(histories, self.catalog.n_items, values="ones")
+        cf, n_items = self.cf, self.catalog.n_items
+        X = interaction_matrix(histories, n_items, values="ones")
         X.data[:] = 1.0
-        ease = self.ease.scores(X)
-        ease_pct = (rankdata(ease, axis=1) / max(1, ease.shape[1])).astype(np.float32)
-        P, bu = self.als.fold_in(interaction_matrix(histories, self.catalog.n_items))
+        ease = cf.ease.scores(X)
+        ease_pct = (rankdata(ease, axis=1) / max(1, n_items)).astype(np.float32)
+        P, bu = cf.als.fold_in(interaction_matrix(histories, n_items))
         k = self.config.recent
         recent = np.array([h.ratings[-k:].mean() if len(h.ratings) else np.nan for h in histories], np.float64)
-        return UserFeatures(ease, ease_pct, P, bu, recent,
-                            profile_arrays(histories, self.catalog, reference=self.crowd))
+        return UserFeatures(ease, cf.ease_smooth.scores(X), ease_pct, cf.transitions.scores([h.items for h in histories]),
+                            P, bu, recent, profile_arrays(histories, self.catalog, reference=cf.crowd))
 
     def pair_features(self, histories: Sequence[UserHistory], users: np.ndarray,
                       items: np.ndarray, uf: UserFeatures | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -182,7 +213,7 @@ class TasteModel:
             uf = self.user_features([histories[u] for u in uniq])
         else:
             rows = users
-        pa, cat = uf.profiles, self.catalog
+        pa, cat, cf = uf.profiles, self.catalog, self.cf
         g = cat.genres[items].astype(np.float64)
         w = pa.genre_weights[rows]
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -191,13 +222,16 @@ class TasteModel:
             hit = (g > 0) & np.isfinite(gm)
             user_genre_mean = np.where(hit.any(axis=1), np.where(hit, gm, 0.0).sum(axis=1) / hit.sum(axis=1), np.nan)
         years = cat.years[items].astype(np.float64)
-        year_gap = np.abs(np.where(years > 0, years, np.nan) - pa.mean_year[rows]) / 10.0
-        log_pop = np.log1p(self.item_count[items])
+        years = np.where(years > 0, years, np.nan)
+        year_gap = np.abs(years - pa.mean_year[rows]) / 10.0
+        log_pop = np.log1p(cf.item_count[items])
         log_n = np.log1p(pa.n[rows].astype(np.float64))
-        als = self.als.predict(uf.P, uf.bu, rows, items)
+        als = cf.als.predict(uf.P, uf.bu, rows, items)
         item_mean = pa.item_mean[items]
         ease_pct = uf.ease_pct[rows, items].astype(np.float64)
-        click = np.column_stack([uf.ease[rows, items], ease_pct, log_pop, genre_cos, year_gap, log_n, als, item_mean])
+        click = np.column_stack([uf.ease[rows, items], uf.ease_smooth[rows, items], ease_pct,
+                                 uf.transition[rows, items], log_pop, genre_cos, year_gap, log_n, als, item_mean,
+                                 cf.item_std[items], g.sum(axis=1), years])
         rating = np.column_stack([als, pa.mean_rating[rows], uf.recent_mean[rows], item_mean, user_genre_mean,
                                   log_pop, log_n, genre_cos, year_gap, ease_pct, pa.conformity[rows]])
         return click, rating
