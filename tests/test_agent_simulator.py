@@ -19,8 +19,6 @@ from mmfeat.agents.simulator.user import SimulatedUser, simulated_users
 from mmfeat.agents.types import Catalog, UserHistory
 from mmfeat.pipelines.simulation.population import build_catalog, population_from_tables, split_histories
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 GENRES = ["Action", "Comedy", "Drama", "Horror"]
 SMALL = TasteConfig(ease_l2=20.0, ease_smooth_l2=200.0, transition_window=5, als_dim=8, als_iters=4, head_iters=60)
 

@@ -32,6 +32,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.stats import rankdata
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from threadpoolctl import ThreadpoolController
 
 from mmfeat.agents.simulator.cf import EASE, BiasedALS, Transitions
 from mmfeat.agents.simulator.pairs import choose_threshold, sample_pairs
@@ -40,6 +41,8 @@ from mmfeat.agents.types import Catalog, UserHistory
 
 CLICK_FEATURES = ("ease", "ease_smooth", "ease_pct", "transition", "log_pop", "genre_cos", "year_gap", "log_n",
                   "als_rating", "item_mean", "item_std", "item_genres", "year")
+_POOLS = ThreadpoolController()  # OpenMP of scikit-learn's boosting (loaded above)
+_SMALL = 20000  # fewer rows than this: one thread (a thread team's start-up and spinning cost more)
 RATING_FEATURES = ("als_rating", "mean_rating", "recent_mean", "item_mean", "user_genre_mean", "log_pop", "log_n",
                    "genre_cos", "year_gap", "ease_pct", "conformity")
 
@@ -169,9 +172,10 @@ class TasteModel:
         seed = int(rng.integers(2**31 - 1))
         hgb = dict(max_iter=config.head_iters, learning_rate=config.head_lr, max_leaf_nodes=config.head_leaves,
                    early_stopping=False, random_state=seed)
-        model.click_head = HistGradientBoostingClassifier(**hgb).fit(Xc, y)
         pos = y == 1
-        model.rating_head = HistGradientBoostingRegressor(**hgb).fit(Xr[pos], r[pos])
+        with _POOLS.limit(limits=1 if len(y) < _SMALL else None, user_api="openmp"):
+            model.click_head = HistGradientBoostingClassifier(**hgb).fit(Xc, y)
+            model.rating_head = HistGradientBoostingRegressor(**hgb).fit(Xr[pos], r[pos])
         info: dict[str, Any] = {"config": asdict(config), "calibration_users": len(calibration),
                                 "head_fit_users": len(fit_users), "threshold_users": len(val_users),
                                 "head_fit_pairs": len(y), "collaborative_seconds": round(t_cf, 2)}
@@ -256,7 +260,11 @@ class TasteModel:
 
 
 class UserTaste:
-    """A :class:`TasteModel` bound to one history: click probabilities and ratings for item arrays."""
+    """A :class:`TasteModel` bound to one history: click probabilities and ratings for item arrays.
+
+    A page is a few items: predictions run on one OpenMP thread (starting a thread team per page costs more
+    than the trees, and on a busy machine spinning threads make a 10 ms page take a second).
+    """
 
     def __init__(self, model: TasteModel, history: UserHistory, uf: UserFeatures) -> None:
         self.model, self.history, self.uf = model, history, uf
@@ -264,9 +272,11 @@ class UserTaste:
     def click_proba(self, items: np.ndarray) -> np.ndarray:
         """P(click) per item (1:1-mix calibrated)."""
         items = np.asarray(items, np.int64)
-        return self.model.click_proba([self.history], np.zeros(len(items), np.int64), items, self.uf)
+        with _POOLS.limit(limits=1, user_api="openmp"):
+            return self.model.click_proba([self.history], np.zeros(len(items), np.int64), items, self.uf)
 
     def rating(self, items: np.ndarray) -> np.ndarray:
         """Expected rating per item, 1..5."""
         items = np.asarray(items, np.int64)
-        return self.model.rating([self.history], np.zeros(len(items), np.int64), items, self.uf)
+        with _POOLS.limit(limits=1, user_api="openmp"):
+            return self.model.rating([self.history], np.zeros(len(items), np.int64), items, self.uf)
