@@ -133,9 +133,8 @@ def _request(store_root: str, **kw) -> None:
     ({"model": "LightGCN", "features": {"image": "title_minilm"}}, "LightGCN uses no item features"),
     ({"features": {"imag": "title_minilm"}}, r"no modality role reading feature 'imag'; did you mean image\?"),
     ({"features": {}}, "FREEDOM needs item features"),
-    ({"features": {"text": "title_minlm"}},
-     r"'title_minlm' has no version .* did you mean title_minilm\? run `mmfeat extract microlens "
-     r"--feature-set title_minlm` first"),
+    ({"features": {"text": "title_minlm"}},  # the real name suggested, never the typo as a command
+     r"no feature set 'title_minlm' in manifest 'microlens' or in the store .*; did you mean title_minilm\?$"),
     ({"features": {"text": "title_minilm@nope"}}, r"'nope' is not a version or alias.*mmfeat store list"),
     ({"features": {"text": "@a"}}, "no feature set name"),
     ({"versus": {"text": "cover_clip"}},
