@@ -288,3 +288,233 @@ def test_policy_learning_improves_train_retention_and_reports_heldout(catalog, t
     assert png.is_file() and png.stat().st_size > 1000
     with pytest.raises(ValueError, match="overlap"):
         learn_policy(evaluate, train, train[:3], start, LearningConfig(iterations=1))
+
+
+# ---------------------------------------------------------------------------- traces in the store
+def _run(catalog, histories, seed=0):
+    return run_sessions(agent_factory(catalog), pool_for(catalog), histories, np.arange(len(histories)),
+                        SessionConfig(turns=4, page_size=5, seed=seed))
+
+
+def test_trace_publish_is_content_addressed_verified_and_atomic(tmp_path, catalog, histories, monkeypatch):
+    from mmfeat.pipelines.simulation.traces import TRACE_FEATURE_SET, publish_trace, read_trace, trace_manifest
+    from mmfeat.pipelines.store.feature_store import FeatureStore, StoreError
+    from mmfeat.pipelines.store.writer import VersionWriter
+
+    store = FeatureStore(tmp_path / "store")
+    run = _run(catalog, histories)
+    lineage = {"population": {"users": len(histories)}, "seeds": {"sessions": 0}, "llm": None,
+               "base_model": {"model": "popularity"}, "parents": {}}
+    config = {"recommender": "agent[popularity]", "turns": 4, "page_size": 5, "seed": 0}
+    v1 = publish_trace(store, "toy", run.rows, lineage=lineage, config=config, metrics={"retention": 1.5},
+                       item_ids=list(catalog.item_ids), tag="first")
+    df = read_trace(store, "toy", v1)
+    assert len(df) == len(run.rows) and df["items"].tolist() == [r["items"] for r in run.rows]
+    assert df["item_ids"].iloc[0] == [f"i{i}" for i in run.rows[0]["items"]]
+    assert df["clicked"].tolist() == [r["clicked"] for r in run.rows]
+    m = trace_manifest(store, "toy", "first")
+    assert m["output"]["kind"] == "trace" and m["lineage"]["seeds"] == {"sessions": 0}
+    assert m["featurizer"]["fingerprint"]["config"]["recommender"] == "agent[popularity]"
+    # the same rows and config again: the same content-named version, nothing rewritten
+    ids = list(catalog.item_ids)
+    assert publish_trace(store, "toy", run.rows, lineage=lineage, config=config, item_ids=ids) == v1
+    assert len(store.versions("toy", TRACE_FEATURE_SET)) == 1
+    # a replay of the same seed gives the same version id; another seed, or another config, another one
+    assert publish_trace(store, "toy", _run(catalog, histories).rows, lineage=lineage, config=config, item_ids=ids) == v1
+    assert publish_trace(store, "toy", run.rows, lineage=lineage, config={**config, "seed": 1}, item_ids=ids) != v1
+    v2 = publish_trace(store, "toy", _run(catalog, histories, seed=9).rows, lineage=lineage, config=config)
+    assert v2 != v1 and store.aliases("toy", TRACE_FEATURE_SET)["latest"] == v2
+    # a corrupted part is refused on read
+    part = next((tmp_path / "store" / "toy" / TRACE_FEATURE_SET / v1).glob("part-*.parquet"))
+    data = bytearray(part.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    part.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match="corrupted|checksum|sha256|changed"):
+        read_trace(store, "toy", v1)
+    # a publish that dies before its commit leaves no version a reader could see
+    store2 = FeatureStore(tmp_path / "store2")
+
+    def crash(self, *a, **k):
+        raise RuntimeError("killed before publish")
+
+    monkeypatch.setattr(VersionWriter, "publish", crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        publish_trace(store2, "toy", run.rows, lineage=lineage, config=config)
+    assert store2.versions("toy", TRACE_FEATURE_SET) == []
+    with pytest.raises(StoreError):
+        read_trace(store2, "toy")
+
+
+def test_run_records_compare_side_by_side(tmp_path, catalog, histories, capsys):
+    from mmfeat.pipelines.cli import main
+    from mmfeat.pipelines.simulation.traces import population_hash, write_run_record
+
+    paths = []
+    for name, seed in (("agent[popularity]", 0), ("popularity", 0)):
+        run = _run(catalog, histories, seed)
+        metrics = population_metrics(run.rows, catalog, histories, turns=4)
+        ph = population_hash("toy", range(len(histories)), seed, "all", 4, 5)
+        paths.append(write_run_record(tmp_path / "runs", name=name, dataset="toy", population=ph,
+                                      config={"turns": 4, "page_size": 5, "seed": seed}, metrics=metrics,
+                                      trace={"version": "v-x"}, lineage={}, wall_s=0.1))
+    rec = json.loads(paths[0].read_text())
+    assert rec["kind"] == "simulation" and rec["test"]["retention"] == pytest.approx(
+        population_metrics(_run(catalog, histories).rows, catalog, histories, turns=4)["retention"])
+    assert main(["compare", str(paths[0].parent), str(paths[1].parent)]) == 0
+    out = capsys.readouterr().out
+    assert "test retention" in out and "agent[popularity]" in out and "popularity" in out
+    assert "not comparable" not in out
+
+
+# ---------------------------------------------------------------------------- the simulate command
+def test_simulate_static_copies_match_the_registries():
+    from mmfeat.agents.recommender.policy import FEATURES
+    from mmfeat.pipelines.cli.simulate import RECOMMENDERS, SEGMENTS, WEIGHT_NAMES
+    from mmfeat.pipelines.simulation.population import SEGMENTS as REAL_SEGMENTS
+    from mmfeat.pipelines.simulation.sessions import RECOMMENDER_KINDS
+
+    assert SEGMENTS == REAL_SEGMENTS and RECOMMENDERS == RECOMMENDER_KINDS and WEIGHT_NAMES == FEATURES
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--segment", "high-activty"], "did you mean high-activity"),
+    (["--base-model", "LightGNC"], "did you mean LightGCN"),
+    (["--base-model", "DIN"], "CTR model"),
+    (["--llm", "smol"], "--llm 'smol'"),
+    (["--agent", "static", "--llm", "smollm2"], "only the agent uses an LLM"),
+    (["--turns", "0"], ">= 1"),
+    (["--weights", "/nonexistent.json"], "cannot read"),
+])
+def test_simulate_refuses_bad_requests_before_loading(argv, message, capsys):
+    import sys
+
+    from mmfeat.pipelines.cli import main
+
+    before = {m for m in ("torch", "prefect", "sklearn") if m in sys.modules}
+    assert main(["simulate", "movielens-100k", *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert {m for m in ("torch", "prefect", "sklearn") if m in sys.modules} == before
+
+
+def test_simulate_refuses_abbreviations_and_bad_weights(tmp_path, capsys):
+    from mmfeat.pipelines.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["simulate", "movielens-100k", "--popul", "5"])
+    assert exc.value.code == 2
+    bad = tmp_path / "w.json"
+    bad.write_text(json.dumps({"base": 1.0, "bias": 2.0}))
+    assert main(["simulate", "movielens-100k", "--weights", str(bad)]) == 2
+    assert "unknown weight" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- the simulated users and the pipeline
+@pytest.fixture(scope="module")
+def tiny_world():
+    """A synthetic population of 90 users x 50 items with a small taste model (fit in seconds)."""
+    import pandas as pd
+    import pyarrow as pa
+
+    from mmfeat.agents.simulator.taste import TasteConfig, TasteModel
+    from mmfeat.pipelines.simulation.population import population_from_tables
+    from mmfeat.pipelines.simulation.sessions import World
+
+    rng = np.random.default_rng(0)
+    n_items, n_users = 50, 90
+    names = ["Action", "Comedy", "Drama", "Horror"]
+    items = pa.table({"item_id": [f"m{i}" for i in range(n_items)], "title": [f"Movie {i}" for i in range(n_items)],
+                      "genres": [",".join(sorted({names[i % 4], names[(i * 7) % 4]})) for i in range(n_items)],
+                      "year": [1960 + (i * 3) % 40 for i in range(n_items)]})
+    rows = []
+    for u in range(n_users):
+        fav = u % 4
+        weights = np.array([3.0 if (i % 4) == fav else 1.0 for i in range(n_items)]) / np.arange(1, n_items + 1) ** 0.3
+        picks = rng.choice(n_items, size=12, replace=False, p=weights / weights.sum())
+        rows += [{"user_id": f"u{u}", "item_id": f"m{i}", "timestamp": t, "label": float(rng.integers(2, 6))}
+                 for t, i in enumerate(picks)]
+    pop = population_from_tables(items, pd.DataFrame(rows), dataset="tiny", n_users=40, seed=0)
+    taste = TasteModel.fit(pop.histories, pop.catalog, pop.calibration, np.random.default_rng(0),
+                           TasteConfig(head_iters=20, als_iters=3))
+    return World(pop, taste, seed=0, lineage={"population": dict(pop.lineage)})
+
+
+def test_taste_pool_reactions_do_not_depend_on_the_batch(tiny_world):
+    from mmfeat.agents.environment.session import session_rngs
+
+    pop = tiny_world.pop
+    users = pop.users[:6]
+    pages = [tuple(int(i) for i in np.random.default_rng(int(u)).choice(pop.catalog.n_items, 5, replace=False))
+             for u in users]
+
+    def react(batches):
+        pool, out = tiny_world.pool(), {}
+        pool.begin(np.arange(len(users)), users)
+        for batch in batches:
+            got = pool.react(np.array(batch), [pages[j] for j in batch], [session_rngs(0, users[j])[1] for j in batch])
+            out.update(zip(batch, got))
+        return [out[j] for j in range(len(users))]
+
+    together, apart = react([list(range(6))]), react([[5, 1], [0], [2, 3, 4]])
+    assert together == apart
+    for r, page in zip(together, pages):
+        assert set(r.clicked) <= set(page) and all(1 <= v <= 5 for v in r.ratings.values())
+        assert r.reasons and any(s.startswith(("stay", "leave")) for s in r.reasons)
+
+
+def test_pipeline_plays_records_and_publishes(tiny_world, tmp_path):
+    from mmfeat.pipelines.simulation.sessions import (base_scorer, load_weights, play, record, recommender_factory,
+                                                      ProgressLog)
+    from mmfeat.pipelines.simulation.traces import read_trace
+    from mmfeat.pipelines.store.feature_store import FeatureStore
+
+    lines = []
+
+    class Lines:
+        def info(self, msg):
+            lines.append(msg)
+
+    scorer, lineage = base_scorer(tiny_world, "popularity")
+    w = tmp_path / "w.json"
+    w.write_text(json.dumps({"learned": {"base": 2.0, "match": 1.0}}))
+    weights = load_weights(w)
+    assert weights.base == 2.0 and weights.novelty == PolicyWeights().novelty
+    factory, name, cfg = recommender_factory("agent", tiny_world, scorer, weights=weights)
+    ev = play(tiny_world, factory, name, tiny_world.pop.users, SessionConfig(turns=3, page_size=4, seed=1),
+              progress_every=10, logger=Lines())
+    assert ev.metrics["sessions"] == len(tiny_world.pop.users) and lines and "sessions finished" in lines[-1]
+    store = FeatureStore(tmp_path / "store")
+    out = record(tiny_world, ev, store=store, runs_dir=tmp_path / "runs", rec_config=cfg, base_lineage=lineage)
+    df = read_trace(store, "tiny", out["trace"]["version"])
+    assert len(df) == len(ev.run.rows)
+    rec = json.loads(Path(out["record"]).read_text())
+    assert rec["model"] == name and rec["config"]["weights"]["base"] == 2.0
+    assert rec["lineage"]["seeds"]["sessions"] == 1 and rec["trace"]["version"] == out["trace"]["version"]
+    m = store.manifest("tiny", "_sessions", out["trace"]["version"])
+    assert m["lineage"]["base_model"]["model"] == "popularity" and m["metrics"]["sessions"] == ev.metrics["sessions"]
+
+
+def test_simulate_deployment_is_registered():
+    from mmfeat.pipelines.flows.simulate_flow import SIMULATE_DEPLOYMENTS, simulate_deployments
+
+    deps = simulate_deployments()
+    assert [d.name for d in deps] == list(SIMULATE_DEPLOYMENTS) == ["movielens-100k"]
+    assert deps[0].flow_name == "simulate-sessions" and deps[0].parameters["manifest"] == "movielens-100k"
+
+
+@pytest.mark.slow
+def test_simulate_command_end_to_end_on_movielens(tmp_path, capsys):
+    """``mmfeat simulate`` on real MovieLens-100K users (own Prefect server, real taste model): a trace in the
+    store and a run record ``mmfeat compare`` prints."""
+    from mmfeat.pipelines.cli import main
+    from mmfeat.pipelines.simulation.traces import read_trace
+    from mmfeat.pipelines.store.feature_store import FeatureStore
+
+    store, runs = tmp_path / "store", tmp_path / "runs"
+    assert main(["simulate", "movielens-100k", "--agent", "agent", "--base-model", "popularity", "--population", "30",
+                 "--turns", "3", "--store", str(store), "--runs", str(runs)]) == 0
+    out = capsys.readouterr().out
+    assert "| agent[popularity] | 30 |" in out
+    df = read_trace(FeatureStore(store), "movielens-100k")
+    assert df["session"].nunique() == 30 and df["turn"].max() <= 2
+    rec = next(runs.glob("sim-*/record.json"))
+    assert main(["compare", str(rec.parent)]) == 0 and "test retention" in capsys.readouterr().out

@@ -155,7 +155,9 @@ def test_a_failing_scorer_is_an_error_observation_not_an_exception(catalog, user
     ("no horror or romance", {"exclude_genres": ["Horror", "Romance"]}),
     ("from the 70s", {"year_min": 1970, "year_max": 1979}),
     ("movies from the 1980s", {"year_min": 1980, "year_max": 1989}),
-    ("nothing before 1990", {"year_max": 1989}),
+    ("nothing before 1990", {"year_min": 1990}),
+    ("no films after 1990", {"year_max": 1990}),
+    ("before 1970", {"year_max": 1969}),
     ("after 1985", {"year_min": 1986}),
     ("something from the sixties", {"year_min": 1960, "year_max": 1969}),
     ("no sequels", {"no_sequels": True}),
@@ -212,6 +214,8 @@ class ScriptedLLM(CountedLLM):
 @pytest.mark.parametrize("replies,path,errors", [
     (['Sure! {"include_genres": ["comedy"], "year_min": 1970}'], "llm", 0),
     (['{"include_genres": "Comedy"', '```json\n{"include_genres": ["Comedy"], "year_min": 1970}\n```'], "llm_retry", 1),
+    (['{"include_genres": ["Comedy"], "year_min": 1980}', '{"include_genres": ["Comedy"], "year_min": 1970}'],
+     "llm_retry", 1),  # the prompt's own example is refused as an answer to another request
     (['{"genres": ["Comedy"]}', '{"year_min": "1970"}'], "deterministic_fallback", 2),
     (["I cannot help with that."], "deterministic_fallback", 2),
     ([LLMError("endpoint down")], "deterministic_fallback", 2),
@@ -224,6 +228,12 @@ def test_llm_path_validates_retries_once_then_falls_back(replies, path, errors):
     assert r.constraints.include_genres == ["Comedy"] and r.constraints.year_min == 1970
     if path == "llm_retry":  # the retry tells the model what was wrong
         assert "not valid" in llm.prompts[1][-1]["content"]
+
+
+def test_the_example_is_a_valid_answer_to_its_own_request():
+    r = parse_with_llm("more comedies, nothing before 1980", GENRES,
+                       ScriptedLLM('{"include_genres": ["Comedy"], "year_min": 1980}'))
+    assert r.path == "llm" and r.constraints.year_min == 1980
 
 
 def test_llm_unknown_genre_is_unsatisfied_and_extract_json_handles_braces_in_strings():
@@ -275,6 +285,36 @@ def test_openai_compatible_endpoint_against_a_local_server():
         server.server_close()
     with pytest.raises(LLMError):  # the server is gone: a connection error is an LLMError too
         llm.complete([{"role": "user", "content": "x"}], max_tokens=5, seed=0)
+
+
+def test_transformers_llm_runs_a_local_model_folder_greedily(tmp_path):
+    """A tiny random-init Llama saved as an HF folder: the loading, chat template and greedy plumbing."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from mmfeat.agents.recommender import TransformersLLM
+
+    words = ["<pad>", "<s>", "</s>", "<unk>", "user:", "system:", "assistant:", "{", "}"] + [f"w{i}" for i in range(30)]
+    tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                                  unk_token="<unk>")
+    tok.chat_template = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }} {% endfor %}"
+                         "{% if add_generation_prompt %}assistant:{% endif %}")
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(words), hidden_size=16, intermediate_size=32,
+                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                                         max_position_embeddings=256, pad_token_id=0, bos_token_id=1, eos_token_id=2))
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    llm = TransformersLLM(tmp_path, device="cpu")
+    msgs = [{"role": "system", "content": "w1 w2"}, {"role": "user", "content": "w3 { w4 }"}]
+    a, b = llm.complete(msgs, 6, 0), llm.complete(msgs, 6, 1)
+    assert isinstance(a, str) and a == b and len(a.split()) <= 6  # greedy: the seed changes nothing
+    assert llm.stats.calls == 2 and llm.stats.failures == 0
+    with pytest.raises(LLMError, match="bad message"):
+        llm.complete([{"role": "tool", "content": "x"}], 4, 0)
 
 
 # ---------------------------------------------------------------------------- policy

@@ -8,16 +8,24 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-
 from mmfeat.agents.simulator.fidelity import PopularityBaseline, fidelity
-from mmfeat.agents.simulator.instruction import instruction_prompt, llm_instruction, parseable, template_instruction
+from mmfeat.agents.simulator.instruction import (
+    instruction_prompt,
+    llm_instruction,
+    parseable,
+    template_instruction,
+)
 from mmfeat.agents.simulator.mindset import MindsetParams
 from mmfeat.agents.simulator.pairs import choose_threshold, sample_pairs
 from mmfeat.agents.simulator.profile import build_profile, profile_arrays
 from mmfeat.agents.simulator.taste import TasteConfig, TasteModel
 from mmfeat.agents.simulator.user import SimulatedUser, simulated_users
 from mmfeat.agents.types import Catalog, UserHistory
-from mmfeat.pipelines.simulation.population import build_catalog, population_from_tables, split_histories
+from mmfeat.pipelines.simulation.population import (
+    build_catalog,
+    population_from_tables,
+    split_histories,
+)
 
 GENRES = ["Action", "Comedy", "Drama", "Horror"]
 SMALL = TasteConfig(ease_l2=20.0, ease_smooth_l2=200.0, transition_window=5, als_dim=8, als_iters=4, head_iters=60)

@@ -178,7 +178,7 @@ class TasteUserPool:
         c = self.config
         u_click = rng.random(len(page))
         noise = rng.normal(0.0, c.rating_noise, len(page))
-        u_leave = rng.random()
+        u_leave, u_instruct = rng.random(2)  # drawn every turn: candidates compared on one seed stay in step
         attention = 1.0 / np.log2(np.arange(len(page)) + 2.0)
         clicked_mask = u_click < np.clip(c.click_scale * attention * interest, 0.0, 1.0)
         ratings = np.clip(np.rint(expected + noise), 1, 5)
@@ -201,7 +201,7 @@ class TasteUserPool:
         reasons.append(f"{'leave' if left else 'stay'}: satisfaction {st.satisfaction:+.2f}, P(leave) {p_leave:.2f}")
         instruction = None
         if not left and st.satisfaction < c.instruct_below and st.turn - st.last_instruction >= 2:
-            instruction = self._instruction(st.profile, page, rng)
+            instruction = self._instruction(st.profile, page, float(u_instruct))
             st.last_instruction = st.turn
             st.request = self._request(instruction)
             reasons.append(f"instruct: satisfaction {st.satisfaction:+.2f} < {c.instruct_below}")
@@ -217,8 +217,9 @@ class TasteUserPool:
             self._requests[text] = satisfying_items(self.catalog, c)
         return self._requests[text]
 
-    def _instruction(self, prof: Profile, page: np.ndarray, rng: np.random.Generator) -> str:
-        """One request grounded in the profile and the page (see the module docstring)."""
+    def _instruction(self, prof: Profile, page: np.ndarray, u: float) -> str:
+        """One request grounded in the profile and the page (see the module docstring); ``u`` picks among the
+        applicable ones in proportion to their weights."""
         names = self._names
         g = self._genres[page]
         share = g.mean(axis=0) if len(page) else np.zeros(len(names))
@@ -240,8 +241,8 @@ class TasteUserPool:
         if not options:
             return "something different"
         weights = np.array([w for w, _ in options])
-        k = int(rng.choice(len(options), p=weights / weights.sum()))
-        return options[k][1]
+        k = int(np.searchsorted(np.cumsum(weights) / weights.sum(), u, side="right"))
+        return options[min(k, len(options) - 1)][1]
 
 
 __all__ = ["MindsetConfig", "TasteUserPool"]

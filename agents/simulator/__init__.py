@@ -8,9 +8,18 @@
 - :mod:`.user`: :class:`SimulatedUser` (``react(page, rng) -> Reaction``).
 - :mod:`.pairs`, :mod:`.fidelity`: the Agent4Rec / SimUSER / AlignUSER fidelity protocol and its baseline.
 """
-from mmfeat.agents.simulator.fidelity import FidelityReport, PopularityBaseline, fidelity
+from mmfeat.agents.simulator.fidelity import (
+           FidelityReport,
+           PopularityBaseline,
+           fidelity,
+)
 from mmfeat.agents.simulator.mindset import Mindset, MindsetParams
-from mmfeat.agents.simulator.profile import Profile, ProfileArrays, build_profile, profile_arrays
+from mmfeat.agents.simulator.profile import (
+           Profile,
+           ProfileArrays,
+           build_profile,
+           profile_arrays,
+)
 from mmfeat.agents.simulator.taste import TasteConfig, TasteModel, UserTaste
 from mmfeat.agents.simulator.user import SimulatedUser, simulated_users
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.linalg import lapack
 import scipy.sparse as sp
+from scipy.linalg import lapack
 
 
 @dataclass
@@ -40,7 +40,7 @@ class EASE:
     keep: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
     n_items: int = 0
 
-    def fit(self, X: sp.csr_matrix) -> "EASE":
+    def fit(self, X: sp.csr_matrix) -> EASE:
         """Fit on a binary users x items matrix (training interactions only).
 
         Returns:
@@ -106,7 +106,7 @@ class BiasedALS:
     Q: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
     bi: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
 
-    def fit(self, R: sp.csr_matrix, rng: np.random.Generator) -> "BiasedALS":
+    def fit(self, R: sp.csr_matrix, rng: np.random.Generator) -> BiasedALS:
         """Fit on a users x items rating matrix (stored entries are the ratings).
 
         Args:
@@ -182,7 +182,7 @@ class Transitions:
     max_dense: int = 12000
     T: np.ndarray | sp.csr_matrix = field(default=None, repr=False)  # type: ignore[assignment]
 
-    def fit(self, histories_items: list[np.ndarray], n_items: int) -> "Transitions":
+    def fit(self, histories_items: list[np.ndarray], n_items: int) -> Transitions:
         """Count transitions in every training sequence (vectorized over the concatenation, a loop over steps).
 
         Returns:

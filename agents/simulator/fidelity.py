@@ -14,16 +14,16 @@ Reference:
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
-
 from mmfeat.agents.simulator.pairs import choose_threshold, sample_pairs
 from mmfeat.agents.simulator.profile import interaction_matrix
 from mmfeat.agents.types import Catalog, UserHistory
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
 
 
 class PairModel(Protocol):
@@ -80,7 +80,7 @@ class PopularityBaseline:
 
     @classmethod
     def fit(cls, histories: Sequence[UserHistory], catalog: Catalog, calibration: np.ndarray,
-            rng: np.random.Generator, validation_share: float = 0.3) -> "PopularityBaseline":
+            rng: np.random.Generator, validation_share: float = 0.3) -> PopularityBaseline:
         """Fit on the same calibration users (and the same kind of pairs) as the taste model.
 
         Returns:
@@ -94,8 +94,8 @@ class PopularityBaseline:
         mu = float(total.sum() / max(count.sum(), 1.0))
         model = cls(catalog, count, (total + 10.0 * mu) / (count + 10.0))
         perm = rng.permutation(np.asarray(calibration, np.int64))
-        n_val = int(round(len(perm) * validation_share))
-        u, i, y, _ = sample_pairs(histories, perm[n_val:], catalog.n_items, rng)
+        n_val = round(len(perm) * validation_share)
+        _, i, y, _ = sample_pairs(histories, perm[n_val:], catalog.n_items, rng)
         model.head.fit(np.log1p(count[i])[:, None], y)
         vu, vi, vy, _ = sample_pairs(histories, perm[:n_val], catalog.n_items, rng)
         model.threshold = choose_threshold(model.click_proba(histories, vu, vi), vy)

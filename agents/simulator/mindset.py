@@ -154,7 +154,7 @@ class Mindset:
         self.leave_probability = float(1.0 / (1.0 + np.exp(-z)))
         return self.leave_probability
 
-    def snapshot(self) -> "Mindset":
+    def snapshot(self) -> Mindset:
         """A copy for a trace (later updates do not change it)."""
         return replace(self, shown=dict(self.shown), clicked=set(self.clicked),
                        genre_mix=None if self.genre_mix is None else self.genre_mix.copy())

@@ -11,10 +11,9 @@ Reference:
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
-
 from mmfeat.agents.types import UserHistory
 
 

@@ -17,12 +17,11 @@ Reference:
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sp
-
 from mmfeat.agents.types import Catalog, UserHistory
 
 LEVELS = ("low", "medium", "high")

@@ -2,11 +2,13 @@
 
 Two stages, both fit on real interactions (never hand-written rules):
 
-1. Collaborative models on every user's *training* interactions (:mod:`.cf`): EASE (what a user watches) and
-   biased ALS (what they rate), plus the profile arrays (genre shares, era, mean rating; :mod:`.profile`).
+1. Collaborative models on every user's *training* interactions (:mod:`.cf`): EASE (what a user watches; a
+   personal and a popularity-smoothed penalty), windowed transitions (what people watch next after the user's
+   latest items; long and short range) and biased ALS (what they rate), plus the profile arrays (genre shares,
+   era, mean rating; :mod:`.profile`).
 2. Heads on *calibration users* only (a seeded share of the population that is never evaluated): a gradient-
-   boosted click classifier on [EASE score and rank, popularity, genre affinity, year gap, activity, ALS
-   rating, item mean] fit on their held-out positives vs uniformly sampled never-seen negatives (the fidelity
+   boosted click classifier on [EASE scores and rank, transitions, popularity, genre affinity, year gap,
+   activity, ALS rating, item statistics] fit on their held-out positives vs uniformly sampled never-seen negatives (the fidelity
    protocol's own pairs, :func:`.pairs.sample_pairs`), and a rating regressor on [ALS rating, user and recent
    means, item mean, the user's mean for the item's genres, ...] fit on their held-out ratings. The held-out
    part is later in time than what the collaborative models saw, so the heads learn how a user's *next*
@@ -25,21 +27,27 @@ Reference:
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
-from scipy.stats import rankdata
-from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
-from threadpoolctl import ThreadpoolController
-
 from mmfeat.agents.simulator.cf import EASE, BiasedALS, Transitions
 from mmfeat.agents.simulator.pairs import choose_threshold, sample_pairs
-from mmfeat.agents.simulator.profile import ProfileArrays, interaction_matrix, profile_arrays
+from mmfeat.agents.simulator.profile import (
+    ProfileArrays,
+    interaction_matrix,
+    profile_arrays,
+)
 from mmfeat.agents.types import Catalog, UserHistory
+from scipy.stats import rankdata
+from sklearn.ensemble import (
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+)
+from threadpoolctl import ThreadpoolController
 
-CLICK_FEATURES = ("ease", "ease_smooth", "ease_pct", "transition", "log_pop", "genre_cos", "year_gap", "log_n",
+CLICK_FEATURES = ("ease", "ease_smooth", "ease_pct", "transition", "transition_short", "log_pop", "genre_cos", "year_gap", "log_n",
                   "als_rating", "item_mean", "item_std", "item_genres", "year")
 _POOLS = ThreadpoolController()  # OpenMP of scikit-learn's boosting (loaded above)
 _SMALL = 20000  # fewer rows than this: one thread (a thread team's start-up and spinning cost more)
@@ -54,6 +62,7 @@ class TasteConfig:
     Attributes:
         ease_l2, ease_smooth_l2: ridge penalties of the two EASE models (personal / popularity-smoothed).
         transition_window, transition_half_life: :class:`~.cf.Transitions` window and recency half-life.
+        short_window: window (and half-life) of the second, short-range transitions (the very next items).
         als_dim, als_l2, als_iters: biased ALS factors, weighted-lambda penalty, alternations.
         head_iters, head_lr, head_leaves: boosting rounds, learning rate, leaves per tree of both heads.
         validation_share: share of calibration users kept out of the head fit to choose the click threshold.
@@ -64,6 +73,7 @@ class TasteConfig:
     ease_smooth_l2: float = 3000.0
     transition_window: int = 30
     transition_half_life: float = 30.0
+    short_window: int = 5
     als_dim: int = 32
     als_l2: float = 0.08
     als_iters: int = 8
@@ -82,6 +92,7 @@ class UserFeatures:
     ease_smooth: np.ndarray
     ease_pct: np.ndarray
     transition: np.ndarray
+    transition_short: np.ndarray
     P: np.ndarray
     bu: np.ndarray
     recent_mean: np.ndarray
@@ -95,6 +106,7 @@ class Collaborative:
     ease: EASE
     ease_smooth: EASE
     transitions: Transitions
+    short_transitions: Transitions
     als: BiasedALS
     crowd: ProfileArrays
     item_count: np.ndarray
@@ -102,8 +114,8 @@ class Collaborative:
 
     @classmethod
     def fit(cls, histories: Sequence[UserHistory], catalog: Catalog, rng: np.random.Generator,
-            config: TasteConfig) -> "Collaborative":
-        """Fit EASE (twice), transitions and ALS; item counts and rating spread from training ratings."""
+            config: TasteConfig) -> Collaborative:
+        """Fit EASE (twice), transitions (long and short range) and ALS; item counts and rating spread from training ratings."""
         R = interaction_matrix(histories, catalog.n_items)
         X = interaction_matrix(histories, catalog.n_items, values="ones")
         X.data[:] = 1.0
@@ -112,9 +124,12 @@ class Collaborative:
         mean = np.asarray(R.sum(axis=0)).ravel() / np.maximum(item_count, 1)
         var = np.asarray(R2.sum(axis=0)).ravel() / np.maximum(item_count, 1) - mean ** 2
         item_std = np.where(item_count > 1, np.sqrt(np.maximum(var, 0.0)), np.nan)
+        seqs = [h.items for h in histories]
         return cls(ease=EASE(l2=config.ease_l2).fit(X), ease_smooth=EASE(l2=config.ease_smooth_l2).fit(X),
                    transitions=Transitions(config.transition_window, config.transition_half_life).fit(
-                       [h.items for h in histories], catalog.n_items),
+                       seqs, catalog.n_items),
+                   short_transitions=Transitions(config.short_window, float(config.short_window)).fit(
+                       seqs, catalog.n_items),
                    als=BiasedALS(dim=config.als_dim, l2=config.als_l2, iters=config.als_iters).fit(R, rng),
                    crowd=profile_arrays(histories, catalog), item_count=item_count, item_std=item_std)
 
@@ -135,7 +150,7 @@ class TasteModel:
 
     @classmethod
     def fit(cls, histories: Sequence[UserHistory], catalog: Catalog, calibration: np.ndarray,
-            rng: np.random.Generator, config: TasteConfig = TasteConfig()) -> "TasteModel":
+            rng: np.random.Generator, config: TasteConfig = TasteConfig()) -> TasteModel:
         """Fit the collaborative models on all training parts, the heads on ``calibration`` users' held-out parts.
 
         Args:
@@ -165,13 +180,13 @@ class TasteModel:
         model = cls(catalog, config, Collaborative.fit(histories, catalog, rng, config))
         t_cf = time.perf_counter() - t0
         perm = rng.permutation(calibration)
-        n_val = int(round(len(perm) * config.validation_share)) if len(perm) > 1 else 0
+        n_val = round(len(perm) * config.validation_share) if len(perm) > 1 else 0
         val_users, fit_users = perm[:n_val], perm[n_val:]
         u, i, y, r = sample_pairs(histories, fit_users, catalog.n_items, rng)
         Xc, Xr = model.pair_features(histories, u, i)
         seed = int(rng.integers(2**31 - 1))
-        hgb = dict(max_iter=config.head_iters, learning_rate=config.head_lr, max_leaf_nodes=config.head_leaves,
-                   early_stopping=False, random_state=seed)
+        hgb = {"max_iter": config.head_iters, "learning_rate": config.head_lr,
+               "max_leaf_nodes": config.head_leaves, "early_stopping": False, "random_state": seed}
         pos = y == 1
         with _POOLS.limit(limits=1 if len(y) < _SMALL else None, user_api="openmp"):
             model.click_head = HistGradientBoostingClassifier(**hgb).fit(Xc, y)
@@ -201,8 +216,10 @@ class TasteModel:
         P, bu = cf.als.fold_in(interaction_matrix(histories, n_items))
         k = self.config.recent
         recent = np.array([h.ratings[-k:].mean() if len(h.ratings) else np.nan for h in histories], np.float64)
-        return UserFeatures(ease, cf.ease_smooth.scores(X), ease_pct, cf.transitions.scores([h.items for h in histories]),
-                            P, bu, recent, profile_arrays(histories, self.catalog, reference=cf.crowd))
+        seqs = [h.items for h in histories]
+        return UserFeatures(ease, cf.ease_smooth.scores(X), ease_pct, cf.transitions.scores(seqs),
+                            cf.short_transitions.scores(seqs), P, bu, recent,
+                            profile_arrays(histories, self.catalog, reference=cf.crowd))
 
     def pair_features(self, histories: Sequence[UserHistory], users: np.ndarray,
                       items: np.ndarray, uf: UserFeatures | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -234,7 +251,7 @@ class TasteModel:
         item_mean = pa.item_mean[items]
         ease_pct = uf.ease_pct[rows, items].astype(np.float64)
         click = np.column_stack([uf.ease[rows, items], uf.ease_smooth[rows, items], ease_pct,
-                                 uf.transition[rows, items], log_pop, genre_cos, year_gap, log_n, als, item_mean,
+                                 uf.transition[rows, items], uf.transition_short[rows, items], log_pop, genre_cos, year_gap, log_n, als, item_mean,
                                  cf.item_std[items], g.sum(axis=1), years])
         rating = np.column_stack([als, pa.mean_rating[rows], uf.recent_mean[rows], item_mean, user_genre_mean,
                                   log_pop, log_n, genre_cos, year_gap, ease_pct, pa.conformity[rows]])
@@ -254,7 +271,7 @@ class TasteModel:
             return np.zeros(0)
         return np.clip(self.rating_head.predict(self.pair_features(histories, users, items, uf)[1]), 1.0, 5.0)
 
-    def for_user(self, history: UserHistory) -> "UserTaste":
+    def for_user(self, history: UserHistory) -> UserTaste:
         """One user's taste with its per-user state computed once (what a :class:`SimulatedUser` holds)."""
         return UserTaste(self, history, self.user_features([history]))
 

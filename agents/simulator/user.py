@@ -14,10 +14,9 @@ Reference:
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
-
 from mmfeat.agents.simulator.instruction import llm_instruction, template_instruction
 from mmfeat.agents.simulator.mindset import Mindset, MindsetParams
 from mmfeat.agents.simulator.profile import Profile, ProfileArrays, build_profile
@@ -33,7 +32,7 @@ class SimulatedUser:
         catalog: the items.
         taste: the fitted :class:`TasteModel` (or a :class:`UserTaste` already bound to ``history``).
         profile: the user's profile; built from ``history`` (relative to ``taste``'s crowd) when None.
-        params: the mindset's parameters.
+        params: the mindset's parameters (None = :class:`MindsetParams` defaults).
         llm: a callable ``llm(prompt) -> str`` that writes reflective instructions; None = the template.
         memory: how many recent pages the instruction reflects on.
 
@@ -44,13 +43,13 @@ class SimulatedUser:
     """
 
     def __init__(self, history: UserHistory, catalog: Catalog, taste: TasteModel | UserTaste, *,
-                 profile: Profile | None = None, params: MindsetParams = MindsetParams(),
+                 profile: Profile | None = None, params: MindsetParams | None = None,
                  llm: Callable[[str], str] | None = None, memory: int = 3) -> None:
         self.history, self.catalog, self.llm, self.memory = history, catalog, llm, memory
         self.taste = taste if isinstance(taste, UserTaste) else taste.for_user(history)
         crowd: ProfileArrays = self.taste.model.cf.crowd
         self.profile = profile if profile is not None else build_profile(history, catalog, reference=crowd)
-        self.mindset = Mindset(params)
+        self.mindset = Mindset(params or MindsetParams())
         self._pages: list[np.ndarray] = []
         self._clicked: list[np.ndarray] = []
 
@@ -115,7 +114,7 @@ class SimulatedUser:
 
 
 def simulated_users(histories: Sequence[UserHistory], users: np.ndarray, catalog: Catalog, taste: TasteModel, *,
-                    profiles: ProfileArrays | None = None, params: MindsetParams = MindsetParams(),
+                    profiles: ProfileArrays | None = None, params: MindsetParams | None = None,
                     llm: Callable[[str], str] | None = None) -> list[SimulatedUser]:
     """A :class:`SimulatedUser` for each of ``users`` (population indices), taste state computed in one batch.
 

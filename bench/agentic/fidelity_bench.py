@@ -44,8 +44,12 @@ def _table(rows: list[tuple[str, dict, str]]) -> str:
 
 def main() -> None:
     from _results import append_results
-
-    from mmfeat.agents.simulator import PopularityBaseline, TasteConfig, TasteModel, fidelity
+    from mmfeat.agents.simulator import (
+        PopularityBaseline,
+        TasteConfig,
+        TasteModel,
+        fidelity,
+    )
     from mmfeat.pipelines.environment import apply_defaults
     from mmfeat.pipelines.simulation.population import population
 

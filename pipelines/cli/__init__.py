@@ -6,6 +6,7 @@
     mmfeat store list|show|summary|verify|repair|drop|tag|import|export ...                  (store.py)
     mmfeat train MANIFEST --model FREEDOM --feature text=text_minilm [--versus text=text_mpnet]
     mmfeat compare runs/<run-a> runs/<run-b>                                     (train.py)
+    mmfeat simulate MANIFEST --agent agent|static|popularity [--base-model M] [--population N] ...  (simulate.py)
 
 Every error is one ``error:`` line on stderr (``--debug`` adds the traceback); exit code 2 for a
 usage error, 1 for a failure (see :mod:`mmfeat.pipelines.cli.errors`); Ctrl-C and SIGTERM print one
@@ -27,6 +28,7 @@ from mmfeat.pipelines.cli.errors import BROKEN_PIPE, report, silence_stdout
 from mmfeat.pipelines.cli.extract import add_extract_commands
 from mmfeat.pipelines.cli.manifest import add_manifest_commands
 from mmfeat.pipelines.cli.signals import handle_signals
+from mmfeat.pipelines.cli.simulate import add_simulate_command
 from mmfeat.pipelines.cli.store import add_store_commands, summarize_version
 from mmfeat.pipelines.cli.train import add_train_commands
 from mmfeat.pipelines.cli.unlearn import add_unlearn_command
@@ -48,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_store_commands(sub, common)
     add_train_commands(sub, common)
     add_unlearn_command(sub, common)
+    add_simulate_command(sub, common)
     return p
 
 

@@ -44,6 +44,7 @@ def _project_errors() -> list[tuple[type[BaseException], int, str]]:
         (UsageError, USAGE, ""),
         (CommandFailed, FAILURE, ""),
         (_optional("mmfeat.pipelines.training.run", "TrainRequestError"), USAGE, ""),
+        (_optional("mmfeat.pipelines.simulation.sessions", "SimulateRequestError"), USAGE, ""),
         (_optional("mmfeat.recommenders.config", "ConfigError"), USAGE, ""),
         (_optional("mmfeat.pipelines.manifest", "ManifestError"), USAGE, ""),
         (_optional("mmfeat.pipelines.sources", "SourceError"), USAGE,

@@ -40,7 +40,7 @@ def _damage_note(dataset: str, feature_set: str, problems: list[str]) -> str:
 def _fmt_version_line(m: dict, aliases: dict[str, str]) -> str:
     tags = ",".join(sorted(a for a, v in aliases.items() if v == m["version"]))
     out = m.get("output", {})
-    value = {"text": "text", "codes": f"codes[{out.get('dim')}]"}.get(
+    value = {"text": "text", "codes": f"codes[{out.get('dim')}]", "trace": "session trace"}.get(
         out.get("kind"), f"embedding[{out.get('dim')}] {out.get('dtype')}")
     return (f"    {m['version']}  {m['created_at']}  rows={m['rows']:<7} errors={m['errors']:<5} {value:<22} "
             f"{m['featurizer']['name']}" + (f"  <- {tags}" if tags else ""))
@@ -103,6 +103,8 @@ def _describe_output(m: dict) -> str:
         return "text"
     if out["kind"] == "codes":
         return f"codes: {out['dim']} integers per item (semantic IDs)"
+    if out["kind"] == "trace":
+        return "session trace: one row per session turn (mmfeat simulate)"
     return f"embedding dim={out['dim']} dtype={out['dtype']}"
 
 

@@ -24,7 +24,8 @@ EXTRACT_DEPLOYMENTS = {
 
 
 def deployments() -> list:
-    """extract-features/<name> for each manifest of EXTRACT_DEPLOYMENTS, then the train-recommender ones."""
+    """extract-features/<name> for each manifest of EXTRACT_DEPLOYMENTS, then the train-recommender and
+    simulate-sessions ones."""
     from mmfeat.pipelines.flows.extract_flow import extract_features
     from mmfeat.pipelines.manifest import load_manifest
 
@@ -34,9 +35,10 @@ def deployments() -> list:
             description=load_manifest(params["manifest"]).description or f"Extract features for the {name} manifest")
         for name, params in EXTRACT_DEPLOYMENTS.items()
     ]
+    from mmfeat.pipelines.flows.simulate_flow import simulate_deployments
     from mmfeat.pipelines.flows.train_flow import train_deployments
 
-    return out + train_deployments()
+    return out + train_deployments() + simulate_deployments()
 
 
 def build_runner(deps: list) -> "Runner":  # noqa: F821

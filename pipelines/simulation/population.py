@@ -26,8 +26,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-
-from mmfeat.agents.simulator.profile import LEVELS, TRAITS, ProfileArrays, profile_arrays
+from mmfeat.agents.simulator.profile import (
+    LEVELS,
+    TRAITS,
+    ProfileArrays,
+    profile_arrays,
+)
 from mmfeat.agents.types import Catalog, UserHistory
 
 if TYPE_CHECKING:
@@ -152,7 +156,7 @@ def select_users(profiles: ProfileArrays, histories: list[UserHistory], *, n_use
         raise ValueError(f"unknown segment {segment!r}; known: {list(SEGMENTS)}")
     has_heldout = np.flatnonzero(np.fromiter((len(h.heldout_items) > 0 for h in histories), bool,
                                              count=len(histories)))
-    n_cal = int(round(len(has_heldout) * calibration_share))
+    n_cal = round(len(has_heldout) * calibration_share)
     calibration = np.sort(rng.choice(has_heldout, size=n_cal, replace=False)) if n_cal else np.zeros(0, np.int64)
     rest = np.setdiff1d(np.arange(len(histories)), calibration)
     if segment != "all":
@@ -177,8 +181,8 @@ def population_from_tables(items: pa.Table, interactions: pa.Table | pd.DataFram
     users, calibration = select_users(profiles, histories, n_users=n_users, segment=segment,
                                       calibration_share=calibration_share, rng=np.random.default_rng(seed))
     info = {"dataset": dataset, "users_total": len(histories), "items": catalog.n_items, "seed": seed,
-            "segment": segment, "n_users": int(len(users)), "heldout_share": heldout_share,
-            "calibration_share": calibration_share, "calibration_users": int(len(calibration)),
+            "segment": segment, "n_users": len(users), "heldout_share": heldout_share,
+            "calibration_share": calibration_share, "calibration_users": len(calibration),
             "levels": list(LEVELS), **(lineage or {})}
     return Population(dataset, catalog, histories, users, calibration, profiles, segment, info)
 
@@ -188,7 +192,7 @@ def _ref(name: str) -> tuple[str, str]:
     return feature_set, ref or "latest"
 
 
-def _store_features(pop: Population, store: "FeatureStore", embeddings: str | None,
+def _store_features(pop: Population, store: FeatureStore, embeddings: str | None,
                     descriptions: str | None) -> Population:
     """The catalog with a store embedding version and/or text version joined in item order."""
     catalog, lineage = pop.catalog, dict(pop.lineage)
@@ -216,8 +220,8 @@ def _store_features(pop: Population, store: "FeatureStore", embeddings: str | No
                       lineage)
 
 
-def population(manifest: "Manifest | str", *, n_users: int = 1000, seed: int = 0, segment: str = "all",
-               heldout_share: float = 0.2, calibration_share: float = 0.2, store: "FeatureStore | str | None" = None,
+def population(manifest: Manifest | str, *, n_users: int = 1000, seed: int = 0, segment: str = "all",
+               heldout_share: float = 0.2, calibration_share: float = 0.2, store: FeatureStore | str | None = None,
                embeddings: str | None = None, descriptions: str | None = None) -> Population:
     """A manifest's catalog, every user's time-split history, and ``n_users`` users of ``segment`` to simulate.
 

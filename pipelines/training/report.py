@@ -108,9 +108,16 @@ GENERATIVE_REPORT_METRICS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
 CTR_REPORT_METRICS = ("auc", "logloss")
 
 
+#: simulation runs (``mmfeat simulate``): retention and the other population metrics of the session trace
+SIMULATION_REPORT_METRICS = ("retention", "clicks_per_session", "mean_rating", "instruction_following", "hit_rate",
+                             "diversity", "coverage", "bubble_drift")
+
+
 def report_metrics(records: list[dict[str, Any]]) -> tuple[str, ...]:
-    """The metrics to show for these runs: the sequential set when every run has hit@10, the CTR set when every
-    run has auc, else the user-item set."""
+    """The metrics to show for these runs: the simulation set when every run is a simulation, the sequential set
+    when every run has hit@10, the CTR set when every run has auc, else the user-item set."""
+    if records and all(r.get("kind") == "simulation" for r in records):
+        return SIMULATION_REPORT_METRICS
     if records and all("hit@10" in (r.get("test") or {}) for r in records):
         return SEQUENTIAL_REPORT_METRICS
     if records and all("auc" in (r.get("test") or {}) for r in records):

@@ -1,0 +1,335 @@
+"""The agentic benchmark: retention and the other session metrics of popularity, static LightGCN, static SASRec,
+the agent with hand-set weights and the agent with learned weights, on simulated MovieLens users.
+
+Parts (each one run of at most ~10 minutes on two busy cores; together they fill RESULTS_agentic.md):
+
+- ``learn``: REINFORCE over the agent's policy weights on TRAIN users (``--train-users``), the held-out curve on
+  users never trained on; writes ``learned_weights_<dataset>.json``, ``learning_curve.png`` and a section.
+- ``table``: the five recommenders on the held-out TEST users (``--users``): every metric, wall time, seconds in
+  the recommenders and in the simulated users; the agent-learned row reads ``learned_weights_<dataset>.json``.
+- ``llm``: the agent with SmolLM2 parsing instructions (``--llm smollm2``) on a few users (``--llm-users``) beside
+  the deterministic agent on the same users: LLM calls per session, their share of the time, parse paths.
+
+Users: the population draws ``--users + --train-users`` users outside the taste model's calibration users
+(fewer when the dataset has fewer: ML-100K has 754), then a seeded split gives ``--train-users`` TRAIN users
+and the rest TEST users. The taste model and the base models (trained on every user's *visible* history only)
+are cached in ``bench/_work/agentic/`` keyed by dataset, seed, settings and the simulator's source code
+(``--fresh`` rebuilds them).
+
+Run from the repository root::
+
+    python bench/agentic/simulate_bench.py --dataset ml-100k --users 1000 --turns 10 --part learn
+    python bench/agentic/simulate_bench.py --dataset ml-100k --users 1000 --turns 10 --part table
+    python bench/agentic/simulate_bench.py --dataset ml-100k --part llm --llm smollm2 --llm-users 20
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import pickle
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT / "bench") not in sys.path:
+    sys.path.insert(0, str(ROOT / "bench"))
+
+from _results import append_results  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+WORK = ROOT / "bench" / "_work" / "agentic"
+RESULTS = HERE / "RESULTS_agentic.md"
+DATASETS = {"ml-100k": "movielens-100k", "ml-1m": "movielens-1m"}
+log = logging.getLogger("simulate_bench")
+
+
+# ---------------------------------------------------------------------------- cached inputs
+def _source_hash(*folders: str) -> str:
+    h = hashlib.sha256()
+    for folder in folders:
+        for p in sorted((ROOT / folder).glob("*.py")):
+            h.update(p.name.encode() + p.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def cached(name: str, key: dict[str, Any], build, fresh: bool, *, torch_obj: bool = False):
+    """``build()`` once per key, then from ``bench/_work/agentic``."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    path = WORK / f"{name}-{digest}.{'pt' if torch_obj else 'pkl'}"
+    if path.exists() and not fresh:
+        t0 = time.perf_counter()
+        if torch_obj:
+            import torch
+
+            obj = torch.load(path, weights_only=False)
+        else:
+            obj = pickle.loads(path.read_bytes())
+        log.info("%s from cache %s (%.1f s)", name, path.name, time.perf_counter() - t0)
+        return obj, True
+    obj = build()
+    WORK.mkdir(parents=True, exist_ok=True)
+    if torch_obj:
+        import torch
+
+        torch.save(obj, path)
+    else:
+        path.write_bytes(pickle.dumps(obj))
+    return obj, False
+
+
+def world_and_split(args) -> tuple[Any, np.ndarray, np.ndarray, dict[str, Any]]:
+    """The world (population + taste model) and the TRAIN / TEST users."""
+    from mmfeat.pipelines.simulation.sessions import build_world
+
+    manifest = DATASETS[args.dataset]
+    key = {"manifest": manifest, "n": args.users + args.train_users, "seed": args.seed,
+           "code": _source_hash("agents/simulator", "pipelines/simulation")}
+    t0 = time.perf_counter()
+    world, hit = cached("world", key, lambda: build_world(manifest, n_users=args.users + args.train_users,
+                                                          seed=args.seed), args.fresh)
+    info = {"world_s": round(time.perf_counter() - t0, 1), "world_cached": hit}
+    users = world.pop.users
+    perm = np.random.default_rng(np.random.SeedSequence(args.seed, spawn_key=(7,))).permutation(users)
+    n_train = min(args.train_users, len(users) // 2)
+    train, test = np.sort(perm[:n_train]), np.sort(perm[n_train:n_train + args.users])
+    return world, train, test, info
+
+
+def scorer_for(world, model: str, epochs: int, args) -> tuple[Any, dict[str, Any]]:
+    """LightGCN / SASRec trained on every user's visible history (cached)."""
+    from mmfeat.pipelines.simulation.sessions import base_scorer
+
+    key = {"manifest": DATASETS[args.dataset], "model": model, "epochs": epochs, "seed": args.seed,
+           "code": _source_hash("recommenders", "recommenders/models", "recommenders/sequential")}
+    t0 = time.perf_counter()
+    scorer, hit = cached(f"scorer-{model}", key, lambda: base_scorer(world, model, config={"epochs": epochs})[0],
+                         args.fresh, torch_obj=True)
+    return scorer, {"model": model, "epochs": epochs, "seconds": round(time.perf_counter() - t0, 1), "cached": hit}
+
+
+# ---------------------------------------------------------------------------- parts
+def part_table(args) -> None:
+    from mmfeat.agents.environment import SessionConfig, metrics_table
+    from mmfeat.pipelines.simulation.sessions import load_weights, play, recommender_factory
+
+    world, train, test, info = world_and_split(args)
+    lgcn, lgcn_info = scorer_for(world, "LightGCN", args.lightgcn_epochs, args)
+    sas, sas_info = scorer_for(world, "SASRec", args.sasrec_epochs, args)
+    learned_path = HERE / f"learned_weights_{args.dataset}.json"
+    learned = load_weights(learned_path) if learned_path.exists() else None
+    arms = [("popularity", "popularity", None, None), ("static LightGCN", "static", lgcn, None),
+            ("static SASRec", "static", sas, None), ("agent hand-set (LightGCN)", "agent", lgcn, None)]
+    if learned is not None:
+        arms.append(("agent learned (LightGCN)", "agent", lgcn, learned))
+    cfg = SessionConfig(turns=args.turns, page_size=args.page_size, seed=args.seed)
+    results, timing = {}, {}
+    store = _store(args)
+    for label, kind, scorer, weights in arms:
+        factory, name, rec_cfg = recommender_factory(kind, world, scorer, weights=weights, seed=args.seed)
+        t0 = time.perf_counter()
+        ev = play(world, factory, name, test, cfg, progress_every=max(100, len(test) // 4))
+        wall = time.perf_counter() - t0
+        results[label] = ev.metrics
+        timing[label] = {"wall_s": round(wall, 1), **ev.run.seconds}
+        log.info("%s: retention %.3f (%.1f s)", label, ev.metrics["retention"], wall)
+        if store is not None:
+            from mmfeat.pipelines.simulation.sessions import record
+
+            out = record(world, ev, store=store, runs_dir=None, rec_config=rec_cfg,
+                         base_lineage={"model": getattr(scorer, "name", "popularity")}, tag=None)
+            timing[label]["trace"] = out["trace"]["version"]
+    static = {k: v for k, v in results.items() if k.startswith("static")}
+    best_static = max(static, key=lambda k: static[k]["retention"])
+    lines = [f"{len(test)} TEST users of {DATASETS[args.dataset]} (never trained on; {len(train)} TRAIN users held "
+             f"for learning), at most {args.turns} pages of {args.page_size}, seed {args.seed}; simulated users: "
+             f"learned taste model (validation accuracy {world.taste.info.get('val_accuracy', float('nan')):.3f} on "
+             f"calibration users, threshold {world.taste.threshold:.3f}) + the interim mindset "
+             f"(`agents/environment/taste_users.py`, follow_weight {world.mindset.follow_weight}). Base models "
+             f"trained on the users' visible histories: LightGCN {lgcn_info['epochs']} epochs, SASRec "
+             f"{sas_info['epochs']} epochs.", "",
+             metrics_table(results), "",
+             "| recommender | wall s | in recommenders s | in simulated users s | retention dist (0..turns pages) | "
+             "instructions checked / unchecked / impossible |", "|---|---|---|---|---|---|"]
+    for label, m in results.items():
+        t = timing[label]
+        lines.append(f"| {label} | {t['wall_s']} | {t['recommend']} | {t['react']} | {m['retention_dist']} | "
+                     f"{m['instructions_checked']} / {m['instructions_unchecked']} / {m['instructions_impossible']} |")
+    lines += ["", _verdict(results, best_static, args), "",
+              f"Set-up: world {info['world_s']} s ({'cached' if info['world_cached'] else 'built'}), LightGCN "
+              f"{lgcn_info['seconds']} s ({'cached' if lgcn_info['cached'] else 'trained'}), SASRec "
+              f"{sas_info['seconds']} s ({'cached' if sas_info['cached'] else 'trained'})."
+              + ("" if learned is not None else " No learned weights yet: run `--part learn` first.")]
+    _write("table", args, "\n".join(lines), {"results": results, "timing": timing})
+
+
+def _verdict(results: dict[str, dict], best_static: str, args) -> str:
+    s = results[best_static]
+    out = []
+    for label in [k for k in results if k.startswith("agent")]:
+        a = results[label]
+        gain = a["retention"] / s["retention"] - 1
+        hr = a["hit_rate"] - s["hit_rate"]
+        ok = gain >= 0.2 and hr >= -0.01 and a["instruction_following"] >= 0.8
+        out.append(f"- {label} vs the best static model ({best_static}): retention {gain:+.1%} "
+                   f"({a['retention']:.2f} vs {s['retention']:.2f} pages), hit rate {a['hit_rate']:.3f} vs "
+                   f"{s['hit_rate']:.3f} ({hr:+.3f}), instruction following {a['instruction_following']:.3f} vs "
+                   f"{s['instruction_following']:.3f}. Goal (>= +20% retention at equal hit rate, instruction "
+                   f"following >= 0.8): {'met' if ok else 'not met'}.")
+    return "\n".join(out)
+
+
+def part_learn(args) -> None:
+    from mmfeat.agents.environment import (LearningConfig, SessionConfig, evaluate_recommender, learn_policy,
+                                           plot_learning_curve, policy_evaluator)
+    from mmfeat.agents.recommender import Agent, PolicyWeights
+    from mmfeat.pipelines.simulation.sessions import recommender_factory
+
+    world, train, test, info = world_and_split(args)
+    lgcn, lgcn_info = scorer_for(world, "LightGCN", args.lightgcn_epochs, args)
+    cat = world.pop.catalog
+    cfg = SessionConfig(turns=args.turns, page_size=args.page_size, seed=args.seed)
+    rng = np.random.default_rng(np.random.SeedSequence(args.seed, spawn_key=(11,)))
+    curve_held = np.sort(rng.choice(test, size=min(args.curve_users, len(test)), replace=False))
+    train_eval = np.sort(rng.choice(train, size=min(args.curve_users, len(train)), replace=False))
+    evaluate = policy_evaluator(lambda w: Agent(cat, lgcn, weights=w, seed=args.seed), world.pool(), cat,
+                                world.pop.histories, cfg)
+    lc = LearningConfig(iterations=args.iterations, pairs=args.pairs, sigma=args.sigma, lr=args.lr,
+                        batch_users=args.batch_users, seed=args.seed)
+    t0 = time.perf_counter()
+    result = learn_policy(evaluate, train, curve_held, PolicyWeights(), lc, train_eval_users=train_eval,
+                          log=log.info)
+    wall = time.perf_counter() - t0
+    factory, _, _ = recommender_factory("static", world, lgcn)
+    static = evaluate_recommender(factory, world.pool(), cat, world.pop.histories, curve_held, cfg).metrics
+    (HERE / f"learned_weights_{args.dataset}.json").write_text(json.dumps(
+        {"learned": asdict(result.learned), "initial": asdict(result.initial), "best_iteration": result.best_iteration,
+         "dataset": DATASETS[args.dataset], "seed": args.seed, "learning": asdict(lc)}, indent=2))
+    png = plot_learning_curve(result, HERE / "learning_curve.png",
+                              baselines={"static LightGCN (held-out)": static["retention"]},
+                              title=f"Agent policy learning on {DATASETS[args.dataset]}: retention per iteration")
+    first, best = result.curve[0], result.curve[result.best_iteration]
+    lines = [f"REINFORCE over the policy weights (Gaussian, sigma {lc.sigma}, {lc.pairs} antithetic pairs x "
+             f"{lc.batch_users} TRAIN users per iteration, lr {lc.lr}, {lc.iterations} iterations; common random "
+             f"numbers), base model LightGCN. Train curve on {len(train_eval)} TRAIN users, held-out curve on "
+             f"{len(curve_held)} TEST users (never trained on); selection on TRAIN only. {wall:.0f} s.", "",
+             "| iteration | train retention | held-out retention | held-out hit rate | held-out instr. following | "
+             "weights (base, match, novelty, diversity, repetition, affinity) |", "|---|---|---|---|---|---|"]
+    for r in result.curve:
+        w = ", ".join(f"{v:.2f}" for v in r["weights"].values())
+        lines.append(f"| {r['iteration']} | {r['train']['retention']} | {r['heldout'].get('retention')} | "
+                     f"{r['heldout'].get('hit_rate')} | {r['heldout'].get('instruction_following')} | {w} |")
+    gain = best["heldout"]["retention"] - first["heldout"]["retention"]
+    lines += ["", f"Selected iteration {result.best_iteration} (best TRAIN retention). On held-out users: "
+                  f"{first['heldout']['retention']} (hand-set) -> {best['heldout']['retention']} (learned), "
+                  f"{gain:+.3f} pages; static LightGCN {static['retention']:.3f}. "
+                  + ("The learned policy beats the hand-set one on held-out users." if gain > 0 else
+                     "The learned policy does NOT beat the hand-set one on held-out users."),
+              f"Curve: `{png.relative_to(ROOT)}`; weights: `bench/agentic/learned_weights_{args.dataset}.json` "
+              f"(`mmfeat simulate ... --weights` reads it)."]
+    _write("learning", args, "\n".join(lines), result.as_dict())
+
+
+def part_llm(args) -> None:
+    from collections import Counter
+
+    from mmfeat.agents.environment import SessionConfig, metrics_table
+    from mmfeat.pipelines.simulation.sessions import build_llm, llm_usage, play, recommender_factory
+
+    world, train, test, info = world_and_split(args)
+    lgcn, _ = scorer_for(world, "LightGCN", args.lightgcn_epochs, args)
+    users = test[: args.llm_users]
+    cfg = SessionConfig(turns=args.turns, page_size=args.page_size, seed=args.seed)
+    t_load = time.perf_counter()
+    llm = build_llm(args.llm)
+    t_load = time.perf_counter() - t_load
+    results, rows = {}, []
+    for label, model in (("agent hand-set, deterministic parser", None), (f"agent hand-set, {args.llm}", llm)):
+        factory, name, _ = recommender_factory("agent", world, lgcn, llm=model, seed=args.seed)
+        before = (llm.stats.calls, llm.stats.total_s) if model is not None else (0, 0.0)
+        ev = play(world, factory, name, users, cfg, progress_every=10)
+        results[label] = ev.metrics
+        usage = {}
+        if model is not None:
+            calls, secs = llm.stats.calls - before[0], llm.stats.total_s - before[1]
+            wall = ev.run.seconds["total"]
+            usage = {"calls_per_session": calls / max(len(users), 1), "llm_s": round(secs, 1),
+                     "share": secs / wall if wall else None, "mean_call_s": secs / calls if calls else None}
+        paths = Counter(r["parse_path"] for r in ev.run.rows if r["parse_path"])
+        rows.append((label, ev.run.seconds["total"], usage, dict(paths)))
+    lines = [f"{len(users)} TEST users, at most {args.turns} pages of {args.page_size}; the LLM parses every "
+             f"instruction the simulated users write (greedy decoding, one retry, then the deterministic fallback). "
+             f"LLM load {t_load:.1f} s.", "", metrics_table(results), "",
+             "| recommender | wall s | LLM calls per session | LLM s (share of wall) | mean s per call | parse paths |",
+             "|---|---|---|---|---|---|"]
+    for label, wall, u, paths in rows:
+        share = f"{u['llm_s']} ({100 * u['share']:.0f}%)" if u else "-"
+        lines.append(f"| {label} | {wall:.1f} | {u.get('calls_per_session', 0):.2f} | {share} | "
+                     f"{(u.get('mean_call_s') or 0):.2f} | {paths} |")
+    _write("llm", args, "\n".join(lines), {"results": results, "usage": [r[2] for r in rows]})
+
+
+# ---------------------------------------------------------------------------- output
+def _store(args):
+    if not args.store:
+        return None
+    from mmfeat.pipelines.store.feature_store import FeatureStore
+
+    return FeatureStore(args.store)
+
+
+def _write(part: str, args, body: str, data: dict[str, Any]) -> None:
+    cmd = "python bench/agentic/simulate_bench.py " + " ".join(sys.argv[1:])
+    titles = {"table": "Retention table", "learning": "Learning the policy weights", "llm": "The agent with an LLM"}
+    append_results(RESULTS, "Agentic recommendation: simulated sessions (bench/agentic/simulate_bench.py)",
+                   f"{titles[part]}: {DATASETS[args.dataset]}", cmd, body)
+    WORK.mkdir(parents=True, exist_ok=True)
+    (WORK / f"{part}-{args.dataset}.json").write_text(json.dumps(data, indent=2, default=str))
+    print(body)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    p.add_argument("--dataset", choices=sorted(DATASETS), default="ml-100k")
+    p.add_argument("--part", choices=["table", "learn", "llm"], default="table")
+    p.add_argument("--users", type=int, default=1000, help="TEST users (the table's population)")
+    p.add_argument("--train-users", type=int, default=200, help="TRAIN users (learning only)")
+    p.add_argument("--turns", type=int, default=10)
+    p.add_argument("--page-size", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lightgcn-epochs", type=int, default=30)
+    p.add_argument("--sasrec-epochs", type=int, default=5,
+                   help="SASRec epochs (about 50 s each on one busy core for ML-100K)")
+    p.add_argument("--iterations", type=int, default=6)
+    p.add_argument("--pairs", type=int, default=3)
+    p.add_argument("--sigma", type=float, default=0.4)
+    p.add_argument("--lr", type=float, default=0.5)
+    p.add_argument("--batch-users", type=int, default=48)
+    p.add_argument("--curve-users", type=int, default=150, help="users of each learning-curve point")
+    p.add_argument("--llm", default="smollm2", help="the llm part's LLM spec")
+    p.add_argument("--llm-users", type=int, default=20)
+    p.add_argument("--store", help="also publish each recommender's trace to this store (table part)")
+    p.add_argument("--fresh", action="store_true", help="rebuild the cached world and base models")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch / BLAS / OpenMP threads (1: on a shared 2-core machine more threads only spin)")
+    args = p.parse_args(argv)
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(args.threads)
+    threadpool_limits(args.threads)
+    from mmfeat.pipelines.environment import apply_defaults
+
+    apply_defaults()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    {"table": part_table, "learn": part_learn, "llm": part_llm}[args.part](args)
+
+
+if __name__ == "__main__":
+    main()
