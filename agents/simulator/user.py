@@ -85,10 +85,13 @@ class SimulatedUser:
         draws = rng.random(len(page))
         click = draws < prob
         stars = np.rint(self.taste.rating(page[click])) if click.any() else np.zeros(0)
+        watched = np.isin(page, self.history.items)
+        shown_before = np.fromiter((int(i) in self.mindset.shown for i in page), bool, count=len(page))
         reasons: list[str] = []
         for j, item in enumerate(page):
             verb = "click" if click[j] else "skip"
-            reasons.append(f"{verb} {int(item)} {self.catalog.titles[item]!r}: p {prob[j]:.2f} = taste "
+            note = " (already watched)" if watched[j] else " (shown before)" if shown_before[j] else ""
+            reasons.append(f"{verb} {int(item)} {self.catalog.titles[item]!r}{note}: p {prob[j]:.2f} = taste "
                            f"{taste_p[j]:.2f} x mindset {factor[j]:.2f}, draw {draws[j]:.2f}")
         clicked = page[click]
         ratings = {int(i): float(s) for i, s in zip(clicked, stars)}
