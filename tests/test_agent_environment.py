@@ -461,6 +461,19 @@ def test_taste_pool_reactions_do_not_depend_on_the_batch(tiny_world):
         assert r.reasons and any(s.startswith(("stay", "leave")) for s in r.reasons)
 
 
+def test_batched_simulator_pool_equals_the_simulated_users_one_by_one(tiny_world):
+    from mmfeat.agents.simulator import simulated_users
+
+    pop, taste = tiny_world.pop, tiny_world.taste
+    make = lambda j: Agent(pop.catalog, PopularityScorer(pop.catalog))
+    alone = PerUserPool(lambda u: simulated_users(pop.histories, np.array([u]), pop.catalog, taste,
+                                                   profiles=pop.profiles)[0])
+    cfg = SessionConfig(turns=5, page_size=5, seed=2)
+    a = run_sessions(make, alone, pop.histories, pop.users, cfg)
+    b = run_sessions(make, tiny_world.pool(), pop.histories, pop.users, cfg)
+    assert a.rows == b.rows and len(a.rows) >= len(pop.users)
+
+
 def test_pipeline_plays_records_and_publishes(tiny_world, tmp_path):
     from mmfeat.pipelines.simulation.sessions import (base_scorer, load_weights, play, record, recommender_factory,
                                                       ProgressLog)

@@ -216,6 +216,8 @@ class ScriptedLLM(CountedLLM):
     (['{"include_genres": "Comedy"', '```json\n{"include_genres": ["Comedy"], "year_min": 1970}\n```'], "llm_retry", 1),
     (['{"include_genres": ["Comedy"], "year_min": 1980}', '{"include_genres": ["Comedy"], "year_min": 1970}'],
      "llm_retry", 1),  # the prompt's own example is refused as an answer to another request
+    (['{"year_max": 1980, "include_genres": ["Comedy"]}', '{"include_genres": ["Comedy"], "year_min": 1970}'],
+     "llm_retry", 1),  # and so are its values rearranged
     (['{"genres": ["Comedy"]}', '{"year_min": "1970"}'], "deterministic_fallback", 2),
     (["I cannot help with that."], "deterministic_fallback", 2),
     ([LLMError("endpoint down")], "deterministic_fallback", 2),
@@ -234,11 +236,12 @@ def test_the_example_is_a_valid_answer_to_its_own_request():
     r = parse_with_llm("more comedies, nothing before 1980", GENRES,
                        ScriptedLLM('{"include_genres": ["Comedy"], "year_min": 1980}'))
     assert r.path == "llm" and r.constraints.year_min == 1980
+    assert parse_with_llm("comedies", GENRES, ScriptedLLM('{"include_genres": ["comedy"]}')).path == "llm"
 
 
 def test_llm_unknown_genre_is_unsatisfied_and_extract_json_handles_braces_in_strings():
-    r = parse_with_llm("more anime operas", GENRES, ScriptedLLM('{"include_genres": ["opera", "Comedy"]}'))
-    assert r.path == "llm" and r.constraints.include_genres == ["Comedy"] and r.unsatisfied == ("opera",)
+    r = parse_with_llm("more dramatic operas", GENRES, ScriptedLLM('{"include_genres": ["opera", "Drama"]}'))
+    assert r.path == "llm" and r.constraints.include_genres == ["Drama"] and r.unsatisfied == ("opera",)
     assert extract_json('x {"query": "a } b", "k": {"z": 1}} y') == '{"query": "a } b", "k": {"z": 1}}'
 
 

@@ -302,17 +302,27 @@ def _first_error(exc: ValidationError) -> str:
 
 
 def _check_not_echo(c: Constraints, text: str, genre_names: Sequence[str]) -> None:
-    """Refuse the prompt's own example as an answer to another request (small models copy it: SmolLM2-135M
-    answered 20 of 30 requests with exactly the example's JSON).
+    """Refuse a reply built only from the prompt's example when it answers another request.
+
+    Small models copy the example: SmolLM2-135M answered 20 of 30 requests with exactly the example's JSON and
+    7 more with its values rearranged (``{"include_genres": ["Comedy"], "year_max": 1980}`` for "fewer dramas").
+    A reply is an echo when every value it sets is one of the example's (genre Comedy, year 1980) and the
+    deterministic parse of the request differs (so "more comedies" answered with Comedy stays valid).
 
     Raises:
-        ValueError: the reply is the example's constraints and the request is not the example's.
+        ValueError: the reply is an echo of the example.
     """
     vocab = GenreVocabulary(genre_names)
     grounded = vocab.ground(c)[0]
-    if grounded == vocab.ground(Constraints.model_validate_json(_EXAMPLE_JSON))[0] \
+    example = vocab.ground(Constraints.model_validate_json(_EXAMPLE_JSON))[0]
+    allowed = {("genre", g) for g in example.include_genres} | {("year", example.year_min)}
+    values = {("genre", g) for g in grounded.include_genres + grounded.exclude_genres + grounded.avoid_genres}
+    values |= {("year", y) for y in (grounded.year_min, grounded.year_max) if y is not None}
+    others = grounded.model_copy(update={"include_genres": [], "exclude_genres": [], "avoid_genres": [],
+                                         "year_min": None, "year_max": None})
+    if values and values <= allowed and others.is_empty() \
             and parse_instruction(text, genre_names).constraints != grounded:
-        raise ValueError("the reply repeats the example instead of answering the request")
+        raise ValueError("the reply repeats the example's values instead of answering the request")
 
 
 def parse_with_llm(text: str, genre_names: Sequence[str], llm: LLM, *, seed: int = 0,

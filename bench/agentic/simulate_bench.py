@@ -115,21 +115,39 @@ def scorer_for(world, model: str, epochs: int, args) -> tuple[Any, dict[str, Any
 
 
 # ---------------------------------------------------------------------------- parts
+def _epochs(model: str, args) -> int:
+    return {"LightGCN": args.lightgcn_epochs, "SASRec": args.sasrec_epochs}.get(model, args.lightgcn_epochs)
+
+
+def part_prepare(args) -> None:
+    """Build and cache the world and the base models of ``--models`` (the slow, one-off part)."""
+    t0 = time.perf_counter()
+    world, train, test, info = world_and_split(args)
+    done = [f"world {info['world_s']} s ({'cached' if info['world_cached'] else 'built'}; {len(train)} TRAIN, "
+            f"{len(test)} TEST users)"]
+    for model in args.models:
+        _, i = scorer_for(world, model, _epochs(model, args), args)
+        done.append(f"{model} {i['epochs']} epochs {i['seconds']} s ({'cached' if i['cached'] else 'trained'})")
+    print(f"prepared in {time.perf_counter() - t0:.0f} s: " + "; ".join(done))
+
+
 def part_table(args) -> None:
     from mmfeat.agents.environment import SessionConfig, metrics_table
     from mmfeat.pipelines.simulation.sessions import load_weights, play, recommender_factory
 
     world, train, test, info = world_and_split(args)
-    lgcn, lgcn_info = scorer_for(world, "LightGCN", args.lightgcn_epochs, args)
-    sas, sas_info = scorer_for(world, "SASRec", args.sasrec_epochs, args)
+    scorers = {m: scorer_for(world, m, _epochs(m, args), args) for m in args.models}
+    lgcn = scorers[args.models[0]][0]
     learned_path = HERE / f"learned_weights_{args.dataset}.json"
     learned = load_weights(learned_path) if learned_path.exists() else None
-    arms = [("popularity", "popularity", None, None), ("static LightGCN", "static", lgcn, None),
-            ("static SASRec", "static", sas, None), ("agent hand-set (LightGCN)", "agent", lgcn, None)]
+    agent_base = args.models[0]
+    arms = [("popularity", "popularity", None, None)]
+    arms += [(f"static {m}", "static", sc, None) for m, (sc, _) in scorers.items()]
+    arms.append((f"agent hand-set ({agent_base})", "agent", lgcn, None))
     if learned is not None:
-        arms.append(("agent learned (LightGCN)", "agent", lgcn, learned))
+        arms.append((f"agent learned ({agent_base})", "agent", lgcn, learned))
     cfg = SessionConfig(turns=args.turns, page_size=args.page_size, seed=args.seed)
-    results, timing = {}, {}
+    results, timing, lengths = {}, {}, {}
     store = _store(args)
     for label, kind, scorer, weights in arms:
         factory, name, rec_cfg = recommender_factory(kind, world, scorer, weights=weights, seed=args.seed)
@@ -137,6 +155,7 @@ def part_table(args) -> None:
         ev = play(world, factory, name, test, cfg, progress_every=max(100, len(test) // 4))
         wall = time.perf_counter() - t0
         results[label] = ev.metrics
+        lengths[label] = _lengths_by_user(ev.run.rows)
         timing[label] = {"wall_s": round(wall, 1), **ev.run.seconds}
         log.info("%s: retention %.3f (%.1f s)", label, ev.metrics["retention"], wall)
         if store is not None:
@@ -147,13 +166,13 @@ def part_table(args) -> None:
             timing[label]["trace"] = out["trace"]["version"]
     static = {k: v for k, v in results.items() if k.startswith("static")}
     best_static = max(static, key=lambda k: static[k]["retention"])
+    bases = ", ".join(f"{m} {i['epochs']} epochs" for m, (_, i) in scorers.items())
     lines = [f"{len(test)} TEST users of {DATASETS[args.dataset]} (never trained on; {len(train)} TRAIN users held "
              f"for learning), at most {args.turns} pages of {args.page_size}, seed {args.seed}; simulated users: "
              f"learned taste model (validation accuracy {world.taste.info.get('val_accuracy', float('nan')):.3f} on "
-             f"calibration users, threshold {world.taste.threshold:.3f}) + the interim mindset "
-             f"(`agents/environment/taste_users.py`, follow_weight {world.mindset.follow_weight}). Base models "
-             f"trained on the users' visible histories: LightGCN {lgcn_info['epochs']} epochs, SASRec "
-             f"{sas_info['epochs']} epochs.", "",
+             f"calibration users, threshold {world.taste.threshold:.3f}) + the simulator's mindset and template "
+             f"instructions (`agents/simulator/`, default parameters). Base models trained on every user's "
+             f"visible history: {bases}.", "",
              metrics_table(results), "",
              "| recommender | wall s | in recommenders s | in simulated users s | retention dist (0..turns pages) | "
              "instructions checked / unchecked / impossible |", "|---|---|---|---|---|---|"]
@@ -161,27 +180,50 @@ def part_table(args) -> None:
         t = timing[label]
         lines.append(f"| {label} | {t['wall_s']} | {t['recommend']} | {t['react']} | {m['retention_dist']} | "
                      f"{m['instructions_checked']} / {m['instructions_unchecked']} / {m['instructions_impossible']} |")
-    lines += ["", _verdict(results, best_static, args), "",
-              f"Set-up: world {info['world_s']} s ({'cached' if info['world_cached'] else 'built'}), LightGCN "
-              f"{lgcn_info['seconds']} s ({'cached' if lgcn_info['cached'] else 'trained'}), SASRec "
-              f"{sas_info['seconds']} s ({'cached' if sas_info['cached'] else 'trained'})."
+    lines += ["", _verdict(results, lengths, best_static), "",
+              f"Set-up: world {info['world_s']} s ({'cached' if info['world_cached'] else 'built'}); "
+              + "; ".join(f"{m} {i['seconds']} s ({'cached' if i['cached'] else 'trained'})"
+                          for m, (_, i) in scorers.items()) + "."
               + ("" if learned is not None else " No learned weights yet: run `--part learn` first.")]
     _write("table", args, "\n".join(lines), {"results": results, "timing": timing})
 
 
-def _verdict(results: dict[str, dict], best_static: str, args) -> str:
+def _lengths_by_user(rows: list[dict[str, Any]]) -> dict[int, int]:
+    """Pages seen per user (one session per user in the table)."""
+    out: dict[int, int] = {}
+    for r in rows:
+        out[int(r["user"])] = out.get(int(r["user"]), 0) + (1 if r["items"] else 0)
+    return out
+
+
+def paired(a: dict[int, int], b: dict[int, int]) -> tuple[float, float]:
+    """Mean and standard error of ``a - b`` over the users both played (same users, same session seeds)."""
+    users = sorted(set(a) & set(b))
+    d = np.array([a[u] - b[u] for u in users], dtype=np.float64)
+    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+
+
+def _verdict(results: dict[str, dict], lengths: dict[str, dict[int, int]], best_static: str) -> str:
     s = results[best_static]
     out = []
     for label in [k for k in results if k.startswith("agent")]:
         a = results[label]
         gain = a["retention"] / s["retention"] - 1
+        diff, se = paired(lengths[label], lengths[best_static])
         hr = a["hit_rate"] - s["hit_rate"]
         ok = gain >= 0.2 and hr >= -0.01 and a["instruction_following"] >= 0.8
         out.append(f"- {label} vs the best static model ({best_static}): retention {gain:+.1%} "
-                   f"({a['retention']:.2f} vs {s['retention']:.2f} pages), hit rate {a['hit_rate']:.3f} vs "
-                   f"{s['hit_rate']:.3f} ({hr:+.3f}), instruction following {a['instruction_following']:.3f} vs "
-                   f"{s['instruction_following']:.3f}. Goal (>= +20% retention at equal hit rate, instruction "
-                   f"following >= 0.8): {'met' if ok else 'not met'}.")
+                   f"({a['retention']:.2f} vs {s['retention']:.2f} pages; paired difference {diff:+.2f} +/- {se:.2f} "
+                   f"s.e.), hit rate {a['hit_rate']:.3f} vs {s['hit_rate']:.3f} ({hr:+.3f}), instruction following "
+                   f"{a['instruction_following']:.3f} vs {s['instruction_following']:.3f}. Goal (>= +20% retention at "
+                   f"equal hit rate, instruction following >= 0.8): {'met' if ok else 'not met'}.")
+    if "agent learned" in " ".join(results) and "agent hand-set" in " ".join(results):
+        hand = next(k for k in results if k.startswith("agent hand-set"))
+        learned = next(k for k in results if k.startswith("agent learned"))
+        diff, se = paired(lengths[learned], lengths[hand])
+        out.append(f"- learned vs hand-set weights on these TEST users: {diff:+.3f} +/- {se:.3f} pages (paired s.e.): "
+                   + ("the learned policy is better" if diff > 2 * se else
+                      "no difference beyond noise" if abs(diff) <= 2 * se else "the learned policy is worse") + ".")
     return "\n".join(out)
 
 
@@ -192,7 +234,7 @@ def part_learn(args) -> None:
     from mmfeat.pipelines.simulation.sessions import recommender_factory
 
     world, train, test, info = world_and_split(args)
-    lgcn, lgcn_info = scorer_for(world, "LightGCN", args.lightgcn_epochs, args)
+    lgcn, lgcn_info = scorer_for(world, args.models[0], _epochs(args.models[0], args), args)
     cat = world.pop.catalog
     cfg = SessionConfig(turns=args.turns, page_size=args.page_size, seed=args.seed)
     rng = np.random.default_rng(np.random.SeedSequence(args.seed, spawn_key=(11,)))
@@ -208,16 +250,23 @@ def part_learn(args) -> None:
     wall = time.perf_counter() - t0
     factory, _, _ = recommender_factory("static", world, lgcn)
     static = evaluate_recommender(factory, world.pool(), cat, world.pop.histories, curve_held, cfg).metrics
+    # the final check on every TEST user, paired (same users, same session seeds)
+    final = {}
+    for label, w in (("hand-set", result.initial), ("learned", result.learned)):
+        f, _, _ = recommender_factory("agent", world, lgcn, weights=w, seed=args.seed)
+        ev = evaluate_recommender(f, world.pool(), cat, world.pop.histories, test, cfg)
+        final[label] = (ev.metrics, _lengths_by_user(ev.run.rows))
+    diff, se = paired(final["learned"][1], final["hand-set"][1])
     (HERE / f"learned_weights_{args.dataset}.json").write_text(json.dumps(
         {"learned": asdict(result.learned), "initial": asdict(result.initial), "best_iteration": result.best_iteration,
          "dataset": DATASETS[args.dataset], "seed": args.seed, "learning": asdict(lc)}, indent=2))
     png = plot_learning_curve(result, HERE / "learning_curve.png",
-                              baselines={"static LightGCN (held-out)": static["retention"]},
+                              baselines={f"static {args.models[0]} (held-out users)": static["retention"]},
                               title=f"Agent policy learning on {DATASETS[args.dataset]}: retention per iteration")
     first, best = result.curve[0], result.curve[result.best_iteration]
     lines = [f"REINFORCE over the policy weights (Gaussian, sigma {lc.sigma}, {lc.pairs} antithetic pairs x "
              f"{lc.batch_users} TRAIN users per iteration, lr {lc.lr}, {lc.iterations} iterations; common random "
-             f"numbers), base model LightGCN. Train curve on {len(train_eval)} TRAIN users, held-out curve on "
+             f"numbers), base model {args.models[0]}. Train curve on {len(train_eval)} TRAIN users, held-out curve on "
              f"{len(curve_held)} TEST users (never trained on); selection on TRAIN only. {wall:.0f} s.", "",
              "| iteration | train retention | held-out retention | held-out hit rate | held-out instr. following | "
              "weights (base, match, novelty, diversity, repetition, affinity) |", "|---|---|---|---|---|---|"]
@@ -226,11 +275,17 @@ def part_learn(args) -> None:
         lines.append(f"| {r['iteration']} | {r['train']['retention']} | {r['heldout'].get('retention')} | "
                      f"{r['heldout'].get('hit_rate')} | {r['heldout'].get('instruction_following')} | {w} |")
     gain = best["heldout"]["retention"] - first["heldout"]["retention"]
-    lines += ["", f"Selected iteration {result.best_iteration} (best TRAIN retention). On held-out users: "
+    hm, lm = final["hand-set"][0], final["learned"][0]
+    verdict = ("the learned policy beats the hand-set one" if diff > 2 * se else
+               "the learned policy does NOT beat the hand-set one (no difference beyond noise)" if abs(diff) <= 2 * se
+               else "the learned policy is WORSE than the hand-set one")
+    lines += ["", f"Selected iteration {result.best_iteration} (best TRAIN retention). Held-out curve users: "
                   f"{first['heldout']['retention']} (hand-set) -> {best['heldout']['retention']} (learned), "
-                  f"{gain:+.3f} pages; static LightGCN {static['retention']:.3f}. "
-                  + ("The learned policy beats the hand-set one on held-out users." if gain > 0 else
-                     "The learned policy does NOT beat the hand-set one on held-out users."),
+                  f"{gain:+.3f} pages; static {args.models[0]} {static['retention']:.3f} on the same users.",
+              f"All {len(test)} TEST users: hand-set {hm['retention']:.3f} pages (hit rate {hm['hit_rate']:.3f}, "
+              f"instruction following {hm['instruction_following']:.3f}), learned {lm['retention']:.3f} (hit rate "
+              f"{lm['hit_rate']:.3f}, instruction following {lm['instruction_following']:.3f}); paired difference "
+              f"{diff:+.3f} +/- {se:.3f} s.e.: {verdict}.",
               f"Curve: `{png.relative_to(ROOT)}`; weights: `bench/agentic/learned_weights_{args.dataset}.json` "
               f"(`mmfeat simulate ... --weights` reads it)."]
     _write("learning", args, "\n".join(lines), result.as_dict())
@@ -243,7 +298,7 @@ def part_llm(args) -> None:
     from mmfeat.pipelines.simulation.sessions import build_llm, llm_usage, play, recommender_factory
 
     world, train, test, info = world_and_split(args)
-    lgcn, _ = scorer_for(world, "LightGCN", args.lightgcn_epochs, args)
+    lgcn, _ = scorer_for(world, args.models[0], _epochs(args.models[0], args), args)
     users = test[: args.llm_users]
     cfg = SessionConfig(turns=args.turns, page_size=args.page_size, seed=args.seed)
     t_load = time.perf_counter()
@@ -297,7 +352,9 @@ def _write(part: str, args, body: str, data: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--dataset", choices=sorted(DATASETS), default="ml-100k")
-    p.add_argument("--part", choices=["table", "learn", "llm"], default="table")
+    p.add_argument("--part", choices=["prepare", "table", "learn", "llm"], default="table")
+    p.add_argument("--models", default="LightGCN,SASRec",
+                   help="base models (comma-separated; the first is the agent's base) trained on visible histories")
     p.add_argument("--users", type=int, default=1000, help="TEST users (the table's population)")
     p.add_argument("--train-users", type=int, default=200, help="TRAIN users (learning only)")
     p.add_argument("--turns", type=int, default=10)
@@ -328,7 +385,8 @@ def main(argv: list[str] | None = None) -> None:
 
     apply_defaults()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    {"table": part_table, "learn": part_learn, "llm": part_llm}[args.part](args)
+    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    {"prepare": part_prepare, "table": part_table, "learn": part_learn, "llm": part_llm}[args.part](args)
 
 
 if __name__ == "__main__":

@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 
 from mmfeat.agents.environment import Evaluation, SessionConfig, evaluate_recommender
-from mmfeat.agents.environment.taste_users import MindsetConfig, TasteUserPool
+from mmfeat.agents.environment.simulated import SimulatorPool
 from mmfeat.agents.recommender import Agent, PolicyWeights, PopularityScorer, StaticRecommender
+from mmfeat.agents.simulator.mindset import MindsetParams
 from mmfeat.agents.simulator.taste import TasteModel
 from mmfeat.pipelines.simulation.population import SEGMENTS, Population, population
 from mmfeat.pipelines.simulation.traces import population_hash, publish_trace, write_run_record
@@ -50,20 +51,21 @@ class World:
     Attributes:
         pop: the population (catalog, histories, selected users, profiles).
         taste: the learned taste model (fit on ``pop.calibration`` users only).
-        mindset: the simulated users' mindset parameters.
+        mindset: the simulated users' mindset parameters (:class:`~mmfeat.agents.simulator.MindsetParams`).
         seed: the run's seed (population draw, taste fit, sessions).
         lineage: population and simulator lineage for traces and records.
     """
 
     pop: Population
     taste: TasteModel
-    mindset: MindsetConfig = field(default_factory=MindsetConfig)
+    mindset: MindsetParams = field(default_factory=MindsetParams)
     seed: int = 0
     lineage: dict[str, Any] = field(default_factory=dict)
 
-    def pool(self) -> TasteUserPool:
-        """A fresh batched pool of simulated users."""
-        return TasteUserPool(self.taste, self.pop.histories, self.pop.profiles, self.mindset)
+    def pool(self) -> SimulatorPool:
+        """A fresh batched pool of the simulator's users (:class:`~mmfeat.agents.simulator.SimulatedUser`)."""
+        return SimulatorPool(self.taste, self.pop.histories, self.pop.catalog, profiles=self.pop.profiles,
+                             params=self.mindset)
 
 
 def check_request(*, agent: str, segment: str, llm: str | None, turns: int, page_size: int, population_size: int,
@@ -115,7 +117,7 @@ def build_llm(spec: str | None, model: str = "default") -> Any:
 
 def build_world(manifest: str, *, n_users: int = 1000, seed: int = 0, segment: str = "all",
                 store: Any = None, embeddings: str | None = None, data_root: str | None = None,
-                mindset: MindsetConfig = MindsetConfig(), logger: Any = None) -> World:
+                mindset: MindsetParams = MindsetParams(), logger: Any = None) -> World:
     """The population of ``manifest`` and its simulated users.
 
     Args:
@@ -147,7 +149,7 @@ def build_world(manifest: str, *, n_users: int = 1000, seed: int = 0, segment: s
             f"{taste.info.get('val_accuracy', float('nan')):.3f}, rating MAE {taste.info.get('val_rating_mae', float('nan')):.3f} "
             f"({time.perf_counter() - t1:.1f} s)")
     lineage = {"population": {**pop.lineage, "users": len(pop.users)},
-               "simulator": {"kind": "TasteUserPool", "mindset": asdict(mindset),
+               "simulator": {"kind": "SimulatedUser", "mindset": asdict(mindset),
                              "taste": {k: v for k, v in taste.info.items() if k != "config"},
                              "taste_config": taste.info.get("config")}}
     return World(pop, taste, mindset, seed, lineage)
