@@ -150,7 +150,11 @@ def _clean(reaction: Reaction, page_items: tuple[int, ...]) -> Reaction:
 
 def _react(pool: UserPool, sessions: list[_Session], pages: list[tuple[int, ...]]
            ) -> list[Reaction | BaseException]:
-    """The pool's reactions; when the batch fails, session by session so only the failing sessions end."""
+    """The pool's reactions (an entry may be the exception one session's user raised). When the whole batch
+    raises, it is retried session by session so only the failing sessions end; a pool should raise a batch-wide
+    error before any session's state changes (the retry would otherwise update those sessions twice), and
+    report a per-session failure in its slot instead (as :class:`~.users.PerUserPool` and
+    :class:`~.simulated.SimulatorPool` do)."""
     ids = np.array([s.index for s in sessions], dtype=np.int64)
     try:
         out = pool.react(ids, pages, [s.user_rng for s in sessions])

@@ -21,6 +21,8 @@ from mmfeat.agents.simulator.taste import TasteModel, UserFeatures, UserTaste
 from mmfeat.agents.simulator.user import SimulatedUser
 from mmfeat.agents.types import Catalog, Reaction, UserHistory
 
+from .users import _guarded
+
 
 def one_thread() -> Any:
     """OpenMP limited to one thread while the boosted heads predict: a few thousand rows gain nothing from more,
@@ -101,7 +103,7 @@ class SimulatorPool:
             self._group[int(s)] = group
 
     def react(self, sessions: np.ndarray, pages: Sequence[tuple[int, ...]],
-              rngs: Sequence[np.random.Generator]) -> list[Reaction]:
+              rngs: Sequence[np.random.Generator]) -> list[Reaction | Exception]:
         """Every page's taste predictions in one batch per feature group, then each user's own reaction."""
         ids = [int(s) for s in np.asarray(sessions).tolist()]
         for group in sorted({self._group[s] for s in ids}):
@@ -115,7 +117,7 @@ class SimulatorPool:
             cuts = np.cumsum([len(pages[j]) for j in idx])[:-1]
             for j, t, c, r in zip(idx, tastes, np.split(click, cuts), np.split(rating, cuts), strict=True):
                 t.load(np.asarray(pages[j], dtype=np.int64), c, r)
-        return [self._users[s].react(np.asarray(page, dtype=np.int64), rng)
+        return [_guarded(self._users[s].react, np.asarray(page, dtype=np.int64), rng)
                 for s, page, rng in zip(ids, pages, rngs, strict=True)]
 
     def end(self, sessions: np.ndarray) -> None:

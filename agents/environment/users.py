@@ -38,8 +38,10 @@ class UserPool(Protocol):
         ...
 
     def react(self, sessions: np.ndarray, pages: Sequence[tuple[int, ...]],
-              rngs: Sequence[np.random.Generator]) -> list[Reaction]:
-        """One :class:`Reaction` per session to its page (catalog item indices, page order)."""
+              rngs: Sequence[np.random.Generator]) -> list[Reaction | Exception]:
+        """One :class:`Reaction` per session to its page (catalog item indices, page order), or the exception
+        that session's user raised (that session ends with an error row; the others go on). Raise only for a
+        failure of the whole batch, before any session's state changed."""
         ...
 
 
@@ -63,14 +65,22 @@ class PerUserPool:
             self._users[int(s)] = self.make_user(int(u))
 
     def react(self, sessions: np.ndarray, pages: Sequence[tuple[int, ...]],
-              rngs: Sequence[np.random.Generator]) -> list[Reaction]:
-        return [self._users[int(s)].react(tuple(page), rng)
+              rngs: Sequence[np.random.Generator]) -> list[Reaction | Exception]:
+        return [_guarded(self._users[int(s)].react, tuple(page), rng)
                 for s, page, rng in zip(np.asarray(sessions).tolist(), pages, rngs, strict=True)]
 
     def end(self, sessions: np.ndarray) -> None:
         """Forget finished sessions (keeps memory flat over a long run)."""
         for s in np.asarray(sessions).tolist():
             self._users.pop(int(s), None)
+
+
+def _guarded(react: Callable[..., Reaction], page: Any, rng: np.random.Generator) -> Reaction | Exception:
+    """One user's reaction, or the exception it raised (it ends that session only)."""
+    try:
+        return react(page, rng)
+    except Exception as exc:  # noqa: BLE001  reported in the session's trace row
+        return exc
 
 
 __all__ = ["UserPool", "PerUserPool"]

@@ -166,6 +166,17 @@ def part_table(args) -> None:
             timing[label]["trace"] = out["trace"]["version"]
     static = {k: v for k, v in results.items() if k.startswith("static")}
     best_static = max(static, key=lambda k: static[k]["retention"])
+    # instruction following needs instructions: the same users, when they write one after every page
+    from dataclasses import replace as _replace
+
+
+    talkative = _replace(world, mindset=_replace(world.mindset, instruction_threshold=0.0))
+    stress = {}
+    for label, kind, scorer, weights in arms[1:]:
+        if label.startswith("static") and label != f"static {agent_base}":
+            continue
+        factory, name, _ = recommender_factory(kind, talkative, scorer, weights=weights, seed=args.seed)
+        stress[label] = play(talkative, factory, name, test, cfg, progress_every=len(test)).metrics
     bases = ", ".join(f"{m} {i['epochs']} epochs" for m, (_, i) in scorers.items())
     lines = [f"{len(test)} TEST users of {DATASETS[args.dataset]} (never trained on; {len(train)} TRAIN users held "
              f"for learning), at most {args.turns} pages of {args.page_size}, seed {args.seed}; simulated users: "
@@ -181,11 +192,15 @@ def part_table(args) -> None:
         lines.append(f"| {label} | {t['wall_s']} | {t['recommend']} | {t['react']} | {m['retention_dist']} | "
                      f"{m['instructions_checked']} / {m['instructions_unchecked']} / {m['instructions_impossible']} |")
     lines += ["", _verdict(results, lengths, best_static), "",
+              f"The same TEST users when they write a reflective instruction after every page (the simulator's "
+              f"`instruction_threshold` 0 instead of {world.mindset.instruction_threshold}): instruction following "
+              f"measured on many instructions.", "",
+              metrics_table(stress, extra=("instructions_checked",)), "",
               f"Set-up: world {info['world_s']} s ({'cached' if info['world_cached'] else 'built'}); "
               + "; ".join(f"{m} {i['seconds']} s ({'cached' if i['cached'] else 'trained'})"
                           for m, (_, i) in scorers.items()) + "."
               + ("" if learned is not None else " No learned weights yet: run `--part learn` first.")]
-    _write("table", args, "\n".join(lines), {"results": results, "timing": timing})
+    _write("table", args, "\n".join(lines), {"results": results, "timing": timing, "talkative": stress})
 
 
 def _lengths_by_user(rows: list[dict[str, Any]]) -> dict[int, int]:
@@ -293,41 +308,43 @@ def part_learn(args) -> None:
 
 def part_llm(args) -> None:
     from collections import Counter
+    from dataclasses import replace
 
     from mmfeat.agents.environment import SessionConfig, metrics_table
-    from mmfeat.pipelines.simulation.sessions import build_llm, llm_usage, play, recommender_factory
+    from mmfeat.pipelines.simulation.sessions import build_llm, play, recommender_factory
 
     world, train, test, info = world_and_split(args)
-    lgcn, _ = scorer_for(world, args.models[0], _epochs(args.models[0], args), args)
-    users = test[: args.llm_users]
+    base, _ = scorer_for(world, args.models[0], _epochs(args.models[0], args), args)
     cfg = SessionConfig(turns=args.turns, page_size=args.page_size, seed=args.seed)
     t_load = time.perf_counter()
     llm = build_llm(args.llm)
     t_load = time.perf_counter() - t_load
-    results, rows = {}, []
-    for label, model in (("agent hand-set, deterministic parser", None), (f"agent hand-set, {args.llm}", llm)):
-        factory, name, _ = recommender_factory("agent", world, lgcn, llm=model, seed=args.seed)
-        before = (llm.stats.calls, llm.stats.total_s) if model is not None else (0, 0.0)
-        ev = play(world, factory, name, users, cfg, progress_every=10)
-        results[label] = ev.metrics
-        usage = {}
-        if model is not None:
+    talkative = replace(world, mindset=replace(world.mindset, instruction_threshold=0.0))
+    settings = [("default users", world, test[: args.llm_users]),
+                ("users instructing after every page", talkative, test[: args.llm_talkative_users])]
+    lines = [f"The agent over {args.models[0]} with the deterministic parser and with {args.llm} parsing every "
+             f"instruction (greedy decoding, one retry with the validation error, then the deterministic fallback), "
+             f"on the first TEST users; at most {args.turns} pages of {args.page_size}. LLM load {t_load:.1f} s."]
+    data = {}
+    for setting, w, users in settings:
+        results, rows = {}, []
+        for label, model in (("deterministic parser", None), (args.llm, llm)):
+            factory, name, _ = recommender_factory("agent", w, base, llm=model, seed=args.seed)
+            before = (llm.stats.calls, llm.stats.total_s)
+            ev = play(w, factory, name, users, cfg, progress_every=max(5, len(users)))
+            results[label] = ev.metrics
             calls, secs = llm.stats.calls - before[0], llm.stats.total_s - before[1]
             wall = ev.run.seconds["total"]
-            usage = {"calls_per_session": calls / max(len(users), 1), "llm_s": round(secs, 1),
-                     "share": secs / wall if wall else None, "mean_call_s": secs / calls if calls else None}
-        paths = Counter(r["parse_path"] for r in ev.run.rows if r["parse_path"])
-        rows.append((label, ev.run.seconds["total"], usage, dict(paths)))
-    lines = [f"{len(users)} TEST users, at most {args.turns} pages of {args.page_size}; the LLM parses every "
-             f"instruction the simulated users write (greedy decoding, one retry, then the deterministic fallback). "
-             f"LLM load {t_load:.1f} s.", "", metrics_table(results), "",
-             "| recommender | wall s | LLM calls per session | LLM s (share of wall) | mean s per call | parse paths |",
-             "|---|---|---|---|---|---|"]
-    for label, wall, u, paths in rows:
-        share = f"{u['llm_s']} ({100 * u['share']:.0f}%)" if u else "-"
-        lines.append(f"| {label} | {wall:.1f} | {u.get('calls_per_session', 0):.2f} | {share} | "
-                     f"{(u.get('mean_call_s') or 0):.2f} | {paths} |")
-    _write("llm", args, "\n".join(lines), {"results": results, "usage": [r[2] for r in rows]})
+            paths = Counter(r["parse_path"] for r in ev.run.rows if r["parse_path"])
+            rows.append((label, wall, calls / max(len(users), 1), secs, secs / wall if wall else 0.0,
+                         secs / calls if calls else 0.0, dict(paths)))
+        lines += ["", f"**{setting}** ({len(users)} users):", "", metrics_table(results, extra=("instructions_checked",)),
+                  "", "| parser | wall s | LLM calls per session | LLM s | LLM share of wall | s per call | parse paths |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r[0]} | {r[1]:.1f} | {r[2]:.2f} | {r[3]:.1f} | {100 * r[4]:.0f}% | {r[5]:.2f} | {r[6]} |"
+                  for r in rows]
+        data[setting] = {"results": results, "rows": rows}
+    _write("llm", args, "\n".join(lines), data)
 
 
 # ---------------------------------------------------------------------------- output
@@ -363,14 +380,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lightgcn-epochs", type=int, default=30)
     p.add_argument("--sasrec-epochs", type=int, default=5,
                    help="SASRec epochs (about 50 s each on one busy core for ML-100K)")
-    p.add_argument("--iterations", type=int, default=10)
+    p.add_argument("--iterations", type=int, default=20)
     p.add_argument("--pairs", type=int, default=4)
     p.add_argument("--sigma", type=float, default=0.4)
     p.add_argument("--lr", type=float, default=0.5)
     p.add_argument("--batch-users", type=int, default=96)
     p.add_argument("--curve-users", type=int, default=150, help="users of each learning-curve point")
     p.add_argument("--llm", default="smollm2", help="the llm part's LLM spec")
-    p.add_argument("--llm-users", type=int, default=20)
+    p.add_argument("--llm-users", type=int, default=20, help="users of the llm part with the default mindset")
+    p.add_argument("--llm-talkative-users", type=int, default=8,
+                   help="users of the llm part who instruct after every page")
     p.add_argument("--store", help="also publish each recommender's trace to this store (table part)")
     p.add_argument("--fresh", action="store_true", help="rebuild the cached world and base models")
     p.add_argument("--threads", type=int, default=1,
