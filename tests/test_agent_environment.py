@@ -326,6 +326,9 @@ def test_trace_publish_is_content_addressed_verified_and_atomic(tmp_path, catalo
     # a replay of the same seed gives the same version id; another seed, or another config, another one
     assert publish_trace(store, "toy", _run(catalog, histories).rows, lineage=lineage, config=config, item_ids=ids) == v1
     assert publish_trace(store, "toy", run.rows, lineage=lineage, config={**config, "seed": 1}, item_ids=ids) != v1
+    timed = {**lineage, "simulator": {"fit_seconds": 12.3, "wall_s": 4.0}}
+    assert publish_trace(store, "toy", run.rows, lineage=timed, config=config, item_ids=ids) == publish_trace(
+        store, "toy", run.rows, lineage={**lineage, "simulator": {"fit_seconds": 99.0}}, config=config, item_ids=ids)
     v2 = publish_trace(store, "toy", _run(catalog, histories, seed=9).rows, lineage=lineage, config=config)
     assert v2 != v1 and store.aliases("toy", TRACE_FEATURE_SET)["latest"] == v2
     # a corrupted part is refused on read

@@ -149,7 +149,7 @@ def publish_trace(store: FeatureStore, dataset: str, rows: Sequence[dict[str, An
     if tag is not None and (not tag or "/" in tag or tag.startswith(".")):
         raise TraceError(f"tag {tag!r}: use a plain name (letters, digits, - and _)")
     table = trace_table(rows, item_ids)
-    fingerprint = {"kind": "trace", "config": config, "lineage": lineage}
+    fingerprint = {"kind": "trace", "config": _stable(config), "lineage": _stable(lineage)}
     fp_hash = fingerprint_hash(json.loads(_json(fingerprint)))
     content = _table_digest(table)
     key = run_key(fp_hash, [("trace", content), ("rows", str(table.num_rows))])
@@ -174,6 +174,17 @@ def publish_trace(store: FeatureStore, dataset: str, rows: Sequence[dict[str, An
             writer.write_part(k, table.slice(start, PART_ROWS))
         final = writer.publish(manifest, aliases=aliases)
     return final.name
+
+
+def _stable(value: Any) -> Any:
+    """``value`` without timings (keys ending in ``seconds`` or ``_s``): what made the rows, not how long it took,
+    so a replay of the same run gets the same version id."""
+    if isinstance(value, dict):
+        return {k: _stable(v) for k, v in value.items()
+                if not (str(k).endswith("seconds") or str(k).endswith("_s"))}
+    if isinstance(value, (list, tuple)):
+        return [_stable(v) for v in value]
+    return value
 
 
 def _table_digest(table: pa.Table) -> str:
