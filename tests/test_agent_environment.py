@@ -234,6 +234,7 @@ def test_metrics_on_a_hand_built_trace():
     assert m["mean_rating"] == pytest.approx(4.0)
     # "more comedy" -> next page [5, 4]: item 5 has Comedy, item 4 not
     assert m["instruction_following"] == pytest.approx(0.5) and m["instructions_checked"] == 1
+    assert m["instruction_following_soft"] == pytest.approx(0.5) and np.isnan(m["instruction_following_hard"])
     # held-out: user 0's item 2 never shown; user 1's item 5 not shown either (user 1 saw 0, 1)
     assert m["hit_rate"] == 0.0 and m["hits_per_page"] == 0.0
     assert m["coverage"] == pytest.approx(5 / 6)

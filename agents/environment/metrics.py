@@ -73,15 +73,32 @@ def satisfying_items(catalog: Catalog, c: Constraints) -> np.ndarray | None:
     return ok
 
 
+def split_masks(catalog: Catalog, c: Constraints) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The two halves of :func:`satisfying_items`: the filters (hard parts) and the genre wishes (soft parts:
+    an asked-for genre, no genre asked to be fewer); None for a half the constraints do not have."""
+    hard = hard_mask(catalog, c) if c.has_hard() else None
+    soft = None
+    if c.include_genres or c.avoid_genres:
+        soft = np.ones(catalog.n_items, dtype=bool)
+        if c.include_genres:
+            soft &= genre_columns(catalog, c.include_genres)
+        if c.avoid_genres:
+            soft &= ~genre_columns(catalog, c.avoid_genres)
+    return hard, soft
+
+
 def _instruction_masks(catalog: Catalog):
     @lru_cache(maxsize=4096)
-    def mask(text: str) -> np.ndarray | None:
-        return satisfying_items(catalog, parse_instruction(text, catalog.genre_names).constraints)
+    def mask(text: str) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        c = parse_instruction(text, catalog.genre_names).constraints
+        return (satisfying_items(catalog, c),) + split_masks(catalog, c)
     return mask
 
 
 def instruction_following(df: pd.DataFrame, catalog: Catalog) -> dict[str, Any]:
-    """Share of next-page items satisfying each instruction (see the module docstring), with the counts."""
+    """Share of next-page items satisfying each instruction (see the module docstring), with the counts; also
+    split into the filters alone (``instruction_following_hard``) and the genre wishes alone
+    (``instruction_following_soft``), each over the instructions that have that part."""
     mask = _instruction_masks(catalog)
     nxt = df[["session", "turn", "items"]].rename(columns={"items": "next_items"})
     nxt = nxt.assign(turn=nxt["turn"] - 1)
@@ -89,21 +106,28 @@ def instruction_following(df: pd.DataFrame, catalog: Catalog) -> dict[str, Any]:
                    ["session", "turn", "instruction"]]
     pairs = given.merge(nxt, on=["session", "turn"], how="inner")
     sat = shown = checked = unchecked = impossible = 0
+    part = {"hard": [0, 0], "soft": [0, 0]}
     for text, items in zip(pairs["instruction"], pairs["next_items"], strict=True):
         if len(items) == 0:
             continue
-        m = mask(str(text))
+        m, hard, soft = mask(str(text))
         if m is None:
             unchecked += 1
         elif not m.any():
             impossible += 1
         else:
+            page = np.asarray(items, dtype=np.int64)
             checked += 1
-            sat += int(m[np.asarray(items, dtype=np.int64)].sum())
+            sat += int(m[page].sum())
             shown += len(items)
+            for name, h in (("hard", hard), ("soft", soft)):
+                if h is not None:
+                    part[name][0] += int(h[page].sum())
+                    part[name][1] += len(page)
     return {"instruction_following": sat / shown if shown else float("nan"), "instructions_checked": checked,
             "instructions_unchecked": unchecked, "instructions_impossible": impossible,
-            "instructions_total": int(len(given))}
+            "instructions_total": int(len(given)),
+            **{f"instruction_following_{k}": (v[0] / v[1] if v[1] else float("nan")) for k, v in part.items()}}
 
 
 def _genre_rows(catalog: Catalog, pages: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -237,4 +261,4 @@ def metrics_table(results: dict[str, dict[str, Any]], metrics: Sequence[str] = T
 
 
 __all__ = ["TABLE_METRICS", "population_metrics", "metrics_table", "session_lengths", "instruction_following",
-           "satisfying_items", "intra_page_diversity", "js_divergence", "profile_genres", "trace_frame"]
+           "satisfying_items", "split_masks", "intra_page_diversity", "js_divergence", "profile_genres", "trace_frame"]
