@@ -68,6 +68,11 @@ class World:
                              params=self.mindset)
 
 
+
+#: the base model trained in a simulation when no ``--base-set`` is given: a fixed, short budget (the model's
+#: own defaults train to early stopping, minutes with no progress line on a 2-core machine); the deployment's too
+DEFAULT_BASE_CONFIG: dict[str, Any] = {"epochs": 30}
+
 def check_request(*, agent: str, segment: str, llm: str | None, turns: int, page_size: int, population_size: int,
                   base_model: str | None) -> None:
     """Refuse a request before anything loads.
@@ -190,6 +195,8 @@ def base_scorer(world: World, base_model: str | None, *, base_run: str | None = 
     from mmfeat.pipelines.simulation.scorers import fit_scorer
 
     t0 = time.perf_counter()
+    config = dict(DEFAULT_BASE_CONFIG) if config is None else config
+    lg.info(f"training {base_model} on the users' visible histories ({config})")
     scorer = fit_scorer([h.visible() for h in pop.histories], pop.catalog, base_model, config)
     lg.info(f"{scorer.name} trained on the users' visible histories ({time.perf_counter() - t0:.1f} s)")
     return scorer, {"model": base_model, "how": "trained in the simulation on visible histories", "config": config or {},
