@@ -325,7 +325,8 @@ def test_trace_publish_is_content_addressed_verified_and_atomic(tmp_path, catalo
     assert publish_trace(store, "toy", run.rows, lineage=lineage, config=config, item_ids=ids) == v1
     assert len(store.versions("toy", TRACE_FEATURE_SET)) == 1
     # a replay of the same seed gives the same version id; another seed, or another config, another one
-    assert publish_trace(store, "toy", _run(catalog, histories).rows, lineage=lineage, config=config, item_ids=ids) == v1
+    replay = _run(catalog, histories).rows
+    assert publish_trace(store, "toy", replay, lineage=lineage, config=config, item_ids=ids) == v1
     assert publish_trace(store, "toy", run.rows, lineage=lineage, config={**config, "seed": 1}, item_ids=ids) != v1
     timed = {**lineage, "simulator": {"fit_seconds": 12.3, "wall_s": 4.0}}
     assert publish_trace(store, "toy", run.rows, lineage=timed, config=config, item_ids=ids) == publish_trace(
@@ -459,12 +460,12 @@ def test_taste_pool_reactions_do_not_depend_on_the_batch(tiny_world):
         pool.begin(np.arange(len(users)), users)
         for batch in batches:
             got = pool.react(np.array(batch), [pages[j] for j in batch], [session_rngs(0, users[j])[1] for j in batch])
-            out.update(zip(batch, got))
+            out.update(zip(batch, got, strict=True))
         return [out[j] for j in range(len(users))]
 
     together, apart = react([list(range(6))]), react([[5, 1], [0], [2, 3, 4]])
     assert together == apart
-    for r, page in zip(together, pages):
+    for r, page in zip(together, pages, strict=True):
         assert set(r.clicked) <= set(page) and all(1 <= v <= 5 for v in r.ratings.values())
         assert r.reasons and any(s.startswith(("stay", "leave")) for s in r.reasons)
 
@@ -483,8 +484,7 @@ def test_batched_simulator_pool_equals_the_simulated_users_one_by_one(tiny_world
 
 
 def test_pipeline_plays_records_and_publishes(tiny_world, tmp_path):
-    from mmfeat.pipelines.simulation.sessions import (base_scorer, load_weights, play, record, recommender_factory,
-                                                      ProgressLog)
+    from mmfeat.pipelines.simulation.sessions import base_scorer, load_weights, play, record, recommender_factory
     from mmfeat.pipelines.simulation.traces import read_trace
     from mmfeat.pipelines.store.feature_store import FeatureStore
 
@@ -508,7 +508,7 @@ def test_pipeline_plays_records_and_publishes(tiny_world, tmp_path):
     df = read_trace(store, "tiny", out["trace"]["version"])
     assert len(df) == len(ev.run.rows)
     rec = json.loads(Path(out["record"]).read_text())
-    assert rec["model"] == name and rec["config"]["weights"]["base"] == 2.0
+    assert rec["model"] == name == "agent[popularity]+weights" and rec["config"]["weights"]["base"] == 2.0
     assert rec["lineage"]["seeds"]["sessions"] == 1 and rec["trace"]["version"] == out["trace"]["version"]
     m = store.manifest("tiny", "_sessions", out["trace"]["version"])
     assert m["lineage"]["base_model"]["model"] == "popularity" and m["metrics"]["sessions"] == ev.metrics["sessions"]

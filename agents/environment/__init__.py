@@ -2,6 +2,8 @@
 metrics, and learning the agent's re-ranking policy from simulated sessions (RecoWorld's loop).
 
 - :mod:`.users`: the user side as a batched :class:`UserPool` (and an adapter for per-user simulators).
+- :mod:`.simulated`: the simulator's :class:`~mmfeat.agents.simulator.SimulatedUser` s as a batched pool
+  (one taste-model prediction per turn for every page; imported by name, it loads scikit-learn).
 - :mod:`.session`: the seeded lock-step session loop and its trace rows.
 - :mod:`.metrics`: retention, engagement, instruction following, hit rate, diversity, coverage, filter bubble.
 - :mod:`.learning`: REINFORCE over the policy weights (Gaussian, antithetic, common random numbers), the curve.

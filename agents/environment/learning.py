@@ -159,7 +159,7 @@ def learn_policy(evaluate: Evaluator, train_users: np.ndarray, heldout_users: np
             jobs += [(PolicyWeights.from_array(w), batch, seed) for w in cands]
         results = evaluate(jobs)
         train_m, held_m = results[0], (results[1] if len(heldout_users) else {})
-        row: dict[str, Any] = {"iteration": it, "weights": dict(zip(FEATURES, np.round(mu, 4).tolist())),
+        row: dict[str, Any] = {"iteration": it, "weights": dict(zip(FEATURES, np.round(mu, 4).tolist(), strict=True)),
                                "train": _pick(train_m), "heldout": _pick(held_m) if held_m else {}}
         if float(train_m["retention"]) > best:
             best, best_it, best_mu = float(train_m["retention"]), it, mu.copy()
@@ -208,6 +208,9 @@ def plot_learning_curve(result: LearningResult, path: str | Path, *, baselines: 
     ax.axvline(result.best_iteration, color="green", alpha=0.3, lw=6, label="selected (best train)")
     for k, (name, value) in enumerate((baselines or {}).items()):
         ax.axhline(value, ls="--", lw=1, color=f"C{k + 3}", label=name)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("iteration")
     ax.set_ylabel("retention (pages per session)")
     ax.set_title(title, fontsize=10)

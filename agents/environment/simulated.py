@@ -43,8 +43,8 @@ class PrefetchedTaste(UserTaste):
         self._rating: dict[int, float] = {}
 
     def load(self, items: np.ndarray, click: np.ndarray, rating: np.ndarray) -> None:
-        self._click = dict(zip(np.asarray(items).tolist(), np.asarray(click, dtype=np.float64).tolist()))
-        self._rating = dict(zip(np.asarray(items).tolist(), np.asarray(rating, dtype=np.float64).tolist()))
+        self._click = dict(zip(np.asarray(items).tolist(), np.asarray(click, dtype=np.float64).tolist(), strict=True))
+        self._rating = dict(zip(np.asarray(items).tolist(), np.asarray(rating, dtype=np.float64).tolist(), strict=True))
 
     def _get(self, items: np.ndarray, cache: dict[int, float], predict: Callable[..., np.ndarray]) -> np.ndarray:
         items = np.asarray(items, np.int64)
@@ -52,7 +52,8 @@ class PrefetchedTaste(UserTaste):
         if missing:
             rows = np.full(len(missing), self.row, np.int64)
             with one_thread():
-                cache.update(zip(missing, predict([self.history], rows, np.asarray(missing), self.uf).tolist()))
+                values = predict([self.history], rows, np.asarray(missing), self.uf).tolist()
+                cache.update(zip(missing, values, strict=True))
         return np.array([cache[int(i)] for i in items], dtype=np.float64)
 
     def click_proba(self, items: np.ndarray) -> np.ndarray:
@@ -109,7 +110,8 @@ class SimulatorPool:
         for group in sorted({self._group[s] for s in ids}):
             idx = [j for j, s in enumerate(ids) if self._group[s] == group]
             tastes = [self._users[ids[j]].taste for j in idx]
-            rows = np.concatenate([np.full(len(pages[j]), t.row) for j, t in zip(idx, tastes)]).astype(np.int64)
+            rows = np.concatenate([np.full(len(pages[j]), t.row, dtype=np.int64)
+                                   for j, t in zip(idx, tastes, strict=True)])
             items = np.concatenate([np.asarray(pages[j], dtype=np.int64) for j in idx])
             with one_thread():
                 click = self.taste.click_proba(self.histories, rows, items, self._uf[group])

@@ -238,7 +238,8 @@ def _verdict(results: dict[str, dict], lengths: dict[str, dict[int, int]], talka
                       f"{f_b.get('instruction_following', float('nan')):.3f}" if f_b else
                       f"{f_a.get('instruction_following', float('nan')):.3f}")
             rows.append(f"| {label} | {base} | {a['retention'] / b['retention'] - 1:+.1%} ({a['retention']:.2f} vs "
-                        f"{b['retention']:.2f}) | {diff:+.2f} +/- {se:.2f} | {a['hit_rate']:.3f} vs {b['hit_rate']:.3f} "
+                        f"{b['retention']:.2f}) | {diff:+.2f} +/- {se:.2f} | {a['hit_rate']:.3f} vs "
+                        f"{b['hit_rate']:.3f} "
                         f"({a['hit_rate'] - b['hit_rate']:+.3f}) | {follow} |")
         b = results[best]
         gain = a["retention"] / b["retention"] - 1
@@ -255,8 +256,9 @@ def _verdict(results: dict[str, dict], lengths: dict[str, dict[int, int]], talka
                     + ("the learned policy is better" if diff > 2 * se else
                        "no difference beyond noise" if abs(diff) <= 2 * se else "the learned policy is worse") + ".")
     cap = max(r["retention"] for r in results.values())
-    goal.append(f"- ceiling: with a cap of {len(results[best]['retention_dist']) - 1} pages, the most any recommender "
-                f"can gain over {best} is {(len(results[best]['retention_dist']) - 1) / results[best]['retention'] - 1:+.1%} "
+    turns = len(results[best]["retention_dist"]) - 1
+    goal.append(f"- ceiling: with a cap of {turns} pages, the most any recommender "
+                f"can gain over {best} is {turns / results[best]['retention'] - 1:+.1%} "
                 f"(best measured {cap:.2f} pages).")
     return "\n".join(rows + [""] + goal)
 
@@ -359,8 +361,9 @@ def part_llm(args) -> None:
             paths = Counter(r["parse_path"] for r in ev.run.rows if r["parse_path"])
             rows.append((label, wall, calls / max(len(users), 1), secs, secs / wall if wall else 0.0,
                          secs / calls if calls else 0.0, dict(paths)))
-        lines += ["", f"**{setting}** ({len(users)} users):", "", metrics_table(results, extra=("instructions_checked",)),
-                  "", "| parser | wall s | LLM calls per session | LLM s | LLM share of wall | s per call | parse paths |",
+        lines += ["", f"**{setting}** ({len(users)} users):", "",
+                  metrics_table(results, extra=("instructions_checked",)), "",
+                  "| parser | wall s | LLM calls per session | LLM s | LLM share of wall | s per call | parse paths |",
                   "|---|---|---|---|---|---|---|"]
         lines += [f"| {r[0]} | {r[1]:.1f} | {r[2]:.2f} | {r[3]:.1f} | {100 * r[4]:.0f}% | {r[5]:.2f} | {r[6]} |"
                   for r in rows]

@@ -90,7 +90,8 @@ def precheck(args: argparse.Namespace) -> dict[str, Any]:
                              f"graph or sequential model (LightGCN, FREEDOM, SASRec, ...)")
     if args.base_run and not (Path(args.base_run) / "record.json").is_file() and not (
             args.base_run.endswith("record.json") and Path(args.base_run).is_file()):
-        raise UsageError(f"--base-run {args.base_run}: no run record there; give a run folder written by `mmfeat train`")
+        raise UsageError(f"--base-run {args.base_run}: no run record there; give a run folder written by "
+                         f"`mmfeat train`")
     llm = check_llm(args.llm)
     if llm != "none" and args.agent != "agent":
         raise UsageError(f"--llm {args.llm}: only the agent uses an LLM (--agent agent)")

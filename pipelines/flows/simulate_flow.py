@@ -1,6 +1,8 @@
-"""The ``simulate-sessions`` Prefect flow and its deployments: :func:`mmfeat.pipelines.simulation.sessions.run_simulation`
-(Prefect-free: population, simulated users, recommender, sessions, metrics, trace in the store, run record)
-with its progress lines in the flow run's log and a markdown artifact of the metrics table.
+"""The ``simulate-sessions`` Prefect flow and its deployments.
+
+:func:`mmfeat.pipelines.simulation.sessions.run_simulation` does the work (Prefect-free: population, simulated
+users, recommender, sessions, metrics, trace in the store, run record); the flow adds its progress lines to the
+flow run's log and a markdown artifact of the metrics table.
 """
 
 from __future__ import annotations

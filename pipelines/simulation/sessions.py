@@ -147,11 +147,13 @@ def build_world(manifest: str, *, n_users: int = 1000, seed: int = 0, segment: s
         manifest = load_manifest(manifest, data_root=data_root)
     pop = population(manifest, n_users=n_users, seed=seed, segment=segment, store=store, embeddings=embeddings)
     lg.info(f"population: {len(pop.users)} users of segment {segment} ({len(pop.histories)} in all, "
-            f"{len(pop.calibration)} calibration users), {pop.catalog.n_items} items ({time.perf_counter() - t0:.1f} s)")
+            f"{len(pop.calibration)} calibration users), {pop.catalog.n_items} items "
+            f"({time.perf_counter() - t0:.1f} s)")
     t1 = time.perf_counter()
     taste = TasteModel.fit(pop.histories, pop.catalog, pop.calibration, np.random.default_rng(seed))
     lg.info(f"taste model fit on {taste.info.get('calibration_users')} calibration users: validation accuracy "
-            f"{taste.info.get('val_accuracy', float('nan')):.3f}, rating MAE {taste.info.get('val_rating_mae', float('nan')):.3f} "
+            f"{taste.info.get('val_accuracy', float('nan')):.3f}, rating MAE "
+            f"{taste.info.get('val_rating_mae', float('nan')):.3f} "
             f"({time.perf_counter() - t1:.1f} s)")
     lineage = {"population": {**pop.lineage, "users": len(pop.users)},
                "simulator": {"kind": "SimulatedUser", "mindset": asdict(mindset),
@@ -199,8 +201,8 @@ def base_scorer(world: World, base_model: str | None, *, base_run: str | None = 
     lg.info(f"training {base_model} on the users' visible histories ({config})")
     scorer = fit_scorer([h.visible() for h in pop.histories], pop.catalog, base_model, config)
     lg.info(f"{scorer.name} trained on the users' visible histories ({time.perf_counter() - t0:.1f} s)")
-    return scorer, {"model": base_model, "how": "trained in the simulation on visible histories", "config": config or {},
-                    "run_id": None}
+    return scorer, {"model": base_model, "how": "trained in the simulation on visible histories",
+                    "config": config or {}, "run_id": None}
 
 
 def recommender_factory(kind: str, world: World, scorer: Any, *, weights: PolicyWeights | None = None,
@@ -223,8 +225,9 @@ def recommender_factory(kind: str, world: World, scorer: Any, *, weights: Policy
         probe = Agent(cat, scorer, weights=w, llm=llm, embed=embed, seed=seed, n_candidates=n_candidates)
         cfg = {"kind": kind, "weights": asdict(w), "n_candidates": n_candidates, "temperature": 0.0,
                "llm": getattr(llm, "name", None) if llm is not None else None, "search": embed is not None}
+        name = probe.name if w == PolicyWeights() else f"{probe.name}+weights"  # tells runs apart in compare
         return (lambda j: Agent(cat, scorer, weights=w, llm=llm, embed=embed, seed=seed,
-                                n_candidates=n_candidates)), probe.name, cfg
+                                n_candidates=n_candidates, name=name)), name, cfg
     raise SimulateRequestError(f"unknown recommender {kind!r}; use one of {', '.join(RECOMMENDER_KINDS)}")
 
 
@@ -288,7 +291,8 @@ def llm_usage(llm: Any, sessions: int, wall_s: float) -> dict[str, Any]:
     stats = getattr(llm, "stats", None)
     if stats is None:
         return {}
-    return {"llm_calls": stats.calls, "llm_failures": stats.failures, "llm_calls_per_session": stats.calls / max(sessions, 1),
+    return {"llm_calls": stats.calls, "llm_failures": stats.failures,
+            "llm_calls_per_session": stats.calls / max(sessions, 1),
             "llm_seconds": round(stats.total_s, 3), "llm_time_share": stats.total_s / wall_s if wall_s > 0 else None}
 
 
@@ -397,4 +401,5 @@ def _query_embedder() -> Callable[[list[str]], np.ndarray]:
 
 
 __all__ = ["RECOMMENDER_KINDS", "SimulateRequestError", "World", "check_request", "check_llm_spec", "build_llm",
-           "build_world", "base_scorer", "recommender_factory", "ProgressLog", "play", "record", "llm_usage", "load_weights", "run_simulation"]
+           "build_world", "base_scorer", "recommender_factory", "ProgressLog", "play", "record", "llm_usage",
+           "load_weights", "run_simulation"]
