@@ -17,6 +17,7 @@ from mmfeat.pipelines.engine.extract import FeatureSetJob, plan_inputs
 from mmfeat.pipelines.manifest import FeatureSetSpec
 from mmfeat.pipelines.sources import SourceTables, load_source, microlens_mini_root
 from mmfeat.pipelines.store.feature_store import FeatureStore
+from tests.test_sources import _errors
 
 MINI = microlens_mini_root()
 PREFIX = "MicroLens-100k"
@@ -151,16 +152,7 @@ def test_planner_joins_row_and_column_reasons_and_names_its_own_media_problems(t
 # ----------------------------------------------------------------------------- every adapter
 
 
-def _problems(s: SourceTables) -> dict[str, dict[str, str]]:
-    """item id -> {column: reason}; a whole-row problem is under "row"."""
-    cols = {c: c.removesuffix("__error") for c in s.items.column_names if c.endswith("__error")}
-    cols["row_error"] = "row"
-    out: dict[str, dict[str, str]] = {}
-    for r in s.items.to_pylist():
-        for c, name in cols.items():
-            if r.get(c) is not None:
-                out.setdefault(r["item_id"], {})[name] = r[c]
-    return out
+_problems = _errors  # item id -> {column: reason}: the one helper both suites use
 
 
 def test_microlens_problems_land_in_their_columns(tmp_path: Path) -> None:
