@@ -145,7 +145,29 @@ def test_a_failing_scorer_is_an_error_observation_not_an_exception(catalog, user
     r = ToolRegistry().call("score", {}, ToolContext(catalog, Broken(), user))
     assert not r.ok and "RuntimeError: checkpoint corrupt" in r.error
     page = Agent(catalog, Broken()).recommend(user.visible(), 0, None, 5, np.random.default_rng(0))
-    assert page.items == () and any("checkpoint corrupt" in m for m in page.messages)
+    assert any("checkpoint corrupt" in m for m in page.messages)
+    # the page is not blank: it is ranked by popularity, and the trace says so
+    assert any("ranked by popularity instead" in m for m in page.messages)
+    unseen = np.setdiff1d(np.arange(catalog.n_items), user.visible().items)
+    expected = unseen[np.argsort(-np.asarray(catalog.popularity)[unseen], kind="stable")][:5]
+    assert sorted(page.items) == sorted(expected.tolist())
+
+
+def test_the_latest_genre_wish_fills_most_of_the_page(catalog, user):
+    """'more X' is honoured on at least ``wish_share`` of the next page even when the base model outweighs the
+    match bonus (a small ``match`` weight); without the quota the same weights show far fewer X items."""
+    from mmfeat.agents.recommender.constraints import genre_columns
+
+    genre = catalog.genre_names[-1]
+    has_genre = genre_columns(catalog, [genre])
+    shown = {}
+    for share in (0.8, 0.0):
+        agent = Agent(catalog, PopularityScorer(catalog), wish_share=share, weights=PolicyWeights(match=0.2))
+        rng = np.random.default_rng(0)
+        agent.recommend(user.visible(), 0, None, 10, rng)
+        page = agent.recommend(user.visible(), 1, Reaction((), {}, False, f"more {genre}"), 10, rng)
+        shown[share] = int(has_genre[list(page.items)].sum())
+    assert shown[0.8] >= 8 > shown[0.0]
 
 
 # ---------------------------------------------------------------------------- instructions

@@ -4,6 +4,8 @@ Tiny synthetic data with a planted preference (each user watches and rates highl
 runs in seconds and the expected behaviour is known."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -13,6 +15,7 @@ from mmfeat.agents.simulator.instruction import (
     instruction_prompt,
     llm_instruction,
     parseable,
+    read_wish,
     template_instruction,
 )
 from mmfeat.agents.simulator.mindset import MindsetParams
@@ -255,3 +258,47 @@ def test_fidelity_on_movielens_100k_beats_the_popularity_baseline():
     assert t.accuracy > b.accuracy + 0.04 and t.auc > b.auc + 0.04 and t.mae < b.mae
     low = population("movielens-100k", n_users=50, seed=0, segment="low-diversity")
     assert set(low.segment_of("diversity")) == {"low"} and np.array_equal(low.calibration, pop.calibration)
+
+
+def test_the_user_reads_its_own_wish():
+    from mmfeat.agents.simulator.instruction import Wish, read_wish
+
+    cat = _catalog4()
+    w = read_wish("more Comedy, no Horror, from the 1990s, something lighter", cat.genre_names)
+    assert w == Wish(more=("Comedy",), no=("Horror",), decade=1990, lighter=True)
+    assert read_wish("fewer drama", cat.genre_names) == Wish(fewer=("Drama",))  # case-insensitive genre
+    assert read_wish("just vibes", cat.genre_names) is None
+    met = Wish(more=("Comedy",)).met(cat, np.arange(cat.n_items))
+    assert np.array_equal(met, cat.genres[:, cat.genre_names.index("Comedy")].astype(bool))
+
+
+def test_about_to_leave_the_user_instructs_once_and_judges_the_next_page_by_it(taste, pop):
+    """RecoWorld's rule: a user about to disengage writes a reflective instruction and gives the recommender one
+    more page (``last_chances``); the pages after it are judged by whether they meet it."""
+    h = pop.histories[int(pop.users[0])]
+    liked = int(np.argmax(np.bincount(np.arange(pop.catalog.n_items)[h.items] % 4, minlength=4)))
+    other = np.flatnonzero(np.arange(pop.catalog.n_items) % 4 == (liked + 1) % 4)
+    sure_leave = MindsetParams(leave_bias=20.0, instruction_threshold=2.0)  # leave p ~ 1 after any page
+    user = SimulatedUser(h, pop.catalog, taste, params=sure_leave)
+    rng = np.random.default_rng(0)
+    first = user.react(other[:6], rng)
+    assert not first.left and first.instruction and "about to leave" in " ".join(first.reasons)
+    second = user.react(other[6:12], rng)
+    assert second.left and second.instruction is None  # the last chance is spent
+    assert any(r.startswith("instruction check: 0/6") for r in second.reasons)
+    never = SimulatedUser(h, pop.catalog, taste, params=replace(sure_leave, last_chances=0))
+    assert never.react(other[:6], np.random.default_rng(0)).left
+
+
+def test_an_ignored_instruction_lowers_satisfaction(taste, pop):
+    h = pop.histories[int(pop.users[0])]
+    liked = int(np.argmax(np.bincount(np.arange(pop.catalog.n_items)[h.items] % 4, minlength=4)))
+    other = np.flatnonzero(np.arange(pop.catalog.n_items) % 4 == (liked + 1) % 4)[:6]
+    asked = np.flatnonzero(np.arange(pop.catalog.n_items) % 4 == (liked + 2) % 4)[:6]
+    after = {}
+    for page, name in ((other, "ignored"), (asked, "followed")):
+        user = SimulatedUser(h, pop.catalog, taste, params=MindsetParams(w_boredom=0.0))
+        user.wish = read_wish(f"more {GENRES[(liked + 2) % 4]}", pop.catalog.genre_names)
+        user.react(page, np.random.default_rng(5))
+        after[name] = user.mindset.satisfaction
+    assert after["followed"] > after["ignored"] + 0.1

@@ -11,9 +11,14 @@ Each turn (:meth:`Agent.recommend`):
    ``filter`` + ``score`` for the best items that pass the filters and for the asked-for genres; ``search`` +
    ``score`` for a free-text query; ``remember`` notes the instruction.
 3. **Re-rank** the candidate pool with :mod:`.policy` (base score, instruction match, novelty, diversity,
-   repetition, session affinity; weights :class:`~.policy.PolicyWeights`).
+   repetition, session affinity; weights :class:`~.policy.PolicyWeights`). The genre wish of the latest
+   instruction ("more X", "fewer Y", "something lighter") gets a quota: at least ``wish_share`` of the page
+   meets it when enough candidates do (a user who asks for more comedies expects a page of mostly comedies, not
+   a bonus that the base score can outweigh); older wishes keep their match bonus.
 4. **Relax once**: when fewer than ``k`` unseen items pass the filters, the agent says so in its trace and
    turns the filters into a penalty for that page (no retry loop).
+5. **Degrade, never go blank**: when the base model's ``score`` fails, the trace says so and the page is
+   ranked by popularity (the only scorer that cannot fail); the page's messages name the error.
 
 Item text never steers it: the deterministic path never reads descriptions, and on the LLM path descriptions
 reach the model only as a quoted data block (:mod:`.safety`).
@@ -32,12 +37,12 @@ import numpy as np
 
 from mmfeat.agents.types import Catalog, Reaction, UserHistory
 
-from .constraints import Constraints, hard_mask, item_genres, match_features
+from .constraints import Constraints, genre_columns, hard_mask, item_genres, match_features
 from .instructions import ParseResult, parse_instruction, parse_with_llm
 from .llm import LLM
 from .page import Page
 from .policy import PolicyWeights, build_candidates, novelty, rank_page
-from .scoring import Scorer
+from .scoring import PopularityScorer, Scorer
 from .tools import ToolContext, ToolRegistry, ToolResult
 
 
@@ -57,6 +62,7 @@ class AgentMemory:
     notes: list[str] = field(default_factory=list)
     last_page: tuple[int, ...] = ()
     user: int | None = None
+    wish: Constraints | None = None
 
 
 def session_history(history: UserHistory, clicked: list[int], ratings: list[float]) -> UserHistory:
@@ -83,6 +89,8 @@ class Agent:
         llm: parses instructions when given (falls back to the deterministic parser); None = deterministic.
         embed: query embedder for ``search`` (the catalog's embedding space), or None.
         n_candidates: size of the base model's top-N the page is re-ranked from.
+        wish_share: the least share of a page that meets the latest instruction's genre wish (when enough
+            candidates do); 0 = wishes only move the re-ranking through the ``match`` weight.
         temperature: 0 = greedy pages (replay exactly); > 0 = sampled pages with log-probabilities (learning).
         seed: base of the LLM seed (turn ``t`` uses ``seed + t``), so the session rng is never consumed by it.
         context_items: how many of the last page's items the LLM sees (as quoted data).
@@ -99,10 +107,12 @@ class Agent:
 
     def __init__(self, catalog: Catalog, scorer: Scorer, *, weights: PolicyWeights | None = None,
                  llm: LLM | None = None, embed: Callable[[list[str]], np.ndarray] | None = None,
-                 n_candidates: int = 100, temperature: float = 0.0, seed: int = 0, context_items: int = 5,
-                 registry: ToolRegistry | None = None, name: str | None = None) -> None:
-        if n_candidates < 1 or temperature < 0:
-            raise ValueError("n_candidates must be >= 1 and temperature >= 0")
+                 n_candidates: int = 100, wish_share: float = 0.8, temperature: float = 0.0, seed: int = 0,
+                 context_items: int = 5, registry: ToolRegistry | None = None, name: str | None = None) -> None:
+        if n_candidates < 1 or temperature < 0 or not 0.0 <= wish_share <= 1.0:
+            raise ValueError("n_candidates must be >= 1, temperature >= 0 and wish_share in [0, 1]")
+        self.wish_share = float(wish_share)
+        self._fallback = PopularityScorer(catalog)
         self.catalog, self.scorer, self.llm, self.embed = catalog, scorer, llm, embed
         self.weights = weights or PolicyWeights()
         self.n_candidates, self.temperature, self.seed = int(n_candidates), float(temperature), int(seed)
@@ -148,12 +158,20 @@ class Agent:
             calls.append(result)
             if not result.ok:
                 messages.append(f"tool {result.summary()}")
+                if name == "score" and ctx.scorer is not self._fallback:
+                    messages.append(f"the base model {getattr(ctx.scorer, 'name', 'scorer')!r} failed: this page "
+                                    f"is ranked by popularity instead")
+                    ctx.scorer, ctx._scores, ctx._ranks = self._fallback, None, None
+                    result = self.registry.call(name, args, ctx)
+                    calls.append(result)
             return result
 
         parse = None
         if last_reaction is not None and last_reaction.instruction:
             parse = self._parse(last_reaction.instruction, turn, messages)
             mem.constraints = mem.constraints.merge(parse.constraints)
+            if parse.constraints.include_genres or parse.constraints.avoid_genres:
+                mem.wish = parse.constraints
             call("remember", {"note": f"turn {turn}: {last_reaction.instruction[:150]!r} -> "
                                       f"{parse.constraints.describe()[:120]}"})
         c = mem.constraints
@@ -168,7 +186,9 @@ class Agent:
         cands = build_candidates(self.catalog, pool, scores, match, skipped=skipped,
                                  clicked_genres=self._clicked_genres(), novelty_boost=c.novelty_boost,
                                  diversity_boost=c.diversity_boost)
-        decision = rank_page(cands, self.weights, k, temperature=self.temperature, rng=rng, allowed=allowed)
+        required, n_required = self._wish_quota(pool, k, messages)
+        decision = rank_page(cands, self.weights, k, temperature=self.temperature, rng=rng, allowed=allowed,
+                             required=required, n_required=n_required)
         items = pool[decision.positions]
         explanations = tuple(self._explain(int(i), int(ranks[p]), c, relaxed, bool(np.isin(i, hits)))
                              for i, p in zip(items, decision.positions, strict=True))
@@ -272,6 +292,23 @@ class Agent:
                         f"{k}: relaxed once for this page (violations are penalised instead of filtered)")
         return np.ones(len(pool), dtype=bool), c
 
+    def _wish_quota(self, pool: np.ndarray, k: int, messages: list[str]) -> tuple[np.ndarray | None, int]:
+        """Candidates meeting the latest genre wish, and how many of the page must (``ceil(wish_share * k)``)."""
+        wish = self.memory.wish
+        if wish is None or self.wish_share <= 0:
+            return None, 0
+        meets = np.ones(self.catalog.n_items, dtype=bool)
+        if wish.include_genres:
+            meets &= genre_columns(self.catalog, wish.include_genres)
+        if wish.avoid_genres:
+            meets &= ~genre_columns(self.catalog, wish.avoid_genres)
+        required = meets[pool]
+        n_required = int(np.ceil(self.wish_share * min(k, len(pool)) - 1e-9))
+        if required.sum() < n_required:
+            messages.append(f"only {int(required.sum())} candidate(s) meet the wish "
+                            f"{_soft_text(wish)!r}, fewer than {n_required}: all of them go on the page")
+        return required, n_required
+
     def _explain(self, item: int, rank: int, c: Constraints, relaxed: Constraints | None, hit: bool) -> str:
         """One line: genres and year, why it matches, its base-score rank."""
         cat = self.catalog
@@ -299,6 +336,10 @@ def _query_match(items: np.ndarray, sims: dict[int, float]) -> np.ndarray:
     s = np.array([sims.get(int(i), floor) for i in items], dtype=np.float64)
     sd = s.std()
     return np.clip((s - s.mean()) / sd, -2.0, 3.0) if sd > 0 else np.zeros(len(items))
+
+
+def _soft_text(c: Constraints) -> str:
+    return Constraints(include_genres=c.include_genres, avoid_genres=c.avoid_genres).describe()
 
 
 def _hard_text(c: Constraints) -> str:

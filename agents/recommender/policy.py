@@ -161,7 +161,8 @@ def build_candidates(catalog: Catalog, items: np.ndarray, base: np.ndarray, matc
 
 def rank_page(cands: Candidates, weights: PolicyWeights, k: int, *, temperature: float = 0.0,
               rng: np.random.Generator | None = None, allowed: np.ndarray | None = None,
-              fixed: np.ndarray | None = None) -> PageDecision:
+              fixed: np.ndarray | None = None, required: np.ndarray | None = None,
+              n_required: int = 0) -> PageDecision:
     """Pick ``k`` candidates one slot at a time (greedy, or sampled when ``temperature > 0``).
 
     Args:
@@ -173,6 +174,11 @@ def rank_page(cands: Candidates, weights: PolicyWeights, k: int, *, temperature:
         allowed: bool ``[n]``: candidates that may be picked (default all).
         fixed: candidate positions to "pick" instead of choosing: evaluates that page's log-probability and
             gradient under ``weights`` (off-policy checks, finite differences); needs ``temperature > 0``.
+        required: bool ``[n]``: candidates that count towards a quota (the items meeting the user's latest
+            wish); with ``n_required``, once the slots left equal the quota still open, only such candidates may
+            be picked (while any is available). The page's probability is then that of the constrained policy,
+            so the gradient stays exact.
+        n_required: how many of the ``k`` picks must be ``required`` candidates (clipped to what exists).
 
     Returns:
         :class:`PageDecision`.
@@ -194,17 +200,23 @@ def rank_page(cands: Candidates, weights: PolicyWeights, k: int, *, temperature:
     div = FEATURES.index("diversity")
     picks, rows, scores = [], [], []
     log_prob, grad = 0.0, np.zeros(len(FEATURES))
-    for step in range(min(k, int(avail.sum()))):
+    need = np.zeros(n, dtype=bool) if required is None else np.asarray(required, dtype=bool)
+    open_quota = int(n_required) if required is not None else 0
+    total = min(k, int(avail.sum()))
+    for step in range(total):
         feats[:, div] = -maxsim * cands.diversity_scale if step else 0.0
         s = feats @ w
-        s_av = np.where(avail, s, -np.inf)
+        pickable = avail
+        if open_quota > 0 and open_quota >= total - step and (avail & need).any():
+            pickable = avail & need
+        s_av = np.where(pickable, s, -np.inf)
         if temperature > 0:
             logits = s_av / temperature
-            logits -= logits[avail].max()
-            p = np.where(avail, np.exp(logits), 0.0)
+            logits -= logits[pickable].max()
+            p = np.where(pickable, np.exp(logits), 0.0)
             p /= p.sum()
             j = int(fixed[step]) if fixed is not None else int(rng.choice(n, p=p))
-            if not avail[j]:
+            if not pickable[j]:
                 raise ValueError(f"fixed pick {j} at slot {step} is not available")
             log_prob += float(np.log(p[j]))
             grad += (feats[j] - p @ feats) / temperature
@@ -214,6 +226,7 @@ def rank_page(cands: Candidates, weights: PolicyWeights, k: int, *, temperature:
         rows.append(feats[j].copy())
         scores.append(float(s[j]))
         avail[j] = False
+        open_quota -= int(need[j])
         maxsim = np.maximum(maxsim, np.clip(cands.similarity[:, j], 0.0, None))
     return PageDecision(np.array(picks, dtype=np.int64), np.array(rows).reshape(-1, len(FEATURES)),
                         np.array(scores), temperature > 0 and fixed is None, float(temperature), log_prob, grad)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from mmfeat.agents.simulator.profile import Profile
@@ -37,6 +38,70 @@ def parseable(text: str, genre_names: Sequence[str] = ()) -> bool:
     genre = "|".join(re.escape(g) for g in sorted(genre_names, key=len, reverse=True)) or r"[A-Za-z][\w'\-]*"
     return bool(re.search(rf"\b(?:more|fewer|no)\s+(?:{genre})(?![\w'\-])|{_OTHER_FORMS}", text or "",
                           re.IGNORECASE))
+
+
+@dataclass(frozen=True)
+class Wish:
+    """What the user meant by its instruction, read by the user itself (not by the recommender's parser).
+
+    Why the user reads its own words: RecoWorld's user judges the next pages by whether the recommender did what
+    it asked; the agent must *understand* the words, while the user simply knows its intent. Only the forms of
+    :func:`parseable` are read; an item meets the wish when it meets every clause.
+
+    Attributes:
+        more: ``more <g>``: the item has one of these genres.
+        fewer: ``fewer <g>``: the item has none of these.
+        no: ``no <g>``: the item has none of these.
+        decade: ``from the <d>s``: released in ``d .. d + 9``.
+        lighter: ``something lighter``: no heavy genre (:data:`HEAVY_GENRES`).
+    """
+
+    more: tuple[str, ...] = ()
+    fewer: tuple[str, ...] = ()
+    no: tuple[str, ...] = ()
+    decade: int | None = None
+    lighter: bool = False
+
+    def met(self, catalog: Catalog, items: np.ndarray) -> np.ndarray:
+        """bool per item of ``items``: the item meets every clause of the wish."""
+        items = np.asarray(items, np.int64)
+        names = list(catalog.genre_names)
+        g = np.asarray(catalog.genres, dtype=bool)[items]
+
+        def has(genres: Sequence[str]) -> np.ndarray:
+            idx = [names.index(x) for x in genres if x in names]
+            return g[:, idx].any(axis=1) if idx else np.zeros(len(items), bool)
+
+        ok = np.ones(len(items), bool)
+        if self.more:
+            ok &= has(self.more)
+        ok &= ~has(self.fewer) & ~has(self.no)
+        if self.decade is not None:
+            years = np.asarray(catalog.years)[items]
+            ok &= (years >= self.decade) & (years <= self.decade + 9)
+        if self.lighter:
+            ok &= ~has(sorted(HEAVY_GENRES))
+        return ok
+
+
+def read_wish(text: str, genre_names: Sequence[str]) -> Wish | None:
+    """The user's own reading of an instruction in the forms of :func:`parseable`; None when it has none.
+
+    Example:
+        >>> read_wish("more Comedy, no Horror, from the 1990s", ["Comedy", "Horror"])
+        Wish(more=('Comedy',), fewer=(), no=('Horror',), decade=1990, lighter=False)
+    """
+    by_lower = {g.lower(): g for g in genre_names}
+    alternatives = "|".join(re.escape(g) for g in sorted(genre_names, key=len, reverse=True))
+    parts: dict[str, list[str]] = {"more": [], "fewer": [], "no": []}
+    if alternatives:
+        for op, genre in re.findall(rf"\b(more|fewer|no)\s+({alternatives})(?![\w'\-])", text or "", re.IGNORECASE):
+            parts[op.lower()].append(by_lower[genre.lower()])
+    decade = re.search(r"\bfrom the (\d{3})0s\b", text or "")
+    wish = Wish(tuple(parts["more"]), tuple(parts["fewer"]), tuple(parts["no"]),
+                int(decade.group(1)) * 10 if decade else None,
+                bool(re.search(r"\bsomething lighter\b", text or "", re.IGNORECASE)))
+    return None if wish == Wish() else wish
 
 
 def _share(genres: np.ndarray) -> np.ndarray:

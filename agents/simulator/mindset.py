@@ -9,6 +9,9 @@ so a trace explains every exit ("boredom 0.71 after three pages of Drama").
 Update after a page (``quality`` = how good the page was, ``repetition`` = how much it repeated earlier pages):
 
 - ``quality = 0.5 * min(1, clicks / (page_size * target_click_rate)) + 0.5 * mean((rating - 1) / 4 of clicks)``
+- after the user wrote an instruction, each page is also judged by it: ``quality <- (1 - instruction_weight) *
+  quality + instruction_weight * compliance``, where compliance is the share of the page meeting the user's own
+  reading of its words (:class:`~.instruction.Wish`): a user who asked and was ignored is less satisfied
 - ``satisfaction <- (1 - satisfaction_rate) * satisfaction + satisfaction_rate * quality``
 - ``repetition = max(share of page items shown before, cosine(page genre mix, earlier pages' genre mix))``
 - ``boredom <- (1 - boredom_rate) * boredom + boredom_rate * repetition``
@@ -48,6 +51,10 @@ class MindsetParams:
         repeat_damp: click damping of an item shown before and skipped then.
         rewatch: click factor of an item already in the user's history.
         instruction_threshold: leave probability from which the user writes a reflective instruction.
+        instruction_weight: weight of instruction compliance in a page's quality once the user has asked for
+            something (0 = the user does not check whether it was listened to).
+        last_chances: how many times per session a user that decides to leave writes an instruction and stays
+            for one more page instead (RecoWorld: "when it senses it is about to disengage"); 0 = leave at once.
     """
 
     satisfaction0: float = 0.6
@@ -68,6 +75,8 @@ class MindsetParams:
     repeat_damp: float = 0.8
     rewatch: float = 0.05
     instruction_threshold: float = 0.3
+    instruction_weight: float = 0.5
+    last_chances: int = 1
 
 
 @dataclass
@@ -116,7 +125,8 @@ class Mindset:
         factor[np.isin(page, history_items) | np.isin(page, np.fromiter(self.clicked, np.int64))] *= p.rewatch
         return factor
 
-    def update(self, page: np.ndarray, page_genres: np.ndarray, clicked: np.ndarray, ratings: np.ndarray) -> float:
+    def update(self, page: np.ndarray, page_genres: np.ndarray, clicked: np.ndarray, ratings: np.ndarray,
+               compliance: float | None = None) -> float:
         """Fold one page into the state and return the leave probability.
 
         Args:
@@ -124,6 +134,7 @@ class Mindset:
             page_genres: ``[len(page), n_genres]`` genre multi-hot of the page's items.
             clicked: bool per page item.
             ratings: the ratings of the clicked items (1..5), in page order.
+            compliance: share of the page meeting the user's standing instruction (None: no instruction yet).
 
         Returns:
             The probability of leaving after this page.
@@ -133,6 +144,8 @@ class Mindset:
         engagement = min(1.0, clicked.sum() / (k * p.target_click_rate))
         liked = float(np.mean((np.asarray(ratings) - 1.0) / 4.0)) if len(ratings) else 0.0
         quality = 0.5 * engagement + 0.5 * liked
+        if compliance is not None:
+            quality = (1 - p.instruction_weight) * quality + p.instruction_weight * float(compliance)
         repeated = float(np.mean([int(i) in self.shown for i in page])) if len(page) else 0.0
         mix = page_genres.sum(axis=0).astype(np.float64)
         overlap = 0.0

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from mmfeat.agents.simulator.instruction import llm_instruction, template_instruction
+from mmfeat.agents.simulator.instruction import Wish, llm_instruction, read_wish, template_instruction
 from mmfeat.agents.simulator.mindset import Mindset, MindsetParams
 from mmfeat.agents.simulator.profile import Profile, ProfileArrays, build_profile
 from mmfeat.agents.simulator.taste import TasteModel, UserTaste
@@ -52,19 +52,25 @@ class SimulatedUser:
         self.mindset = Mindset(params or MindsetParams())
         self._pages: list[np.ndarray] = []
         self._clicked: list[np.ndarray] = []
+        self.wish: Wish | None = None
+        self._chances = self.mindset.params.last_chances
 
     def reset(self) -> None:
-        """Start a new session (mindset and page memory cleared; taste and profile kept)."""
+        """Start a new session (mindset, page memory, standing wish and last chances reset; taste and profile
+        kept)."""
         self.mindset.reset()
         self._pages, self._clicked = [], []
+        self.wish, self._chances = None, self.mindset.params.last_chances
 
     def react(self, page: np.ndarray, rng: np.random.Generator) -> Reaction:
         """Review one page.
 
         Clicks: each item independently with ``taste probability x mindset factor`` (one uniform draw per item,
         in page order). Ratings: the rating head's expectation, rounded to whole stars. Then the mindset is
-        updated; the user leaves with the resulting leave probability (one more draw), and writes a reflective
-        instruction when that probability reaches ``params.instruction_threshold``.
+        updated (judging the page also by the user's standing instruction, if it wrote one); the user decides to
+        leave with the resulting leave probability (one more draw). A user about to leave with a last chance left
+        (``params.last_chances`` per session) writes a reflective instruction and stays for one more page
+        instead; a user who stays writes one when the leave probability reaches ``params.instruction_threshold``.
 
         Args:
             page: item indices, in display order.
@@ -96,16 +102,31 @@ class SimulatedUser:
         clicked = page[click]
         ratings = {int(i): float(s) for i, s in zip(clicked, stars)}
         reasons += [f"rate {i}: {s:.0f} stars" for i, s in ratings.items()]
-        leave_p = self.mindset.update(page, self.catalog.genres[page], click, stars)
+        compliance = None
+        if self.wish is not None and len(page):
+            met = self.wish.met(self.catalog, page)
+            compliance = float(met.mean())
+            reasons.append(f"instruction check: {int(met.sum())}/{len(page)} items meet what I asked for")
+        leave_p = self.mindset.update(page, self.catalog.genres[page], click, stars, compliance)
         self._pages = (self._pages + [page])[-self.memory:]
         self._clicked = (self._clicked + [clicked])[-self.memory:]
+        draw = float(rng.random())
+        left = draw < leave_p
         instruction = None
-        if leave_p >= self.mindset.params.instruction_threshold:
+        threshold = self.mindset.params.instruction_threshold
+        if left and self._chances > 0:
+            self._chances -= 1
+            left = False
             instruction, source = self._instruction()
-            reasons.append(f"instruction ({source}): leave p {leave_p:.2f} >= "
-                           f"{self.mindset.params.instruction_threshold:.2f}")
-        left = bool(rng.random() < leave_p)
-        reasons.append(f"{'leave' if left else 'stay'}: leave p {leave_p:.2f} ({self.mindset.summary()})")
+            reasons.append(f"instruction ({source}): about to leave (leave p {leave_p:.2f}, draw {draw:.2f}), "
+                           f"one more page for the recommender ({self._chances} last chance(s) left)")
+        elif not left and leave_p >= threshold:
+            instruction, source = self._instruction()
+            reasons.append(f"instruction ({source}): leave p {leave_p:.2f} >= {threshold:.2f}")
+        if instruction is not None:
+            self.wish = read_wish(instruction, self.catalog.genre_names) or self.wish
+        reasons.append(f"{'leave' if left else 'stay'}: leave p {leave_p:.2f}, draw {draw:.2f} "
+                       f"({self.mindset.summary()})")
         return Reaction(clicked=tuple(int(i) for i in clicked), ratings=ratings, left=left, instruction=instruction,
                         reasons=tuple(reasons))
 
