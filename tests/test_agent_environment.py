@@ -539,3 +539,40 @@ def test_simulate_command_end_to_end_on_movielens(tmp_path, capsys):
     assert df["session"].nunique() == 30 and df["turn"].max() <= 2
     rec = next(runs.glob("sim-*/record.json"))
     assert main(["compare", str(rec.parent)]) == 0 and "test retention" in capsys.readouterr().out
+
+
+def test_store_embeddings_join_the_catalog_and_drive_the_search_tool(tiny_world, tmp_path):
+    """``--embeddings``: a store embedding version is joined in catalog order (L2-normalised, missing items
+    zero and counted), and "something like <title>" then reaches the agent's ``search`` tool."""
+    from mmfeat.agents.types import Reaction
+    from mmfeat.pipelines.simulation.population import _store_features
+    from mmfeat.pipelines.store.feature_store import FeatureStore
+    from mmfeat.pipelines.store.imports import import_features
+
+    pop = tiny_world.pop
+    ids = [str(i) for i in pop.catalog.item_ids]
+    kept = [i for j, i in enumerate(ids) if j % 10 != 3]  # every 10th item has no row in the store
+    vectors = np.random.default_rng(1).normal(size=(len(kept), 6)).astype(np.float32)
+    np.save(tmp_path / "emb.npy", vectors)
+    (tmp_path / "ids.txt").write_text("\n".join(kept) + "\n")
+    store = FeatureStore(tmp_path / "store")
+    version = import_features(store, "tiny", "text_test", tmp_path / "emb.npy", ids=tmp_path / "ids.txt")
+    joined = _store_features(pop, store, "text_test", None)
+    emb = joined.catalog.embeddings
+    assert emb.shape == (pop.catalog.n_items, 6) and joined.catalog.embedding_version == version
+    row = ids.index(kept[5])
+    assert np.allclose(emb[row], vectors[5] / np.linalg.norm(vectors[5]), atol=1e-6)
+    assert not emb[3].any() and joined.lineage["embeddings"] == {"feature_set": "text_test", "version": version,
+                                                                 "missing": len(ids) - len(kept)}
+    target = row
+    agent = Agent(joined.catalog, PopularityScorer(joined.catalog), embed=lambda texts: emb[[target] * len(texts)])
+    history = pop.histories[int(pop.users[0])].visible()
+    rng = np.random.default_rng(0)
+    agent.recommend(history, 0, None, 5, rng)
+    title = joined.catalog.titles[target]
+    page = agent.recommend(history, 1, Reaction((), {}, False, f"something like {title}"), 5, rng)
+    searched = [c for c in page.tool_calls if c.name == "search"]
+    assert searched and searched[0].ok
+    nearest = np.argsort(-(emb @ emb[target]))
+    unseen = [int(i) for i in nearest if i not in set(history.items) and i not in agent.memory.shown[:5]][:5]
+    assert len(set(page.items) & set(unseen)) >= 3

@@ -51,7 +51,7 @@ class SessionConfig:
         batch_sessions: sessions played in lock step at once (memory bound; results do not depend on it).
     """
 
-    turns: int = 10
+    turns: int = 20
     page_size: int = 10
     seed: int = 0
     batch_sessions: int = 1000

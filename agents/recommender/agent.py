@@ -107,7 +107,7 @@ class Agent:
 
     def __init__(self, catalog: Catalog, scorer: Scorer, *, weights: PolicyWeights | None = None,
                  llm: LLM | None = None, embed: Callable[[list[str]], np.ndarray] | None = None,
-                 n_candidates: int = 100, wish_share: float = 0.8, temperature: float = 0.0, seed: int = 0,
+                 n_candidates: int = 100, wish_share: float = 1.0, temperature: float = 0.0, seed: int = 0,
                  context_items: int = 5, registry: ToolRegistry | None = None, name: str | None = None) -> None:
         if n_candidates < 1 or temperature < 0 or not 0.0 <= wish_share <= 1.0:
             raise ValueError("n_candidates must be >= 1, temperature >= 0 and wish_share in [0, 1]")
@@ -260,7 +260,7 @@ class Agent:
         if c.include_genres:
             f = call("filter", {**hard, "genres_include": c.include_genres})
             if f.ok and f.value["count"]:
-                results.append(call("score", {"items": f.value["items"], "k": max(n // 2, 1)}))
+                results.append(call("score", {"items": f.value["items"], "k": n}))
         hits, sims = np.zeros(0, dtype=np.int64), {}
         if c.query:
             s = call("search", {"query": c.query, "k": SEARCH_DEPTH})

@@ -198,7 +198,7 @@ def _parse_forms(clause: str, fields: dict[str, Any], vocab: GenreVocabulary) ->
             fields["avoid_genres"] += [g for g in (vocab.resolve(x) for x in avoid) if g and g not in inc]
             clause, found = pattern.sub(" ", clause), True
     m = _LIKE.search(clause)
-    if m and _strip_ops(m.group(1)):
+    if m and (_strip_ops(m.group(1)) or re.search(r"\d", m.group(1))):  # "like Movie 43": the number names it
         fields["query"], found = m.group(1).strip(" '\""), True
         clause = clause[:m.start()]
     return clause, found

@@ -23,9 +23,9 @@ are cached in ``bench/_work/agentic/`` keyed by dataset, seed, settings and the 
 
 Run from the repository root::
 
-    python bench/agentic/simulate_bench.py --dataset ml-100k --users 1000 --turns 10 --part prepare
-    python bench/agentic/simulate_bench.py --dataset ml-100k --users 1000 --turns 10 --part learn
-    python bench/agentic/simulate_bench.py --dataset ml-100k --users 1000 --turns 10 --part table
+    python bench/agentic/simulate_bench.py --dataset ml-100k --users 1000 --turns 20 --part prepare
+    python bench/agentic/simulate_bench.py --dataset ml-100k --users 1000 --turns 20 --part learn
+    python bench/agentic/simulate_bench.py --dataset ml-100k --users 1000 --turns 20 --part table
     python bench/agentic/simulate_bench.py --dataset ml-100k --part llm --llm smollm2 --llm-users 20
 """
 from __future__ import annotations
@@ -398,7 +398,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="base models (comma-separated; the first is the agent's base) trained on visible histories")
     p.add_argument("--users", type=int, default=1000, help="TEST users (the table's population)")
     p.add_argument("--train-users", type=int, default=200, help="TRAIN users (learning only)")
-    p.add_argument("--turns", type=int, default=10)
+    p.add_argument("--turns", type=int, default=20)
     p.add_argument("--page-size", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lightgcn-epochs", type=int, default=30)

@@ -132,7 +132,7 @@ def add_simulate_command(sub: argparse._SubParsersAction, common: argparse.Argum
             "(<dataset>/_sessions) and a run record for `mmfeat compare`.", 78),
         epilog="examples:\n"
                "  mmfeat simulate movielens-100k --agent agent --base-model LightGCN --population 200\n"
-               "  mmfeat simulate movielens-100k --agent static --base-model SASRec --turns 10 --page-size 10\n"
+               "  mmfeat simulate movielens-100k --agent static --base-model SASRec --turns 20 --page-size 10\n"
                "  mmfeat simulate movielens-1m --agent popularity --segment high-activity\n"
                "  mmfeat simulate movielens-100k --agent agent --llm smollm2 --population 20\n"
                "  mmfeat simulate movielens-100k --agent agent --weights bench/agentic/learned_weights.json",
@@ -150,7 +150,7 @@ def add_simulate_command(sub: argparse._SubParsersAction, common: argparse.Argum
     sp.add_argument("--population", type=int, default=1000, help="simulated users (default: 1000)")
     sp.add_argument("--segment", default="all",
                     help=f"users to draw: {', '.join(SEGMENTS)} (traits by population tertiles; default: all)")
-    sp.add_argument("--turns", type=int, default=10, help="pages per session at most (default: 10)")
+    sp.add_argument("--turns", type=int, default=20, help="pages per session at most (default: 20)")
     sp.add_argument("--page-size", type=int, default=10, help="items per page (default: 10)")
     sp.add_argument("--llm", default="none",
                     help="the agent's instruction parser: none (deterministic), smollm2, a model folder, or an "

@@ -17,9 +17,9 @@ from mmfeat.defaults import DEFAULT_SEED
 #: deployment name -> default parameters (``simulate-sessions/<name>``)
 SIMULATE_DEPLOYMENTS: dict[str, dict[str, Any]] = {
     # the agent over LightGCN (trained in the simulation on the users' visible histories), 1,000 users of
-    # MovieLens-100K (all 754 it has outside the calibration users), 10 pages of 10, the deterministic parser
+    # MovieLens-100K (all 754 it has outside the calibration users), 20 pages of 10 at most, the deterministic parser
     "movielens-100k": {"manifest": "movielens-100k", "agent": "agent", "base_model": "LightGCN",
-                       "base_config": {"epochs": 30}, "population": 1000, "turns": 10, "page_size": 10,
+                       "base_config": {"epochs": 30}, "population": 1000, "turns": 20, "page_size": 10,
                        "llm": "none"},
 }
 
@@ -33,7 +33,7 @@ def simulate_sessions(
     base_config: dict[str, Any] | None = None,
     population: int = 1000,
     segment: str = "all",
-    turns: int = 10,
+    turns: int = 20,
     page_size: int = 10,
     llm: str = "none",
     llm_model: str = "default",
