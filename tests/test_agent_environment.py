@@ -509,6 +509,7 @@ def test_pipeline_plays_records_and_publishes(tiny_world, tmp_path):
     assert len(df) == len(ev.run.rows)
     rec = json.loads(Path(out["record"]).read_text())
     assert rec["model"] == name == "agent[popularity]+weights" and rec["config"]["weights"]["base"] == 2.0
+    assert rec["config"]["wish_share"] == 1.0 and rec["lineage"]["simulator"]["mindset"]["last_chances"] == 1
     assert rec["lineage"]["seeds"]["sessions"] == 1 and rec["trace"]["version"] == out["trace"]["version"]
     m = store.manifest("tiny", "_sessions", out["trace"]["version"])
     assert m["lineage"]["base_model"]["model"] == "popularity" and m["metrics"]["sessions"] == ev.metrics["sessions"]

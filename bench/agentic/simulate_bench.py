@@ -11,7 +11,8 @@ Parts (each one run of at most ~10 minutes on two busy cores; together they fill
   the recommenders and in the simulated users, each agent against each baseline (paired by user); the
   agent-learned row reads ``learned_weights_<dataset>.json``. Then the same users when they write an instruction
   after every page (the simulator's ``instruction_threshold`` 0): instruction following on thousands of
-  instructions, split into filters and genre wishes.
+  instructions, split into filters and genre wishes. Then an ablation: the same users when instructions change
+  nothing for them (``last_chances`` 0, ``instruction_weight`` 0), static model against the agents.
 - ``llm``: the agent with SmolLM2 parsing instructions (``--llm smollm2``) on a few users (``--llm-users``) beside
   the deterministic agent on the same users: LLM calls per session, their share of the time, parse paths.
 
@@ -179,6 +180,15 @@ def part_table(args) -> None:
     for label, kind, scorer, weights in arms:
         factory, name, _ = recommender_factory(kind, talkative, scorer, weights=weights, seed=args.seed)
         stress[label] = play(talkative, factory, name, test, cfg, progress_every=len(test)).metrics
+    # where the gain comes from: the same users when instructions change nothing for them (no last chance,
+    # pages not judged by the instruction): what the re-ranking alone is worth
+    deaf = _replace(world, mindset=_replace(world.mindset, last_chances=0, instruction_weight=0.0))
+    ablation, ablation_len = {}, {}
+    for label, kind, scorer, weights in arms:
+        if label.startswith(("agent", f"static {args.models[0]}")):
+            factory, name, _ = recommender_factory(kind, deaf, scorer, weights=weights, seed=args.seed)
+            ev = play(deaf, factory, name, test, cfg, progress_every=len(test))
+            ablation[label], ablation_len[label] = ev.metrics, _lengths_by_user(ev.run.rows)
     bases = ", ".join(f"{m} {i['epochs']} epochs" for m, (_, i) in scorers.items())
     lines = [f"{len(test)} TEST users of {DATASETS[args.dataset]} (never trained on; {len(train)} TRAIN users held "
              f"for learning), at most {args.turns} pages of {args.page_size}, seed {args.seed}; simulated users: "
@@ -199,11 +209,29 @@ def part_table(args) -> None:
               f"measured on many instructions.", "",
               metrics_table(stress, extra=("instruction_following_hard", "instruction_following_soft",
                                            "instructions_checked")), "",
+              "Ablation: the same TEST users when instructions change nothing for them (the simulator's "
+              "`last_chances` 0 and `instruction_weight` 0: no extra page after an instruction, pages not judged by "
+              "it), so the retention left is what the re-ranking alone earns.", "",
+              metrics_table(ablation), "",
+              _ablation_verdict(ablation, ablation_len, f"static {args.models[0]}"), "",
               f"Set-up: world {info['world_s']} s ({'cached' if info['world_cached'] else 'built'}); "
               + "; ".join(f"{m} {i['seconds']} s ({'cached' if i['cached'] else 'trained'})"
                           for m, (_, i) in scorers.items()) + "."
               + ("" if learned is not None else " No learned weights yet: run `--part learn` first.")]
-    _write("table", args, "\n".join(lines), {"results": results, "timing": timing, "talkative": stress})
+    _write("table", args, "\n".join(lines), {"results": results, "timing": timing, "talkative": stress,
+                                             "ablation": ablation})
+
+
+def _ablation_verdict(results: dict[str, dict], lengths: dict[str, dict[int, int]], base: str) -> str:
+    """Each agent against the static base model when instructions change nothing (paired by user)."""
+    out = []
+    for label in [k for k in results if k.startswith("agent")]:
+        diff, se = paired(lengths[label], lengths[base])
+        a, b = results[label], results[base]
+        out.append(f"- {label}: {a['retention'] / b['retention'] - 1:+.1%} retention over {base} "
+                   f"({a['retention']:.2f} vs {b['retention']:.2f}, paired {diff:+.2f} +/- {se:.2f} pages), hit rate "
+                   f"{a['hit_rate']:.3f} vs {b['hit_rate']:.3f}.")
+    return "\n".join(out)
 
 
 def _lengths_by_user(rows: list[dict[str, Any]]) -> dict[int, int]:

@@ -223,7 +223,8 @@ def recommender_factory(kind: str, world: World, scorer: Any, *, weights: Policy
     if kind == "agent":
         w = weights or PolicyWeights()
         probe = Agent(cat, scorer, weights=w, llm=llm, embed=embed, seed=seed, n_candidates=n_candidates)
-        cfg = {"kind": kind, "weights": asdict(w), "n_candidates": n_candidates, "temperature": 0.0,
+        cfg = {"kind": kind, "weights": asdict(w), "n_candidates": n_candidates, "wish_share": probe.wish_share,
+               "temperature": 0.0,
                "llm": getattr(llm, "name", None) if llm is not None else None, "search": embed is not None}
         name = probe.name if w == PolicyWeights() else f"{probe.name}+weights"  # tells runs apart in compare
         return (lambda j: Agent(cat, scorer, weights=w, llm=llm, embed=embed, seed=seed,
@@ -270,7 +271,10 @@ def record(world: World, ev: Evaluation, *, store: Any, runs_dir: str | Path | N
         e = pop.lineage["embeddings"]
         parents["embeddings"] = f"{pop.dataset}/{e['feature_set']}/{e['version']}"
     parents.update({k: v for k, v in (base_lineage.get("feature_versions") or {}).items()})
-    lineage = {**world.lineage, "base_model": base_lineage, "llm": getattr(llm, "name", None) if llm else None,
+    # the mindset the sessions were played with (a world's mindset can be replaced after it was built)
+    simulator = {"kind": "SimulatedUser", **world.lineage.get("simulator", {}), "mindset": asdict(world.mindset)}
+    lineage = {**world.lineage, "simulator": simulator, "base_model": base_lineage,
+               "llm": getattr(llm, "name", None) if llm else None,
                "seeds": {"population": world.seed, "taste": world.seed, "sessions": cfg.seed},
                "population_hash": phash, "parents": parents}
     config = {**rec_config, "recommender": ev.name, "turns": cfg.turns, "page_size": cfg.page_size, "seed": cfg.seed}
