@@ -363,6 +363,20 @@ def test_policy_weights_round_trip_and_sampled_gradient_matches_finite_differenc
     greedy = rank_page(cands, w, 5)
     assert not greedy.sampled and greedy.log_prob == 0.0 and len(set(greedy.positions.tolist())) == 5
 
+    # under a quota (4 of 5 picks from the last 6 candidates) the page's log-probability is the constrained
+    # policy's, and its gradient is still exact
+    required = np.zeros(20, dtype=bool)
+    required[-6:] = True
+    q = rank_page(cands, w, 5, temperature=0.7, rng=np.random.default_rng(1), required=required, n_required=4)
+    assert required[q.positions].sum() >= 4
+
+    def logp_q(vec):
+        return rank_page(cands, PolicyWeights.from_array(vec), 5, temperature=0.7, fixed=q.positions,
+                         required=required, n_required=4).log_prob
+
+    numeric = [(logp_q(base + eps * e) - logp_q(base - eps * e)) / (2 * eps) for e in np.eye(6)]
+    np.testing.assert_allclose(q.grad_log_prob, numeric, rtol=1e-4, atol=1e-6)
+
 
 # ---------------------------------------------------------------------------- the agent
 def run_session(agent, user, instructions, k=5, clicks=None):
