@@ -129,6 +129,23 @@ def test_plateau_decays_the_learning_rate_and_the_epoch_schedule_keeps_it():
     assert stop.update(0.71) == (True, False)  # FuxiCTR does not round: 1e-2 above is a gain
 
 
+@pytest.mark.parametrize("name", ["DIN", "QIN"])
+def test_embedding_regularizer_covers_the_whole_feature_embedding_module(name):
+    """FuxiCTR's BaseModel.regularization_loss penalises every parameter of its FeatureEmbeddingDict, whose
+    feature_encoders hold the Linear on item_emb_d{D}: the map is in the L2 term, the network is not."""
+    lam = 1e-2
+    model = build_model(name, clustered_ctr(300), {**(TINY if name == "DIN" else TINY_QIN),
+                                                    "embedding_regularizer": lam})
+    scope = [model.item_id_emb.weight, model.tag_emb.weight, model.item_emb_proj.weight,
+             *(e.weight for e in model.level_emb.values())]
+    reg = model.regularization()
+    assert float(reg) == pytest.approx(lam / 2 * float(sum(p.pow(2).sum() for p in scope)), rel=1e-6)
+    reg.backward()
+    assert torch.allclose(model.item_emb_proj.weight.grad, lam * model.item_emb_proj.weight.detach())
+    scoped = {id(p) for p in scope}
+    assert all(p.grad is None for p in model.parameters() if id(p) not in scoped)
+
+
 def test_batchnorm_never_sees_a_one_row_batch():
     data = clustered_ctr(129)  # 129 train rows, batch 128: the last row joins the previous batch
     rec = fit(data, "DIN", {**TINY, "epochs": 1}, progress=False)

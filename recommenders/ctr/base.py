@@ -24,6 +24,9 @@ from .data import N_LEVELS
 
 #: FuxiCTR's default embedding initializer: normal(std=1e-4)
 EMBEDDING_STD = 1e-4
+#: the modules :meth:`CTRRecommender.build_embeddings` makes: FuxiCTR's FeatureEmbeddingDict (tables + the
+#: item-embedding map), the scope of its embedding regularizer
+EMBEDDING_MODULES = ("item_id_emb", "tag_emb", "level_emb", "item_emb_proj")
 
 
 class CTRConfig(TrainerConfig):
@@ -42,7 +45,8 @@ class CTRConfig(TrainerConfig):
     clip_grad_norm: dict[str, float] | None = param({"max_norm": 10.0})
     #: FuxiCTR reduce_lr_on_plateau: lr *= factor after an epoch without a better valid metric (None: off)
     lr_decay_on_plateau: float | None = param(0.1, gt=0.0, le=1.0)
-    #: L2 on the embedding tables, FuxiCTR's (lambda / 2) * ||E||^2 per step
+    #: L2 on the feature-embedding parameters (tables and the item-embedding map), FuxiCTR's
+    #: (lambda / 2) * ||E||^2 per step
     embedding_regularizer: float = param(0.0, ge=0.0)
     #: items of history read (the challenge: the last 64); must not exceed the data's item_seq length
     max_len: int = param(64, ge=1)
@@ -153,12 +157,23 @@ class CTRRecommender(nn.Module):
     def logits(self, batch: dict) -> torch.Tensor:
         raise NotImplementedError
 
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        """The trainable parameters of the feature-embedding part (:meth:`build_embeddings`): the id, tag
+        and level tables and the item-embedding map.
+
+        They are what FuxiCTR's ``FeatureEmbeddingDict`` holds (its ``feature_encoders`` include the
+        ``Linear(D, D)`` on ``item_emb_d{D}``), so they are what its ``embedding_regularizer`` penalises.
+        """
+        mods = [getattr(self, n, None) for n in EMBEDDING_MODULES]
+        return [p for m in mods if isinstance(m, nn.Module) for p in m.parameters() if p.requires_grad]
+
     def regularization(self) -> torch.Tensor | float:
-        """FuxiCTR's embedding regularizer: (lambda / 2) * squared L2 norm of every embedding table."""
+        """FuxiCTR's embedding regularizer (BaseModel.regularization_loss, 2.3.7 and 2.3.10): (lambda / 2) *
+        squared L2 norm of every parameter of the feature-embedding module (:meth:`embedding_parameters`),
+        the item-embedding map included, not only the ``nn.Embedding`` tables; added to every batch's loss."""
         if not self.embedding_regularizer:
             return 0.0
-        return sum(m.weight.pow(2).sum() for m in self.modules() if isinstance(m, nn.Embedding)) \
-            * (self.embedding_regularizer / 2)
+        return sum(p.pow(2).sum() for p in self.embedding_parameters()) * (self.embedding_regularizer / 2)
 
     def calculate_loss(self, batch: dict) -> torch.Tensor:
         return F.binary_cross_entropy_with_logits(self.logits(batch), batch["label"]) + self.regularization()
