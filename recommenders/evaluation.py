@@ -10,6 +10,8 @@ Protocol rules (each checked against MMRec's trainer.py / dataloader.py / metric
    for validation and for test. At test time the user's validation items are NOT masked (MMRec's
    ``EvalDataLoader`` takes ``additional_dataset=train_dataset`` for both loaders).
 4. Top-maxK taken once per batch of users; metrics at each K from the same list.
+   A NaN or +inf score is not a score: that item ranks last (as -inf), and a warning names the users it
+   happened to (:func:`invalid_scores_last`); torch's top-k would otherwise put NaN first.
 5. Recall@K  = hits@K / |T_u|.
    Precision@K = hits@K / K.
    NDCG@K    = DCG@K / IDCG@K with binary gains 1/log2(rank+1) and IDCG over min(|T_u|, K) positions.
@@ -18,11 +20,38 @@ Protocol rules (each checked against MMRec's trainer.py / dataloader.py / metric
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import scipy.sparse as sp
 import torch
 
+log = logging.getLogger(__name__)
+
 DEFAULT_TOPK = (5, 10, 20, 50)
+
+
+def invalid_scores_last(scores: torch.Tensor, users: np.ndarray) -> torch.Tensor:
+    """``scores`` with NaN and +inf set to -inf, so those items rank last; a warning names the users affected.
+
+    Why: a model that outputs NaN for an item must not gain from it: torch's top-k ranks NaN above every number,
+    and ``scores >= nan`` is false for all items, so a NaN target would rank first in both evaluators.
+
+    Args:
+        scores: float ``[len(users), n_items]``.
+        users: the row's user ids (for the warning).
+
+    Returns:
+        The same tensor when every score is a number or -inf, else a copy with the bad scores replaced.
+    """
+    bad = torch.isnan(scores) | torch.isposinf(scores)
+    if not bool(bad.any()):
+        return scores
+    rows = bad.any(dim=1).nonzero().flatten().cpu().numpy()
+    shown = ", ".join(str(int(u)) for u in np.asarray(users)[rows[:5]])
+    log.warning("%d score(s) of %d user(s) are NaN or +inf (users %s%s): those items rank last",
+                int(bad.sum()), len(rows), shown, ", ..." if len(rows) > 5 else "")
+    return scores.masked_fill(bad, -torch.inf)
 DEFAULT_METRICS = ("recall", "ndcg", "precision", "map")
 
 
@@ -114,7 +143,7 @@ class Evaluator:
         excluded = self.excluded.to(dev) if self.excluded is not None else None
         for s in range(0, len(self.users), self.batch_size):
             u = self.users[s:s + self.batch_size]
-            scores = model.full_sort_predict(torch.from_numpy(u).to(dev))
+            scores = invalid_scores_last(model.full_sort_predict(torch.from_numpy(u).to(dev)), u)
             r, c = self._mask_index(u)
             scores[r.to(dev), c.to(dev)] = -torch.inf  # rule 3: train items only
             if excluded is not None:

@@ -246,3 +246,38 @@ def test_norm_adj_is_symmetric_normalized():
     assert a[0, 3] == pytest.approx(0.5, rel=1e-5)
     assert a[1, 3] == pytest.approx(1 / math.sqrt(2), rel=1e-5)
     assert d.norm_adj() is d.norm_adj()  # cached
+
+
+class _NaNModel(torch.nn.Module):
+    """Scores item 0 NaN and item 1 +inf for every user (a broken model), the rest by index."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, n_items: int):
+        super().__init__()
+        self.n_items = n_items
+
+    def prepare_eval(self):
+        pass
+
+    def end_eval(self):
+        pass
+
+    def full_sort_predict(self, users):
+        s = torch.arange(self.n_items, dtype=torch.float32).repeat(len(users), 1) / self.n_items
+        s[:, 0] = float("nan")
+        s[:, 1] = float("inf")
+        return s
+
+
+def test_nan_and_inf_scores_rank_last_with_a_warning(caplog):
+    """torch.topk puts NaN first: a NaN-scored eval item used to count as a hit at rank 1."""
+    import scipy.sparse as sp
+
+    n_users, n_items = 3, 6
+    train = sp.csr_matrix((np.ones(3), ([0, 1, 2], [5, 5, 5])), shape=(n_users, n_items))
+    ev = Evaluator(train, np.array([[0, 0], [1, 1], [2, 0]]), topk=(1, 2))
+    with caplog.at_level("WARNING", logger="mmfeat.recommenders.evaluation"):
+        m = ev.evaluate(_NaNModel(n_items))
+    assert m["recall@2"] == 0.0 and m["ndcg@1"] == 0.0
+    assert "NaN or +inf" in caplog.text and "users 0, 1, 2" in caplog.text

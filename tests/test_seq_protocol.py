@@ -133,3 +133,12 @@ def test_history_masking_on_and_off_and_users_without_a_target():
     assert masked.ranks(model).tolist() == [1]
     ev.targets[1] = -1
     assert ev.evaluate(model) == {"hit@1": 0.0, "hit@3": 0.0}
+
+
+def test_a_nan_or_inf_target_ranks_last_not_first():
+    """``scores >= nan`` is false for every item: the old rank was 0, a hit with NDCG = 1/log2(1) = inf."""
+    scores = torch.tensor([[0.5, float("nan"), 0.2], [0.1, float("inf"), 0.3], [0.3, 0.1, float("nan")]])
+    ranks = target_ranks(scores, torch.tensor([1, 1, 0]))
+    assert ranks.tolist() == [3, 3, 1]
+    m = metrics_from_ranks(ranks.numpy(), topk=(1, 2), metrics=("hit", "ndcg"))
+    assert m["hit@2"] == pytest.approx(1 / 3) and np.isfinite(m["ndcg@2"])

@@ -9,7 +9,9 @@ Rules:
    ``MODEL_TYPE`` is sequential; only the padding column is set to -inf), nor does fMRLRec (padding only);
    MicroLens masks the history. The default (false) is RecBole's. A masked target is ranked last.
 3. The rank of the target is 1 + the number of other candidates scoring at least as high as it
-   (ties count against the target, so a model that scores everything equal gets nothing).
+   (ties count against the target, so a model that scores everything equal gets nothing). A NaN or +inf
+   score ranks last (as -inf; a NaN target used to count as a hit with NDCG = inf), with a warning naming
+   the users (:func:`mmfeat.recommenders.evaluation.invalid_scores_last`).
 4. Per user: Hit@K = Recall@K = [rank <= K] (one target); NDCG@K = 1/log2(rank + 1) if rank <= K;
    MRR@K = 1/rank if rank <= K; Precision@K = Hit@K / K. Averaged over the users with a target (a
    target of -1 means none: that user is left out of the average).
@@ -18,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
+from mmfeat.recommenders.evaluation import invalid_scores_last
 
 SEQUENTIAL_METRICS = ("hit", "ndcg", "mrr", "recall", "precision")
 
@@ -45,6 +49,7 @@ def metrics_from_ranks(ranks: np.ndarray, topk=(5, 10, 20, 50), metrics=SEQUENTI
 
 def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """1-based rank of ``targets[i]`` in ``scores[i]`` (rule 3); scores may hold -inf for masked items."""
+    scores = scores.masked_fill(torch.isnan(scores) | torch.isposinf(scores), -torch.inf)
     t = scores.gather(1, targets[:, None])
     return (scores >= t).sum(1)
 
@@ -85,6 +90,7 @@ class SequentialEvaluator:
         for s in range(0, len(keep), self.batch_size):
             rows = keep[s:s + self.batch_size]
             scores = score_fn(torch.from_numpy(self.inputs[rows]).to(dev), torch.from_numpy(self.lengths[rows]).to(dev))
+            scores = invalid_scores_last(scores, self.users[rows])
             if self.mask_history:
                 r, c = self._history_mask(rows)
                 scores[r.to(dev), c.to(dev)] = -torch.inf
