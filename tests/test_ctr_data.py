@@ -258,3 +258,26 @@ def test_export_fuxictr_on_the_sample_rows_in_item_order(tmp_path: Path):
     # 7 wanted dims of a 6-d version: refused with the fix, the old folder left as it was
     assert main(argv[:-4] + ["--dim", "7", "--out", str(out)]) == 2
     assert json.loads((out / "_export.json").read_text()) == rec
+
+
+
+def test_tags_are_left_padded_and_the_config_has_pretrain_dim(tmp_path: Path):
+    """The challenge's item_tags are left-padded; FuxiCTR 2.3.10 needs ``pretrain_dim`` on an embedding column
+    (the exported config used to raise KeyError there)."""
+    import yaml
+
+    from mmfeat.pipelines.store.exports import _fuxictr_dataset_config
+    from mmfeat.recommenders.ctr.build import tag_matrix
+
+    mat, vocab = tag_matrix([["b", "a"], [], ["c", "a", "b", "d"]], 3)
+    assert vocab == ["a", "b", "c", "d"]
+    assert mat.tolist() == [[0, 0, 0], [0, 2, 1], [0, 0, 0], [3, 1, 2]]
+
+    class Data:
+        emb_dim, n_items, n_tags = 6, 4, 5
+        item_tags = np.zeros((5, 3), np.int64)
+
+    cols = _fuxictr_dataset_config("mmctr", Data())["mmctr"]["feature_cols"]
+    emb = next(c for c in cols if c["type"] == "embedding")
+    assert emb["name"] == "item_emb_d6" and emb["embedding_dim"] == emb["pretrain_dim"] == 6
+    assert yaml.safe_load(yaml.safe_dump(cols)) == cols

@@ -16,7 +16,7 @@ Rules (docs/recommenders.md documents them for users):
   it has them (MicroLens), else the item's train positive rate / train interaction count; levels are
   deciles over the items (1..10), computed on train rows only so valid/test labels never leak in.
 - **Items**: ids 1..n in the ids' natural order (integers numerically); ``item_tags`` = the item's first
-  ``n_tags`` tags (MovieLens genres, MicroLens categories) as ids 1.. in sorted tag order.
+  ``n_tags`` tags (MovieLens genres, MicroLens categories) as ids 1.. in sorted tag order, left-padded with 0.
 - **Embedding**: the store version's matrix aligned to the items, reduced to ``emb_dim`` by PCA
   (scikit-learn, full SVD: deterministic), as the challenge reduced its embeddings to 128.
 """
@@ -78,13 +78,17 @@ def deciles(values: np.ndarray, known: np.ndarray) -> np.ndarray:
 
 
 def tag_matrix(tags: Sequence[Sequence[str]], n_tags: int) -> tuple[np.ndarray, list[str]]:
-    """Per-item tag id lists -> ([n_items + 1, n_tags] int64 with row 0 zero, vocabulary (id k+1 = vocab[k]))."""
+    """Per-item tag id lists -> ([n_items + 1, n_tags] int64 with row 0 zero, vocabulary (id k+1 = vocab[k])).
+
+    Each row is left-padded with 0, as the MMCTR challenge's ``item_tags`` are (the models pool tags with a
+    mask, so the side only matters to readers that expect the challenge's layout)."""
     vocab = sorted({t for ts in tags for t in ts})
     index = {t: k + 1 for k, t in enumerate(vocab)}
     mat = np.zeros((len(tags) + 1, n_tags), np.int64)
     for row, ts in enumerate(tags, start=1):  # one pass over items (not interactions)
         ids = [index[t] for t in dict.fromkeys(ts)][:n_tags]
-        mat[row, :len(ids)] = ids
+        if ids:
+            mat[row, n_tags - len(ids):] = ids
     return mat, vocab
 
 
