@@ -25,13 +25,12 @@ feature_vocab.json, the checkpoint and the log).
 
 Protocol (what run_expid.py of the challenge does, minus the submission zip):
     * params = Base + DIN_default of the checkout's config/qin_config/model_config.yaml, then the
-      dataset section of dataset_config.yaml with vocab sizes and the embedding width recomputed from
-      the data, then the runner's own settings (epochs, seed, gpu, paths, num_workers, verbose=0),
-      then the ``--config`` JSON overlay (last word).
+      dataset section of dataset_config.yaml with the feature columns and label of the export's own
+      ``<name>.yaml`` as written (vocabularies, ``item_emb_d{D}`` with embedding_dim = pretrain_dim = D),
+      then the runner's own settings (epochs, seed, gpu, paths, num_workers, verbose=0), then the
+      ``--config`` JSON overlay (last word).
     * FeatureProcessor + build_dataset(rebuild_dataset=False) only write feature_map.json; the parquet
-      rows are used as they are (no re-encoding). vocab: item_id = rows of item_info, item_tags =
-      max tag + 1, likes_level/views_level = max over all splits + 1; item_emb_d{D}: type embedding,
-      embedding_dim = pretrain_dim = D.
+      rows are used as they are (no re-encoding).
     * seed_everything(seed); DIN(feature_map, **params); RankDataLoader(data_loader=MMCTRDataLoader);
       BaseModel.fit (valid AUC each epoch, LR x0.1 on plateau, early stop after early_stop_patience
       non-improving epochs, best checkpoint reloaded at the end); evaluate(valid) with the best
@@ -124,31 +123,34 @@ def data_stats(data_dir):
     return st
 
 
+def exported_dataset_config(data_dir):
+    """The dataset entry of the export's ``<name>.yaml`` in ``data_dir`` (the one FuxiCTR dataset config there)."""
+    import yaml
+    found = [f for f in sorted(os.listdir(data_dir)) if f.endswith(".yaml")]
+    if len(found) != 1:
+        raise SystemExit(f"{data_dir}: expected the export's one dataset config <name>.yaml, found {found} "
+                         f"(write the folder with `mmfeat store export fuxictr`)")
+    with open(os.path.join(data_dir, found[0])) as fh:
+        cfg = yaml.safe_load(fh)
+    if not isinstance(cfg, dict) or len(cfg) != 1 or "feature_cols" not in next(iter(cfg.values())):
+        raise SystemExit(f"{found[0]}: not a FuxiCTR dataset config (one dataset id with feature_cols)")
+    return next(iter(cfg.values()))
+
+
 def build_params(args, qin_dir, work, st):
     from fuxictr.utils import load_model_config, load_dataset_config
     cfg_dir = os.path.join(qin_dir, "config", "qin_config")
     params = load_model_config(cfg_dir, args.expid)  # Base + DIN_default, model_id = expid
     ds = copy.deepcopy(load_dataset_config(cfg_dir, params["dataset_id"]))
-    feature_cols = []
-    for col in ds["feature_cols"]:
-        col = dict(col)
-        name = col["name"]
-        if name == "item_id":
-            col["vocab_size"] = st["n_items_rows"]
-        elif name == "item_tags":
-            col["vocab_size"] = st["tag_vocab"]
-            col["max_len"] = st["tag_len"]
-        elif name == "likes_level":
-            col["vocab_size"] = st["likes_vocab"]
-        elif name == "views_level":
-            col["vocab_size"] = st["views_vocab"]
-        elif col.get("type") == "embedding" and name.startswith("item_emb_d"):
-            col["name"] = st["emb_col"]
-            col["embedding_dim"] = st["emb_dim"]
-            # FuxiCTR 2.3.10's FeatureMap.set_column_index needs pretrain_dim for type=embedding
-            # (2.3.7, which the challenge pinned, did not); = D keeps the Linear(D, D) projection.
-            col["pretrain_dim"] = st["emb_dim"]
-        feature_cols.append(col)
+    # the export's own dataset config, as written (feature columns, vocabularies, label): what a user of
+    # `mmfeat store export fuxictr` hands to FuxiCTR; only the data paths are this run's
+    exported = exported_dataset_config(args.data)
+    feature_cols = copy.deepcopy(exported["feature_cols"])
+    ds["label_col"] = copy.deepcopy(exported["label_col"])
+    emb = [c for c in feature_cols if c.get("type") == "embedding"]
+    if len(emb) != 1 or emb[0]["name"] != st["emb_col"]:
+        raise SystemExit(f"the exported config's embedding column {[c['name'] for c in emb]} is not the data's "
+                         f"{st['emb_col']}")
     data_root = os.path.join(work, "data")
     data_dir = os.path.join(data_root, CHALLENGE_DATASET_ID)
     ds.update({

@@ -24,6 +24,7 @@ history). Results go to bench/ctr/RESULTS_ctr.md.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -60,11 +61,16 @@ def prepare(dataset: str, *, history: str = "last", seq_len: int = 64, name: str
     store = FeatureStore(WORK / "store")
     manifest = MANIFESTS[dataset]
     out = WORK / (name or f"{dataset}-{history}{seq_len}")
-    if (out / "_export.json").is_file():
+    # an export made by other exporter code (e.g. before its config gained pretrain_dim) is made again
+    code = hashlib.sha256(b"".join((ROOT / f).read_bytes() for f in (
+        "pipelines/store/exports.py", "recommenders/ctr/build.py"))).hexdigest()[:16]
+    if (out / "_export.json").is_file() and (out / ".exporter_code").is_file() \
+            and (out / ".exporter_code").read_text() == code:
         return out
     extract_manifest(load_manifest(manifest), store=store, feature_sets=["text_minilm"])  # a cache hit once made
     t0 = time.perf_counter()
     export_fuxictr(store, manifest, {"text": "text_minilm"}, out, seq_len=seq_len, history=history)
+    (out / ".exporter_code").write_text(code)
     print(f"[prepare] {out.name}: exported in {time.perf_counter() - t0:.1f}s", flush=True)
     return out
 
