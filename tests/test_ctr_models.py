@@ -212,3 +212,15 @@ def test_an_mmctr_folder_is_a_source_models_train_on_as_written(microlens_store,
     out = tr.run_training(str(tmp_path / "data" / "mmctr.yaml"), model="DIN", overrides={**TINY, "epochs": 1},
                           store_root=microlens_store, runs_dir=str(tmp_path / "runs"))
     assert out["best"]["split"]["method"] == "given" and "auc" in out["best"]["test"]
+
+
+def test_qin_fused_keys_and_values_start_at_the_reference_scale():
+    """The reference has separate W_k / W_v (Xavier over dim + A each); one dim -> 2A layer drew a smaller std."""
+    torch.manual_seed(0)
+    model = build_model("QIN", clustered_ctr(300), {**TINY_QIN, "embedding_size": 32})
+    kv = model.attention.kv.weight
+    a, dim = kv.shape[0] // 2, kv.shape[1]
+    separate, fused = (2 / (dim + a)) ** 0.5, (2 / (dim + 2 * a)) ** 0.5
+    for half in kv.chunk(2, dim=0):
+        assert abs(half.std().item() - separate) < 0.1 * separate
+        assert abs(half.std().item() - fused) > 0.1 * fused

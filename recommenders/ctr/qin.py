@@ -40,6 +40,14 @@ class SparseTargetAttention(nn.Module):
         self.o = nn.Linear(attention_dim, dim, bias=False)
         self.scale = attention_dim ** -0.5
 
+    def reset_kv(self) -> None:
+        """Initialise keys and values as the reference's two separate ``Linear(dim, A)`` layers (Xavier-normal
+        over ``dim + A`` each), not as one ``dim -> 2A`` layer, whose Xavier scale is smaller
+        (``sqrt(2 / (dim + 2A))``; std 0.032 instead of 0.042 at the challenge's sizes)."""
+        with torch.no_grad():
+            for half in self.kv.weight.chunk(2, dim=0):
+                nn.init.xavier_normal_(half)
+
     def forward(self, items: BatchItems) -> torch.Tensor:
         q = self.q(items.target) * self.scale  # [B, A]
         k, v = self.kv(items.table).chunk(2, dim=-1)  # once per distinct item [U, A]
@@ -99,6 +107,12 @@ class QIN(CTRRecommender):
         self.qnn = QuadraticNetwork(2 * dim + 2 * self.item_dim, int(config["num_layers"]), int(config["num_row"]),
                                     float(config["net_dropout"]), bool(config["batch_norm"]))
         self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """FuxiCTR's initialisation (:meth:`CTRRecommender.reset_parameters`), with the fused key/value layer
+        initialised as the reference's separate layers (:meth:`SparseTargetAttention.reset_kv`)."""
+        super().reset_parameters()
+        self.attention.reset_kv()
 
     def logits(self, batch: dict) -> torch.Tensor:
         items = self.batch_items(batch)
