@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mmfeat.agents.recommender.constraints import Constraints, genre_columns, hard_mask
+from mmfeat.agents.recommender.constraints import Constraints, hard_mask, wish_mask
 from mmfeat.agents.recommender.instructions import parse_instruction
 from mmfeat.agents.types import Catalog, UserHistory
 
@@ -66,25 +66,14 @@ def satisfying_items(catalog: Catalog, c: Constraints) -> np.ndarray | None:
     if not (c.has_hard() or c.include_genres or c.avoid_genres):
         return None
     ok = hard_mask(catalog, c)
-    if c.include_genres:
-        ok &= genre_columns(catalog, c.include_genres)
-    if c.avoid_genres:
-        ok &= ~genre_columns(catalog, c.avoid_genres)
-    return ok
+    wish = wish_mask(catalog, c)
+    return ok if wish is None else ok & wish
 
 
 def split_masks(catalog: Catalog, c: Constraints) -> tuple[np.ndarray | None, np.ndarray | None]:
     """The two halves of :func:`satisfying_items`: the filters (hard parts) and the genre wishes (soft parts:
     an asked-for genre, no genre asked to be fewer); None for a half the constraints do not have."""
-    hard = hard_mask(catalog, c) if c.has_hard() else None
-    soft = None
-    if c.include_genres or c.avoid_genres:
-        soft = np.ones(catalog.n_items, dtype=bool)
-        if c.include_genres:
-            soft &= genre_columns(catalog, c.include_genres)
-        if c.avoid_genres:
-            soft &= ~genre_columns(catalog, c.avoid_genres)
-    return hard, soft
+    return (hard_mask(catalog, c) if c.has_hard() else None), wish_mask(catalog, c)
 
 
 def _instruction_masks(catalog: Catalog):

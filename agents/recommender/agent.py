@@ -37,7 +37,7 @@ import numpy as np
 
 from mmfeat.agents.types import Catalog, Reaction, UserHistory
 
-from .constraints import Constraints, genre_columns, hard_mask, item_genres, match_features
+from .constraints import Constraints, hard_mask, item_genres, match_features, wish_mask
 from .instructions import ParseResult, parse_instruction, parse_with_llm
 from .llm import LLM
 from .page import Page
@@ -161,7 +161,7 @@ class Agent:
                 if name == "score" and ctx.scorer is not self._fallback:
                     messages.append(f"the base model {getattr(ctx.scorer, 'name', 'scorer')!r} failed: this page "
                                     f"is ranked by popularity instead")
-                    ctx.scorer, ctx._scores, ctx._ranks = self._fallback, None, None
+                    ctx.use_scorer(self._fallback)
                     result = self.registry.call(name, args, ctx)
                     calls.append(result)
             return result
@@ -295,13 +295,9 @@ class Agent:
     def _wish_quota(self, pool: np.ndarray, k: int, messages: list[str]) -> tuple[np.ndarray | None, int]:
         """Candidates meeting the latest genre wish, and how many of the page must (``ceil(wish_share * k)``)."""
         wish = self.memory.wish
-        if wish is None or self.wish_share <= 0:
+        meets = None if wish is None or self.wish_share <= 0 else wish_mask(self.catalog, wish)
+        if meets is None:
             return None, 0
-        meets = np.ones(self.catalog.n_items, dtype=bool)
-        if wish.include_genres:
-            meets &= genre_columns(self.catalog, wish.include_genres)
-        if wish.avoid_genres:
-            meets &= ~genre_columns(self.catalog, wish.avoid_genres)
         required = meets[pool]
         n_required = int(np.ceil(self.wish_share * min(k, len(pool)) - 1e-9))
         if required.sum() < n_required:

@@ -265,6 +265,19 @@ def title_mask(titles: Sequence[str], sequels: bool, words: Sequence[str]) -> np
                                                             case=False, regex=True).to_numpy(dtype=bool)
 
 
+def wish_mask(catalog: Catalog, c: Constraints) -> np.ndarray | None:
+    """bool ``[n_items]``: the item meets the genre wishes of ``c`` (has an asked-for genre when some were
+    asked for, and no genre asked to be fewer); None when ``c`` has no genre wish."""
+    if not (c.include_genres or c.avoid_genres):
+        return None
+    ok = np.ones(catalog.n_items, dtype=bool)
+    if c.include_genres:
+        ok &= genre_columns(catalog, c.include_genres)
+    if c.avoid_genres:
+        ok &= ~genre_columns(catalog, c.avoid_genres)
+    return ok
+
+
 def match_features(catalog: Catalog, c: Constraints, relaxed: Constraints | None = None) -> np.ndarray:
     """float ``[n_items]``: +1 with an included genre, -1 with an avoided genre, and, when the filters of
     ``relaxed`` had to be dropped, -1 for items that violate them (a preference instead of a filter)."""
@@ -276,4 +289,4 @@ def match_features(catalog: Catalog, c: Constraints, relaxed: Constraints | None
 
 
 __all__ = ["Constraints", "GenreVocabulary", "GENRE_SYNONYMS", "SEQUEL_PATTERN", "genre_columns", "hard_mask",
-           "title_mask", "match_features", "item_genres"]
+           "title_mask", "match_features", "item_genres", "wish_mask"]

@@ -67,6 +67,10 @@ class ToolContext:
     _scores: np.ndarray | None = field(default=None, repr=False)
     _ranks: np.ndarray | None = field(default=None, repr=False)
 
+    def use_scorer(self, scorer: Scorer) -> None:
+        """Score with ``scorer`` from now on (the cached base scores are dropped)."""
+        self.scorer, self._scores, self._ranks = scorer, None, None
+
     def seen_mask(self) -> np.ndarray:
         """bool ``[n_items]``: in the history or already shown."""
         m = np.zeros(self.catalog.n_items, dtype=bool)

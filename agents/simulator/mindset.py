@@ -37,7 +37,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class MindsetParams:
-    """The mindset's parameters (defaults: a user who browses about 12-14 pages of a fair static recommender, 20 at most in the benchmark).
+    """The mindset's parameters (defaults: a user who browses about 12-14 pages of a fair static recommender).
 
     Attributes:
         satisfaction0, boredom0, fatigue0, trust0: the state at the start of a session.

@@ -377,7 +377,7 @@ def _fuxictr_dataset_config(name: str, data) -> dict[str, Any]:
              "vocab_size": data.n_items + 1, "source": "item"},
             {"name": "item_tags", "active": True, "dtype": "int", "type": "sequence",
              "max_len": int(data.item_tags.shape[1]), "vocab_size": data.n_tags, "source": "item"},
-            # pretrain_dim: FuxiCTR 2.3.10's FeatureMap needs it for type=embedding (2.3.7 ignores it); = D keeps
+            # pretrain_dim: FuxiCTR 2.3.10's FeatureMap needs it for type=embedding (2.3.7 does not); = D keeps
             # the challenge's Linear(D, D) projection
             {"name": f"item_emb_d{d}", "active": True, "dtype": "float", "type": "embedding", "source": "item",
              "embedding_dim": d, "pretrain_dim": d}],
