@@ -394,7 +394,8 @@ def grid_search(data: InteractionData, model_name: str, grid: dict, config: dict
     empty = [k for k, v in grid.items() if not isinstance(v, (list, tuple)) or not v]
     if empty:
         raise ConfigError(f"grid {empty[0]!r} needs a non-empty list of values, got {grid[empty[0]]!r}")
-    if len(data.valid) == 0:
+    # the task knows what validation means for its data (user-item pairs, next items, labelled CTR rows)
+    if not task_for(model_name, data, resolve_config(model_name, config)).has_valid:
         raise ConfigError(f"{model_name}: a grid is selected on validation and the split has no validation "
                           f"users; train one configuration with early_stopping=false instead")
     keys = list(grid)

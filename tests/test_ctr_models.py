@@ -170,6 +170,18 @@ def test_run_training_din_on_the_sample_records_versions_and_the_set(microlens_s
     assert "auc" in record["test"] and record["data"]["embedding"]["dim"] == 8
 
 
+def test_a_preset_trains_its_grid_under_explicit_values_and_the_records_name_it(microlens_store, tmp_path):
+    out = tr.run_training("microlens", model="DIN", features={"text": "title_minilm"}, preset="din-mmctr",
+                          overrides={**TINY, "epochs": 1}, store_root=microlens_store, runs_dir=str(tmp_path / "runs"))
+    records = [json.loads(Path(r["record_path"]).read_text()) for r in out["records"]]
+    assert sorted(r["config"]["embedding_regularizer"] for r in records) == [1e-7, 1e-6]  # the tuner's grid
+    for r in records:
+        assert r["preset"] == "din-mmctr" and r["config"]["net_dropout"] == 0.1 and r["config"]["stopping_step"] == 2
+        assert r["config"]["train_batch_size"] == TINY["train_batch_size"]  # --set wins over the preset's 8192
+    with pytest.raises(tr.TrainRequestError, match="configures DIN, not SASRec"):
+        tr.run_training("microlens", model="SASRec", preset="din-mmctr", store_root=microlens_store)
+
+
 @pytest.mark.parametrize("kw, match", [
     ({"split": "random"}, "split by time"),
     ({"min_rating": 4.0}, "--min-rating / --k-core do not apply"),

@@ -37,6 +37,16 @@ def test_sasrec_titles_vs_descriptions_vs_ids_on_one_split(microlens_store, tmp_
     assert Path(out["data"]["split_file"]).is_file()
 
 
+def test_a_grid_trains_sequential_models_selected_on_valid(microlens_store, tmp_path):
+    """grid_search asked the data for ``valid`` user-item pairs, which next-item sequences (and CTR rows) have
+    no attribute for: every sequential grid failed with AttributeError."""
+    out = tr.run_training("microlens", model="SASRec", overrides={**SMALL, "epochs": 1},
+                          grid={"learning_rate": [1e-3, 1e-2]}, store_root=microlens_store,
+                          runs_dir=str(tmp_path / "runs"))
+    assert sorted(r["config"]["learning_rate"] for r in out["records"]) == [1e-3, 1e-2]
+    assert out["best"]["run_id"] in out["runs"]
+
+
 def test_sequential_models_refuse_other_splits(microlens_store):
     with pytest.raises(tr.TrainRequestError, match="leave-one-out"):
         tr.validate_train_request("microlens", model="SASRec", features={}, versus=None, overrides=None, grid=None,

@@ -98,14 +98,24 @@ def ours_worker(args) -> None:
     scale = full / len(data.splits["train"])
     out = {"impl": "mmfeat", "model": args.model, "valid": rec.best_valid, "test": rec.test,
            "best_epoch": rec.best_epoch + 1, "epochs_run": len(rec.epochs),  # best_epoch 1-based, as FuxiCTR's
+           "per_epoch": [{"epoch": e["epoch"] + 1, "valid_auc": e.get("valid", {}).get("auc"),
+                          "valid_logloss": e.get("valid", {}).get("logloss"), "train_s": e.get("train_s")}
+                         for e in rec.epochs],
            "s_per_epoch": rec.s_per_epoch * scale,
            "s_per_eval": rec.s_per_eval, "peak_rss_mb": rec.peak_rss_mb, "wall_s": time.perf_counter() - t0,
            "n_rows": {k: len(v) for k, v in data.splits.items()}}
     Path(args.out).write_text(json.dumps(out))
 
 
-def run_ours(data: Path, cfg: dict, threads: int, batches: int | None, timeout: float, model: str = "DIN") -> dict:
-    out = data / f"ours-{os.getpid()}-{time.time_ns()}.json"
+def run_ours(data: Path, cfg: dict, threads: int, batches: int | None, timeout: float, model: str = "DIN",
+             reuse: bool = False) -> dict:
+    """Our run on ``data`` (its JSON is kept per data/model/config/batches; ``reuse`` reads it back)."""
+    key = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:10]
+    out = data.parent / (f"ours-{data.name}-{model}-e{cfg.get('epochs')}-s{cfg.get('seed')}-{key}"
+                         + (f"-b{batches}" if batches else "") + ".json")
+    if reuse and out.is_file():
+        print(f"[ours] reusing {out.name}", flush=True)
+        return json.loads(out.read_text())
     cmd = [sys.executable, __file__, "worker", "--data", str(data), "--model", model, "--config", json.dumps(cfg),
            "--threads", str(threads), "--out", str(out)] + (["--batches", str(batches)] if batches else [])
     subprocess.run(cmd, check=True, timeout=timeout, env=_env())
@@ -133,7 +143,9 @@ def _fuxictr_result(r: dict) -> dict:
     return {"impl": r["impl"], "valid": {"auc": r["valid_auc"], "logloss": r["valid_logloss"]},
             "test": {"auc": r.get("test_auc"), "logloss": r.get("test_logloss")}, "best_epoch": r.get("best_epoch"),
             "epochs_run": len(r.get("per_epoch") or []), "s_per_epoch": r["s_per_epoch"],
-            "s_per_eval": r.get("eval_s_mean"), "peak_rss_mb": r.get("peak_rss_mib")}
+            "s_per_eval": r.get("eval_s_mean"), "peak_rss_mb": r.get("peak_rss_mib"),
+            "per_epoch": [{k: e.get(k) for k in ("epoch", "valid_auc", "valid_logloss", "train_s")}
+                          for e in r.get("per_epoch") or []]}
 
 
 def _f(v, fmt=".4f") -> str:
@@ -185,6 +197,8 @@ def main() -> None:
     ap.add_argument("--skip-fuxictr", action="store_true", help="ours only")
     ap.add_argument("--reuse-fuxictr", action="store_true",
                     help="reuse FuxiCTR's kept result for the same data, epochs, seed and batches (it is slow)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="reuse both sides' kept results (a long multi-seed run resumes where it stopped)")
     # worker
     ap.add_argument("--data")
     ap.add_argument("--model", default="DIN")
@@ -203,9 +217,9 @@ def main() -> None:
             cfg = {**DIN_DEFAULT, "seed": seed, "epochs": epochs}
             if not args.skip_fuxictr:
                 rows.append({**run_fuxictr(data, epochs, seed, args.threads, batches, args.time_cap,
-                                           args.reuse_fuxictr), "seed": seed})
+                                           args.reuse_fuxictr or args.reuse), "seed": seed})
                 print(table(rows), flush=True)
-            rows.append({**run_ours(data, cfg, args.threads, batches, args.time_cap), "seed": seed})
+            rows.append({**run_ours(data, cfg, args.threads, batches, args.time_cap, reuse=args.reuse), "seed": seed})
             print(table(rows), flush=True)
         exported = json.loads((data / "_export.json").read_text())
         body = (f"Set: {exported['rows']} rows, {exported['n_items']} items, positive rate "

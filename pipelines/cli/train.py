@@ -18,6 +18,16 @@ from mmfeat.pipelines.cli.errors import UsageError
 from mmfeat.pipelines.cli.names import MODEL_NAMES, check_model_name
 from mmfeat.pipelines.training.run import DEFAULT_SEED  # the one default of both seeds (no torch, no Prefect)
 
+#: the model ``mmfeat train`` trains when neither --model nor --preset names one
+DEFAULT_MODEL = "LightGCN"
+
+
+def preset_help() -> list[str]:
+    """``name (model)`` of every preset, for ``--help``."""
+    from mmfeat.pipelines.training.presets import PRESETS
+
+    return [f"{p.name} ({p.model})" for p in sorted(PRESETS.values(), key=lambda p: p.name)]
+
 
 def models_epilog() -> str:
     """The ``train --help`` epilog: the registered models (the static copy: help imports no torch)."""
@@ -27,6 +37,7 @@ def models_epilog() -> str:
             "  mmfeat train movielens-100k --model FREEDOM --feature text=text_minilm --grid learning_rate=0.001,0.0001\n"
             "  mmfeat train movielens-100k --model SASRec --set epochs=20\n"
             "  mmfeat train movielens-100k --model DIN --feature text=text_minilm --set epochs=3\n"
+            "  mmfeat train movielens-1m --preset din-mmctr --feature text=text_minilm\n"
             "  mmfeat train microlens --model SASRec --feature text=title_minilm --versus text=description_minilm "
             "--versus ids")
 
@@ -51,6 +62,13 @@ def train_request(args: argparse.Namespace) -> dict[str, Any]:
     versus = parse_versus(args.versus)
     overrides = parse_settings(args.set, "--set")
     grid = parse_grid(args.grid, "--grid")
+    from mmfeat.pipelines.training.presets import PresetError, apply_preset
+
+    try:  # the preset fills the model, --set and --grid values the user did not give
+        model, overrides, grid = apply_preset(args.preset, args.model, overrides, grid)
+    except PresetError as exc:
+        raise UsageError(str(exc)) from None
+    args.model = model or DEFAULT_MODEL
     return {"features": features, "versus": versus, "overrides": overrides, "grid": grid}
 
 
@@ -90,7 +108,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                               config=req["overrides"], grid=req["grid"] or None, split=args.split,
                               min_rating=args.min_rating, k_core=args.k_core, store_root=args.store,
                               runs_dir=args.runs, data_root=args.data_root, **_seeds(args),
-                              **({"history": args.history} if args.history else {}))
+                              **({"history": args.history} if args.history else {}),
+                              **({"preset": args.preset} if args.preset else {}))
             records.append(_print_best(result))
     if len(records) > 1:
         print()
@@ -141,7 +160,10 @@ def add_train_commands(sub: argparse._SubParsersAction, common: argparse.Argumen
                             "record. The request is checked before anything loads.", 78),
                         lazy_epilog=models_epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     tr.add_argument("manifest", help="manifest name (manifests/NAME.yaml) or path: whose interactions to train on")
-    tr.add_argument("--model", default="LightGCN", help="model name, case-insensitive (default: LightGCN; list below)")
+    tr.add_argument("--model", help=f"model name, case-insensitive (default: the preset's, else {DEFAULT_MODEL}; "
+                                    "list below)")
+    tr.add_argument("--preset", help="a published baseline's settings and search space, under --set/--grid: "
+                                     + ", ".join(preset_help()))
     tr.add_argument("--feature", action="append", metavar="ROLE=FEATURE_SET[@ref]",
                     help="an item feature for a modality role of the model, e.g. text=text_minilm or "
                          "image=cover_clip@paper-v1 (repeatable)")

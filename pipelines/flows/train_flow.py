@@ -58,6 +58,7 @@ def train_recommender(
     data_root: str | None = None,
     split_seed: int | None = None,
     history: str | None = None,
+    preset: str | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` on a manifest's interactions with store features (``{"text": "text_minilm@latest"}``).
 
@@ -65,7 +66,8 @@ def train_recommender(
     markdown artifact with the metrics table. ``grid`` (name -> values) trains every combination and
     selects on VALID; test is only reported. ``seed`` is the training seed (same as ``config["seed"]``),
     ``split_seed`` seeds a random split; both default to DEFAULT_SEED and both are recorded. ``history``
-    (CTR models): ``last`` or ``gsu``.
+    (CTR models): ``last`` or ``gsu``. ``preset`` (e.g. ``din-mmctr``) is a published baseline's settings
+    and search space; ``config`` and ``grid`` win over it.
 
     Raises:
         TrainRequestError: the request is invalid (see :func:`validate_train_request`), or the split has
@@ -74,7 +76,7 @@ def train_recommender(
     out = run_training(manifest, model=model, features=features, overrides=config, grid=grid, split=split,
                        split_seed=split_seed, seed=seed, min_rating=min_rating, k_core=k_core,
                        store_root=store_root, runs_dir=runs_dir, data_root=data_root, logger=get_run_logger(),
-                       history=history)
+                       history=history, preset=preset)
     _publish_artifact(out["best"]["model"], out["data"], out["records"], out["best"] if out["grid"] else None)
     return {"best": out["best"], "runs": out["runs"], "data": out["data"]}
 

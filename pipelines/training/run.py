@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from mmfeat.pipelines.manifest import Manifest, ManifestError, load_manifest
+from mmfeat.pipelines.training.presets import PresetError, apply_preset, get_preset
 from mmfeat.defaults import DEFAULT_SEED
 from mmfeat.pipelines.store.feature_store import (FeatureStore, StoreError, default_store_root,
                                                   open_existing_store)
@@ -398,6 +399,7 @@ def run_training(
     logger: logging.Logger | logging.LoggerAdapter | None = None,
     progress: bool | None = None,
     history: str | None = None,
+    preset: str | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate a recommender on a manifest's interactions and store features, without Prefect.
 
@@ -428,6 +430,8 @@ def run_training(
             deployment's log gets no bar redraws).
         history: CTR models: ``last`` (default) or ``gsu`` (MUSE's retrieval of the ``max_len`` history items
             most similar to the target by embedding cosine).
+        preset: a published baseline's settings and search space (:mod:`mmfeat.pipelines.training.presets`,
+            e.g. ``din-mmctr``); ``overrides`` and ``grid`` win over it; the records name it.
 
     Returns:
         ``{"best": record, "runs": [run ids], "records": [records], "data": data summary, "versus": same
@@ -437,7 +441,7 @@ def run_training(
 
     Raises:
         TrainRequestError: the request is invalid (see :func:`validate_train_request`), or the split has
-            no validation users and early stopping is on.
+            no validation users and early stopping is on; an unknown preset or one for another model.
 
     Example:
         >>> from mmfeat.pipelines.flows.train_flow import run_training
@@ -446,18 +450,31 @@ def run_training(
         ...                    overrides={"epochs": 20})
         >>> out["best"]["test"]["recall@20"], out["best"]["record_path"]  # doctest: +SKIP
     """
+    model, overrides, grid = resolve_preset(preset, model, overrides, grid)
     validate_train_request(manifest, model=model, features=features, versus=versus, overrides=overrides,
                            grid=grid, store_root=store_root, data_root=data_root, seed=seed, split=split,
                            history=history, min_rating=min_rating, k_core=k_core)
     arms = versus_arms(features, versus)
     request = {"split": split, "split_seed": split_seed, "min_rating": min_rating, "k_core": k_core,
-               "store_root": store_root, "runs_dir": runs_dir, "data_root": data_root}
+               "store_root": store_root, "runs_dir": runs_dir, "data_root": data_root, "preset": preset}
     if model_task(model) == "ctr":
         request.update(history=history, seq_len=_ctr_seq_len(model, overrides, grid))
     bar = sys.stderr.isatty() if progress is None else progress
     results = [_train_arm(manifest, model, feats, overrides, grid, seed, request, logger or log, bar)
                for feats in arms]
     return {**results[0], "versus": results[1] if len(results) > 1 else None, "arms": results}
+
+
+def resolve_preset(preset: str | None, model: str | None, overrides: dict[str, Any] | None,
+                   grid: dict[str, list[Any]] | None) -> tuple[str, dict[str, Any] | None, dict[str, list[Any]] | None]:
+    """:func:`apply_preset` with its error as a :class:`TrainRequestError` (no preset: the request as given)."""
+    if preset is None:
+        return model, overrides, grid
+    try:
+        model, overrides, grid = apply_preset(preset, model, overrides, grid)
+    except PresetError as exc:
+        raise TrainRequestError(str(exc)) from None
+    return model, overrides, grid or None
 
 
 def _ctr_seq_len(model: str, overrides: dict[str, Any] | None, grid: dict[str, list[Any]] | None) -> int:
@@ -475,6 +492,8 @@ def _train_arm(manifest: str, model: str, features: dict[str, str], overrides: d
 
     from mmfeat.recommenders import ConfigError, fit, grid_search
 
+    request = dict(request)
+    preset = request.pop("preset", None)
     data, info = load_training_data(manifest, features, task=model_task(model), **request)
     logger.info("data: %s", info)
     cfg = dict(overrides or {})
@@ -493,7 +512,8 @@ def _train_arm(manifest: str, model: str, features: dict[str, str], overrides: d
         raise TrainRequestError(str(exc)) from None
     dataset = load_manifest(manifest, data_root=request["data_root"]).store_dataset
     for run in runs:
-        _annotate_record(run, dataset=dataset, manifest=info["manifest"])
+        _annotate_record(run, dataset=dataset, manifest=info["manifest"],
+                         **({"preset": get_preset(preset).name} if preset else {}))
     best = next(r for r in runs if r["run_id"] == best_id)
     vm = str(best["config"].get("valid_metric", "recall@20")).lower()
     logger.info("best run %s: valid %s %.4f, test %s %.4f", best["run_id"], vm,
