@@ -47,3 +47,17 @@ def test_cli_refuses_a_preset_for_another_model_before_the_flow(store_dir, monke
     assert "configures DIN, not SASRec" in _one_error_line(capsys.readouterr().err)
     assert main(["train", "microlens", "--preset", "nope"]) == 2
     assert "presets: din-mmctr" in _one_error_line(capsys.readouterr().err)
+
+
+def test_cli_takes_the_model_from_the_preset_and_keeps_set_values_over_it():
+    import argparse
+
+    from mmfeat.pipelines.cli.train import train_request
+
+    ns = argparse.Namespace(feature=["text=text_minilm"], versus=None, set=["net_dropout=0.2"], grid=None,
+                            preset="din-mmctr", model=None)
+    req = train_request(ns)
+    assert ns.model == "DIN" and req["overrides"]["net_dropout"] == 0.2
+    assert req["overrides"]["train_batch_size"] == 8192 and req["grid"] == {"embedding_regularizer": [1e-6, 1e-7]}
+    plain = argparse.Namespace(feature=None, versus=None, set=None, grid=None, preset=None, model=None)
+    assert train_request(plain)["grid"] == {} and plain.model == "LightGCN"

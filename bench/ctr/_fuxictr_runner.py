@@ -81,6 +81,9 @@ def parse_args(argv=None):
     p.add_argument("--config", default=None, help="JSON overlay onto the params")
     p.add_argument("--expid", default="DIN_default")
     p.add_argument("--out", default=None, help="write the result JSON here")
+    p.add_argument("--eval-state", default=None,
+                   help="no training: load this state_dict of OUR DIN (mapped to the challenge DIN's names) and "
+                        "predict valid and test (the bench's crosscheck: same weights, same predictions?)")
     return p.parse_args(argv)
 
 
@@ -194,6 +197,65 @@ class LimitedLoader:
             yield b
 
 
+def ours_to_challenge_din(ours, fx_keys, emb_col):
+    """Our DIN's state_dict under the challenge DIN's parameter names (FuxiCTR's FeatureEmbedding,
+    DIN_Attention's MLP_Block, the DNN's MLP_Block). Linear layers of the attention MLP are matched in order
+    (their Sequential indices depend on the dropout layers); every key on both sides must be used once."""
+    emb = "embedding_layer.embedding_layer."
+    fixed = {"level_emb.likes_level.weight": emb + "embedding_layers.likes_level.weight",
+             "level_emb.views_level.weight": emb + "embedding_layers.views_level.weight",
+             "item_id_emb.weight": emb + "embedding_layers.item_id.weight",
+             "tag_emb.weight": emb + "embedding_layers.item_tags.weight",
+             "item_emb_proj.weight": emb + f"feature_encoders.{emb_col}.weight"}
+    fx_att = sorted({int(k.split(".")[3]) for k in fx_keys if k.startswith("attention_layers.attention_layer.mlp.")})
+    our_att = ["attention.first"] + sorted({k.rsplit(".", 1)[0] for k in ours if k.startswith("attention.rest.")},
+                                           key=lambda k: int(k.split(".")[2]))
+    if len(fx_att) != len(our_att):
+        raise SystemExit(f"attention MLPs differ: {len(our_att)} linear layers (ours) vs {len(fx_att)}")
+    att = dict(zip(our_att, (f"attention_layers.attention_layer.mlp.{i}" for i in fx_att)))
+    out = {}
+    for k, v in ours.items():
+        if k in fixed:
+            out[fixed[k]] = v
+        elif k.startswith("dnn."):
+            out["dnn.mlp." + k[4:]] = v
+        elif k.rsplit(".", 1)[0] in att:
+            out[att[k.rsplit(".", 1)[0]] + "." + k.rsplit(".", 1)[1]] = v
+        else:
+            raise SystemExit(f"our key {k} has no counterpart in the challenge DIN")
+    missing, extra = set(fx_keys) - set(out), set(out) - set(fx_keys)
+    if missing or extra:
+        raise SystemExit(f"state mapping incomplete: missing {sorted(missing)}, unknown {sorted(extra)}")
+    return out
+
+
+def evaluate_state(args, model, feature_map, params, data, st, valid_gen):
+    """Predict valid and test with our trained weights loaded into the challenge DIN (no training)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+    import torch
+    from fuxictr.pytorch.dataloaders import RankDataLoader
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    ours = torch.load(args.eval_state, map_location="cpu")
+    model.load_state_dict(ours_to_challenge_din(ours, model.state_dict().keys(), st["emb_col"]))
+    result = {"impl": "fuxictr (our weights)", "eval_state": args.eval_state}
+    gens = {"valid": valid_gen, "test": RankDataLoader(feature_map, stage="test", **params)}
+    for split, gen in gens.items():
+        p = np.asarray(model.predict(gen), np.float64)
+        y = np.asarray(pq.read_table(os.path.join(data, f"{split}.parquet"), columns=["label"]).column(0).to_numpy(),
+                       np.float64)
+        result[split] = {"auc": float(roc_auc_score(y, p)), "logloss": float(log_loss(y, p))}
+        if args.out:
+            np.save(args.out[:-len(".json")] + f"-{split}.npy" if args.out.endswith(".json") else
+                    args.out + f"-{split}.npy", p)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result))
+    return result
+
+
 def main(argv=None):
     args = parse_args(argv)
     data = os.path.abspath(args.data)
@@ -301,6 +363,8 @@ def run(args, data, qin_dir, work):
     full_batches = len(train_gen)
     if args.max_train_batches:
         train_gen = LimitedLoader(train_gen, args.max_train_batches)
+    if args.eval_state:
+        return evaluate_state(args, model, feature_map, params, data, st, valid_gen)
     t_fit = time.time()
     model.fit(train_gen, validation_data=valid_gen, **params)  # reloads the best checkpoint at the end
     fit_s = time.time() - t_fit
