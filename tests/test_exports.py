@@ -296,3 +296,57 @@ def test_mmrec_main_trains_from_the_export_folder(tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "summary.json").read_text())
     for model in ("LightGCN", "FREEDOM"):
         assert "recall@20" in summary[model]["best_valid"] and "recall@20" in summary[model]["test"]
+
+
+# ---------------------------------------------------------------------------- the MMCTR challenge's FuxiCTR stacks
+def _venv_python(env: str, default: str) -> Path | None:
+    py = Path(os.environ.get(env, default))
+    return py if py.is_file() else None
+
+
+def _qin_checkout() -> Path | None:
+    qin = Path(os.environ.get("QIN_CHECKOUT", "/work/qin-checkout"))
+    return qin if (qin / "run_expid.py").is_file() else None
+
+
+def _exported_sample(tmp_path: Path) -> Path:
+    from mmfeat.pipelines.store.exports import export_fuxictr
+    from mmfeat.pipelines.store.feature_store import FeatureStore
+    from tests.conftest import import_microlens_features
+
+    store = import_microlens_features(tmp_path, [("title_minilm", None)])
+    out = tmp_path / "mmctr_sample"
+    export_fuxictr(FeatureStore(store), "microlens", {"text": "title_minilm"}, out, dim=8, seq_len=8)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_venv_python("FUXICTR237_PYTHON", "/work/fuxictr237-venv/bin/python") is None
+                    or _qin_checkout() is None,
+                    reason="no FuxiCTR 2.3.7 venv (bash bench/ctr/setup_fuxictr.sh /work/fuxictr237-venv 2.3.7) "
+                           "or no salmon1802/QIN checkout at $QIN_CHECKOUT or /work/qin-checkout")
+def test_the_challenge_run_expid_on_fuxictr_237_trains_din_from_the_export_as_written(tmp_path: Path) -> None:
+    """The challenge's pin: its own run_expid.py, unmodified, reads our exported dataset yaml byte for byte."""
+    sys.path.insert(0, str(ROOT / "bench" / "ctr"))
+    from challenge_stack_check import run_challenge
+
+    r = run_challenge(str(_venv_python("FUXICTR237_PYTHON", "/work/fuxictr237-venv/bin/python")),
+                      _exported_sample(tmp_path), "DIN_default", 1, 900)
+    assert r["ok"], r["tail"]
+    assert r["versions"][0] == "2.3.7" and 0.0 <= r["valid_auc"] <= 1.0 and "auc" in r["test"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_venv_python("FUXICTR_PYTHON", "/work/fuxictr-venv/bin/python") is None or _qin_checkout() is None,
+                    reason="no FuxiCTR 2.3.10 venv (bash bench/ctr/setup_fuxictr.sh) or no salmon1802/QIN checkout")
+def test_fuxictr_2310_trains_the_challenge_din_from_the_export_as_written(tmp_path: Path) -> None:
+    """FuxiCTR 2.3.10 needs ``pretrain_dim`` on the embedding column (KeyError before the export wrote it);
+    the parity runner hands it the export's feature columns and label unchanged."""
+    out = tmp_path / "result.json"
+    r = subprocess.run([str(_venv_python("FUXICTR_PYTHON", "/work/fuxictr-venv/bin/python")),
+                        str(ROOT / "bench" / "ctr" / "_fuxictr_runner.py"), "--data", str(_exported_sample(tmp_path)),
+                        "--qin-dir", str(_qin_checkout()), "--epochs", "1", "--out", str(out)],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["impl"] == "fuxictr 2.3.10" and result["per_epoch"] and 0.0 <= result["test_auc"] <= 1.0

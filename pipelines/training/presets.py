@@ -26,7 +26,7 @@ class Preset:
         model: the model it configures.
         settings: hyper-parameters over the model's defaults (our key names).
         grid: hyper-parameter -> values searched and selected on validation, as the baseline's tuner did.
-        source: where each value comes from (repository, file), for the record and ``--help``.
+        source: where each value comes from (repository, file); training logs it.
     """
 
     name: str

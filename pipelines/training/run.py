@@ -451,6 +451,9 @@ def run_training(
         >>> out["best"]["test"]["recall@20"], out["best"]["record_path"]  # doctest: +SKIP
     """
     model, overrides, grid = resolve_preset(preset, model, overrides, grid)
+    if preset:
+        (logger or log).info("preset %s: settings %s, grid %s (from %s)", get_preset(preset).name, overrides,
+                             grid, get_preset(preset).source)
     validate_train_request(manifest, model=model, features=features, versus=versus, overrides=overrides,
                            grid=grid, store_root=store_root, data_root=data_root, seed=seed, split=split,
                            history=history, min_rating=min_rating, k_core=k_core)
