@@ -82,7 +82,8 @@ def parse_args(argv=None):
     p.add_argument("--expid", default="DIN_default")
     p.add_argument("--out", default=None, help="write the result JSON here")
     p.add_argument("--eval-state", default=None,
-                   help="no training: load this state_dict of OUR DIN (mapped to the challenge DIN's names) and "
+                   help="no training: load this state_dict of OUR DIN / QIN (mapped to the challenge model's names; "
+                        "--expid QIN_variety_v9 for QIN) and "
                         "predict valid and test (the bench's crosscheck: same weights, same predictions?)")
     return p.parse_args(argv)
 
@@ -197,32 +198,43 @@ class LimitedLoader:
             yield b
 
 
-def ours_to_challenge_din(ours, fx_keys, emb_col):
-    """Our DIN's state_dict under the challenge DIN's parameter names (FuxiCTR's FeatureEmbedding,
-    DIN_Attention's MLP_Block, the DNN's MLP_Block). Linear layers of the attention MLP are matched in order
-    (their Sequential indices depend on the dropout layers); every key on both sides must be used once."""
+def ours_to_challenge(ours, fx_keys, emb_col):
+    """Our DIN's or QIN's state_dict under the challenge model's parameter names (FuxiCTR's FeatureEmbedding;
+    DIN: DIN_Attention's and the DNN's MLP_Block, attention Linear layers matched in order since their
+    Sequential indices depend on the dropout layers; QIN: W_q, W_k / W_v (our fused kv split in halves),
+    W_o and the quadratic network's layer / norm / activation lists). Every key on both sides is used once."""
     emb = "embedding_layer.embedding_layer."
     fixed = {"level_emb.likes_level.weight": emb + "embedding_layers.likes_level.weight",
              "level_emb.views_level.weight": emb + "embedding_layers.views_level.weight",
              "item_id_emb.weight": emb + "embedding_layers.item_id.weight",
              "tag_emb.weight": emb + "embedding_layers.item_tags.weight",
-             "item_emb_proj.weight": emb + f"feature_encoders.{emb_col}.weight"}
+             "item_emb_proj.weight": emb + f"feature_encoders.{emb_col}.weight",
+             "attention.q.weight": "attention_layers.W_q.weight", "attention.o.weight": "attention_layers.W_o.weight"}
     fx_att = sorted({int(k.split(".")[3]) for k in fx_keys if k.startswith("attention_layers.attention_layer.mlp.")})
     our_att = ["attention.first"] + sorted({k.rsplit(".", 1)[0] for k in ours if k.startswith("attention.rest.")},
                                            key=lambda k: int(k.split(".")[2]))
-    if len(fx_att) != len(our_att):
+    att = dict(zip(our_att, (f"attention_layers.attention_layer.mlp.{i}" for i in fx_att))) if fx_att else {}
+    if fx_att and len(fx_att) != len(our_att):
         raise SystemExit(f"attention MLPs differ: {len(our_att)} linear layers (ours) vs {len(fx_att)}")
-    att = dict(zip(our_att, (f"attention_layers.attention_layer.mlp.{i}" for i in fx_att)))
+    qnn = {"0.linear": "layer.{}.linear.0", "1": "norm.{}", "2": "activation.{}"}
     out = {}
     for k, v in ours.items():
+        head, leaf = k.rsplit(".", 1)
         if k in fixed:
             out[fixed[k]] = v
+        elif k == "attention.kv.weight":
+            out["attention_layers.W_k.weight"], out["attention_layers.W_v.weight"] = v.chunk(2, dim=0)
         elif k.startswith("dnn."):
             out["dnn.mlp." + k[4:]] = v
-        elif k.rsplit(".", 1)[0] in att:
-            out[att[k.rsplit(".", 1)[0]] + "." + k.rsplit(".", 1)[1]] = v
+        elif head in att:
+            out[f"{att[head]}.{leaf}"] = v
+        elif k.startswith("qnn.blocks."):
+            i, part = head.split(".")[2], ".".join(head.split(".")[3:])
+            out[f"qnn.{qnn[part].format(i)}.{leaf}"] = v
+        elif k.startswith("qnn.fc."):
+            out[k] = v
         else:
-            raise SystemExit(f"our key {k} has no counterpart in the challenge DIN")
+            raise SystemExit(f"our key {k} has no counterpart in the challenge model")
     missing, extra = set(fx_keys) - set(out), set(out) - set(fx_keys)
     if missing or extra:
         raise SystemExit(f"state mapping incomplete: missing {sorted(missing)}, unknown {sorted(extra)}")
@@ -230,7 +242,7 @@ def ours_to_challenge_din(ours, fx_keys, emb_col):
 
 
 def evaluate_state(args, model, feature_map, params, data, st, valid_gen):
-    """Predict valid and test with our trained weights loaded into the challenge DIN (no training)."""
+    """Predict valid and test with our trained weights loaded into the challenge model (no training)."""
     import numpy as np
     import pyarrow.parquet as pq
     import torch
@@ -238,7 +250,7 @@ def evaluate_state(args, model, feature_map, params, data, st, valid_gen):
     from sklearn.metrics import log_loss, roc_auc_score
 
     ours = torch.load(args.eval_state, map_location="cpu")
-    model.load_state_dict(ours_to_challenge_din(ours, model.state_dict().keys(), st["emb_col"]))
+    model.load_state_dict(ours_to_challenge(ours, model.state_dict().keys(), st["emb_col"]))
     result = {"impl": "fuxictr (our weights)", "eval_state": args.eval_state}
     gens = {"valid": valid_gen, "test": RankDataLoader(feature_map, stage="test", **params)}
     for split, gen in gens.items():
@@ -290,7 +302,7 @@ def run(args, data, qin_dir, work):
     from fuxictr.pytorch.torch_utils import seed_everything
     from fuxictr.preprocess import FeatureProcessor, build_dataset
     from sklearn.metrics import roc_auc_score, log_loss
-    from src.DIN import DIN
+    import src as model_zoo  # as run_expid.py: the experiment's `model` names the class (DIN, QIN_variety_v9)
     from src.mmctr_dataloader import MMCTRDataLoader
 
     t_start = time.time()
@@ -312,7 +324,7 @@ def run(args, data, qin_dir, work):
     feature_map.load(os.path.join(data_dir, "feature_map.json"), params)
     logging.info("Feature specs: %s", json.dumps(feature_map.features))
 
-    model = DIN(feature_map, **params)
+    model = getattr(model_zoo, params["model"])(feature_map, **params)
     n_params = int(sum(p.numel() for p in model.parameters() if p.requires_grad))
 
     # ---- instrumentation of BaseModel.fit (no change to what it computes) ----
@@ -394,7 +406,7 @@ def run(args, data, qin_dir, work):
     result = {
         "impl": f"fuxictr {fuxictr.__version__}",
         "torch": torch.__version__,
-        "model": "DIN (salmon1802/QIN src/DIN.py, MMCTRDataLoader)",
+        "model": f"{params['model']} (salmon1802/QIN src/{params['model']}.py, MMCTRDataLoader)",
         "params": {k: (v if isinstance(v, (int, float, str, bool, list, dict, type(None))) else str(v))
                    for k, v in saved.items() if k not in ("train_data", "valid_data", "test_data",
                                                           "item_info", "data_root", "model_root")},

@@ -47,6 +47,10 @@ DIN_DEFAULT = {"embedding_size": 64, "dnn_hidden_units": [1024, 512, 256], "atte
                "learning_rate": 1e-3, "train_batch_size": 4096, "max_len": 64}
 
 
+#: our model -> the challenge checkout's experiment with the same released hyper-parameters
+CHALLENGE_EXPID = {"DIN": "DIN_default", "QIN": "QIN_variety_v9"}
+
+
 def _env() -> dict:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "MMFEAT_STORE": str(WORK / "store"), "OMP_NUM_THREADS": "2"}
 
@@ -114,39 +118,42 @@ def ours_worker(args) -> None:
     Path(args.out).write_text(json.dumps(out))
 
 
-def crosscheck(data: Path, seed: int, epochs: int, threads: int, timeout: float) -> dict:
-    """Same weights, same predictions? Train ours, load the selected weights into the challenge DIN (FuxiCTR
-    2.3.10) and predict valid and test there: the largest probability difference and both sides' AUCs."""
+def crosscheck(data: Path, seed: int, epochs: int, threads: int, timeout: float, model: str = "DIN") -> dict:
+    """Same weights, same predictions? Train ours, load the selected weights into the challenge's model (FuxiCTR
+    2.3.10: DIN_default's DIN, or QIN_variety_v9 for QIN) and predict valid and test there: the largest
+    probability difference and both sides' AUCs."""
     import numpy as np
 
-    state = data.parent / f"crosscheck-{data.name}-e{epochs}-s{seed}.pt"
-    out = data.parent / f"ours-crosscheck-{data.name}-e{epochs}-s{seed}.json"
-    cfg = {**DIN_DEFAULT, "seed": seed, "epochs": epochs}
-    subprocess.run([sys.executable, __file__, "worker", "--data", str(data), "--model", "DIN", "--config",
+    tag = f"{data.name}-{model}-e{epochs}-s{seed}"
+    state, out = data.parent / f"crosscheck-{tag}.pt", data.parent / f"ours-crosscheck-{tag}.json"
+    cfg = {**(DIN_DEFAULT if model == "DIN" else {}), "seed": seed, "epochs": epochs}
+    subprocess.run([sys.executable, __file__, "worker", "--data", str(data), "--model", model, "--config",
                     json.dumps(cfg), "--threads", str(threads), "--out", str(out), "--save-state", str(state)],
                    check=True, timeout=timeout, env=_env())
     ours = json.loads(out.read_text())
-    fx_out = data.parent / f"fuxictr-crosscheck-{data.name}-e{epochs}-s{seed}.json"
+    fx_out = data.parent / f"fuxictr-crosscheck-{tag}.json"
     subprocess.run([str(FUXICTR_PY), str(Path(__file__).resolve().with_name("_fuxictr_runner.py")), "--data", str(data),
                     "--qin-dir", str(QIN_DIR), "--threads", str(threads), "--eval-state", str(state),
-                    "--out", str(fx_out)], check=True, timeout=timeout, stdout=subprocess.DEVNULL)
+                    "--expid", CHALLENGE_EXPID[model], "--out", str(fx_out)],
+                   check=True, timeout=timeout, stdout=subprocess.DEVNULL)
     fx = json.loads(fx_out.read_text())
-    row = {"seed": seed, "epochs": epochs, "best_epoch": ours["best_epoch"]}
+    row = {"model": model, "seed": seed, "epochs": epochs, "best_epoch": ours["best_epoch"]}
     for split in ("valid", "test"):
         a = np.load(f"{state}-{split}.npy")
         b = np.load(str(fx_out)[:-len(".json")] + f"-{split}.npy")
-        row[split] = {"ours_auc": ours["valid" if split == "valid" else "test"]["auc"], "fuxictr_auc": fx[split]["auc"],
-                      "max_abs_dp": float(np.abs(a - b).max())}
+        row[split] = {"ours_auc": ours[split]["auc"], "fuxictr_auc": fx[split]["auc"],
+                      "max_abs_dp": float(np.abs(a - b).max()), "p_std": float(a.std())}
     return row
 
 
 def crosscheck_table(rows: list[dict]) -> str:
-    lines = ["| seed | epochs (best) | valid AUC ours / FuxiCTR | max abs dp valid | test AUC ours / FuxiCTR | "
-             "max abs dp test |", "|" + "---|" * 6]
+    lines = ["| model | seed | epochs (best) | valid AUC ours / FuxiCTR | max abs dp valid (std of p) | "
+             "test AUC ours / FuxiCTR | max abs dp test (std of p) |", "|" + "---|" * 7]
     for r in rows:
         v, t = r["valid"], r["test"]
-        lines.append(f"| {r['seed']} | {r['epochs']} ({r['best_epoch']}) | {v['ours_auc']:.6f} / {v['fuxictr_auc']:.6f} | "
-                     f"{v['max_abs_dp']:.1e} | {t['ours_auc']:.6f} / {t['fuxictr_auc']:.6f} | {t['max_abs_dp']:.1e} |")
+        lines.append(f"| {r.get('model', 'DIN')} | {r['seed']} | {r['epochs']} ({r['best_epoch']}) | {v['ours_auc']:.6f} / {v['fuxictr_auc']:.6f} | "
+                     f"{v['max_abs_dp']:.1e} ({v.get('p_std', float('nan')):.3f}) | {t['ours_auc']:.6f} / {t['fuxictr_auc']:.6f} | "
+                     f"{t['max_abs_dp']:.1e} ({t.get('p_std', float('nan')):.3f}) |")
     return "\n".join(lines)
 
 
@@ -293,7 +300,7 @@ def main() -> None:
                     help="reuse both sides' kept results (a long multi-seed run resumes where it stopped)")
     # worker
     ap.add_argument("--data")
-    ap.add_argument("--model", default="DIN")
+    ap.add_argument("--model", default="DIN", choices=sorted(CHALLENGE_EXPID), help="worker, crosscheck: our model")
     ap.add_argument("--config", default="{}")
     ap.add_argument("--out")
     ap.add_argument("--save-state", help="worker: also save the selected weights and their valid/test predictions")
@@ -304,9 +311,10 @@ def main() -> None:
     rows: list[dict] = []
     if args.mode == "crosscheck":
         data = prepare(args.dataset)
-        rows = [crosscheck(data, seed, args.epochs, args.threads, args.time_cap) for seed in args.seeds]
+        rows = [crosscheck(data, seed, args.epochs, args.threads, args.time_cap, args.model) for seed in args.seeds]
         print(crosscheck_table(rows))
-        append_results(f"crosscheck: our trained DIN's weights predicted by the challenge DIN ({args.dataset})", command,
+        append_results(f"crosscheck: our trained {args.model}'s weights predicted by the challenge's "
+                       f"{CHALLENGE_EXPID[args.model]} ({args.dataset})", command,
                        crosscheck_table(rows))
         return
     if args.mode == "curves":
