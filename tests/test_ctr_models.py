@@ -146,6 +146,21 @@ def test_embedding_regularizer_covers_the_whole_feature_embedding_module(name):
     assert all(p.grad is None for p in model.parameters() if id(p) not in scoped)
 
 
+@pytest.mark.parametrize("name", ["DIN", "QIN"])
+def test_the_loss_is_fuxictrs_cross_entropy_on_probabilities(name):
+    """A saturated wrong prediction (sigmoid(x) == 1.0 in float32): FuxiCTR's BCE on the Sigmoid output clamps
+    its log at -100 and passes no gradient; BCE with logits gave loss x and gradient 1/B, which made our QIN's
+    first steps differ from the authors' (step-0 loss 0.9669 vs 0.9766 on the same weights and batch)."""
+    model = build_model(name, clustered_ctr(300), TINY if name == "DIN" else TINY_QIN)
+    logits = torch.tensor([30.0, -2.0], requires_grad=True)
+    model.logits = lambda batch: logits
+    model.embedding_regularizer = 0.0
+    loss = model.calculate_loss({"label": torch.tensor([0.0, 1.0])})
+    assert loss.item() == pytest.approx((100.0 + np.log1p(np.exp(2.0))) / 2, rel=1e-6)
+    loss.backward()
+    assert logits.grad[0].item() == 0.0 and logits.grad[1].item() < 0
+
+
 def test_batchnorm_never_sees_a_one_row_batch():
     data = clustered_ctr(129)  # 129 train rows, batch 128: the last row joins the previous batch
     rec = fit(data, "DIN", {**TINY, "epochs": 1}, progress=False)

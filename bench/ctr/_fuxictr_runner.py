@@ -81,6 +81,10 @@ def parse_args(argv=None):
     p.add_argument("--config", default=None, help="JSON overlay onto the params")
     p.add_argument("--expid", default="DIN_default")
     p.add_argument("--out", default=None, help="write the result JSON here")
+    p.add_argument("--train-steps-from", default=None,
+                   help="no fit(): load this state_dict of OUR model (mapped), then one model.train_step per row of "
+                        "--rows (a [steps, batch] .npy of train row indices); writes the loss of each step")
+    p.add_argument("--rows", default=None, help="with --train-steps-from: the batches' train row indices")
     p.add_argument("--eval-state", default=None,
                    help="no training: load this state_dict of OUR DIN / QIN (mapped to the challenge model's names; "
                         "--expid QIN_variety_v9 for QIN) and "
@@ -268,6 +272,32 @@ def evaluate_state(args, model, feature_map, params, data, st, valid_gen):
     return result
 
 
+def train_steps(args, model, feature_map, params, data, st):
+    """The challenge model's own train_step (loss with its regularizer, backward, clipping at norm 10, Adam)
+    from our initial weights on given batches: the loss of each step, to set beside ours."""
+    import numpy as np
+    import torch
+    from src.mmctr_dataloader import BatchCollator, ParquetDataset
+
+    ours = torch.load(args.train_steps_from, map_location="cpu")
+    model.load_state_dict(ours_to_challenge(ours, model.state_dict().keys(), st["emb_col"]))
+    train = ParquetDataset(os.path.join(data, "train.parquet"))
+    collate = BatchCollator(feature_map, params["max_len"], train.column_index, os.path.join(data, "item_info.parquet"))
+    model._max_gradient_norm = 10.0  # BaseModel.fit's default, which this loop does not call
+    model.train()
+    losses = []
+    for i, rows in enumerate(np.load(args.rows)):
+        model._batch_index = i
+        losses.append(float(model.train_step(collate([train[int(j)] for j in rows]))))
+        logging.info("step %d loss %.8f", i, losses[-1])
+    result = {"impl": "fuxictr", "model": params["model"], "losses": losses}
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result))
+    return result
+
+
 def main(argv=None):
     args = parse_args(argv)
     data = os.path.abspath(args.data)
@@ -377,6 +407,8 @@ def run(args, data, qin_dir, work):
         train_gen = LimitedLoader(train_gen, args.max_train_batches)
     if args.eval_state:
         return evaluate_state(args, model, feature_map, params, data, st, valid_gen)
+    if args.train_steps_from:
+        return train_steps(args, model, feature_map, params, data, st)
     t_fit = time.time()
     model.fit(train_gen, validation_data=valid_gen, **params)  # reloads the best checkpoint at the end
     fit_s = time.time() - t_fit

@@ -146,6 +146,56 @@ def crosscheck(data: Path, seed: int, epochs: int, threads: int, timeout: float,
     return row
 
 
+#: the dropout keys (same names on both sides) turned off so that both runs are deterministic
+NO_DROPOUT = {"DIN": {"attention_dropout": 0.0, "net_dropout": 0.0}, "QIN": {"net_dropout": 0.0}}
+
+
+def same_steps(data: Path, model: str, seed: int, steps: int, threads: int, timeout: float) -> dict:
+    """Same initial weights (ours, mapped), same batches, dropout off: the loss of every training step of our
+    model and of the challenge's model (its own train_step, regularizer and clipping included)."""
+    import numpy as np
+    import torch
+
+    from mmfeat.recommenders.ctr import read_layout
+    from mmfeat.recommenders.ctr.training import batch_of
+    from mmfeat.recommenders.models.base import build_model, resolve_config
+    from mmfeat.recommenders.tasks import optimizer_step
+    from mmfeat.recommenders.trainer import build_optimizer, seed_everything
+
+    torch.set_num_threads(threads)
+    cfg = resolve_config(model, {**(DIN_DEFAULT if model == "DIN" else {}), "seed": seed, **NO_DROPOUT[model]})
+    d = read_layout(data, max_len=int(cfg["max_len"]))
+    train = d.splits["train"]
+    seed_everything(seed)
+    net = build_model(model, d, cfg)
+    tag = f"{data.name}-{model}-s{seed}-n{steps}"
+    state, rows_path = data.parent / f"samesteps-{tag}.pt", data.parent / f"samesteps-{tag}-rows.npy"
+    torch.save(net.state_dict(), state)
+    bs = int(cfg["train_batch_size"])
+    if steps * bs > len(train):
+        raise SystemExit(f"{steps} steps of {bs} rows need {steps * bs} train rows; {len(train)} exist")
+    rows = np.random.default_rng(seed).permutation(len(train))[: steps * bs].reshape(steps, bs)
+    np.save(rows_path, rows)
+    opt, _ = build_optimizer(net, cfg, torch.device("cpu"))
+    net.train()
+    ours = [optimizer_step(net, opt, batch_of(train, r, torch.device("cpu")), cfg["clip_grad_norm"], 0, i)
+            for i, r in enumerate(rows)]
+    fx_out = data.parent / f"fuxictr-samesteps-{tag}.json"
+    subprocess.run([str(FUXICTR_PY), str(Path(__file__).resolve().with_name("_fuxictr_runner.py")), "--data", str(data),
+                    "--qin-dir", str(QIN_DIR), "--threads", str(threads), "--expid", CHALLENGE_EXPID[model],
+                    "--config", json.dumps(NO_DROPOUT[model]), "--train-steps-from", str(state), "--rows", str(rows_path),
+                    "--out", str(fx_out)], check=True, timeout=timeout, stdout=subprocess.DEVNULL)
+    fx = json.loads(fx_out.read_text())["losses"]
+    return {"model": model, "seed": seed, "ours": ours, "fuxictr": fx}
+
+
+def same_steps_table(r: dict) -> str:
+    lines = ["| step | loss ours | loss FuxiCTR (challenge code) | relative difference |", "|---|---|---|---|"]
+    for i, (a, b) in enumerate(zip(r["ours"], r["fuxictr"])):
+        lines.append(f"| {i} | {a:.8f} | {b:.8f} | {abs(a - b) / abs(b):.1e} |")
+    return "\n".join(lines)
+
+
 def crosscheck_table(rows: list[dict]) -> str:
     lines = ["| model | seed | epochs (best) | valid AUC ours / FuxiCTR | max abs dp valid (std of p) | "
              "test AUC ours / FuxiCTR | max abs dp test (std of p) |", "|" + "---|" * 7]
@@ -285,11 +335,12 @@ def append_results(title: str, command: str, body: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
-    ap.add_argument("mode", choices=["parity", "speed", "gsu", "crosscheck", "curves", "worker"])
+    ap.add_argument("mode", choices=["parity", "speed", "gsu", "crosscheck", "samesteps", "curves", "worker"])
     ap.add_argument("--dataset", choices=sorted(MANIFESTS), default="ml-100k")
     ap.add_argument("--epochs", type=int, default=2, help="epoch budget of each run (early stopping inside it)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[20242025])
     ap.add_argument("--batches", type=int, default=None, help="speed: train batches timed on each side")
+    ap.add_argument("--steps", type=int, default=8, help="samesteps: training steps compared")
     ap.add_argument("--k", type=int, default=16, help="gsu: history items kept per row")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--time-cap", type=float, default=3600, help="seconds per run before it is killed")
@@ -316,6 +367,13 @@ def main() -> None:
         append_results(f"crosscheck: our trained {args.model}'s weights predicted by the challenge's "
                        f"{CHALLENGE_EXPID[args.model]} ({args.dataset})", command,
                        crosscheck_table(rows))
+        return
+    if args.mode == "samesteps":
+        for seed in args.seeds:
+            r = same_steps(prepare(args.dataset), args.model, seed, args.steps, args.threads, args.time_cap)
+            print(same_steps_table(r))
+            append_results(f"same weights, same batches, dropout off: {args.model} ({CHALLENGE_EXPID[args.model]}) "
+                           f"on {args.dataset}", command, same_steps_table(r))
         return
     if args.mode == "curves":
         print(plot_curves(prepare(args.dataset), args.seeds, args.epochs))

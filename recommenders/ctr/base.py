@@ -176,7 +176,16 @@ class CTRRecommender(nn.Module):
         return sum(p.pow(2).sum() for p in self.embedding_parameters()) * (self.embedding_regularizer / 2)
 
     def calculate_loss(self, batch: dict) -> torch.Tensor:
-        return F.binary_cross_entropy_with_logits(self.logits(batch), batch["label"]) + self.regularization()
+        """FuxiCTR's loss: binary cross-entropy on the sigmoid's probabilities (``binary_crossentropy`` on the
+        model's Sigmoid output), plus the embedding regularizer.
+
+        Not ``binary_cross_entropy_with_logits``: the two differ once a prediction saturates. In float32,
+        ``sigmoid(x)`` is exactly 1.0 above x of about 16.6, where torch's BCE clamps the log at -100 and the
+        gradient through the sigmoid is exactly zero, so FuxiCTR ignores such rows while the logits form
+        pushes them with full force. QIN's quadratic layers produce such logits from the first steps
+        (same weights, same batch: step-0 loss 0.9669 vs the authors' 0.9766), DIN later in training.
+        """
+        return F.binary_cross_entropy(torch.sigmoid(self.logits(batch)), batch["label"]) + self.regularization()
 
     def predict_proba(self, batch: dict) -> torch.Tensor:
         return torch.sigmoid(self.logits(batch))
