@@ -207,16 +207,24 @@ def crosscheck_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def export_tag(data: Path) -> str:
+    """A short hash of the export's files (their sha256s in ``_export.json``): a kept result is reused only on
+    the very files it was trained on, not on a re-export with the same name."""
+    files = json.loads((data / "_export.json").read_text())["files"]
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:8]
+
+
 def ours_result_path(data: Path, cfg: dict, model: str = "DIN", batches: int | None = None) -> Path:
-    """Where our run's JSON is kept: per data folder, model, seed, epoch budget and config hash."""
+    """Where our run's JSON is kept: per export (its files), model, seed, epoch budget and config hash."""
     key = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:10]
-    return data.parent / (f"ours-{data.name}-{model}-e{cfg.get('epochs')}-s{cfg.get('seed')}-{key}"
+    return data.parent / (f"ours-{data.name}-{export_tag(data)}-{model}-e{cfg.get('epochs')}-s{cfg.get('seed')}-{key}"
                           + (f"-b{batches}" if batches else "") + ".json")
 
 
 def fuxictr_result_path(data: Path, epochs: int, seed: int, batches: int | None = None) -> Path:
-    """Where FuxiCTR's run JSON is kept (the runner's own output)."""
-    return data.parent / (f"fuxictr-{data.name}-e{epochs}-s{seed}" + (f"-b{batches}" if batches else "") + ".json")
+    """Where FuxiCTR's run JSON is kept (the runner's own output), per export (its files), epochs and seed."""
+    return data.parent / (f"fuxictr-{data.name}-{export_tag(data)}-e{epochs}-s{seed}"
+                          + (f"-b{batches}" if batches else "") + ".json")
 
 
 def plot_curves(data: Path, seeds: list[int], epochs: int) -> Path:
