@@ -29,6 +29,7 @@ import torch
 log = logging.getLogger(__name__)
 
 DEFAULT_TOPK = (5, 10, 20, 50)
+DEFAULT_METRICS = ("recall", "ndcg", "precision", "map")
 
 
 def invalid_scores_last(scores: torch.Tensor, users: np.ndarray) -> torch.Tensor:
@@ -52,7 +53,6 @@ def invalid_scores_last(scores: torch.Tensor, users: np.ndarray) -> torch.Tensor
     log.warning("%d score(s) of %d user(s) are NaN or +inf (users %s%s): those items rank last",
                 int(bad.sum()), len(rows), shown, ", ..." if len(rows) > 5 else "")
     return scores.masked_fill(bad, -torch.inf)
-DEFAULT_METRICS = ("recall", "ndcg", "precision", "map")
 
 
 def metrics_from_hits(hits: np.ndarray, pos_len: np.ndarray, topk=DEFAULT_TOPK,

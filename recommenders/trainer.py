@@ -371,13 +371,13 @@ class GridResult:
                  f"test_{vm}": r.test.get(vm), "run_id": r.run_id} for r in self.runs]
 
 
-def grid_search(data: InteractionData, model_name: str, grid: dict, config: dict | None = None,
+def grid_search(data, model_name: str, grid: dict, config: dict | None = None,
                 runs_dir: str | os.PathLike | None = None, **kw) -> GridResult:
     """Train every combination of ``grid`` on top of ``config``; the best is the one with the highest VALID
     ``valid_metric`` at its reported epoch, rounded as MMRec rounds (test is only reported).
 
     Args:
-        data: the split and the item features.
+        data: what the model's task trains on (user-item pairs, next-item sequences or CTR rows).
         model_name: a registered model.
         grid: hyper-parameter name -> non-empty list of values.
         config: fixed overrides shared by every combination.

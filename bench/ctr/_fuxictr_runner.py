@@ -1,4 +1,5 @@
-"""Reference FuxiCTR DIN runner (the WWW2025 MMCTR challenge's DIN baseline) for the DIN parity benchmark.
+"""Reference FuxiCTR runner (the WWW2025 MMCTR challenge's DIN baseline; the authors' QIN with
+``--expid QIN_variety_v9``) for the CTR parity benchmark.
 
 Runs ONLY with the FuxiCTR venv's python (built by ``bash bench/ctr/setup_fuxictr.sh``; default
 /work/fuxictr-venv); it never imports mmfeat. The challenge code (``src/DIN.py``,
@@ -24,19 +25,22 @@ the four parquet files plus what FuxiCTR writes (feature_map.json, feature_proce
 feature_vocab.json, the checkpoint and the log).
 
 Protocol (what run_expid.py of the challenge does, minus the submission zip):
-    * params = Base + DIN_default of the checkout's config/qin_config/model_config.yaml, then the
+    * params = Base + ``--expid`` (DIN_default) of the checkout's config/qin_config/model_config.yaml, then the
       dataset section of dataset_config.yaml with the feature columns and label of the export's own
       ``<name>.yaml`` as written (vocabularies, ``item_emb_d{D}`` with embedding_dim = pretrain_dim = D),
       then the runner's own settings (epochs, seed, gpu, paths, num_workers, verbose=0), then the
       ``--config`` JSON overlay (last word).
     * FeatureProcessor + build_dataset(rebuild_dataset=False) only write feature_map.json; the parquet
       rows are used as they are (no re-encoding).
-    * seed_everything(seed); DIN(feature_map, **params); RankDataLoader(data_loader=MMCTRDataLoader);
+    * seed_everything(seed); the experiment's model class from the checkout's ``src`` (as run_expid.py
+      picks it); RankDataLoader(data_loader=MMCTRDataLoader);
       BaseModel.fit (valid AUC each epoch, LR x0.1 on plateau, early stop after early_stop_patience
       non-improving epochs, best checkpoint reloaded at the end); evaluate(valid) with the best
       weights; predict(test); test AUC = sklearn roc_auc_score, logloss = sklearn log_loss on float64
       predictions (sklearn clips to [eps, 1-eps], eps = float64 machine eps; exactly what FuxiCTR's
       own evaluate_metrics does).
+    * ``--eval-state`` / ``--train-steps-from`` (the bench's crosscheck and samesteps): no fit(); our
+      weights mapped to the challenge model's names, then predictions, or one train_step per given batch.
     * Timing: train_s = wall time of BaseModel.train_epoch minus the in-epoch validation step
       (eval_step: evaluate + checkpoint/LR bookkeeping); eval_s = the evaluate() call of that epoch.
       Batches are collated by MMCTRDataLoader (pandas item_info.iloc per batch), so train_s includes

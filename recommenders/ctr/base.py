@@ -183,7 +183,8 @@ class CTRRecommender(nn.Module):
         ``sigmoid(x)`` is exactly 1.0 above x of about 16.6, where torch's BCE clamps the log at -100 and the
         gradient through the sigmoid is exactly zero, so FuxiCTR ignores such rows while the logits form
         pushes them with full force. QIN's quadratic layers produce such logits from the first steps
-        (same weights, same batch: step-0 loss 0.9669 vs the authors' 0.9766), DIN later in training.
+        (same weights, same batch: cross-entropy 0.9669 vs the authors' 0.9766 before this was changed),
+        DIN later in training.
         """
         return F.binary_cross_entropy(torch.sigmoid(self.logits(batch)), batch["label"]) + self.regularization()
 
