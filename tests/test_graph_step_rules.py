@@ -54,19 +54,19 @@ def test_bm3_repeated_items_share_one_dropout_mask(monkeypatch):
     assert shapes[:2] == [(2, 16), (2, 16)]  # 2 distinct users, 2 distinct items: one mask row each
 
 
-def test_pair_scores_equal_the_sliced_scores_and_gradients():
-    from mmfeat.recommenders.models.base import pair_scores
+def test_pair_margin_equals_the_sliced_score_difference_and_gradients():
+    from mmfeat.recommenders.models.base import pair_margin
 
     torch.manual_seed(0)
     u = torch.randn(5, 3, requires_grad=True)
     table = torch.randn(7, 3, requires_grad=True)
     pos, neg = torch.tensor([0, 2, 2, 6, 1]), torch.tensor([3, 3, 5, 0, 4])
-    got = pair_scores(u, table, pos, neg)
+    got = pair_margin(u, table, pos, neg)
     block = table[torch.cat([pos, neg])]
-    want = (u * block[:5]).sum(1), (u * block[5:]).sum(1)
-    assert all(torch.allclose(a, b) for a, b in zip(got, want))
-    g = torch.autograd.grad((got[0] - 2 * got[1]).sum(), [u, table])
-    r = torch.autograd.grad((want[0] - 2 * want[1]).sum(), [u, table])
+    want = (u * block[:5]).sum(1) - (u * block[5:]).sum(1)
+    assert torch.allclose(got, want)
+    g = torch.autograd.grad((got * torch.arange(5.0)).sum(), [u, table])
+    r = torch.autograd.grad((want * torch.arange(5.0)).sum(), [u, table])
     assert all(torch.allclose(a, b) for a, b in zip(g, r))
 
 
@@ -116,3 +116,51 @@ def test_rearm_attention_with_every_weight_dropped_is_its_bias():
     attn.train()
     ref, _ = attn(q.unsqueeze(2), q.unsqueeze(2), q.unsqueeze(2), need_weights=False)
     assert torch.allclose(out, ref.squeeze(2))
+
+
+def test_rearm_blockwise_attention_gradients_are_exact(monkeypatch):
+    """The block-by-block attention with its hand-written backward: gradcheck in float64, with a dropout mask
+    and more rows than one block (a last, partial block included)."""
+    from mmfeat.recommenders.models.rearm import _ScalarTokenSoftmaxAttention as Attn
+
+    monkeypatch.setattr(Attn, "ROWS", 4)
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(10, 6, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    keep = (torch.rand(10, 6, 6, generator=g) >= 0.4).double()
+    assert torch.autograd.gradcheck(lambda a, b, c: Attn.apply(a, b, c, keep), (q, k, v))
+    assert torch.autograd.gradcheck(lambda a, b, c: Attn.apply(a, b, c, None), (q, k, v))
+    whole = torch.bmm(torch.softmax(q[:, :, None] * k[:, None, :], -1) * keep, v[:, :, None]).squeeze(2)
+    assert torch.allclose(Attn.apply(q, k, v, keep), whole)
+
+
+def test_distinct_ids_match_torch_unique():
+    from mmfeat.recommenders.models.base import distinct_ids
+
+    ids = torch.tensor([5, 0, 5, 9, 3, 0, 5])
+    got = distinct_ids(ids, 12)
+    want = torch.unique(ids, return_inverse=True, return_counts=True)
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+
+def test_vbpr_loss_and_gradients_equal_mmrec_form():
+    """VBPR's step (the margin, norms from the distinct rows and their counts) gives MMRec's loss,
+    BPR on separate scores + reg * EmbLoss of the gathered batch, and the same gradients, whether the batch
+    holds a few items or nearly all of them (the whole-catalogue projection)."""
+    from mmfeat.recommenders.models.base import bpr_loss
+
+    data = _planted()  # 40 items
+    torch.manual_seed(0)
+    model = build_model("VBPR", data, {"embedding_size": 8, "reg_weight": 0.1})
+    few = (torch.tensor([0, 3, 3, 5]), torch.tensor([2, 2, 9, 11]), torch.tensor([4, 9, 30, 2]))
+    g = torch.Generator().manual_seed(1)
+    many = (torch.randint(0, 32, (60,), generator=g), torch.randperm(40, generator=g).repeat(2)[:60],
+            torch.randint(0, 40, (60,), generator=g))
+    for users, pos, neg in (few, many):
+        got = model.calculate_loss((users, pos, neg))
+        items = model.item_embeddings()
+        u, p, n = model.u_embedding[users], items[pos], items[neg]
+        want = bpr_loss((u * p).sum(1), (u * n).sum(1)) + model.reg_weight * emb_loss(u, p, n)
+        assert torch.allclose(got, want, atol=1e-6)
+        params = list(model.parameters())
+        for a, b in zip(torch.autograd.grad(got, params), torch.autograd.grad(want, params)):
+            assert torch.allclose(a, b, atol=1e-6)

@@ -19,7 +19,7 @@ from torch import nn
 
 from ._graph import attach_freedom_graphs, spmm, sym_spmm
 from ..config import param
-from .base import MULTIMODAL_ROLES, MultimodalConfig, Recommender, bpr_logsigmoid, pair_scores, register
+from .base import MULTIMODAL_ROLES, MultimodalConfig, Recommender, bpr_logsigmoid, pair_margin, register
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class FREEDOM(Recommender):
         ue, ie = self.forward(self.masked_adj)
         # index_select (backward: index_add) is ~3x faster on CPU than advanced indexing (index_put)
         u = ue.index_select(0, users)
-        loss = bpr_logsigmoid(*pair_scores(u, ie, pos, neg))
+        loss = bpr_logsigmoid(pair_margin(u, ie, pos, neg))
         aux = 0.0
         if self.has_text or self.has_image:
             # MMRec projects every item's raw feature, then gathers the batch rows. When the batch touches
@@ -132,10 +132,10 @@ class FREEDOM(Recommender):
                    ([(self.image_embedding, self.image_trs)] if self.has_image else [])
             for emb, trs in mods:
                 if subset:
-                    scores = pair_scores(u, trs(emb.weight.index_select(0, uniq)), inv[:n], inv[n:])
+                    margin = pair_margin(u, trs(emb.weight.index_select(0, uniq)), inv[:n], inv[n:])
                 else:
-                    scores = pair_scores(u, trs(emb.weight), pos, neg)
-                aux = aux + bpr_logsigmoid(*scores)
+                    margin = pair_margin(u, trs(emb.weight), pos, neg)
+                aux = aux + bpr_logsigmoid(margin)
         return loss + self.reg_weight * aux
 
     def eval_embeddings(self):

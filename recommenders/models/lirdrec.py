@@ -34,7 +34,7 @@ from torch import nn
 
 from ._graph import attach_freedom_graphs, spmm, sym_spmm
 from ..config import param
-from .base import MULTIMODAL_ROLES, MultimodalConfig, Recommender, bpr_logsigmoid, pair_scores, register
+from .base import MULTIMODAL_ROLES, MultimodalConfig, Recommender, bpr_logsigmoid, pair_margin, register
 from .vbpr import item_modalities
 
 #: Block order of the 3d representation, as the reference concatenates them (image, text, shared).
@@ -220,7 +220,7 @@ class LIRDRec(Recommender):
         users, pos, neg = batch
         ue, ie = self.forward(self.masked_adj, record=True)
         u = ue.index_select(0, users)
-        loss = bpr_logsigmoid(*pair_scores(u, ie, pos, neg))
+        loss = bpr_logsigmoid(pair_margin(u, ie, pos, neg))
         return loss + self.reg_weight * ((ue ** 2).mean() + (ie ** 2).mean())
 
     def eval_embeddings(self):

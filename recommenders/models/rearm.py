@@ -204,6 +204,55 @@ def dropout_keep_mask(shape: tuple[int, ...], p: float, rng: np.random.Generator
     return torch.from_numpy(draws >= np.uint16(min(int(np.ceil(p * 65536)), 65535)))
 
 
+class _ScalarTokenSoftmaxAttention(torch.autograd.Function):
+    """``out_i = sum_j keep_ij * softmax_j(q_i k_j) * v_j`` for each row (``q, k, v``: [B, L]; ``keep``: a 0/1
+    float mask [B, L, L] or None), with a hand-written backward, a block of rows at a time.
+
+    Why: the [B, L, L] weights are 16 MB for 1,000 items of 64 features. Built whole, the forward and
+    autograd's backward passed over them about fifteen times in DRAM, which was three quarters of a REARM
+    step on CPU. A block of :attr:`ROWS` rows fits in cache. The matrix-vector products are a product and a
+    sum (several times faster on CPU than a ``bmm`` with a last dimension of 1). The softmax is kept for the
+    backward (writing it is cheaper than its exponentials again). Same values as the whole-tensor form:
+    ``tests/test_graph_step_rules.py``.
+    """
+
+    ROWS = 64
+
+    @staticmethod
+    def forward(ctx, q, k, v, keep):
+        out = torch.empty_like(q)
+        soft = torch.empty(q.shape[0], q.shape[1], k.shape[1], dtype=q.dtype, device=q.device)
+        rows = _ScalarTokenSoftmaxAttention.ROWS if q.device.type == "cpu" else max(1, q.shape[0])
+        for r in range(0, q.shape[0], rows):
+            b = slice(r, r + rows)
+            w = torch.softmax(q[b, :, None] * k[b, None, :], dim=-1)
+            soft[b] = w
+            if keep is not None:
+                w.mul_(keep[b])
+            out[b] = (w * v[b, None, :]).sum(-1)
+        ctx.save_for_backward(q, k, v, keep, soft)
+        ctx.rows = rows
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        q, k, v, keep, soft = ctx.saved_tensors
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        for r in range(0, q.shape[0], ctx.rows):
+            b = slice(r, r + ctx.rows)
+            w, g = soft[b], grad[b]
+            dw = g[:, :, None] * v[b, None, :]  # d out / d (kept weights)
+            if keep is not None:
+                dv[b] = torch.bmm(g[:, None, :], w * keep[b]).squeeze(1)
+                dw.mul_(keep[b])
+            else:
+                dv[b] = torch.bmm(g[:, None, :], w).squeeze(1)
+            ds = dw.sub_((w * dw).sum(-1, keepdim=True)).mul_(w)  # softmax backward: d scores
+            dq[b] = (ds * k[b, None, :]).sum(-1)
+            dk[b] = torch.bmm(q[b, None, :], ds).squeeze(1)
+        return dq, dk, dv, None
+
+
 def scalar_token_attention(attn: nn.MultiheadAttention, q: torch.Tensor, kv: torch.Tensor,
                            training: bool, rng: np.random.Generator | None = None) -> torch.Tensor:
     """``attn(q, kv, kv)`` of an ``nn.MultiheadAttention(1, 1)`` whose tokens are the ``L`` scalar features of
@@ -211,23 +260,22 @@ def scalar_token_attention(attn: nn.MultiheadAttention, q: torch.Tensor, kv: tor
 
     Same math as the module (in-projection, softmax over keys, dropout ``attn.dropout`` on the weights in
     training, out-projection; 1/sqrt(head_dim) = 1), without its generic path: with one-dimensional tokens
-    the scores are an outer product, and the module's masking checks and Bernoulli dropout over the
-    [B, L, L] weights were most of a REARM step on CPU. The dropout mask comes from ``rng`` on CPU
-    (:func:`dropout_keep_mask`), else ``uniform >= p``.
+    the scores are an outer product (:class:`_ScalarTokenSoftmaxAttention`), and the module's masking
+    checks and Bernoulli dropout over the [B, L, L] weights were most of a REARM step on CPU. The dropout
+    mask comes from ``rng`` on CPU (:func:`dropout_keep_mask`), else ``uniform >= p``.
     """
     w, b = attn.in_proj_weight[:, 0], attn.in_proj_bias
     qs, ks, vs = q * w[0] + b[0], kv * w[1] + b[1], kv * w[2] + b[2]
-    # the outer product as a bmm: its backward is two bmm, not two full-size products and reductions
-    weights = torch.softmax(torch.bmm(qs.unsqueeze(2), ks.unsqueeze(1)), dim=-1)  # [B, L(query), L(key)]
     p = float(attn.dropout)
     if training and p >= 1.0:  # every weight dropped (F.dropout's p = 1): only the out-projection's bias is left
         return torch.zeros_like(q) + attn.out_proj.bias[0] + 0.0 * (qs.sum() + ks.sum() + vs.sum())
+    keep = None
     if training and p > 0.0:  # inverted dropout, its 1 / (1 - p) folded into the values (one pass fewer)
-        keep = (dropout_keep_mask(tuple(weights.shape), p, rng) if rng is not None and weights.device.type == "cpu"
-                else torch.rand(weights.shape, device=weights.device) >= p)
-        weights = weights * keep.to(weights.device)
+        shape = (q.shape[0], q.shape[1], q.shape[1])
+        keep = (dropout_keep_mask(shape, p, rng) if rng is not None and q.device.type == "cpu"
+                else torch.rand(shape, device=q.device) >= p).to(device=q.device, dtype=q.dtype)
         vs = vs / (1.0 - p)
-    out = torch.bmm(weights, vs.unsqueeze(2)).squeeze(2)
+    out = _ScalarTokenSoftmaxAttention.apply(qs, ks, vs, keep)
     return out * attn.out_proj.weight[0, 0] + attn.out_proj.bias[0]
 
 
