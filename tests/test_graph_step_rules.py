@@ -41,6 +41,65 @@ def test_bm3_loss_and_gradients_equal_mmrec_formula():
         assert torch.allclose(g, r, atol=1e-6)
 
 
+def test_bm3_dropout_targets_and_adam_steps_equal_mmrec(monkeypatch):
+    """With dropout on: MMRec drops out the *detached full target matrices* (users, items, each modality's
+    projection, one mask each) and then indexes the batch; the online side and the predictor are never dropped.
+    Given the same full-matrix masks, our loss, gradients and three Adam steps (the trainer's optimizer) equal
+    that rule computed the MMRec way (bench/graph/bm3_same_steps.py checks the same against MMRec's code)."""
+    from mmfeat.recommenders.models import bm3
+    from mmfeat.recommenders.trainer import build_optimizer
+
+    data = _planted()
+    torch.manual_seed(0)
+    cfg = {"embedding_size": 16, "dropout": 0.5, "learning_rate": 0.01}
+    model = build_model("BM3", data, cfg)
+    ref = build_model("BM3", data, cfg)
+    ref.load_state_dict(model.state_dict())
+    users = torch.tensor([0, 3, 3, 5, 7, 7, 7, 1])
+    items = torch.tensor([2, 2, 9, 9, 9, 11, 4, 2])
+    keep = lambda n: (torch.rand(n, 16) >= 0.5).float() * 2.0
+    masks = {"u": keep(model.n_users), "i": keep(model.n_items), **{r: keep(model.n_items) for r in model.modalities}}
+    order, rows = [], {"u": torch.unique(users), "i": torch.unique(items)}
+
+    def ours_dropout(x, p, training):  # our model drops out the batch's distinct rows of each full matrix
+        key = order.pop(0)
+        return x * masks[key][rows["u" if key == "u" else "i"]]
+
+    monkeypatch.setattr(bm3, "fast_dropout", ours_dropout)
+
+    def mmrec_rule(m):
+        u, i = m.forward()
+        cos = lambda a, b: 1 - F.cosine_similarity(a, b.detach(), dim=-1).mean()
+        u_t, i_t = (u * masks["u"]).detach(), (i * masks["i"]).detach()
+        pu, pi = m.predictor(u)[users], m.predictor(i)[items]
+        loss = cos(pu, i_t[items]) + cos(pi, u_t[users])
+        cl = 0.0
+        for r in m.modalities:
+            f = m.feat_trs[r](m.feat_embedding[r])
+            pf = m.predictor(f)[items]
+            cl = cl + cos(pf, i_t[items]) + cos(pf, (f * masks[r]).detach()[items])
+        return loss + m.reg_weight * emb_loss(u, i) + m.cl_weight * cl
+
+    full = {**model.config, **cfg}
+    opt, _ = build_optimizer(model, full, torch.device("cpu"))
+    ref_opt = torch.optim.Adam(ref.parameters(), lr=0.01)  # MMRec's Trainer: plain Adam, weight_decay 0
+    for _ in range(3):
+        order[:] = ["u", "i", *model.modalities]
+        opt.zero_grad()
+        got = model.calculate_loss((users, items, items))
+        got.backward()
+        ref_opt.zero_grad()
+        want = mmrec_rule(ref)
+        want.backward()
+        assert torch.allclose(got, want, atol=1e-6)
+        for (name, p), r in zip(model.named_parameters(), ref.parameters()):
+            assert torch.allclose(p.grad, r.grad, atol=1e-6), name
+        opt.step()
+        ref_opt.step()
+    for (name, p), r in zip(model.named_parameters(), ref.parameters()):
+        assert torch.allclose(p, r, atol=1e-5), name
+
+
 def test_bm3_repeated_items_share_one_dropout_mask(monkeypatch):
     """MMRec drops out the full target matrix before indexing: a repeated item gets one mask, not one per row."""
     from mmfeat.recommenders.models import bm3

@@ -3,6 +3,8 @@
     python bench/graph/mmrec_parity.py --mmrec-src /tmp/mmrec/src --epochs 60 --seeds 999 1 2
     python bench/graph/mmrec_parity.py --dataset ml-1m --epochs 2 --lr 0.01 --seeds 999
     python bench/graph/mmrec_parity.py memory --dataset ml-1m --lr 0.01 --time-cap 240
+    python bench/graph/mmrec_parity.py --models BM3 --epochs 25 --lr 0.01 --seeds 999 1 2 --force --curves
+    python bench/graph/mmrec_parity.py curves --models BM3 --epochs 25 --lr 0.01 --seeds 999 1 2
 
 1. prepare: ML-100K via mmfeat.pipelines.sources.load_source (installed recbole wheel, never committed; see
    bench/_movielens.py): ratings >= 4, 5-core, seeded per-user 8:1:1 split (MMRec's splitting rule),
@@ -21,6 +23,15 @@
    LATTICE by default).
 3. Prints a markdown table (valid/test Recall@20, NDCG@20, s/epoch, s/eval, ratios) and writes it
    with the command to bench/graph/RESULTS_recommenders.md.
+4. Per-epoch curves (bench/graph/_curves.py): every kept per-seed result JSON has ``curve``, the valid
+   Recall@20 / NDCG@20 (and summed train loss) of each evaluated epoch -- ours from the run record's epochs,
+   MMRec's captured by wrapping its Trainer's ``_train_epoch`` / ``_valid_epoch``. ``--curves`` (run mode) or
+   the ``curves`` mode (kept results only, nothing is trained) prints per model "epoch | ref | ours | ours/ref"
+   of the means over seeds with the largest per-epoch relative gap, and writes the mean curves to
+   ``bench/graph/curves_<dataset>_<models>_e<epochs>_<n>seeds.png``; the tables also go to the results section (with
+   ``--curves``; in ``curves`` mode when ``--section`` is given). Independent runs differ by their RNG streams:
+   for BM3, whose valid curve takes off at a seed-dependent epoch, two sets of 3 MMRec seeds already differ by
+   ~7% at some epoch between 5 and 21 (median); bench/graph/bm3_same_steps.py compares with that noise removed.
 """
 from __future__ import annotations
 
@@ -33,6 +44,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from _curves import MMRecCurve, curve_table, has_curves, ours_curve, plot_mean_curves
 
 ROOT = Path(__file__).resolve().parents[2]
 WORK = ROOT / "bench" / "_work"
@@ -63,6 +76,7 @@ PARITY_MODELS = ["LightGCN", "FREEDOM"]
 #: ``pip install --no-deps --target /tmp/torchdct torch-dct==0.1.6`` (put on the path by --ref-path).
 REFERENCE_SRC = {"CM3": "/tmp/cm3ref/src", "LIRDRec": "/tmp/lirdrec_ref/src", "DGVAE": "/tmp/dgvae/src"}
 REFERENCE_PATH = {"LIRDRec": "/tmp/torchdct"}
+REFERENCE_NAME = {"CM3": "enoche/CM3", "LIRDRec": "enoche/LIRDRec", "DGVAE": "DGVAE's repository"}
 
 
 def reference_src(a, model: str) -> str:
@@ -146,7 +160,7 @@ def worker_ours(a) -> dict:
     r = train(d, a.model, cfg, runs_dir=a.runs_dir, progress=False)
     return {"valid": r.best_valid, "test": r.test, "best_epoch": r.best_epoch, "epochs_run": len(r.epochs),
             "s_per_epoch": r.s_per_epoch, "s_per_eval": r.s_per_eval, "peak_rss_mb": r.peak_rss_mb,
-            "wall_s": r.wall_s}
+            "wall_s": r.wall_s, "curve": ours_curve(r.epochs)}
 
 
 def _mmrec_shims():
@@ -169,9 +183,9 @@ def _mmrec_shims():
     sys.modules["utils.data_utils"] = du
 
 
-def worker_mmrec(a) -> dict:
-    import logging
-    import re
+def mmrec_setup(a):
+    """MMRec's own Config, dataset split, loaders and model for ``a.model`` on ``a.data_dir`` (this process moves
+    into the reference's src folder): ``(config, train_data, valid_data, test_data, model)``."""
     src = Path(a.mmrec_src).resolve()
     os.chdir(src)
     sys.path.insert(0, str(src))
@@ -188,27 +202,12 @@ def worker_mmrec(a) -> dict:
     from utils.configurator import Config
     from utils.dataset import RecDataset
     from utils.dataloader import EvalDataLoader, TrainDataLoader
-    from utils.utils import get_model, get_trainer, init_seed
+    from utils.utils import get_model, init_seed
     data_dir = Path(a.data_dir).resolve()
     cfg = {**model_params(a), "use_gpu": False, "gpu_id": 0, "epochs": a.epochs, "seed": a.seed,
            "stopping_step": a.stopping_step, "learning_rate": a.lr, "data_path": str(data_dir.parent) + "/", "save_recommended_topk": False}
     config = Config(a.model, data_dir.name, cfg)
     config["hyper_parameters"] = ["seed"]
-    train_times, eval_times = [], []
-
-    class H(logging.Handler):
-        def emit(self, rec):
-            m = rec.getMessage()
-            t = re.search(r"training \[time: ([0-9.]+)s", m)
-            if t:
-                train_times.append(float(t.group(1)))
-            t = re.search(r"evaluating \[time: ([0-9.]+)s", m)
-            if t:
-                eval_times.append(float(t.group(1)))
-
-    logging.getLogger().addHandler(H())
-    logging.getLogger().setLevel(logging.INFO)
-    t0 = time.perf_counter()
     ds = RecDataset(config)
     tr, va, te = ds.split()
     for x in (ds, tr, va, te):  # quick_start logs str(dataset), which sets inter_num used by the loaders
@@ -225,15 +224,39 @@ def worker_mmrec(a) -> dict:
     stray = model._parameters.pop("result_embed", None)
     if stray is not None:
         model.result_embed = stray.detach().float()
+    return config, train_data, valid_data, test_data, model
+
+
+def worker_mmrec(a) -> dict:
+    import logging
+    import re
+    train_times, eval_times = [], []
+
+    class H(logging.Handler):
+        def emit(self, rec):
+            m = rec.getMessage()
+            t = re.search(r"training \[time: ([0-9.]+)s", m)
+            if t:
+                train_times.append(float(t.group(1)))
+            t = re.search(r"evaluating \[time: ([0-9.]+)s", m)
+            if t:
+                eval_times.append(float(t.group(1)))
+
+    logging.getLogger().addHandler(H())
+    logging.getLogger().setLevel(logging.INFO)
+    t0 = time.perf_counter()
+    config, train_data, valid_data, test_data, model = mmrec_setup(a)
+    from utils.utils import get_trainer  # MMRec's (importable once mmrec_setup put its src on the path)
     try:
         trainer = get_trainer()(config, model, False)  # MMRec's (config, model, mg)
     except TypeError:  # the seed papers' forks keep the older Trainer(config, model)
         trainer = get_trainer()(config, model)
+    curve = MMRecCurve(trainer, valid_data)
     _, best_valid, best_test = trainer.fit(train_data, valid_data=valid_data, test_data=test_data, saved=False)
     # MMRec's eval time includes only the valid pass; its epoch loop also runs a test pass per epoch.
     return {"valid": best_valid, "test": best_test, "epochs_run": len(train_times),
             "s_per_epoch": float(np.mean(train_times)), "s_per_eval": float(np.mean(eval_times)),
-            "peak_rss_mb": _vm_hwm_mb(), "wall_s": time.perf_counter() - t0}
+            "peak_rss_mb": _vm_hwm_mb(), "wall_s": time.perf_counter() - t0, "curve": curve.curve}
 
 
 def _vm_hwm_mb() -> float:
@@ -245,11 +268,42 @@ def _vm_hwm_mb() -> float:
     return float("nan")
 
 
-def run_worker(kind, model, seed, a) -> dict:
+def result_path(kind, model, seed, a) -> Path:
+    """Where one side's per-seed result is kept (dataset, model, seed, budget, lr, threads, --params hash)."""
     tag = "" if a.dataset == "ml-100k" else f"{a.dataset}_"
     import hashlib
     ptag = f"_{hashlib.sha256(a.params.encode()).hexdigest()[:8]}" if a.params else ""
-    out = WORK / f"res_{tag}{kind}_{model}_{seed}_{a.epochs}_{a.lr}_{a.threads}{ptag}.json"
+    return WORK / f"res_{tag}{kind}_{model}_{seed}_{a.epochs}_{a.lr}_{a.threads}{ptag}.json"
+
+
+def kept_result(kind, model, seed, a) -> dict:
+    out = result_path(kind, model, seed, a)
+    if not out.exists():
+        raise SystemExit(f"no kept result {out.relative_to(ROOT)}: run the same command without 'curves' first")
+    return json.loads(out.read_text())
+
+
+def curves(a, rows) -> list[str]:
+    """Per-epoch tables (printed) and the PNG of the mean curves of the models whose results carry them."""
+    lines, plotted = [], []
+    for m, res in rows:
+        ref = REFERENCE_NAME.get(m, "MMRec") if not a.mmrec_src else a.mmrec_src
+        lines += curve_table(m, res, ref, a.gap_from) + [""]
+        if has_curves(res):
+            plotted.append((m, res, ref))
+    print("\n".join(lines))
+    if plotted:
+        out = Path(__file__).resolve().with_name(
+            f"curves_{a.dataset}_{'-'.join(m for m, _, _ in plotted)}_e{a.epochs}_{len(a.seeds)}seeds.png")
+        title = (f"{a.dataset}: valid metrics per epoch, mean over seeds {a.seeds}, lr {a.lr}\n"
+                 "reference solid, ours (mmfeat) dashed")
+        print(f"[curves] wrote {plot_mean_curves(plotted, out, title).relative_to(ROOT)}")
+        lines.append(f"Plot: `{out.relative_to(ROOT)}`")
+    return lines
+
+
+def run_worker(kind, model, seed, a) -> dict:
+    out = result_path(kind, model, seed, a)
     if out.exists() and not a.force:
         return json.loads(out.read_text())
     cmd = [sys.executable, __file__, "_worker", kind, "--model", model, "--seed", str(seed), "--epochs",
@@ -271,7 +325,7 @@ def run_worker(kind, model, seed, a) -> dict:
 
 def main():
     ap = argparse.ArgumentParser(allow_abbrev=False)
-    ap.add_argument("mode", nargs="?", default="run", choices=["run", "prepare", "memory", "_worker"])
+    ap.add_argument("mode", nargs="?", default="run", choices=["run", "prepare", "memory", "curves", "_worker"])
     ap.add_argument("kind", nargs="?")
     ap.add_argument("--mmrec-src", help="the reference's src folder (default: REFERENCE_SRC[model], else /tmp/mmrec/src)")
     ap.add_argument("--dataset", default="ml-100k", choices=["ml-100k", "ml-1m"])
@@ -290,6 +344,10 @@ def main():
     ap.add_argument("--runs-dir")
     ap.add_argument("--out")
     ap.add_argument("--force", action="store_true")
+    ap.add_argument("--curves", action="store_true",
+                    help="also print the per-epoch valid curves (means over seeds), write their PNG and add them "
+                         "to the results section")
+    ap.add_argument("--gap-from", type=int, default=5, help="curves: also report the largest gap from this epoch on")
     ap.add_argument("--results", default=str(Path(__file__).resolve().with_name("RESULTS_recommenders.md")))
     ap.add_argument("--section", help="results section to replace (default: mmrec-parity[-<dataset>])")
     a = ap.parse_args()
@@ -304,6 +362,13 @@ def main():
     if a.mode == "memory":
         return run_memory(a)
     a.models = a.models or PARITY_MODELS
+    if a.mode == "curves":  # kept results only; the tables go to the results file when --section names it
+        lines = curves(a, [(m, {k: [kept_result(k, m, s, a) for s in a.seeds] for k in ("mmrec", "ours")})
+                           for m in a.models])
+        if a.section:
+            cmd = "python bench/graph/mmrec_parity.py " + " ".join(sys.argv[1:])
+            update_results(Path(a.results), a.section, [f"Command: `{cmd.strip()}`", ""] + lines)
+        return
     rows = []
     for m in a.models:
         res = {"mmrec": [], "ours": []}
@@ -313,6 +378,8 @@ def main():
         rows.append((m, res))
     lines = table(rows, a)
     print("\n".join(lines))
+    if a.curves:
+        lines += [""] + curves(a, rows)
     cmd = "python bench/graph/mmrec_parity.py " + " ".join(sys.argv[1:])
     section = a.section or ("mmrec-parity" if a.dataset == "ml-100k" else f"mmrec-parity-{a.dataset}")
     update_results(Path(a.results), section, [f"Command: `{cmd.strip()}`", ""] + lines)
