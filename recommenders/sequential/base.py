@@ -22,7 +22,7 @@ from torch import nn
 
 from ..config import ConfigError, TrainerConfig, param
 from ..models.base import MULTIMODAL_ROLES, bpr_loss
-from .batches import TRAIN_MODES
+from .batches import BATCH_UNITS, TRAIN_MODES
 
 ITEM_REPRS = ("auto", "id", "feature", "id+feature")
 FEATURE_FUSIONS = ("concat", "sum")
@@ -46,6 +46,10 @@ class SequentialConfig(TrainerConfig):
     #: window (every train target once per epoch, ``train_stride`` targets per pass: faster, less context per
     #: target), last (one window per user, original SASRec / fMRLRec); see batches.py
     train_mode: str = param("prefix")
+    #: what ``train_batch_size`` counts: targets (default: about that many targets per batch, whole samples, so
+    #: every mode makes about RecBole's number of steps) or samples (that many windows per batch; with
+    #: ``train_mode: last`` a window is a user, the batch of the original SASRec and fMRLRec loaders)
+    train_batch_unit: str = param("targets")
     #: window mode: targets per window (the window's last positions); None = max_seq_length (non-overlapping
     #: windows, fastest), 1 = prefix (RecBole's samples); see batches.py
     train_stride: int | None = param(None, ge=1)
@@ -113,6 +117,15 @@ class ItemTable(nn.Module):
         table = sum(parts)
         return torch.cat([torch.zeros_like(table[:1]), table[1:]], 0)  # padding row stays zero
 
+    def padding_row(self) -> torch.Tensor:
+        """[dim]: the feature projection of the padding token's all-zero features (its biases; zero for ID
+        items), which :meth:`forward` replaces by zeros. fMRLRec's reference feeds this vector at padding
+        positions (its padding features go through the same projection), including the empty history its
+        first-item targets are predicted from."""
+        if not self.projections:
+            return torch.zeros(self.id_embedding.embedding_dim, device=self.id_embedding.weight.device)
+        return sum(p.bias for p in self.projections)
+
 
 class SequentialRecommender(nn.Module):
     """Base of the next-item models (see the module doc); subclasses implement :meth:`encode`.
@@ -136,6 +149,7 @@ class SequentialRecommender(nn.Module):
         self.n_items = data.n_items
         self.max_len = int(config["max_seq_length"])
         _choice(self.model_name, "train_mode", config["train_mode"], TRAIN_MODES)
+        _choice(self.model_name, "train_batch_unit", config["train_batch_unit"], BATCH_UNITS)
         self.loss_type = _choice(self.model_name, "loss_type", config["loss_type"], LOSS_TYPES)
         self._eval_table: torch.Tensor | None = None
 

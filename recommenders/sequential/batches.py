@@ -18,8 +18,15 @@ target). Three ways to cover a user's train targets (positions 1 .. n-3 of its s
   (only the dropout masks are shared between those nested prefixes).
 * ``last``: one window per user, the newest ``max_len`` inputs (the original SASRec and fMRLRec loaders).
 
-Batches hold about ``batch_targets`` targets (whole samples; at least one sample), so an epoch makes
-about the same number of optimizer steps in every mode and as RecBole with the same batch size.
+Batches hold about ``batch_size`` targets (unit ``targets``, whole samples, at least one sample), so an
+epoch makes about the same number of optimizer steps in every mode and as RecBole with the same batch size,
+or ``batch_size`` samples (unit ``samples``: with ``last``, that many users, as the original SASRec and
+fMRLRec loaders batch).
+
+First-item targets (fMRLRec's reference predicts each user's first item from an empty history):
+:func:`with_empty_history` puts a padding token (0) before every user's sequence, so the first item becomes
+the target of a padding input and every mode above counts it as a train target. Only a model whose encoder
+passes nothing on from padding positions may train on it (fMRLRec's masked LRU).
 """
 from __future__ import annotations
 
@@ -27,6 +34,19 @@ import numpy as np
 import torch
 
 TRAIN_MODES = ("window", "prefix", "last")
+BATCH_UNITS = ("targets", "samples")
+
+
+def with_empty_history(tokens: np.ndarray, indptr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(tokens, indptr)`` with a padding token (0) before every user's sequence: the first item becomes a
+    train target (position 1 of the new sequence) whose input is the padding alone (module doc)."""
+    indptr = np.asarray(indptr, np.int64)
+    out_indptr = indptr + np.arange(len(indptr))
+    out = np.zeros(len(tokens) + len(indptr) - 1, np.int64)
+    real = np.ones(len(out), bool)
+    real[out_indptr[:-1]] = False
+    out[real] = tokens
+    return out, out_indptr
 
 
 def train_samples(indptr: np.ndarray, max_len: int, mode: str, stride: int | None = None,
@@ -105,15 +125,24 @@ def gather_windows(tokens: np.ndarray, starts: np.ndarray, ends: np.ndarray, max
 
 
 def epoch_batches(tokens: np.ndarray, starts: np.ndarray, ends: np.ndarray, n_targets: np.ndarray, max_len: int,
-                  batch_targets: int, rng: np.random.Generator):
+                  batch_size: int, rng: np.random.Generator, unit: str = "targets"):
     """Shuffled batches ``(inputs [b, L], targets [b, L])`` as torch int64 tensors; targets 0 = none.
 
-    Each batch holds whole samples, about ``batch_targets`` targets (at least one sample).
+    Each batch holds whole samples: about ``batch_size`` targets (at least one sample) for unit ``targets``,
+    ``batch_size`` samples (the last batch the rest) for unit ``samples``.
+
+    Raises:
+        ValueError: an unknown unit.
     """
+    if unit not in BATCH_UNITS:
+        raise ValueError(f"unknown train_batch_unit {unit!r} ({'/'.join(BATCH_UNITS)})")
     order = rng.permutation(len(starts))
     starts, ends, n_targets = starts[order], ends[order], n_targets[order]
-    cuts = np.searchsorted(np.cumsum(n_targets), np.arange(batch_targets, n_targets.sum(), batch_targets),
-                           side="left") + 1
+    if unit == "samples":
+        cuts = np.arange(batch_size, len(starts), batch_size)
+    else:
+        cuts = np.searchsorted(np.cumsum(n_targets), np.arange(batch_size, n_targets.sum(), batch_size),
+                               side="left") + 1
     bounds = np.unique(np.concatenate([[0], cuts, [len(starts)]]))
     positions = np.arange(max_len)[None, :]
     for a, b in zip(bounds[:-1], bounds[1:]):

@@ -8,7 +8,8 @@ Protocol (RecBole 1.2.1 ``eval_args: {split: {LS: valid_and_test}, order: TO}``,
   :func:`mmfeat.recommenders.splits.leave_one_out`); the last is the test target, the one before it the
   valid target, the rest is the train sequence. Users with fewer were dropped by the split and are
   counted in ``split_info["dropped_users"]``.
-* train targets are positions 1 .. n-3 (the first item is only ever history); the valid target sees the
+* train targets are positions 1 .. n-3 (the first item is only ever history; fMRLRec's ``first_item_target``
+  adds position 0, predicted from an empty history, see batches.py); the valid target sees the
   train items as history, the test target the train items and the valid item (RecBole's rule).
 * tokens: item index + 1, with 0 the padding token; ``n_items`` counts real items (every item of any
   split, so an item seen only in valid/test is still a candidate). ``item_features`` are aligned to the

@@ -27,9 +27,13 @@ class FMRLRecConfig(SequentialConfig):
     weight_decay: float = param(0.01, ge=0.0)
     clip_grad_norm: dict[str, float] | None = param({"max_norm": 5.0})
     epochs: int = param(500, ge=1)
-    #: the reference's batch: 32 users x their last 50 targets
-    train_batch_size: int = param(1600, ge=1)
+    #: the reference's batch: 32 users, each one window of its newest max_seq_length inputs with every target in it
+    train_batch_size: int = param(32, ge=1)
+    train_batch_unit: str = param("samples")
     train_mode: str = param("last")
+    #: also predict each user's first item, from an empty history (the reference's padding position before it:
+    #: the padding input, no recurrent state); false: the first item is only history, as in RecBole
+    first_item_target: bool = param(True)
 
 
 def nested_sizes(hidden: int, given: list[int] | None) -> list[int]:
@@ -58,8 +62,13 @@ class FMRLRec(SequentialRecommender):
 
     The run record's ``sub_models`` holds valid and test metrics at every size, from this one training
     (the full size is the selected model; selection is on its valid metric, as in the reference).
-    Differences from the reference: constant learning rate (the reference warms up 100 steps, then a
-    cosine schedule), weight decay on every parameter, the padding token outside the softmax.
+
+    Trained as the reference trains it: batches of 32 users (``train_batch_unit: samples`` with one window per
+    user, ``train_mode: last``), each window's every target including the user's first item, predicted from
+    the padding position before it (``first_item_target``, :meth:`encode`); complex LRU projections with
+    trained imaginary parts and per-chunk fan-in init (:mod:`.lru`). Differences from the reference: constant
+    learning rate (the reference warms up 100 steps, then a cosine schedule), weight decay on biases too (the
+    reference exempts them), the padding token outside the softmax (the reference's softmax includes it).
 
     Reference:
         Paper: Yueqi Wang et al., "Train Once, Deploy Anywhere: Matryoshka Representation Learning for
@@ -85,9 +94,14 @@ class FMRLRec(SequentialRecommender):
                                     for _ in range(int(config["lru_num_blocks"])))
 
     def encode(self, inputs: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-        x = self.drop(table[inputs])
+        """Padding positions read the item layer's padding row (the reference's projection of the zero
+        padding features: its bias) and pass no recurrent state on, so a real position sees its real history
+        only and the padding position before a user's first item is the empty history it is predicted from."""
+        real = inputs > 0
+        x = torch.where(real[..., None], table[inputs], self.items.padding_row())
+        x = self.drop(x)
         for block in self.blocks:
-            x = block(x)
+            x = block(x, real)
         return x
 
     def loss_at(self, hidden: torch.Tensor, targets: torch.Tensor, table: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ import torch
 
 from ..tasks import accumulated_step, register_task
 from ..config import ConfigError
-from .batches import epoch_batches, train_samples
+from .batches import BATCH_UNITS, epoch_batches, train_samples, with_empty_history
 from .data import SequenceData
 from .evaluation import SequentialEvaluator
 
@@ -26,8 +26,15 @@ class SequentialTask:
                               f"(SequenceData, split method 'loo'), got {type(data).__name__}")
         self.data, self.cfg = data, cfg
         self.max_len = int(cfg["max_seq_length"])
+        #: fMRLRec's key (its encoder ignores padding history); the other models never see a padding input
+        self.first_item = bool(cfg.get("first_item_target", False))
+        self.tokens, indptr = (with_empty_history(data.tokens, data.indptr) if self.first_item
+                               else (data.tokens, data.indptr))
+        if cfg["train_batch_unit"] not in BATCH_UNITS:
+            raise ConfigError(f"{model_name}: train_batch_unit={cfg['train_batch_unit']!r} is not one of "
+                              f"{', '.join(BATCH_UNITS)}")
         try:
-            self.starts, self.ends, self.n_targets = train_samples(data.indptr, self.max_len, cfg["train_mode"],
+            self.starts, self.ends, self.n_targets = train_samples(indptr, self.max_len, cfg["train_mode"],
                                                                    cfg.get("train_stride"))
         except ValueError as exc:
             raise ConfigError(f"{model_name}: {exc}") from None
@@ -38,15 +45,16 @@ class SequentialTask:
         self._evaluators: dict[str, SequentialEvaluator] = {}
 
     def train_epoch(self, model, opt, rng: np.random.Generator, device: torch.device, epoch: int) -> float:
-        """One shuffled pass over the train samples in batches of about ``train_batch_size`` targets."""
+        """One shuffled pass over the train samples in batches of ``train_batch_size`` targets (about) or samples
+        (``train_batch_unit``); the loss is the mean over the batch's targets."""
 
         model.train()
         model.pre_epoch()
         clip = self.cfg.get("clip_grad_norm")
         rows_per_part = max(1, int(self.cfg["max_tokens_per_forward"]) // self.max_len)
         total = 0.0
-        batches = epoch_batches(self.data.tokens, self.starts, self.ends, self.n_targets, self.max_len,
-                                int(self.cfg["train_batch_size"]), rng)
+        batches = epoch_batches(self.tokens, self.starts, self.ends, self.n_targets, self.max_len,
+                                int(self.cfg["train_batch_size"]), rng, self.cfg["train_batch_unit"])
         for i, (inputs, targets) in enumerate(batches):
             n = float((targets > 0).sum())
             parts = [((inputs[a:a + rows_per_part].to(device), targets[a:a + rows_per_part].to(device)),
@@ -73,5 +81,6 @@ class SequentialTask:
     def describe(self, model) -> dict:
         """The record's extra data facts: which item representation ran and the training samples."""
         return {"item_repr": model.item_repr(), "train_mode": self.cfg["train_mode"],
-                "train_stride": self.cfg.get("train_stride"),
+                "train_stride": self.cfg.get("train_stride"), "train_batch_unit": self.cfg["train_batch_unit"],
+                "first_item_target": self.first_item, "train_targets": int(self.n_targets.sum()),
                 "train_samples": int(len(self.starts)), "max_seq_length": self.max_len}
