@@ -1,13 +1,16 @@
 """One table of every graph model against its reference, from the results the parity runs left behind.
 
     python bench/graph/parity_summary.py
+    python bench/graph/parity_summary.py --models VBPR LIRDRec REARM --section speed-stragglers
 
 Reads (nothing is re-run): bench/graph/mmrec_parity.py's ``bench/_work/res_*.json`` (MMRec and the MMRec-layout
 seed-paper repositories), bench/graph/_mmhcl_runner.py's ``bench/_work/parity/mmhcl_<seed>.json``,
 bench/graph/_rearm_runner.py's ``/tmp/rearm_bench/rearm_<side>_<seed>_<epochs>_<lr>.json`` and bench/graph/_dgvae_runner.py's
-``bench/_work/dgvae_{ref,ours}_<seed>_<epochs>.json``. Prints test Recall/NDCG@20 (mean over the seeds found),
+``bench/_work/dgvae_{ref,ours}_<seed>_100_p1000.json`` (100 epochs, no early stopping; both recalls divide by #held-out). Prints test Recall/NDCG@20 (mean over the seeds found),
 ours relative to the reference, and seconds per epoch with the ratio; writes it to bench/graph/RESULTS_recommenders.md
-(section ``parity-summary``), unless no result was found at all (then it only prints) or ``--no-write``.
+(section ``parity-summary``, or ``--section``), unless no result was found at all (then it only prints) or
+``--no-write``. ``--models`` keeps those rows only (a rerun of a few models, written to its own section, leaves
+the full table as it was).
 """
 from __future__ import annotations
 
@@ -44,9 +47,8 @@ def collect() -> list[dict]:
     rearm = [(_load(Path("/tmp/rearm_bench") / f"rearm_ref_{s}_5_0.01.json"),
               _load(Path("/tmp/rearm_bench") / f"rearm_ours_{s}_5_0.01.json")) for s in SEEDS]
     rows.append({"model": "REARM", "ref": "MrShouxingMa/REARM", "epochs": 5, "pairs": [p for p in rearm if all(p)]})
-    dg = [(_load(WORK / f"dgvae_ref_{s}_100.json"), _load(WORK / f"dgvae_ours_{s}_100.json")) for s in SEEDS]
-    rows.append({"model": "DGVAE", "ref": "enoche/DGVAE", "epochs": 100, "pairs": [p for p in dg if all(p)],
-                 "ref_recall": "its Recall divides by min(k, #held-out)"})
+    dg = [(_load(WORK / f"dgvae_ref_{s}_100_p1000.json"), _load(WORK / f"dgvae_ours_{s}_100_p1000.json")) for s in SEEDS]
+    rows.append({"model": "DGVAE", "ref": "enoche/DGVAE", "epochs": 100, "pairs": [p for p in dg if all(p)]})
     return rows
 
 
@@ -73,10 +75,17 @@ def table(rows: list[dict]) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n")[0])
     ap.add_argument("--no-write", action="store_true", help="print the table only")
+    ap.add_argument("--models", nargs="+", help="these rows only (default: every model)")
+    ap.add_argument("--section", default="parity-summary", help="the results section to replace")
     args = ap.parse_args()
     from mmrec_parity import update_results
 
     rows = collect()
+    if args.models:
+        unknown = sorted(set(args.models) - {r["model"] for r in rows})
+        if unknown:
+            ap.error(f"--models: no parity runs are known for {unknown}; known: {[r['model'] for r in rows]}")
+        rows = [r for r in rows if r["model"] in args.models]
     lines = ["ML-100K (ratings >= 4, 5-core, seeded 8:1:1, the files of bench/graph/mmrec_parity.py), learning rate 0.01, "
              "CPU, 1 thread per side, one side at a time; test at the best-valid epoch, mean over the seeds.", ""]
     lines += table(rows)
@@ -85,8 +94,9 @@ def main() -> None:
         if not args.no_write:
             print(f"no parity results under {WORK}: {Path(__file__).with_name('RESULTS_recommenders.md').name} left as it is")
         return
-    update_results(Path(__file__).resolve().with_name("RESULTS_recommenders.md"), "parity-summary",
-                   ["Command: `python bench/graph/parity_summary.py`", ""] + lines)
+    cmd = " ".join(["python bench/graph/parity_summary.py"] + sys.argv[1:])
+    update_results(Path(__file__).resolve().with_name("RESULTS_recommenders.md"), args.section,
+                   [f"Command: `{cmd}`", ""] + lines)
 
 
 if __name__ == "__main__":
