@@ -12,17 +12,20 @@ from .test_rec_models_mm import _planted
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _mmrec_loss(model, users, items):
-    """MMRec's src/models/bm3.py calculate_loss with dropout 0: full matrices, then the batch rows."""
+def _mmrec_loss(model, users, items, masks=None):
+    """MMRec's src/models/bm3.py calculate_loss: full matrices, then the batch rows. ``masks`` (None: dropout 0)
+    are its dropout masks of the detached full target matrices: users "u", items "i", each modality by role."""
+    keep = (lambda key, x: x) if masks is None else (lambda key, x: x * masks[key])
     u, i = model.forward()
     cos = lambda a, b: 1 - F.cosine_similarity(a, b.detach(), dim=-1).mean()
+    u_t, i_t = keep("u", u).detach(), keep("i", i).detach()
     pu, pi = model.predictor(u)[users], model.predictor(i)[items]
-    loss = cos(pu, i[items]) + cos(pi, u[users])
+    loss = cos(pu, i_t[items]) + cos(pi, u_t[users])
     cl = 0.0
     for r in model.modalities:
         f = model.feat_trs[r](model.feat_embedding[r])
         pf = model.predictor(f)[items]
-        cl = cl + cos(pf, i[items]) + cos(pf, f[items])
+        cl = cl + cos(pf, i_t[items]) + cos(pf, keep(r, f).detach()[items])
     return loss + model.reg_weight * emb_loss(u, i) + model.cl_weight * cl
 
 
@@ -67,19 +70,6 @@ def test_bm3_dropout_targets_and_adam_steps_equal_mmrec(monkeypatch):
 
     monkeypatch.setattr(bm3, "fast_dropout", ours_dropout)
 
-    def mmrec_rule(m):
-        u, i = m.forward()
-        cos = lambda a, b: 1 - F.cosine_similarity(a, b.detach(), dim=-1).mean()
-        u_t, i_t = (u * masks["u"]).detach(), (i * masks["i"]).detach()
-        pu, pi = m.predictor(u)[users], m.predictor(i)[items]
-        loss = cos(pu, i_t[items]) + cos(pi, u_t[users])
-        cl = 0.0
-        for r in m.modalities:
-            f = m.feat_trs[r](m.feat_embedding[r])
-            pf = m.predictor(f)[items]
-            cl = cl + cos(pf, i_t[items]) + cos(pf, (f * masks[r]).detach()[items])
-        return loss + m.reg_weight * emb_loss(u, i) + m.cl_weight * cl
-
     full = {**model.config, **cfg}
     opt, _ = build_optimizer(model, full, torch.device("cpu"))
     ref_opt = torch.optim.Adam(ref.parameters(), lr=0.01)  # MMRec's Trainer: plain Adam, weight_decay 0
@@ -89,7 +79,7 @@ def test_bm3_dropout_targets_and_adam_steps_equal_mmrec(monkeypatch):
         got = model.calculate_loss((users, items, items))
         got.backward()
         ref_opt.zero_grad()
-        want = mmrec_rule(ref)
+        want = _mmrec_loss(ref, users, items, masks)
         want.backward()
         assert torch.allclose(got, want, atol=1e-6)
         for (name, p), r in zip(model.named_parameters(), ref.parameters()):

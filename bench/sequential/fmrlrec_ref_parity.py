@@ -1,6 +1,7 @@
-"""fMRLRec beside its reference code (github.com/yueqirex/fMRLRec) on one MovieLens-100K leave-one-out split.
+"""fMRLRec beside its reference code (github.com/yueqirex/fMRLRec) on one MovieLens leave-one-out split.
 
     python bench/sequential/fmrlrec_ref_parity.py --ref /tmp/fmrlrec_ref --epochs 20
+    python bench/sequential/fmrlrec_ref_parity.py --dataset ml-1m --epochs 20
 
 Both sides train on the same split (bench/sequential/recbole_seq_parity.py's: every rating, no filter, our
 ``split_interactions(method="loo")``) with the same frozen item inputs and hyper-parameters, each in a fresh
@@ -42,7 +43,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def _inputs(work: Path) -> dict:
+def _inputs(work: Path, dataset: str) -> dict:
     """The split (``SequenceData`` pieces) and the two item matrices, saved under ``work``; returns their paths."""
     import numpy as np
     import pandas as pd
@@ -51,9 +52,9 @@ def _inputs(work: Path) -> dict:
 
     from mmfeat.recommenders.sequential import from_loo_frame
 
-    split = pd.read_parquet(prepare("ml-100k", None, 0) / "split.parquet")
+    split = pd.read_parquet(prepare(dataset, None, 0) / "split.parquet")
     data = from_loo_frame(split)
-    items = movielens_items("ml-100k").set_index("item_id")
+    items = movielens_items(dataset).set_index("item_id")
     items.index = items.index.astype(str)
     meta = items.reindex(data.item_ids.astype(str))
     genres = sorted({g for gs in items["genres"] for g in gs})
@@ -93,7 +94,8 @@ def ours_worker(spec: dict) -> dict:
     rec = fit(data, "fMRLRec", cfg, progress=False)
     sizes = {name: sub["test"] for name, sub in rec.sub_models.items()} | {f"d{spec['hidden']}": rec.test}
     return {"impl": "ours", "test": {k: {"recall@10": v["recall@10"], "ndcg@10": v["ndcg@10"]} for k, v in sizes.items()},
-            "best_epoch": rec.best_epoch + 1, "epochs_run": len(rec.epochs),  # counted from 1, as the reference "stop_reason": rec.stop_reason,
+            "best_epoch": rec.best_epoch + 1, "epochs_run": len(rec.epochs),  # counted from 1, as the reference
+            "stop_reason": rec.stop_reason,
             "s_per_epoch": rec.s_per_epoch, "wall_s": time.perf_counter() - t0,
             "valid_ndcg@10": [e.get("valid", {}).get("ndcg@10") for e in rec.epochs]}
 
@@ -189,6 +191,8 @@ def main() -> None:
         return
     ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     ap.add_argument("--ref", default="/tmp/fmrlrec_ref", help="a checkout of github.com/yueqirex/fMRLRec")
+    ap.add_argument("--dataset", default="ml-100k", choices=["ml-100k", "ml-1m"],
+                    help="MovieLens from the recbole wheel, every rating, no filter")
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -202,7 +206,7 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory(prefix="fmrlrec-parity-") as tmp:  # inputs, the reference's checkpoints
         work = Path(tmp)
-        spec = _inputs(work) | {"ref": str(Path(args.ref).resolve()), "epochs": args.epochs, "hidden": args.hidden,
+        spec = _inputs(work, args.dataset) | {"ref": str(Path(args.ref).resolve()), "epochs": args.epochs, "hidden": args.hidden,
                                 "lr": args.lr, "seed": args.seed, "dropout": args.dropout}
         for side in args.sides:
             scratch = work / side
@@ -226,7 +230,7 @@ def main() -> None:
     body = "\n".join(lines)
     print(body)
     from recbole_seq_parity import append_results
-    append_results(f"fMRLRec beside the reference code: ML-100K, hidden {args.hidden}, {args.epochs} epochs, "
+    append_results(f"fMRLRec beside the reference code: {args.dataset}, hidden {args.hidden}, {args.epochs} epochs, "
                    f"lr {args.lr:g}", "python bench/sequential/fmrlrec_ref_parity.py " + " ".join(sys.argv[1:]), body)
 
 
