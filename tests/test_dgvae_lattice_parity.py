@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-
+import torch.nn.functional as F
 from mmfeat.recommenders.data import InteractionData
-from mmfeat.recommenders.models import build_model, dgvae, lattice  # noqa: F401 (registers the models)
+from mmfeat.recommenders.models import build_model, dgvae, lattice
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 N_USERS, N_ITEMS = 32, 40
@@ -130,3 +130,95 @@ def test_lattice_csr_propagation_equals_edge_list():
     assert model._item_csr is not None and not model._rebuild
     again = model.calculate_loss(b)
     assert torch.allclose(first, again, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------- random numbers as the reference draws
+def _seeded_model(seed: int, **over):
+    from mmfeat.recommenders.trainer import seed_everything
+
+    seed_everything(seed)
+    return build_model("DGVAE", _data(), {**SMALL, **over})
+
+
+def test_dgvae_initial_weights_are_drawn_in_the_reference_order():
+    """Per network (ratings, then words): Linear (default init, then xavier-normal weight and N(0, 0.01) bias),
+    then the item table (created, xavier-normal), then the prototype table (created, xavier-normal). Creating both
+    tables before initializing them (the former order) gave the item table other draws than the reference's for
+    the same seed."""
+    from torch import nn
+
+    model = _seeded_model(7)
+    torch.manual_seed(7)
+    for net in (model.cf_network, model.text_network):
+        lin = nn.Linear(net.n_inputs, 2 * net.d)
+        nn.init.xavier_normal_(lin.weight)
+        nn.init.normal_(lin.bias, std=0.01)
+        items = nn.Embedding(net.n_inputs, net.d)
+        nn.init.xavier_normal_(items.weight)
+        protos = nn.Embedding(net.k, net.d)
+        nn.init.xavier_normal_(protos.weight)
+        for got, want in ((net.encoder.weight, lin.weight), (net.encoder.bias, lin.bias),
+                          (net.item_embeddings.weight, items.weight), (net.prototype_embeddings.weight, protos.weight)):
+            assert torch.equal(got, want)
+
+
+def test_dgvae_reference_rng_epoch_is_a_shuffling_dataloader():
+    """``reference_rng``: the epoch's user batches are those of DataLoader(users, batch_size, shuffle=True) under
+    the same generator state, and the generator is left where that DataLoader leaves it."""
+    from torch.utils.data import DataLoader
+
+    assert dgvae.DGVAEConfig().reference_rng is False
+    model = _seeded_model(0, reference_rng=True, user_batch_size=12)  # 3 batches (12, 12, 8), 3 calls per epoch
+    torch.manual_seed(3)
+    model.pre_epoch()
+    after = torch.rand(4)
+    torch.manual_seed(3)
+    want = [b for b in DataLoader(range(N_USERS), batch_size=12, shuffle=True)]
+    assert [b.tolist() for b in model._plan] == [b.tolist() for b in want] and len(want) == 3
+    assert torch.equal(after, torch.rand(4))
+
+
+def test_dgvae_reference_rng_noise_is_drawn_per_prototype():
+    """``reference_rng``, training: per prototype, its nn.Dropout mask and then its N(0, std) noise (the default
+    draws all masks, then all noises, with other generator calls: same distributions, other numbers)."""
+    from torch import nn
+
+    model = _seeded_model(0, reference_rng=True, dropout=0.3, text_std=0.5)
+    net = model.text_network.train()  # no item graph: the encoder input is the normalized, dropped-out row
+    x = torch.from_numpy(model._words[:6].toarray())
+    torch.manual_seed(11)
+    z, logvar, cates, _ = net.encode(x)
+    torch.manual_seed(11)
+    logits = F.normalize(net.item_embeddings.weight, dim=1) @ F.normalize(net.prototype_embeddings.weight, dim=1).T
+    want_cates = F.gumbel_softmax(logits / net.tau, tau=1.0, hard=False, dim=-1)
+    assert torch.allclose(cates, want_cates, atol=1e-6)
+    drop = nn.Dropout(0.3).train()
+    for k in range(net.k):
+        h = net.encoder(drop(F.normalize(x * want_cates[:, k], p=2, dim=1)))
+        mu, lv = F.normalize(h[:, : net.d], dim=1), -h[:, net.d:]
+        eps = torch.zeros_like(mu).normal_(mean=0, std=0.5)
+        assert torch.allclose(lv, logvar[:, k], atol=1e-5)
+        assert torch.allclose(F.normalize(mu + eps * torch.exp(0.5 * lv), dim=1), z[:, k], atol=1e-5)
+
+
+def test_dgvae_reference_rng_evaluation_draws_what_the_reference_evaluation_draws():
+    """``reference_rng``: an evaluation pass leaves the generator where the reference's evaluation leaves it (its
+    eval DataLoader's base seed, then per batch of user_batch_size users a Gumbel sample of each view)."""
+    from torch.utils.data import DataLoader
+
+    model = _seeded_model(0, reference_rng=True, user_batch_size=10).eval()
+    torch.manual_seed(5)
+    model.prepare_eval()
+    model.end_eval()
+    after = torch.rand(4)
+    torch.manual_seed(5)
+    for _ in DataLoader(range(N_USERS), batch_size=10):
+        F.gumbel_softmax(torch.zeros(N_ITEMS, model.cf_network.k))
+        F.gumbel_softmax(torch.zeros(model.n_words, model.text_network.k))
+    assert torch.equal(after, torch.rand(4))
+    plain = _seeded_model(0)  # default: evaluation draws nothing
+    torch.manual_seed(5)
+    plain.prepare_eval()
+    r = torch.rand(4)
+    torch.manual_seed(5)
+    assert torch.equal(r, torch.rand(4))

@@ -50,6 +50,16 @@ Adaptations to this project (documented deviations)
     additionally treats an equal Recall@20 with a better NDCG@20 as a new best, and its Recall@k divides
     by min(k, #held-out) (Mult-VAE's definition) where the trainer divides by #held-out.
   * With a single prototype the MI term has no negatives and is 0.
+  * Random numbers. Same distributions as the reference, drawn faster by default (all K dropout masks as
+    ``rand >= p`` in one call, then all K reparameterisation noises). ``reference_rng: true`` draws torch's
+    global generator exactly as the reference's main.py does (per prototype its ``nn.Dropout`` mask then its
+    noise; the epoch's user order as its shuffling DataLoader draws it; at every evaluation the numbers its
+    evaluation draws and discards). The initial weights are drawn in its order either way, so with
+    ``reference_rng`` a seed reproduces the reference's run up to float rounding (bench/graph/_dgvae_runner.py
+    ``--rng reference``): a comparison free of seed-to-seed spread, which is large for this model (valid
+    Recall@20 at epoch 10 ranged 0.11-0.18 over three reference seeds on ML-100K, and the initial weights
+    largely decide whether a run peaks near epoch 40 or keeps improving to ~95). Costs ~17% per training
+    step on CPU (``bernoulli_`` masks, one call per prototype).
 """
 from __future__ import annotations
 
@@ -165,15 +175,18 @@ class PrototypeVAE(nn.Module):
     the K prototypes ([batch, K, ...] tensors instead of a Python loop)."""
 
     def __init__(self, n_inputs: int, d: int, n_prototypes: int, tau: float, dropout: float, std: float,
-                 item_adj_t: torch.Tensor | None = None, hops: int = 2):
+                 item_adj_t: torch.Tensor | None = None, hops: int = 2, reference_rng: bool = False):
         super().__init__()
         self.d, self.k, self.tau, self.std, self.hops = d, n_prototypes, tau, std, hops
+        self.n_inputs, self.reference_rng = n_inputs, bool(reference_rng)
         self.encoder = nn.Linear(n_inputs, 2 * d)
         nn.init.xavier_normal_(self.encoder.weight)
         nn.init.normal_(self.encoder.bias, std=0.01)
+        # each table created then initialized, in the reference's order: the same torch seed then gives the
+        # reference's initial weights (creating both before initializing shifted the item table's draws)
         self.item_embeddings = nn.Embedding(n_inputs, d)
-        self.prototype_embeddings = nn.Embedding(n_prototypes, d)
         nn.init.xavier_normal_(self.item_embeddings.weight)
+        self.prototype_embeddings = nn.Embedding(n_prototypes, d)
         nn.init.xavier_normal_(self.prototype_embeddings.weight)
         self.dropout = float(dropout)
         # A^T, so that x @ A (row vectors) is computed as (A^T x^T)^T with a sparse left operand
@@ -191,6 +204,20 @@ class PrototypeVAE(nn.Module):
             return F.gumbel_softmax(logits, tau=1.0, hard=False, dim=-1), items
         return logits.softmax(-1), items
 
+    def reference_noise(self, b: int) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(dropout keep mask / (1 - p) [b, K, n] or None when p = 0, N(0, std^2) noise [b, K, d]) drawn in the
+        reference's order: per prototype, its ``nn.Dropout`` mask (``bernoulli_(1 - p)``, nothing when p = 0),
+        then its ``normal_(0, std)`` noise. Same distributions as the default draws; only the order and the
+        generator calls differ, which is what makes a seed reproduce the reference's run."""
+        masks, eps = [], []
+        dev = self.encoder.weight.device
+        for _ in range(self.k):
+            if self.dropout > 0:
+                masks.append(torch.empty(b, self.n_inputs, device=dev).bernoulli_(1 - self.dropout))
+            eps.append(torch.empty(b, self.d, device=dev).normal_(mean=0.0, std=self.std))
+        keep = torch.stack(masks, 1).div_(1 - self.dropout) if masks else None
+        return keep, torch.stack(eps, 1)
+
     def encode(self, x: torch.Tensor):
         cates, items = self.categories()
         xk = F.normalize(x.unsqueeze(1) * cates.T.unsqueeze(0), p=2, dim=-1)  # [B, K, n]
@@ -200,11 +227,18 @@ class PrototypeVAE(nn.Module):
             for _ in range(self.hops):
                 h = spmm(self.adj_t, h)
             xk = (h.T.reshape(b, k, n) + xk) / 2
-        out = self.encoder(fast_dropout(xk, self.dropout, self.training))  # [B, K, 2d]
+        if self.training and self.reference_rng:
+            keep, eps = self.reference_noise(x.shape[0])
+            xk = xk * keep if keep is not None else xk
+        else:
+            eps = None
+            xk = fast_dropout(xk, self.dropout, self.training)
+        out = self.encoder(xk)  # [B, K, 2d]
         mu = F.normalize(out[..., : self.d], dim=-1)
         logvar = -out[..., self.d:]
         if self.training:
-            z = mu + torch.randn_like(mu) * self.std * torch.exp(0.5 * logvar)
+            noise = eps if eps is not None else torch.randn_like(mu) * self.std
+            z = mu + noise * torch.exp(0.5 * logvar)
         else:
             z = mu
         return F.normalize(z, dim=-1), logvar, cates, items
@@ -281,6 +315,9 @@ class DGVAEConfig(MultimodalConfig):
     word_min_df: int = param(5, ge=1)  # the reference's TfidfVectorizer(min_df=5, max_df=0.6)
     word_max_df: float = param(0.6, gt=0.0, le=1.0)
     predict_chunk: int = param(1024, ge=1)
+    # draw torch's random numbers in the reference's order (same seed, same run as its main.py; see the module
+    # docstring); off: the faster draws of the same distributions
+    reference_rng: bool = param(False)
     # training epoch: the reference's (every user once, shuffled, batches of user_batch_size users, one
     # update each); None: one update per interaction batch, users picked by user_sampling
     user_batch_size: int | None = param(512, ge=1)
@@ -338,9 +375,11 @@ class DGVAE(Recommender):
                                  float(self.hp("word_max_df")))
         vocab = self.n_words = self._words.shape[1]
 
+        self.reference_rng = bool(self.hp("reference_rng"))
         self.cf_network = PrototypeVAE(self.n_items, d, k, tau, dropout, float(self.hp("std")), adj_t,
-                                       int(self.hp("n_item_hops")))
-        self.text_network = PrototypeVAE(vocab, d, k, tau, dropout, float(self.hp("text_std")), None)
+                                       int(self.hp("n_item_hops")), self.reference_rng)
+        self.text_network = PrototypeVAE(vocab, d, k, tau, dropout, float(self.hp("text_std")), None,
+                                         reference_rng=self.reference_rng)
         self.register_buffer("n_updates", torch.zeros((), dtype=torch.long))  # KL annealing clock
         deg = np.diff(self._ratings.indptr).astype(np.float32)
         self.register_buffer("_keep_prob", torch.from_numpy(1.0 / np.maximum(deg, 1.0)), persistent=False)
@@ -372,7 +411,13 @@ class DGVAE(Recommender):
         DataLoader over the rows of the user x item matrix, shuffle=True, drop_last=False)."""
         if self.user_batch_size is None:
             return
-        perm = torch.randperm(self.n_users)
+        if self.reference_rng:  # DataLoader iterator's base seed, then RandomSampler's seed for its own generator
+            torch.empty((), dtype=torch.int64).random_()
+            g = torch.Generator()
+            g.manual_seed(int(torch.empty((), dtype=torch.int64).random_().item()))
+            perm = torch.randperm(self.n_users, generator=g)
+        else:
+            perm = torch.randperm(self.n_users)
         batches = list(perm.split(self.user_batch_size))
         if len(batches) > self._calls_per_epoch:  # fewer trainer calls than reference steps: larger batches
             log.warning("DGVAE: %d user batches of %d but only %d training calls per epoch; using %d batches "
@@ -381,6 +426,18 @@ class DGVAE(Recommender):
                         -(-self.n_users // self._calls_per_epoch))
             batches = list(torch.tensor_split(perm, self._calls_per_epoch))
         self._plan, self._call = batches, 0
+
+    def prepare_eval(self) -> None:
+        """With ``reference_rng``: the random numbers the reference's evaluation draws and never uses (its eval
+        DataLoader's base seed; per batch of ``user_batch_size`` users, a Gumbel sample of each view, computed
+        in eval mode too), so that the next epoch's training draws what the reference's does."""
+        super().prepare_eval()
+        if not (self.reference_rng and self.user_batch_size):
+            return
+        torch.empty((), dtype=torch.int64).random_()
+        for _ in range(-(-self.n_users // self.user_batch_size)):
+            for net in (self.cf_network, self.text_network):
+                torch.empty(net.n_inputs, net.k, device=self.device).exponential_()
 
     def _epoch_users(self) -> torch.Tensor | None:
         """This call's user batch of the reference epoch, or None when the epoch's batches are done (the
