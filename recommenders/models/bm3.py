@@ -27,7 +27,8 @@ from torch import nn
 
 from ._graph import sym_spmm, to_csr
 from ..config import param
-from .base import MULTIMODAL_ROLES, MultimodalConfig, Recommender, emb_loss, fast_dropout, register
+from .base import (MULTIMODAL_ROLES, MultimodalConfig, Recommender, distinct_ids, emb_loss, fast_dropout,
+                   register)
 from .vbpr import item_modalities
 
 
@@ -114,8 +115,8 @@ class BM3(Recommender):
         # row independently instead trained a different model: test Recall@20 +15% on ML-100K); and it is
         # cheaper than both MMRec's full matrices and per-row work (2,048 rows > ML-100K's 1,008 items). The
         # item-item losses pair rows of the same item, so they are count-weighted means over distinct items.
-        uu, u_inv = torch.unique(users, return_inverse=True)
-        ui, i_inv, i_count = torch.unique(items, return_inverse=True, return_counts=True)
+        uu, u_inv, _ = distinct_ids(users, self.n_users)
+        ui, i_inv, i_count = distinct_ids(items, self.n_items)
         i_weight = i_count.to(u_all.dtype) / len(items)
         u_ori, i_ori = u_all.index_select(0, uu), i_all.index_select(0, ui)
         with torch.no_grad():  # target views: dropout-augmented, no gradient

@@ -19,7 +19,8 @@ from torch import nn
 
 from ._graph import attach_freedom_graphs, spmm, sym_spmm
 from ..config import param
-from .base import MULTIMODAL_ROLES, MultimodalConfig, Recommender, bpr_logsigmoid, pair_margin, register
+from .base import (MULTIMODAL_ROLES, MultimodalConfig, Recommender, bpr_logsigmoid, distinct_ids, pair_margin,
+                   register)
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ class FREEDOM(Recommender):
             n = pos.shape[0]
             subset = False
             if n < self.n_items:  # else the uniform negatives alone cover > 63% of the items
-                uniq, inv = torch.unique(torch.cat([pos, neg]), return_inverse=True)
+                uniq, inv, _ = distinct_ids(torch.cat([pos, neg]), self.n_items)
                 subset = uniq.numel() <= self.subset_frac * self.n_items
             mods = ([(self.text_embedding, self.text_trs)] if self.has_text else []) + \
                    ([(self.image_embedding, self.image_trs)] if self.has_image else [])
