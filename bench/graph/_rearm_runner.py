@@ -22,6 +22,10 @@ bench/graph/mmrec_parity.py cannot drive it. This runner:
 
     python bench/graph/_rearm_runner.py --ref /tmp/REARM --epochs 2 --lr 0.01 --seed 999
     python bench/graph/_rearm_runner.py --ref /tmp/REARM --epochs 2 --params '{"n_layers": 2}' --impls ours
+    python bench/graph/_rearm_runner.py curves --epochs 5 --lr 0.01 --seeds 999 1 2
+
+Each kept result carries its per-epoch valid Recall@20 / NDCG@20 (``curve``, as bench/graph/_curves.py keeps them
+for bench/graph/mmrec_parity.py); the ``curves`` mode prints both sides' mean curves over the kept seeds.
 
 ``--params`` uses our key names; they are translated for the reference (``embedding_size`` ->
 ``embedding_dim``, ``weight_decay`` -> ``reg_weight``, ``n_layers`` -> ``num_layer``, ``learning_rate`` ->
@@ -39,6 +43,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _curves import curve_entry, curve_table, ours_curve  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "bench" / "_work" / "ml100k"
@@ -122,6 +129,7 @@ def worker_ref(a) -> dict:
     net.run()
     best = int(np.argmax([v["recall@20"] for v in valid]))  # its early stopping: first strictly greater
     return {"valid": valid[best], "test": test[-1] if test else {}, "best_epoch": best, "epochs_run": len(train_t),
+            "curve": [curve_entry(e, v) for e, v in enumerate(valid)],
             "s_per_epoch": float(np.mean(train_t)), "s_per_eval": float(np.mean(valid_t)), "build_s": build_s,
             "wall_s": time.perf_counter() - t0, "device": str(net.device)}
 
@@ -137,7 +145,19 @@ def worker_ours(a) -> dict:
     cfg = {**json.loads(a.params or "{}"), "epochs": a.epochs, "seed": a.seed, "learning_rate": a.lr}
     r = train(d, "REARM", cfg, runs_dir=a.runs_dir, progress=False)
     return {"valid": r.best_valid, "test": r.test, "best_epoch": r.best_epoch, "epochs_run": len(r.epochs),
-            "s_per_epoch": r.s_per_epoch, "s_per_eval": r.s_per_eval, "wall_s": time.perf_counter() - t0}
+            "curve": ours_curve(r.epochs), "s_per_epoch": r.s_per_epoch, "s_per_eval": r.s_per_eval,
+            "wall_s": time.perf_counter() - t0}
+
+
+def print_curves(a) -> None:
+    """Both sides' mean per-epoch valid curves over the kept runs of ``--seeds`` (``--epochs``, ``--lr``)."""
+    kept = {side: [Path(a.work) / f"rearm_{kind}_{s}_{a.epochs}_{a.lr}.json" for s in a.seeds]
+            for side, kind in (("mmrec", "ref"), ("ours", "ours"))}
+    missing = [str(p) for paths in kept.values() for p in paths if not p.exists()]
+    if missing:
+        raise SystemExit(f"no kept run at {missing}: run those seeds first")
+    res = {side: [json.loads(p.read_text()) for p in paths] for side, paths in kept.items()}
+    print("\n".join(curve_table("REARM", res, "MrShouxingMa/REARM", gap_from=2)))
 
 
 def run_worker(kind: str, a) -> dict:
@@ -158,12 +178,13 @@ def run_worker(kind: str, a) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(allow_abbrev=False)
-    ap.add_argument("mode", nargs="?", default="run", choices=["run", "convert", "_worker"])
+    ap.add_argument("mode", nargs="?", default="run", choices=["run", "convert", "curves", "_worker"])
     ap.add_argument("kind", nargs="?")
     ap.add_argument("--ref", default="/tmp/REARM", help="checkout of MrShouxingMa/REARM")
     ap.add_argument("--data-dir", default=str(DATA))
     ap.add_argument("--impls", nargs="+", default=["ref", "ours"])
     ap.add_argument("--seed", type=int, default=999)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[999, 1, 2], help="curves mode: the kept seeds to average")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--lr", type=float, default=5e-5, help="learning rate of both (the reference's default 5e-5)")
     ap.add_argument("--threads", type=int, default=1)
@@ -182,6 +203,9 @@ def main() -> None:
             ap.error("_worker needs --out")
         r = worker_ref(a) if a.kind == "ref" else worker_ours(a)
         Path(a.out).write_text(json.dumps(r, default=float))
+        return
+    if a.mode == "curves":
+        print_curves(a)
         return
     Path(a.work).mkdir(parents=True, exist_ok=True)
     convert(Path(a.data_dir), Path(a.ref))
