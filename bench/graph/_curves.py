@@ -79,7 +79,7 @@ def curve_table(model: str, res: dict, ref: str = "ref", gap_from: int = 5) -> l
         cols[m] = {e: (float(vr[er == e][0]), float(vo[eo == e][0])) for e in common}
     epochs = sorted(set.intersection(*(set(c) for c in cols.values())))
     if not epochs:
-        return [f"{model}: no per-epoch curves in the kept results (rerun with --force)"]
+        return [f"{model}: no per-epoch curves in the kept results (kept before curves existed: rerun those seeds, with --force in bench/graph/mmrec_parity.py)"]
     ratio = lambda r, o: o / r if r > 0 else float("nan")
     L = [f"{model}: valid metrics per epoch (0-based), mean over {len(res['ours'])} seed(s); ref = {ref}", "",
          "| epoch | ref R@20 | ours R@20 | ours/ref | ref N@20 | ours N@20 | ours/ref |",

@@ -37,7 +37,7 @@ def main() -> None:
     from mmfeat.recommenders.trainer import resolve_config
 
     torch.set_num_threads(1)
-    data = mp.load_ours(mp.WORK / "ml100k")
+    data = mp.load_ours(mp.prepare(mp.WORK / "ml100k"))  # the prepared files (built on the first run)
     cfg = resolve_config("LIRDRec", {**mp.MODELS["LIRDRec"], "learning_rate": 0.01, "seed": 999})
     model = build_model("LIRDRec", data, cfg)
     model.pre_epoch()

@@ -5,8 +5,8 @@ against an earlier commit's, same data, seed and settings, with each side's seco
 
 The earlier commit is checked out with ``git worktree`` into a temporary folder (removed afterwards) and run by
 extending ``mmfeat``'s package path with it, so ``mmfeat.recommenders`` resolves to that commit's code; the
-current tree runs as installed. Both train on bench/graph/mmrec_parity.py's prepared ML-100K files (run its
-``prepare`` mode first), one process at a time, one thread each, with MMRec's hyper-parameters from its
+current tree runs as installed. Both train on bench/graph/mmrec_parity.py's prepared ML-100K files (prepared on
+the first run if absent), one process at a time, one thread each, with MMRec's hyper-parameters from its
 ``MODELS`` table (a model missing there gets its own defaults) and ``--lr``.
 
 Prints, per model, epoch | valid Recall@20 base | current | |difference| and the seconds per epoch of each side;
@@ -40,7 +40,7 @@ def worker(tree: str | None, model: str, epochs: int, seed: int, lr: float, out:
     from mmfeat.recommenders import train
 
     assert tree is None or Path(sys.modules["mmfeat.recommenders"].__file__).is_relative_to(tree)
-    d = mp.load_ours(mp.WORK / "ml100k")
+    d = mp.load_ours(mp.prepare(mp.WORK / "ml100k"))  # the prepared files (built on the first run)
     cfg = {**mp.MODELS.get(model, {}), "epochs": epochs, "seed": seed, "learning_rate": lr, "stopping_step": epochs}
     with tempfile.TemporaryDirectory() as runs:
         r = train(d, model, cfg, runs_dir=runs, progress=False)
@@ -79,8 +79,11 @@ def main() -> None:
     if not a.base:
         ap.error("--base COMMIT is required")
     base_dir = Path(tempfile.mkdtemp(prefix="same-curve-"))
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base_dir), a.base], check=True,
-                   capture_output=True)
+    added = subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base_dir), a.base],
+                           capture_output=True, text=True)
+    if added.returncode:
+        base_dir.rmdir()
+        raise SystemExit(f"--base {a.base}: git worktree add failed: {added.stderr.strip()}")
     lines = [f"ML-100K (bench/graph/mmrec_parity.py's files), seed {a.seed}, learning rate {a.lr}, {a.epochs} epochs, "
              f"CPU, 1 thread, one side at a time; base = `{a.base}`, current = the working tree.", ""]
     try:

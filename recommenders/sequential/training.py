@@ -11,7 +11,7 @@ import torch
 
 from ..tasks import accumulated_step, register_task
 from ..config import ConfigError
-from .batches import BATCH_UNITS, epoch_batches, train_samples, with_empty_history
+from .batches import epoch_batches, train_samples, with_empty_history
 from .data import SequenceData
 from .evaluation import SequentialEvaluator
 
@@ -30,9 +30,6 @@ class SequentialTask:
         self.first_item = bool(cfg.get("first_item_target", False))
         self.tokens, indptr = (with_empty_history(data.tokens, data.indptr) if self.first_item
                                else (data.tokens, data.indptr))
-        if cfg["train_batch_unit"] not in BATCH_UNITS:
-            raise ConfigError(f"{model_name}: train_batch_unit={cfg['train_batch_unit']!r} is not one of "
-                              f"{', '.join(BATCH_UNITS)}")
         try:
             self.starts, self.ends, self.n_targets = train_samples(indptr, self.max_len, cfg["train_mode"],
                                                                    cfg.get("train_stride"))
