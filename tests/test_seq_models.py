@@ -154,3 +154,60 @@ def test_train_stride_outside_window_mode_is_an_error_not_ignored():
         fit(_cyclic(), "SASRec", {**_cfg("SASRec"), "train_mode": "prefix", "train_stride": 5}, progress=False)
     with pytest.raises(ConfigError, match="train_stride=9 must be in 1..max_seq_length=8"):
         fit(_cyclic(), "SASRec", {**_cfg("SASRec"), "train_mode": "window", "train_stride": 9}, progress=False)
+
+
+@pytest.mark.parametrize("name", ["SASRec", "GRU4Rec"])
+def test_bfloat16_training_runs_the_products_in_bfloat16_and_still_learns(name):
+    """``train_precision: bfloat16`` trains under autocast: the loss of one batch moves by bfloat16 rounding (so
+    the key is honoured, not ignored), the weights and the evaluation stay float32, and the model learns."""
+    from mmfeat.recommenders.sequential.batches import epoch_batches, train_samples
+
+    data = _cyclic()
+    s, e, c = train_samples(data.indptr, 8, "window")
+    batch = next(epoch_batches(data.tokens, s, e, c, 8, 64, np.random.default_rng(0)))
+    model = build_model(name, data, _cfg(name)).eval()  # eval: no dropout, the same function twice
+    with torch.no_grad():
+        full = model.calculate_loss(batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            half = model.calculate_loss(batch)
+    assert half.dtype == torch.float32 and float(half) != float(full)
+    assert abs(float(half) - float(full)) < 0.02 * float(full)
+    rec = fit(data, name, {**_cfg(name), "train_precision": "bfloat16"}, progress=False)
+    assert rec.data["train_precision"] == "bfloat16"
+    assert all(p.dtype == torch.float32 for p in rec._model.parameters())
+    pop = SequentialEvaluator(data, "test", max_len=8, topk=(5,), metrics=("hit",)).evaluate(_Popularity(data))
+    assert rec.test["hit@5"] > pop["hit@5"] + 0.3, (rec.test, pop)
+
+
+def test_train_precision_typo_is_an_error():
+    with pytest.raises(ConfigError, match="train_precision='bf16' is not one of float32, bfloat16"):
+        fit(_cyclic(), "SASRec", {**_cfg("SASRec"), "train_precision": "bf16"}, progress=False)
+
+
+def test_rand_dropout_keeps_1_minus_p_scaled_and_is_off_in_eval():
+    from mmfeat.recommenders.sequential.base import Dropout, rand_dropout
+
+    torch.manual_seed(0)
+    x = torch.ones(200_000)
+    y = rand_dropout(x, 0.3)
+    assert abs(float((y > 0).float().mean()) - 0.7) < 0.005
+    assert torch.allclose(y[y > 0], torch.full_like(y[y > 0], 1 / 0.7))
+    assert torch.equal(rand_dropout(x, 0.3, training=False), x) and not rand_dropout(x, 1.0).any()
+    assert rand_dropout(x.bfloat16(), 0.5).dtype == torch.bfloat16
+    assert torch.equal(Dropout(0.5).eval()(x), x)
+
+
+def test_sasrec_written_out_attention_equals_the_fused_one(monkeypatch):
+    """Training attention is written out (for rand_dropout's mask); with the mask keeping everything it must
+    equal scaled_dot_product_attention, causal and with a query subset (forward_at)."""
+    from mmfeat.recommenders.sequential import sasrec
+
+    data = _cyclic()
+    model = build_model("SASRec", data, {**_cfg("SASRec"), "hidden_dropout_prob": 0.0})
+    monkeypatch.setattr(sasrec, "rand_dropout", lambda x, p, training=True: x)
+    inputs = torch.from_numpy(SequentialEvaluator(data, "test", max_len=8).inputs)
+    sel = torch.rand(inputs.shape) < 0.3
+    with torch.no_grad():
+        table = model.items()
+        outs = [(model.train(mode).encode(inputs, table), model.hidden_at(inputs, sel, table)) for mode in (True, False)]
+    assert torch.allclose(outs[0][0], outs[1][0], atol=1e-5) and torch.allclose(outs[0][1], outs[1][1], atol=1e-5)

@@ -27,7 +27,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -96,11 +98,16 @@ def ours_worker(args) -> None:
     from mmfeat.recommenders.sequential import from_loo_frame
 
     torch.set_num_threads(args.threads)
+    # progress: the trainer logs every epoch's loss, valid NDCG@10 and seconds (stderr, the run's log)
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {args.model}: %(message)s", datefmt="%H:%M:%S")
     cfg = json.loads(args.config)
     data = from_loo_frame(pd.read_parquet(Path(args.data_dir) / "split.parquet"))
     t0 = time.perf_counter()
     rec = fit(data, args.model, cfg, progress=False)
-    out = {"impl": "mmfeat", "model": args.model, "test": rec.test, "best_valid": rec.best_valid,
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    curve = [[e["epoch"], round(e["train_s"], 2), e["valid"].get("hit@10"), e["valid"].get("ndcg@10")]
+             for e in rec.epochs if "valid" in e]
+    out = {"cpu_s": usage.ru_utime + usage.ru_stime, "curve": curve, "impl": "mmfeat", "model": args.model, "test": rec.test, "best_valid": rec.best_valid,
            "best_epoch": rec.best_epoch, "epochs_run": len(rec.epochs), "s_per_epoch": rec.s_per_epoch,
            "s_per_eval": rec.s_per_eval, "peak_rss_mb": rec.peak_rss_mb, "wall_s": time.perf_counter() - t0,
            "train_samples": rec.data.get("train_samples"), "stop_reason": rec.stop_reason,
@@ -194,6 +201,20 @@ def append_results(title: str, command: str, body: str) -> None:
     append(RESULTS, "Sequential recommenders vs RecBole 1.2.1", title, command, body)
 
 
+def parse_sets(items: list[str]) -> dict:
+    """``["k=v", ...]`` -> ``{k: json(v) or v}``; a missing ``=`` is an error naming the item."""
+    out = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE (e.g. train_precision=bfloat16)")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
 # ---------------------------------------------------------------------------- modes
 def main() -> None:
     ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
@@ -206,6 +227,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[2024])
     ap.add_argument("--train-modes", nargs="+", default=["window"],
                     help="our train_mode(s): window, window:STRIDE (train_stride), prefix, last")
+    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="our config keys on top of RecBole's (VALUE parsed as JSON when it parses, e.g. "
+                         "train_precision=bfloat16 learning_rate=0.003); named in the table's impl column")
     ap.add_argument("--recbole-batches", type=int, help="speed: time RecBole's epoch on its first N batches")
     ap.add_argument("--time-cap", type=float, default=3600, help="seconds per run before it is killed")
     ap.add_argument("--threads", type=int, default=2)
@@ -220,6 +244,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.mode == "worker":
         return ours_worker(args)
+    ours_set = parse_sets(args.set)
     data_dir = prepare(args.dataset, args.min_rating, args.core)
     command = "python bench/sequential/recbole_seq_parity.py " + " ".join(sys.argv[1:])
     rows = []
@@ -231,8 +256,9 @@ def main() -> None:
             for mode in args.train_modes:  # "window", "window:10" (train_stride 10), "prefix"
                 name, _, stride = mode.partition(":")
                 sample = {"train_mode": name, **({"train_stride": int(stride)} if stride else {})}
-                r = run_ours(data_dir, model, {**base, **ours_extra, **sample}, args.threads, args.time_cap)
-                r.update(seed=seed, impl=f"mmfeat ({mode})")
+                r = run_ours(data_dir, model, {**base, **ours_extra, **sample, **ours_set}, args.threads,
+                             args.time_cap)
+                r.update(seed=seed, impl=f"mmfeat ({', '.join([mode, *args.set])})")
                 rows.append(r)
                 print(json.dumps(r), flush=True)
             if args.mode != "converged" and not args.no_recbole:

@@ -27,6 +27,7 @@ from .batches import BATCH_UNITS, TRAIN_MODES
 ITEM_REPRS = ("auto", "id", "feature", "id+feature")
 FEATURE_FUSIONS = ("concat", "sum")
 LOSS_TYPES = ("CE", "BPR")
+TRAIN_PRECISIONS = ("float32", "bfloat16")
 
 
 class SequentialConfig(TrainerConfig):
@@ -60,6 +61,11 @@ class SequentialConfig(TrainerConfig):
     max_tokens_per_forward: int = param(4096, ge=1)
     #: CE: softmax over all items; BPR: one uniformly sampled negative (not the target) per target
     loss_type: str = param("CE")
+    #: float32 (default) or bfloat16: the training forward and backward under ``torch.autocast`` in bfloat16
+    #: (matrix products in bfloat16, the softmax and the loss in float32; weights, optimizer and evaluation stay
+    #: float32). On this CPU (avx512_bf16) a SASRec / GRU4Rec step on ML-1M is 1.5x faster; the converged
+    #: metrics against float32 are in docs/benchmarks.md
+    train_precision: str = param("float32")
     #: mask the user's history items in ranking: RecBole 1.2.1 and fMRLRec false, MicroLens true
     mask_history: bool = param(False)
     item_repr: str = param("auto")
@@ -151,6 +157,7 @@ class SequentialRecommender(nn.Module):
         _choice(self.model_name, "train_mode", config["train_mode"], TRAIN_MODES)
         _choice(self.model_name, "train_batch_unit", config["train_batch_unit"], BATCH_UNITS)
         self.loss_type = _choice(self.model_name, "loss_type", config["loss_type"], LOSS_TYPES)
+        _choice(self.model_name, "train_precision", config["train_precision"], TRAIN_PRECISIONS)
         self._eval_table: torch.Tensor | None = None
 
     def item_table_module(self, dim: int) -> ItemTable:
@@ -188,7 +195,7 @@ class SequentialRecommender(nn.Module):
     def loss_at(self, hidden: torch.Tensor, targets: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         """CE over all items, or BPR with one uniform negative that is not the target."""
         if self.loss_type == "CE":
-            return F.cross_entropy(hidden @ table[1:].T, targets)
+            return F.cross_entropy((hidden @ table[1:].T).float(), targets)  # float32 softmax under autocast
         neg = (targets + torch.randint(1, self.n_items, targets.shape, device=targets.device)) % self.n_items
         pos_s = (hidden * table[targets + 1]).sum(-1)
         neg_s = (hidden * table[neg + 1]).sum(-1)
@@ -221,6 +228,28 @@ class SequentialRecommender(nn.Module):
         """Name -> ``score_fn(inputs, lengths)`` of sub-models evaluated next to the full model (none here;
         fMRLRec's nested sizes)."""
         return {}
+
+
+def rand_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
+    """Inverted dropout whose keep-mask is ``torch.rand >= p`` (float32 uniforms, whatever ``x``'s dtype).
+
+    The same distribution as :func:`torch.nn.functional.dropout` (each element kept with probability
+    ``1 - p``, kept ones scaled by ``1 / (1 - p)``), drawn about 3.5x faster on CPU: ``bernoulli_`` fills about
+    30M elements/s here, and a RecBole SASRec step on ML-1M spent 14% of its time in it. The random stream
+    differs from ``F.dropout``'s, so a seed gives other masks than before (not other statistics).
+    """
+    if not training or p == 0.0:
+        return x
+    if p >= 1.0:
+        return torch.zeros_like(x)
+    return torch.where(torch.rand(x.shape, device=x.device) >= p, x * (1.0 / (1.0 - p)), 0.0)
+
+
+class Dropout(nn.Dropout):
+    """:class:`torch.nn.Dropout` with the mask of :func:`rand_dropout` (same ``p``, same statistics, faster)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return rand_dropout(x, self.p, self.training)
 
 
 def init_normal(module: nn.Module, std: float = 0.02) -> None:

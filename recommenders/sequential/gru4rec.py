@@ -6,7 +6,7 @@ from torch import nn
 
 from ..config import param
 from ..models.base import register
-from .base import SequentialConfig, SequentialRecommender
+from .base import Dropout, SequentialConfig, SequentialRecommender
 
 
 class GRU4RecConfig(SequentialConfig):
@@ -40,7 +40,7 @@ class GRU4Rec(SequentialRecommender):
         super().__init__(data, config)
         e, h = int(config["embedding_size"]), int(config["hidden_size"])
         self.items = self.item_table_module(e)
-        self.drop = nn.Dropout(float(config["dropout_prob"]))
+        self.drop = Dropout(float(config["dropout_prob"]))
         self.gru = nn.GRU(e, h, num_layers=int(config["num_layers"]), bias=False, batch_first=True)
         self.dense = nn.Linear(h, e)
         # RecBole: xavier_normal_ embeddings, xavier_uniform_ GRU weights

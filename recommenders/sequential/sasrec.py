@@ -7,7 +7,7 @@ from torch import nn
 
 from ..config import ConfigError, param
 from ..models.base import register
-from .base import SequentialConfig, SequentialRecommender, init_normal
+from .base import Dropout, SequentialConfig, SequentialRecommender, init_normal, rand_dropout
 
 
 class SASRecConfig(SequentialConfig):
@@ -41,8 +41,8 @@ class _Block(nn.Module):
         self.heads, self.attn_dropout = heads, attn_dropout
         self.qkv, self.out = nn.Linear(d, 3 * d), nn.Linear(d, d)
         self.ln1, self.ln2 = nn.LayerNorm(d, eps=eps), nn.LayerNorm(d, eps=eps)
-        self.ffn = nn.Sequential(nn.Linear(d, inner), ACTIVATIONS[act](), nn.Linear(inner, d), nn.Dropout(hidden_dropout))
-        self.drop = nn.Dropout(hidden_dropout)
+        self.ffn = nn.Sequential(nn.Linear(d, inner), ACTIVATIONS[act](), nn.Linear(inner, d), Dropout(hidden_dropout))
+        self.drop = Dropout(hidden_dropout)
 
     def _heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, n, d = x.shape
@@ -53,10 +53,22 @@ class _Block(nn.Module):
         b, h, n, dh = a.shape
         return a.transpose(1, 2).reshape(b, n, h * dh)
 
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
+        """Softmax attention where ``allowed`` (bool, broadcast to the scores; None: causal) is true. Without
+        dropout, the fused ``scaled_dot_product_attention``; with it (training), the same product written out
+        so that the probabilities take :func:`rand_dropout`'s mask (SDPA draws its own with the slow
+        ``bernoulli_``)."""
+        if not self.training or self.attn_dropout == 0.0:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, is_causal=allowed is None)
+        if allowed is None:
+            allowed = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
+        scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+        probs = scores.masked_fill(~allowed, float("-inf")).softmax(-1)
+        return rand_dropout(probs, self.attn_dropout) @ v
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self._heads(x)
-        p = self.attn_dropout if self.training else 0.0
-        a = self._merge(F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True))
+        a = self._merge(self._attend(q, k, v, None))
         x = self.ln1(x + self.drop(self.out(a)))
         return self.ln2(x + self.ffn(x))
 
@@ -67,9 +79,7 @@ class _Block(nn.Module):
         rows, pos = sel.nonzero(as_tuple=True)
         q, k, v = self._heads(x)
         keep = torch.arange(x.shape[1], device=x.device)[None, :] <= pos[:, None]  # causal for each query
-        p = self.attn_dropout if self.training else 0.0
-        a = F.scaled_dot_product_attention(q[rows, :, pos][:, :, None], k[rows], v[rows],
-                                           attn_mask=keep[:, None, None, :], dropout_p=p)
+        a = self._attend(q[rows, :, pos][:, :, None], k[rows], v[rows], keep[:, None, None, :])
         y = self.ln1(x[rows, pos] + self.drop(self.out(self._merge(a)[:, 0])))
         return self.ln2(y + self.ffn(y))
 
@@ -98,7 +108,7 @@ class SASRec(SequentialRecommender):
         self.items = self.item_table_module(d)
         self.position = nn.Embedding(self.max_len, d)
         self.ln = nn.LayerNorm(d, eps=float(config["layer_norm_eps"]))
-        self.drop = nn.Dropout(float(config["hidden_dropout_prob"]))
+        self.drop = Dropout(float(config["hidden_dropout_prob"]))
         self.blocks = nn.ModuleList(_Block(d, int(config["n_heads"]), int(config["inner_size"]),
                                            float(config["hidden_dropout_prob"]), float(config["attn_dropout_prob"]),
                                            config["hidden_act"], float(config["layer_norm_eps"]))

@@ -52,12 +52,14 @@ class SequentialTask:
         total = 0.0
         batches = epoch_batches(self.tokens, self.starts, self.ends, self.n_targets, self.max_len,
                                 int(self.cfg["train_batch_size"]), rng, self.cfg["train_batch_unit"])
+        bf16 = self.cfg["train_precision"] == "bfloat16"
         for i, (inputs, targets) in enumerate(batches):
             n = float((targets > 0).sum())
             parts = [((inputs[a:a + rows_per_part].to(device), targets[a:a + rows_per_part].to(device)),
                       float((targets[a:a + rows_per_part] > 0).sum()) / n)
                      for a in range(0, len(inputs), rows_per_part)]
-            total += accumulated_step(model, opt, parts, clip, epoch, i)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                total += accumulated_step(model, opt, parts, clip, epoch, i)
         return total
 
     def evaluator(self, split: str) -> SequentialEvaluator:
@@ -79,5 +81,6 @@ class SequentialTask:
         """The record's extra data facts: which item representation ran and the training samples."""
         return {"item_repr": model.item_repr(), "train_mode": self.cfg["train_mode"],
                 "train_stride": self.cfg.get("train_stride"), "train_batch_unit": self.cfg["train_batch_unit"],
-                "first_item_target": self.first_item, "train_targets": int(self.n_targets.sum()),
+                "first_item_target": self.first_item, "train_precision": self.cfg["train_precision"],
+                "train_targets": int(self.n_targets.sum()),
                 "train_samples": int(len(self.starts)), "max_seq_length": self.max_len}
