@@ -211,3 +211,28 @@ def test_sasrec_written_out_attention_equals_the_fused_one(monkeypatch):
         table = model.items()
         outs = [(model.train(mode).encode(inputs, table), model.hidden_at(inputs, sel, table)) for mode in (True, False)]
     assert torch.allclose(outs[0][0], outs[1][0], atol=1e-5) and torch.allclose(outs[0][1], outs[1][1], atol=1e-5)
+
+
+def test_sampled_softmax_is_ce_over_the_target_and_shared_drawn_items():
+    """``ce_negatives: k``: CE over [target, k items drawn without replacement], a drawn item equal to the row's
+    target masked; it learns, and a key that could not apply is an error, not ignored."""
+    data = _cyclic()
+    model = build_model("SASRec", data, {**_cfg("SASRec"), "ce_negatives": 6})
+    hidden, table = torch.randn(5, 16), torch.randn(N_ITEMS + 1, 16)
+    targets = torch.tensor([0, 3, 3, 7, 29])
+    torch.manual_seed(1)
+    loss = model.loss_at(hidden, targets, table)
+    torch.manual_seed(1)
+    neg = torch.randperm(N_ITEMS)[:6]
+    expected = []
+    for h, t in zip(hidden, targets):
+        others = [float(h @ table[n + 1]) for n in neg if n != t]
+        expected.append(-torch.log_softmax(torch.tensor([float(h @ table[t + 1]), *others]), 0)[0])
+    assert torch.allclose(loss, torch.stack(expected).mean(), atol=1e-5)
+    rec = fit(data, "SASRec", {**_cfg("SASRec"), "ce_negatives": 10}, progress=False)
+    pop = SequentialEvaluator(data, "test", max_len=8, topk=(5,), metrics=("hit",)).evaluate(_Popularity(data))
+    assert rec.test["hit@5"] > pop["hit@5"] + 0.3, (rec.test, pop)
+    with pytest.raises(ConfigError, match="ce_negatives=10 samples the CE softmax, but loss_type=BPR"):
+        build_model("SASRec", data, {"loss_type": "BPR", "ce_negatives": 10})
+    with pytest.raises(ConfigError, match="ce_negatives=30 is not below the 30 items"):
+        build_model("GRU4Rec", data, {"ce_negatives": 30})

@@ -195,6 +195,20 @@ def ratio_table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def converged_table(rows: list[dict]) -> str:
+    """Per run: wall and CPU minutes, ours / RecBole's published test Hit@10 and NDCG@10, and the valid NDCG@10
+    curve every 5 epochs (did it flatten, or did the budget stop it?)."""
+    out = ["| model | impl | seed | wall min | CPU min | hit@10 / published | ndcg@10 / published | "
+           "valid ndcg@10 at epochs 0, 5, 10, ... |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        pub, t = PUBLISHED.get(r["model"], {}), r.get("test", {})
+        ratio = {m: f"{t[m] / pub[m]:.3f}" if m in pub and t.get(m) is not None else "-" for m in ("hit@10", "ndcg@10")}
+        curve = " ".join(f"{c[3]:.4f}" for c in r.get("curve", [])[::5])
+        out.append(f"| {r['model']} | {r['impl']} | {r.get('seed', '-')} | {_f(r.get('wall_s', 0) / 60, '.1f')} | "
+                   f"{_f(r.get('cpu_s', 0) / 60, '.1f')} | {ratio['hit@10']} | {ratio['ndcg@10']} | {curve} |")
+    return "\n".join(out)
+
+
 def append_results(title: str, command: str, body: str) -> None:
     from _results import append_results as append
 
@@ -227,9 +241,11 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[2024])
     ap.add_argument("--train-modes", nargs="+", default=["window"],
                     help="our train_mode(s): window, window:STRIDE (train_stride), prefix, last")
-    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+    ap.add_argument("--set", nargs="+", action="append", metavar="KEY=VALUE",
                     help="our config keys on top of RecBole's (VALUE parsed as JSON when it parses, e.g. "
-                         "train_precision=bfloat16 learning_rate=0.003); named in the table's impl column")
+                         "train_precision=bfloat16 learning_rate=0.003), named in the table's impl column; "
+                         "repeat --set for variants run side by side (--set train_precision=float32 --set "
+                         "train_precision=bfloat16)")
     ap.add_argument("--recbole-batches", type=int, help="speed: time RecBole's epoch on its first N batches")
     ap.add_argument("--time-cap", type=float, default=3600, help="seconds per run before it is killed")
     ap.add_argument("--threads", type=int, default=2)
@@ -244,7 +260,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.mode == "worker":
         return ours_worker(args)
-    ours_set = parse_sets(args.set)
+    variants = [(items, parse_sets(items)) for items in (args.set or [[]])]
     data_dir = prepare(args.dataset, args.min_rating, args.core)
     command = "python bench/sequential/recbole_seq_parity.py " + " ".join(sys.argv[1:])
     rows = []
@@ -256,11 +272,12 @@ def main() -> None:
             for mode in args.train_modes:  # "window", "window:10" (train_stride 10), "prefix"
                 name, _, stride = mode.partition(":")
                 sample = {"train_mode": name, **({"train_stride": int(stride)} if stride else {})}
-                r = run_ours(data_dir, model, {**base, **ours_extra, **sample, **ours_set}, args.threads,
-                             args.time_cap)
-                r.update(seed=seed, impl=f"mmfeat ({', '.join([mode, *args.set])})")
-                rows.append(r)
-                print(json.dumps(r), flush=True)
+                for items, extra in variants:
+                    r = run_ours(data_dir, model, {**base, **ours_extra, **sample, **extra}, args.threads,
+                                 args.time_cap)
+                    r.update(seed=seed, impl=f"mmfeat ({', '.join([mode, *items])})")
+                    rows.append(r)
+                    print(json.dumps(r), flush=True)
             if args.mode != "converged" and not args.no_recbole:
                 r = run_recbole(data_dir, model, base, args.threads, args.time_cap,
                                 args.recbole_batches if args.mode == "speed" else None, args.reuse_recbole)
@@ -269,6 +286,7 @@ def main() -> None:
                 print(json.dumps({k: v for k, v in r.items() if k != "epochs"}), flush=True)
     body = table(rows)
     if args.mode == "converged":
+        body += "\n\n" + converged_table(rows)
         body += "\n\nRecBole's published ML-1M numbers (GPU, converged): " + "; ".join(
             f"{m} hit@10 {p['hit@10']}, ndcg@10 {p['ndcg@10']}" for m, p in PUBLISHED.items() if m in args.models)
     else:
