@@ -112,6 +112,13 @@ def test_tiger_tiny_training_beats_popularity(tmp_path, one_torch_thread):
     assert rec.data["item_repr"] == "codes"
 
 
+def test_tiger_trains_in_bfloat16(one_torch_thread):
+    """train_precision applies to TIGER too (the sequential task's autocast): finite losses, float32 weights."""
+    rec = fit(_tiny_data(), "TIGER", {**TINY_TIGER, "epochs": 2, "train_precision": "bfloat16"}, progress=False)
+    assert rec.data["train_precision"] == "bfloat16" and all(np.isfinite(e["loss"]) for e in rec.epochs)
+    assert all(p.dtype == torch.float32 for p in rec._model.parameters())
+
+
 def test_tiger_scores_only_the_beam(one_torch_thread):
     from mmfeat.recommenders.models.base import build_model
 
@@ -130,6 +137,8 @@ def test_tiger_refuses_what_it_cannot_do():
     data = _tiny_data()
     with pytest.raises(ConfigError, match=r"^TIGER \(config\): TIGER ranks beam_size=10 .* must not exceed"):
         build_model("TIGER", data, {**TINY_TIGER, "topk": [5, 20]})
+    with pytest.raises(ConfigError, match="TIGER: ce_negatives=5 samples the item softmax"):
+        build_model("TIGER", data, {**TINY_TIGER, "ce_negatives": 5})
     df, _, _ = clustered_sequences()
     with pytest.raises(ConfigError, match="semantic IDs"):
         build_model("TIGER", from_loo_frame(split_interactions(df, "loo")), TINY_TIGER)

@@ -86,6 +86,9 @@ class TIGER(SequentialRecommender):
         super().__init__(data, config)
         if self.loss_type != "CE":
             raise ConfigError("TIGER: loss_type is CE (per-level cross-entropy of the next item's codes)")
+        if self.ce_negatives is not None:
+            raise ConfigError(f"TIGER: ce_negatives={self.ce_negatives} samples the item softmax; TIGER's softmax is "
+                              f"over each level's codes (every code scored): drop ce_negatives")
         if config.get("item_repr") != "id" or config.get("text_feature") or config.get("image_feature"):
             raise ConfigError("TIGER reads semantic IDs (--feature codes=FEATURE_SET) only: item_repr is id and "
                               "text_feature / image_feature are unset")
