@@ -94,7 +94,7 @@ def ours_worker(args) -> None:
     import pandas as pd
     import torch
 
-    from mmfeat.recommenders import fit
+    from mmfeat.recommenders import ConfigError, fit
     from mmfeat.recommenders.sequential import from_loo_frame
 
     torch.set_num_threads(args.threads)
@@ -103,7 +103,10 @@ def ours_worker(args) -> None:
     cfg = json.loads(args.config)
     data = from_loo_frame(pd.read_parquet(Path(args.data_dir) / "split.parquet"))
     t0 = time.perf_counter()
-    rec = fit(data, args.model, cfg, progress=False)
+    try:
+        rec = fit(data, args.model, cfg, progress=False)
+    except ConfigError as exc:  # a --set value the model refuses: its message, not a traceback
+        raise SystemExit(str(exc)) from None
     usage = resource.getrusage(resource.RUSAGE_SELF)
     curve = [[e["epoch"], round(e["train_s"], 2), e["valid"].get("hit@10"), e["valid"].get("ndcg@10")]
              for e in rec.epochs if "valid" in e]
@@ -119,7 +122,8 @@ def run_ours(data_dir: Path, model: str, cfg: dict, threads: int, timeout: float
     out = data_dir / f"ours-{model}-{os.getpid()}.json"
     cmd = [sys.executable, __file__, "worker", "--data-dir", str(data_dir), "--model", model,
            "--config", json.dumps(cfg), "--out", str(out), "--threads", str(threads)]
-    subprocess.run(cmd, check=True, timeout=timeout)
+    if subprocess.run(cmd, timeout=timeout).returncode:
+        raise SystemExit(f"our {model} run failed: its error is printed above")
     return json.loads(out.read_text())
 
 
@@ -229,6 +233,19 @@ def parse_sets(items: list[str]) -> dict:
     return out
 
 
+def check_sets(models: list[str], variants: list[tuple[list[str], dict]]) -> None:
+    """Refuse a --set key or value our models would reject, before any run starts (not as a worker's traceback)."""
+    from mmfeat.recommenders import ConfigError
+    from mmfeat.recommenders.models.base import resolve_config
+
+    for model in models:
+        for items, extra in variants:
+            try:
+                resolve_config(model, {**COMMON, **MODELS[model], **extra})
+            except ConfigError as exc:
+                raise SystemExit(f"--set {' '.join(items)}: {exc}") from None
+
+
 # ---------------------------------------------------------------------------- modes
 def main() -> None:
     ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
@@ -261,6 +278,7 @@ def main() -> None:
     if args.mode == "worker":
         return ours_worker(args)
     variants = [(items, parse_sets(items)) for items in (args.set or [[]])]
+    check_sets(args.models, variants)
     data_dir = prepare(args.dataset, args.min_rating, args.core)
     command = "python bench/sequential/recbole_seq_parity.py " + " ".join(sys.argv[1:])
     rows = []
