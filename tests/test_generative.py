@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mmfeat.recommenders import ConfigError, fit, split_interactions
 from mmfeat.recommenders.generative import CodeTrie, constrained_beam_search
@@ -37,7 +38,7 @@ def test_trie_refuses_duplicate_tuples():
 
 def _independent_step(table: list[torch.Tensor]):
     """A step whose log-probability of a code depends on (level, code) only: exact scores are easy to enumerate."""
-    def step(prefix: torch.Tensor, level: int) -> torch.Tensor:
+    def step(prefix: torch.Tensor, level: int, parent) -> torch.Tensor:
         return table[level][None].expand(len(prefix), -1)
     return step
 
@@ -85,7 +86,8 @@ def clustered_sequences(n_users: int = 200, n_items: int = 60, clusters: int = 6
     return df, [f"i{i}" for i in range(n_items)], features.astype(np.float32)
 
 
-TINY_TIGER = {"hidden_size": 32, "inner_size": 64, "n_layers": 1, "n_heads": 2, "beam_size": 10, "epochs": 8,
+TINY_TIGER = {"hidden_size": 32, "inner_size": 64, "n_layers": 1, "n_heads": 2, "head_size": 16, "beam_size": 10, "epochs": 8,
+              "learning_rate": 3e-3,
               "stopping_step": 8}
 
 
@@ -149,3 +151,28 @@ def test_codes_must_cover_every_item():
     codes = np.arange(len(ids) * 2).reshape(-1, 2)
     with pytest.raises(ValueError, match="no semantic ID"):
         from_loo_frame(split_interactions(df, "loo"), codes=(ids[1:], codes[1:]))
+
+
+def test_cached_beam_search_equals_uncached():
+    """TIGER's KV-cached decoding ranks the same items with the same scores as re-decoding every prefix."""
+    from mmfeat.recommenders.models.base import build_model
+
+    data = _tiny_data()
+    torch.manual_seed(0)
+    model = build_model("TIGER", data, {**TINY_TIGER, "n_layers": 2}).eval()
+    model.prepare_eval()
+    inputs = torch.from_numpy(data.tokens[:60].reshape(6, 10))
+    inputs[2, 4:] = 0  # a shorter history
+    with torch.no_grad():
+        items, scores = model.top_items(inputs)
+        memory, pad = model.encode_history(inputs)
+
+        def uncached(prefix, level, parent):
+            width = len(prefix) // len(inputs)
+            states = model.decode(prefix, memory.repeat_interleave(width, 0), pad.repeat_interleave(width, 0))
+            return F.log_softmax(model.level_logits(states[:, -1], level), -1)
+
+        ref_items, ref_scores = constrained_beam_search(uncached, model.trie.tensors(torch.device("cpu")),
+                                                        len(inputs), model.beam, torch.device("cpu"))
+    assert torch.equal(items, ref_items)
+    assert torch.allclose(scores, ref_scores, atol=1e-5)

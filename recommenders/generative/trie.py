@@ -93,9 +93,11 @@ class CodeTrie:
                 for k, i in zip(self.children, self.child_ids)]
 
 
-#: ``step(prefix_codes [N, l]) -> log-probabilities [N, size_l]`` of the next level's codes, for N beams
-#: (the N rows are ``batch x beam`` in row-major order; l = 0 at the first step).
-StepFn = Callable[[torch.Tensor, int], torch.Tensor]
+#: ``step(prefix_codes [N, l], l, parent) -> log-probabilities [N, size_l]`` of the next level's codes, for N
+#: beams (the N rows are ``batch x width`` in row-major order; l = 0 at the first step). ``parent`` [batch, width]
+#: is each beam's row (within its batch row) among the previous step's beams, None at l = 0: a model that caches
+#: per-beam state reorders it with ``parent``, then appends ``prefix_codes[:, -1]``.
+StepFn = Callable[[torch.Tensor, int, "torch.Tensor | None"], torch.Tensor]
 
 
 @torch.no_grad()
@@ -117,9 +119,10 @@ def constrained_beam_search(step: StepFn, tables: list[tuple[torch.Tensor, torch
     node = torch.zeros(batch, 1, dtype=torch.long, device=device)  # the root, one live beam per row
     score = torch.zeros(batch, 1, device=device)
     prefix = torch.zeros(batch, 1, 0, dtype=torch.long, device=device)
+    parent = None
     for level, (kids_all, ids_all) in enumerate(tables):
         width = node.shape[1]
-        logp = step(prefix.reshape(batch * width, level), level).view(batch, width, -1)
+        logp = step(prefix.reshape(batch * width, level), level, parent).view(batch, width, -1)
         kids, ids = kids_all[node], ids_all[node]  # [batch, width, F]
         valid = (kids >= 0) & torch.isfinite(score)[..., None]
         cand = torch.where(valid, score[..., None] + logp.gather(2, kids.clamp(min=0)), -torch.inf)
