@@ -236,3 +236,27 @@ def test_sampled_softmax_is_ce_over_the_target_and_shared_drawn_items():
         build_model("SASRec", data, {"loss_type": "BPR", "ce_negatives": 10})
     with pytest.raises(ConfigError, match="ce_negatives=30 is not below the 30 items"):
         build_model("GRU4Rec", data, {"ce_negatives": 30})
+
+
+def test_train_sample_fraction_draws_a_fresh_share_of_the_samples_each_epoch(monkeypatch):
+    from mmfeat.recommenders.sequential import training
+
+    drawn = []
+    real = training.epoch_batches
+
+    def spy(tokens, starts, ends, n_targets, *args, **kwargs):
+        drawn.append(set(zip(starts.tolist(), ends.tolist())))
+        return real(tokens, starts, ends, n_targets, *args, **kwargs)
+
+    monkeypatch.setattr(training, "epoch_batches", spy)
+    cfg = {**_cfg("SASRec"), "epochs": 3, "train_mode": "prefix", "train_sample_fraction": 0.25}
+    rec = fit(_cyclic(), "SASRec", cfg, progress=False)
+    everything = rec.data["train_samples"]
+    assert rec.data["train_sample_fraction"] == 0.25
+    assert [len(d) for d in drawn] == [round(0.25 * everything)] * 3
+    assert drawn[0] != drawn[1]  # a new draw every epoch
+    drawn.clear()
+    fit(_cyclic(), "SASRec", {**cfg, "train_sample_fraction": 1.0}, progress=False)
+    assert [len(d) for d in drawn] == [everything] * 3
+    with pytest.raises(ConfigError, match="train_sample_fraction"):
+        fit(_cyclic(), "SASRec", {**cfg, "train_sample_fraction": 0.0}, progress=False)

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..sequential.base import Dropout, rand_dropout
+
 #: T5's defaults (``relative_attention_num_buckets``, ``relative_attention_max_distance``)
 BUCKETS, MAX_DISTANCE = 32, 128
 #: T5's ``layer_norm_epsilon``
@@ -83,11 +85,19 @@ class Attention(nn.Module):
         return proj(x).view(x.shape[0], x.shape[1], self.heads, self.head_size).transpose(1, 2)
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """Softmax(q k^T + bias) v over [.., heads, T, head_size] tensors, merged to [N, T, heads x head_size]."""
-        if bias is not None:
-            bias = bias.to(q.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=self.p if self.training else 0.0,
-                                             scale=1.0)
+        """Softmax(q k^T + bias) v over [.., heads, T, head_size] tensors, merged to [N, T, heads x head_size].
+
+        Training writes the attention out so that its probabilities take :func:`rand_dropout`'s mask (the
+        fused kernel draws its own with ``bernoulli_``, which took 30% of a training step); evaluation uses
+        the fused kernel."""
+        if self.training:
+            scores = (q @ k.transpose(-1, -2)).float()
+            if bias is not None:
+                scores = scores + bias
+            out = rand_dropout(scores.softmax(-1), self.p).to(v.dtype) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=None if bias is None else bias.to(q.dtype),
+                                                 scale=1.0)
         return self.o(out.transpose(1, 2).reshape(q.shape[0], q.shape[2], -1))
 
 
@@ -97,7 +107,7 @@ class FeedForward(nn.Module):
     def __init__(self, d: int, inner: int, dropout: float):
         super().__init__()
         self.wi, self.wo = nn.Linear(d, inner, bias=False), nn.Linear(inner, d, bias=False)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.wo(self.dropout(F.relu(self.wi(x))))
@@ -112,7 +122,7 @@ class Block(nn.Module):
         self.cross_norm = nn.RMSNorm(d, eps=NORM_EPS) if cross else None
         self.cross_attn = Attention(d, heads, head_size, dropout) if cross else None
         self.ff_norm, self.ff = nn.RMSNorm(d, eps=NORM_EPS), FeedForward(d, inner, dropout)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
 
 class T5Stack(nn.Module):
@@ -139,7 +149,7 @@ class T5Stack(nn.Module):
         self.position = RelativePositionBias(heads, bidirectional=not cross)
         self.blocks = nn.ModuleList(Block(d, heads, head_size, inner, dropout, cross) for _ in range(layers))
         self.final_norm = nn.RMSNorm(d, eps=NORM_EPS)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, pad: torch.Tensor | None = None, memory: torch.Tensor | None = None,
                 memory_pad: torch.Tensor | None = None) -> torch.Tensor:

@@ -54,6 +54,10 @@ class SequentialConfig(TrainerConfig):
     #: window mode: targets per window (the window's last positions); None = max_seq_length (non-overlapping
     #: windows, fastest), 1 = prefix (RecBole's samples); see batches.py
     train_stride: int | None = param(None, ge=1)
+    #: the share of the train samples drawn (uniformly, without replacement, anew each epoch) for an epoch:
+    #: 1.0 (default) trains on all of them; less makes shorter epochs, so a time budget validates more often
+    #: (the record's ``data.train_sample_fraction`` says which ran)
+    train_sample_fraction: float = param(1.0, gt=0.0, le=1.0)
     #: a batch larger than this many input tokens is run in pieces whose gradients are accumulated into one
     #: step (the same update up to float rounding; bounds activation memory: RecBole-style prefix batches
     #: are 2048 x 50 tokens; on ML-100K SASRec 4096 -> 1.0 GB peak RSS, 8192 -> 1.6 GB, 16384 -> 2.0 GB,

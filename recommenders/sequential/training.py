@@ -42,15 +42,21 @@ class SequentialTask:
         self._evaluators: dict[str, SequentialEvaluator] = {}
 
     def train_epoch(self, model, opt, rng: np.random.Generator, device: torch.device, epoch: int) -> float:
-        """One shuffled pass over the train samples in batches of ``train_batch_size`` targets (about) or samples
-        (``train_batch_unit``); the loss is the mean over the batch's targets."""
+        """One shuffled pass over the train samples (or a fresh random ``train_sample_fraction`` of them) in
+        batches of ``train_batch_size`` targets (about) or samples (``train_batch_unit``); the loss is the mean
+        over the batch's targets."""
 
         model.train()
         model.pre_epoch()
         clip = self.cfg.get("clip_grad_norm")
         rows_per_part = max(1, int(self.cfg["max_tokens_per_forward"]) // self.max_len)
         total = 0.0
-        batches = epoch_batches(self.tokens, self.starts, self.ends, self.n_targets, self.max_len,
+        starts, ends, n_targets = self.starts, self.ends, self.n_targets
+        fraction = float(self.cfg.get("train_sample_fraction", 1.0))
+        if fraction < 1.0:
+            pick = rng.choice(len(starts), max(1, round(fraction * len(starts))), replace=False)
+            starts, ends, n_targets = starts[pick], ends[pick], n_targets[pick]
+        batches = epoch_batches(self.tokens, starts, ends, n_targets, self.max_len,
                                 int(self.cfg["train_batch_size"]), rng, self.cfg["train_batch_unit"])
         bf16 = self.cfg["train_precision"] == "bfloat16"
         for i, (inputs, targets) in enumerate(batches):
@@ -81,6 +87,7 @@ class SequentialTask:
         """The record's extra data facts: which item representation ran and the training samples."""
         return {"item_repr": model.item_repr(), "train_mode": self.cfg["train_mode"],
                 "train_stride": self.cfg.get("train_stride"), "train_batch_unit": self.cfg["train_batch_unit"],
+                "train_sample_fraction": float(self.cfg.get("train_sample_fraction", 1.0)),
                 "first_item_target": self.first_item, "train_precision": self.cfg["train_precision"],
                 "train_targets": int(self.n_targets.sum()),
                 "train_samples": int(len(self.starts)), "max_seq_length": self.max_len}
