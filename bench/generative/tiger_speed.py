@@ -102,8 +102,8 @@ def main() -> None:
             print(train_rows[-1], flush=True)
         model.eval()
         model.prepare_eval()
-        ends = data.history_end("test")[:args.users]
-        inputs, lengths = histories(data.tokens, data.indptr, ends, task.max_len)
+        inputs, lengths = histories(data.tokens, data.indptr, data.history_end("test"), task.max_len)
+        inputs, lengths = inputs[:args.users], lengths[:args.users]
         variants = {"": model.full_sort_predict}
         if name == "TIGER":
             variants = {", KV cache": model.full_sort_predict,

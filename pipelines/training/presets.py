@@ -53,8 +53,9 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset(
         name="tiger-cpu",
         model="TIGER",
-        # the paper's 128-d 4+4-layer model is about 6x more work per target: on a 2-core CPU it does not get
-        # through one epoch of ML-1M's sub-sequences in an hour (bench/generative/tiger_speed.py)
+        # the paper's 128-d 4+4-layer model is 7.4x the work per target: one thread trains 982k ML-1M targets
+        # (one epoch of sub-sequences) in about 5.2 hours at the paper size, 42 minutes at this one (bfloat16,
+        # 19.1 vs 2.6 ms per target; bench/generative/tiger_speed.py)
         settings={"hidden_size": 64, "n_heads": 2, "head_size": 32, "inner_size": 256, "n_layers": 2},
         source=("TIGER at RecBole's SASRec size (SASRec.yaml: hidden_size 64, inner_size 256, n_layers 2, "
                 "n_heads 2), so TIGER and SASRec compare at one model size on a CPU budget"),
