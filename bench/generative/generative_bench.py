@@ -49,7 +49,7 @@ SASREC = {"hidden_size": 64, "inner_size": 256, "n_layers": 2, "n_heads": 2, "ma
           "attn_dropout_prob": 0.2, "train_precision": "bfloat16"}
 #: TIGER with the tiger-cpu preset (SASRec's transformer size) in bfloat16; each epoch a random 10% of the
 #: sub-sequences (about 100k targets), so a CPU budget validates every few minutes. The paper size (TIGER's
-#: default) costs about 9x more per target (bench/generative/tiger_speed.py)
+#: default) costs 7.4x more per target in bfloat16 (bench/generative/tiger_speed.py)
 TIGER_PRESET = "tiger-cpu"
 TIGER = {"dropout_prob": 0.1, "max_seq_length": 20, "beam_size": 20, "stopping_step": 5,
          "train_precision": "bfloat16", "train_sample_fraction": 0.1}

@@ -37,7 +37,7 @@ TRAIN_DEPLOYMENTS: dict[str, dict[str, Any]] = {
     "movielens-1m-din": {"manifest": "movielens-1m", "model": "DIN", "features": {"text": "text_minilm"},
                          "config": {"epochs": 10}},
     # generative retrieval: TIGER writes the next video's semantic ID (title_sid), beam search over valid tuples;
-    # the CPU-sized model (the paper's 128-d 4+4 layers is TIGER's default and about 9x the work per target)
+    # the CPU-sized model (the paper's 128-d 4+4 layers is TIGER's default and 7.4x the work per target)
     "microlens-tiger": {"manifest": "microlens", "model": "TIGER", "features": {"codes": "title_sid"},
                         "preset": "tiger-cpu", "config": {"epochs": 30, "max_seq_length": 10, "beam_size": 10}},
 }
