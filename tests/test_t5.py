@@ -88,3 +88,10 @@ def test_decoder_equals_transformers_t5_and_its_steps_equal_the_full_pass():
             state, cache = ours.step(y[:, t], t, cache, kv, memory_pad)
             assert torch.allclose(state, full[:, t], atol=1e-5), t
 
+
+
+def test_incremental_decoding_refuses_training_mode():
+    dec = T5Stack(D, HEADS, HS, INNER, 1, 0.1, cross=True).train()
+    memory = torch.randn(1, 3, D)
+    with pytest.raises(RuntimeError, match="eval mode"):
+        dec.step(torch.randn(1, D), 0, None, dec.memory_kv(memory), torch.zeros(1, 3, dtype=torch.bool))

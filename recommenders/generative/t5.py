@@ -200,7 +200,12 @@ class T5Stack(nn.Module):
 
         Returns:
             ``(state [B * W, d], cache with this token appended)``.
+
+        Raises:
+            RuntimeError: the stack is in training mode (decoding applies no dropout: call ``eval()`` first).
         """
+        if self.training:
+            raise RuntimeError("T5Stack.step decodes without dropout: put the model in eval mode first")
         users = memory_pad.shape[0]
         width = x.shape[0] // users
         bias = self.position(1, position + 1, first_query=position)
