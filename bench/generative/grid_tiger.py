@@ -51,6 +51,7 @@ import csv
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -461,11 +462,21 @@ def run(a: argparse.Namespace) -> dict:
     with open(log_path, "w") as log:
         p = subprocess.Popen(cmd, cwd=str(GRID_SRC), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True, bufsize=1)
-        for line in p.stdout:
-            log.write(line)
-            if a.verbose or show.search(line):
-                print("  grid| " + line.rstrip()[:300], file=sys.stderr, flush=True)
-        rc = p.wait()
+        # a `kill` of this script (SIGTERM) or Ctrl-C also stops GRID's training, instead of leaving it running
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        try:
+            for line in p.stdout:
+                log.write(line)
+                if a.verbose or show.search(line):
+                    print("  grid| " + line.rstrip()[:300], file=sys.stderr, flush=True)
+            rc = p.wait()
+        finally:
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
     wall = time.time() - t0
     text = re.sub(r"\x1b\[[0-9;]*m", "", log_path.read_text())  # GRID's colorlog
     if rc != 0:
