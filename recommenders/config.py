@@ -101,8 +101,9 @@ class TrainerConfig(BaseModel):
     device: str | None = param(None)  # None: cuda when available, else cpu
     #: False: train exactly ``epochs`` epochs, report test at the last one (no selection)
     early_stopping: bool = param(True)
-    #: stop after the epoch that crosses this many seconds of wall time (a benchmark's time cap; the record's
-    #: ``stop_reason`` says ``time_limit``); None: no limit
+    #: a wall-time budget in seconds (a benchmark's time cap): no epoch starts that the mean epoch so far
+    #: (training and validation) says would end past it; the first epoch always runs. The record's
+    #: ``stop_reason`` says ``time_limit``; None: no limit
     time_limit_s: float | None = param(None, gt=0)
 
 

@@ -298,10 +298,16 @@ def fit(data: InteractionData, model_name: str, config: dict | None = None, runs
         it = tqdm(it, desc=f"{model_name}", leave=False)
     limit = cfg.get("time_limit_s")
     for epoch in it:
-        if limit and epoch and time.perf_counter() - t_start > limit:
-            rec.stop_reason = "time_limit"
-            log.info("%s: time limit %.0f s reached after %d epochs", model_name, limit, epoch)
-            break
+        if limit and epoch:
+            # stop before an epoch that would end past the limit (judged by the mean epoch so far, its
+            # validation included), so a budget is not overshot by up to one epoch
+            elapsed = time.perf_counter() - t_start
+            expected = float(np.mean(train_times)) + (float(np.mean(eval_times)) if eval_times else 0.0)
+            if elapsed + expected > limit:
+                rec.stop_reason = "time_limit"
+                log.info("%s: time limit %.0f s: stopped after %d epochs (%.0f s so far; the next epoch would "
+                         "take about %.0f s)", model_name, limit, epoch, elapsed, expected)
+                break
         t0 = time.perf_counter()
         total = 0.0
         if trainable:

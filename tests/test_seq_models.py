@@ -106,9 +106,27 @@ def test_valid_metric_must_be_computed():
         fit(_cyclic(), "SASRec", {**_cfg("SASRec"), "valid_metric": "recall@20"}, progress=False)
 
 
-def test_time_limit_stops_after_the_epoch_that_crosses_it():
+def test_time_limit_always_runs_the_first_epoch():
     rec = fit(_cyclic(), "GRU4Rec", {**_cfg("GRU4Rec"), "epochs": 50, "time_limit_s": 1e-6}, progress=False)
     assert len(rec.epochs) == 1 and rec.stop_reason == "time_limit" and rec.test
+
+
+def test_time_limit_does_not_start_an_epoch_that_would_end_past_it(monkeypatch):
+    """A fake clock that ticks one second per reading: the trainer reads it at the start, before each epoch
+    after the first (the check), around training and around validation, so an epoch takes 2 s (1 training,
+    1 validation) and epoch k >= 1 is checked at second 5k and ends at 5k + 4. With an 11 s budget epoch 1
+    (checked at 5, expected end 7) runs and epoch 2 (checked at 10, expected end 12) does not; stopping only
+    after the limit was crossed ran epoch 2 as well, to second 14."""
+    import types
+
+    from mmfeat.recommenders import trainer
+
+    ticks = iter(range(10_000))
+    clock = types.SimpleNamespace(perf_counter=lambda: float(next(ticks)), strftime=trainer.time.strftime)
+    monkeypatch.setattr(trainer, "time", clock)
+    rec = fit(_cyclic(), "GRU4Rec", {**_cfg("GRU4Rec"), "epochs": 50, "time_limit_s": 11}, progress=False)
+    assert [e["train_s"] for e in rec.epochs] == [1.0, 1.0]
+    assert rec.stop_reason == "time_limit"
 
 
 @pytest.mark.parametrize("name", ["SASRec", "GRU4Rec", "fMRLRec"])
