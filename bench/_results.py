@@ -1,8 +1,10 @@
-"""The run log every parity benchmark appends to (bench/RESULTS_*.md): a section per run with its command."""
+"""What every parity benchmark shares: the run log it appends to (bench/RESULTS_*.md, a section per run with
+its command), its fresh-process workers, and stopping those workers when the benchmark is killed."""
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -25,3 +27,13 @@ def run_json_worker(script: str | Path, spec: dict, env: dict, cwd: str | Path) 
         sys.stderr.write(proc.stderr[-4000:])
         raise SystemExit(f"worker failed: {spec}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def exit_on_sigterm() -> None:
+    """Make a ``kill`` (SIGTERM) of the benchmark stop its worker processes too, as Ctrl-C does.
+
+    Python ends on SIGTERM without unwinding, so a worker started by ``subprocess.run`` (a reference run in its
+    own venv, a 30-minute training) kept running after its benchmark was killed. As ``SystemExit`` the signal
+    unwinds through ``subprocess.run``, which kills its child on the way out.
+    """
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

@@ -51,6 +51,7 @@ FUXICTR_PY = Path(os.environ.get("FUXICTR_PYTHON", "/work/fuxictr-venv/bin/pytho
 QIN_DIR = Path(os.environ.get("QIN_CHECKOUT", "/work/qin-checkout"))
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+from _results import exit_on_sigterm  # noqa: E402
 
 MANIFESTS = {"ml-100k": "movielens-100k", "ml-1m": "movielens-1m"}
 #: the challenge's DIN_default (QIN's config/qin_config/model_config.yaml); our key names
@@ -376,6 +377,7 @@ def main() -> None:
     ap.add_argument("--out")
     ap.add_argument("--save-state", help="worker: also save the selected weights and their valid/test predictions")
     args = ap.parse_args()
+    exit_on_sigterm()  # a killed benchmark stops its workers too
     if args.mode == "worker":
         return ours_worker(args)
     command = "python bench/ctr/fuxictr_ctr_parity.py " + " ".join(sys.argv[1:])

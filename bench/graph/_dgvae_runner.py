@@ -47,6 +47,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+from _results import exit_on_sigterm  # noqa: E402
 DATA = ROOT / "bench" / "_work" / "ml100k"
 OUT = ROOT / "bench" / "_work"
 #: enoche/DGVAE run-baby.sh / main.py defaults (one grid point), in our key names
@@ -300,6 +301,7 @@ def main() -> None:
     ap.add_argument("--results", action="store_true",
                     help="write the tables to bench/graph/RESULTS_recommenders.md (section dgvae-parity)")
     a = ap.parse_args()
+    exit_on_sigterm()  # a killed benchmark stops its workers too
     work, params = Path(a.work), json.loads(a.params)
     modes = {"default": ["default"], "reference": ["reference"], "both": ["default", "reference"]}[a.rng]
     tags = {m: "_".join(t for t in (a.tag, "paired" if m == "reference" else "") if t) for m in modes}

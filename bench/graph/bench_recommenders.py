@@ -23,6 +23,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+from _results import exit_on_sigterm  # noqa: E402
 
 
 def build(which: str):
@@ -69,6 +70,7 @@ def main():
     ap.add_argument("--out")
     ap.add_argument("--results", default=str(Path(__file__).resolve().with_name("RESULTS_recommenders.md")))
     a = ap.parse_args()
+    exit_on_sigterm()  # a killed benchmark stops its workers too
     if a.worker:
         return worker(a)
     rows = []

@@ -41,6 +41,7 @@ RESULTS = Path(__file__).resolve().with_name("RESULTS_sequential.md")
 RECBOLE_PY = Path(os.environ.get("RECBOLE_PYTHON", "/work/recbole-venv/bin/python"))
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+from _results import exit_on_sigterm  # noqa: E402
 
 #: RecBole 1.2.1's model yamls (recbole/properties/model/*.yaml), given to both sides
 MODELS = {
@@ -275,6 +276,7 @@ def main() -> None:
     ap.add_argument("--config")
     ap.add_argument("--out")
     args = ap.parse_args()
+    exit_on_sigterm()  # a killed benchmark stops its workers too
     if args.mode == "worker":
         return ours_worker(args)
     variants = [(items, parse_sets(items)) for items in (args.set or [[]])]
