@@ -114,6 +114,21 @@ def test_tiger_tiny_training_beats_popularity(tmp_path, one_torch_thread):
     assert rec.data["item_repr"] == "codes"
 
 
+def test_tiger_learns_from_grids_subsequence_samples(tmp_path, one_torch_thread):
+    """train_mode: subsequences (GRID's samples) trains TIGER past popularity; the record names the group size;
+    the group size is refused for another train mode (it would be ignored)."""
+    data = _tiny_data()
+    cfg = {**TINY_TIGER, "train_mode": "subsequences", "train_users_per_batch": 8, "train_batch_size": 256}
+    rec = fit(data, "TIGER", cfg, str(tmp_path), progress=False)
+    assert rec.data["train_mode"] == "subsequences" and rec.data["train_users_per_batch"] == 8
+    train_pos = np.ones(len(data.tokens), bool)
+    train_pos[data.indptr[1:] - 1] = train_pos[data.indptr[1:] - 2] = False
+    top10 = np.argsort(-np.bincount(data.tokens[train_pos] - 1, minlength=data.n_items), kind="stable")[:10]
+    assert rec.test["recall@10"] > float(np.isin(data.targets("test"), top10).mean()) + 0.1, rec.test
+    with pytest.raises(ConfigError, match="train_users_per_batch=8 applies to train_mode=subsequences"):
+        fit(data, "TIGER", {**cfg, "train_mode": "prefix"}, progress=False)
+
+
 def test_tiger_trains_in_bfloat16(one_torch_thread):
     """train_precision applies to TIGER too (the sequential task's autocast): finite losses, float32 weights."""
     rec = fit(_tiny_data(), "TIGER", {**TINY_TIGER, "epochs": 2, "train_precision": "bfloat16"}, progress=False)

@@ -7,7 +7,7 @@ import torch
 
 from mmfeat.recommenders import hash_split_frame, split_interactions
 from mmfeat.recommenders.sequential import SequenceSplitError, SequentialEvaluator, from_loo_frame, metrics_from_ranks
-from mmfeat.recommenders.sequential.batches import epoch_batches, train_samples
+from mmfeat.recommenders.sequential.batches import epoch_batches, subsequence_batches, train_samples
 from mmfeat.recommenders.sequential.evaluation import target_ranks
 
 
@@ -86,6 +86,59 @@ def test_training_samples_cover_every_train_target_once():
     assert pairs(prefix) == pairs(one_each) and len(prefix[0]) < len(one_each[0])
     s, e, _ = train_samples(indptr, 5, "last")
     assert len(s) == 3 and (e - s <= 5).all()  # users with a train target, newest window each
+
+
+def _subsequence_pairs(batch) -> list[tuple[tuple[int, ...], int]]:
+    inputs, targets = batch
+    out = []
+    for x, y in zip(inputs.numpy(), targets.numpy()):
+        (pos,) = np.flatnonzero(y)  # one target per row, at the history's last position
+        assert (x[pos + 1:] == 0).all() and (x[:pos + 1] > 0).all()
+        out.append((tuple(int(t) for t in x[:pos + 1]), int(y[pos])))
+    return out
+
+
+def test_subsequences_are_every_contiguous_run_of_a_user_group_as_grid_draws_them():
+    """snap-research/GRID's TIGER samples: with more draws than sub-sequences, a group's batch is every
+    contiguous sub-sequence of >= 2 train items of its users exactly once (target: its last item; history:
+    the items before it, the newest max_len); users are grouped, never mixed across batches."""
+    lengths = np.array([3, 4, 9, 23, 6])  # train items: n - 2 -> 1, 2, 7, 21, 4
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    tokens = np.arange(1, indptr[-1] + 1)
+    max_len = 5
+    batches = list(subsequence_batches(tokens, indptr, max_len, 2, 10_000, np.random.default_rng(0)))
+    assert len(batches) == 2  # 4 users with a sub-sequence, 2 per batch
+    owner = np.searchsorted(indptr, tokens, side="right") - 1  # token -> its user
+    seen = []
+    for batch in batches:
+        pairs = _subsequence_pairs(batch)
+        assert len({int(owner[t - 1]) for _, t in pairs}) == 2
+        seen += pairs
+    want = []
+    for u in range(len(lengths)):
+        train = tokens[indptr[u]:indptr[u + 1] - 2]
+        for e in range(2, len(train) + 1):
+            for s in range(e - 1):
+                want.append((tuple(int(t) for t in train[max(s, e - 1 - max_len):e - 1]), int(train[e - 1])))
+    assert sorted(seen) == sorted(want)  # as multisets: truncated to max_len, some histories repeat
+
+
+def test_subsequence_draws_favour_later_targets_and_drop_repeats():
+    """Fewer draws than sub-sequences: at most that many distinct rows, and a target at position p is drawn
+    in proportion to p (GRID's enumeration: p sub-sequences end at it)."""
+    indptr = np.array([0, 62])  # one user, 60 train items: 1,770 sub-sequences
+    tokens = np.arange(1, 63)
+    rng = np.random.default_rng(1)
+    counts = np.zeros(63)
+    for _ in range(300):
+        (batch,) = list(subsequence_batches(tokens, indptr, 60, 32, 256, rng))  # no truncation
+        pairs = _subsequence_pairs(batch)
+        assert len(pairs) == len(set(pairs)) <= 256
+        np.add.at(counts, [t for _, t in pairs], 1)
+    positions = np.arange(1, 60)  # target token p + 1 sits at position p
+    share = counts[positions + 1] / counts.sum()
+    assert np.corrcoef(share, positions)[0, 1] > 0.97
+    assert share[-10:].sum() > 4 * share[:10].sum()
 
 
 def test_metrics_from_ranks_by_hand():

@@ -31,8 +31,8 @@ from .trie import CodeTrie, constrained_beam_search
 
 
 class TIGERConfig(SequentialConfig):
-    """TIGER's architecture and training as the paper gives them (the ``tiger-cpu`` and ``tiger-grid`` presets
-    hold a CPU-sized model and GRID's training set-up)."""
+    """TIGER's architecture and training as the paper gives them (the ``tiger-cpu`` preset holds a CPU-sized
+    model; ``train_mode: subsequences`` draws GRID's training samples)."""
 
     #: the paper's sizes: 128-d, 6 heads of 64, 1024-d MLP, 4 encoder and 4 decoder layers, dropout 0.1
     hidden_size: int = param(128, ge=1)
@@ -49,7 +49,8 @@ class TIGERConfig(SequentialConfig):
     max_seq_length: int = param(20, ge=1)
     topk: list[int] = param([5, 10], min_length=1)
     metrics: list[str] = param(["recall", "ndcg"], min_length=1)
-    #: every train target with the items before it (TIGER / GRID's sub-sequences); see batches.py
+    #: every train target with the items before it once per epoch; ``subsequences``: GRID's random draws of
+    #: contiguous sub-sequences; see batches.py
     train_mode: str = param("prefix")
     learner: str = param("adamw")
     learning_rate: float = param(1e-3, ge=0.0, grid=[1e-3, 3e-4])

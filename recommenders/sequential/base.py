@@ -45,12 +45,16 @@ class SequentialConfig(TrainerConfig):
     max_seq_length: int = param(50, ge=1)
     #: prefix (default: RecBole's samples, one per target, untruncated prefixes computed as one window),
     #: window (every train target once per epoch, ``train_stride`` targets per pass: faster, less context per
-    #: target), last (one window per user, original SASRec / fMRLRec); see batches.py
+    #: target), last (one window per user, original SASRec / fMRLRec), subsequences (GRID's TIGER: random
+    #: sub-sequences of a few users per batch, drawn each epoch); see batches.py
     train_mode: str = param("prefix")
     #: what ``train_batch_size`` counts: targets (default: about that many targets per batch, whole samples, so
     #: every mode makes about RecBole's number of steps) or samples (that many windows per batch; with
     #: ``train_mode: last`` a window is a user, the batch of the original SASRec and fMRLRec loaders)
     train_batch_unit: str = param("targets")
+    #: subsequences mode (snap-research/GRID's TIGER samples, see batches.py) only: users whose sub-sequences
+    #: make one batch of ``train_batch_size`` draws; None = GRID's 32
+    train_users_per_batch: int | None = param(None, ge=1)
     #: window mode: targets per window (the window's last positions); None = max_seq_length (non-overlapping
     #: windows, fastest), 1 = prefix (RecBole's samples); see batches.py
     train_stride: int | None = param(None, ge=1)

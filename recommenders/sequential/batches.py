@@ -2,7 +2,7 @@
 
 A sample is a window of one user's train sequence: ``tokens[start:end]`` as input (left-aligned, padded
 with 0 at the end, as RecBole pads) and the next item at every input position as target (0 = no
-target). Three ways to cover a user's train targets (positions 1 .. n-3 of its sequence):
+target). The ways to cover a user's train targets (positions 1 .. n-3 of its sequence):
 
 * ``window``: windows of the ``max_len`` inputs before every ``stride``-th train target (from
   the newest), each predicting the next item at its last ``stride`` positions. Every train target is
@@ -17,6 +17,11 @@ target). Three ways to cover a user's train targets (positions 1 .. n-3 of its s
   every position, which gives exactly the same (history, target) pairs with fewer forward passes
   (only the dropout masks are shared between those nested prefixes).
 * ``last``: one window per user, the newest ``max_len`` inputs (the original SASRec and fMRLRec loaders).
+* ``subsequences``: snap-research/GRID's TIGER samples, drawn anew every epoch (:func:`subsequence_batches`):
+  users in shuffled groups, each group's batch drawn with replacement among every contiguous sub-sequence
+  of at least two items of its users' train sequences; the sub-sequence's last item is the target, the
+  items before it (the newest ``max_len``) its history. A target at position p is drawn in proportion to p,
+  with a history of random length, and a batch holds the samples of a few users only.
 
 Batches hold about ``batch_size`` targets (unit ``targets``, whole samples, at least one sample), so an
 epoch makes about the same number of optimizer steps in every mode and as RecBole with the same batch size,
@@ -33,7 +38,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-TRAIN_MODES = ("window", "prefix", "last")
+TRAIN_MODES = ("window", "prefix", "last", "subsequences")
 BATCH_UNITS = ("targets", "samples")
 
 
@@ -83,6 +88,8 @@ def train_samples(indptr: np.ndarray, max_len: int, mode: str, stride: int | Non
         starts = np.maximum(first[has], ends - max_len)
         return starts, ends, ends - starts
     if mode == "prefix":
+        return _prefix_samples(first, pairs, max_len)
+    if mode == "subsequences":  # drawn per epoch (subsequence_batches); every target once, as in prefix
         return _prefix_samples(first, pairs, max_len)
     step = int(stride or max_len)
     if not 1 <= step <= max_len:
@@ -144,13 +151,65 @@ def epoch_batches(tokens: np.ndarray, starts: np.ndarray, ends: np.ndarray, n_ta
         cuts = np.searchsorted(np.cumsum(n_targets), np.arange(batch_size, n_targets.sum(), batch_size),
                                side="left") + 1
     bounds = np.unique(np.concatenate([[0], cuts, [len(starts)]]))
-    positions = np.arange(max_len)[None, :]
     for a, b in zip(bounds[:-1], bounds[1:]):
-        s, e, c = starts[a:b], ends[a:b], n_targets[a:b]
-        inputs = gather_windows(tokens, s, e, max_len)
-        targets = gather_windows(tokens, s + 1, e + 1, max_len)
-        targets[positions < (e - s - c)[:, None]] = 0  # only the last n_targets positions predict
-        yield torch.from_numpy(inputs), torch.from_numpy(targets)
+        yield _batch(tokens, starts[a:b], ends[a:b], n_targets[a:b], max_len)
+
+
+def _batch(tokens: np.ndarray, starts: np.ndarray, ends: np.ndarray, n_targets: np.ndarray, max_len: int,
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch ``(inputs [b, L], targets [b, L])`` of the samples (start, end, n_targets)."""
+    inputs = gather_windows(tokens, starts, ends, max_len)
+    targets = gather_windows(tokens, starts + 1, ends + 1, max_len)
+    targets[np.arange(max_len)[None, :] < (ends - starts - n_targets)[:, None]] = 0  # only the last n predict
+    return torch.from_numpy(inputs), torch.from_numpy(targets)
+
+
+def subsequence_batches(tokens: np.ndarray, indptr: np.ndarray, max_len: int, users_per_batch: int,
+                        draws_per_batch: int, rng: np.random.Generator, fraction: float = 1.0):
+    """One epoch of snap-research/GRID's TIGER samples (``train_mode: subsequences``), one batch per user group.
+
+    GRID (``src/data/loading/components/collate_functions.py``, ``collate_with_sid_causal_duplicate``) batches
+    ``users_per_batch`` users, enumerates every contiguous sub-sequence of at least two items of their train
+    sequences (a user with k train items has k (k - 1) / 2), draws ``draws_per_batch`` of them uniformly with
+    replacement and drops the repeats (all of them when there are fewer). A sub-sequence's last item is the
+    target, the items before it the history (the newest ``max_len`` kept), so a target at position p is drawn
+    in proportion to p, with a history length uniform in 1..p before truncation.
+
+    Args:
+        tokens, indptr: the sequences (:attr:`SequenceData.tokens` / ``indptr``); a user's train items are
+            positions 0 .. n-3 of its sequence.
+        max_len: the longest history.
+        users_per_batch: users per group (GRID: the datamodule's batch size, 32).
+        draws_per_batch: draws per group (GRID: ``max_batch_size``, 1024).
+        rng: draws the user order and the sub-sequences.
+        fraction: the share of the users (drawn anew) that make this epoch's groups (``train_sample_fraction``).
+
+    Yields:
+        ``(inputs [b, L], targets [b, L])`` as :func:`epoch_batches` does, one target per row (b <= draws).
+    """
+    first = np.asarray(indptr[:-1], np.int64)
+    k = np.maximum(indptr[1:] - 2 - first, 0)  # train items per user
+    counts = k * (k - 1) // 2  # contiguous sub-sequences of >= 2 items
+    users = np.flatnonzero(counts > 0)
+    users = (rng.permutation(users) if fraction >= 1.0
+             else rng.choice(users, max(1, round(fraction * len(users))), replace=False))
+    for a in range(0, len(users), users_per_batch):
+        group = users[a:a + users_per_batch]
+        n = counts[group]
+        total = int(n.sum())
+        pick = (np.unique(rng.integers(0, total, draws_per_batch)) if total > draws_per_batch
+                else np.arange(total))
+        cum = np.cumsum(n)
+        row = np.searchsorted(cum, pick, side="right")
+        local = pick - (cum - n)[row]
+        # GRID's order: ends e = 2 .. k (exclusive, in items), then starts 0 .. e-2; (e-1)(e-2)/2 come before e
+        m = np.floor((1 + np.sqrt(1 + 8 * local.astype(np.float64))) / 2).astype(np.int64)  # m = e - 1
+        m -= m * (m - 1) // 2 > local
+        m += m * (m + 1) // 2 <= local
+        start = local - m * (m - 1) // 2
+        ends = first[group][row] + m  # the target's token index = the history's exclusive end
+        starts = np.maximum(first[group][row] + start, ends - max_len)
+        yield _batch(tokens, starts, ends, np.ones(len(ends), np.int64), max_len)
 
 
 def histories(tokens: np.ndarray, indptr: np.ndarray, ends: np.ndarray, max_len: int) -> tuple[np.ndarray, np.ndarray]:

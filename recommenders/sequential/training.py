@@ -11,7 +11,7 @@ import torch
 
 from ..tasks import accumulated_step, register_task
 from ..config import ConfigError
-from .batches import epoch_batches, train_samples, with_empty_history
+from .batches import epoch_batches, subsequence_batches, train_samples, with_empty_history
 from .data import SequenceData
 from .evaluation import SequentialEvaluator
 
@@ -28,13 +28,21 @@ class SequentialTask:
         self.max_len = int(cfg["max_seq_length"])
         #: fMRLRec's key (its encoder ignores padding history); the other models never see a padding input
         self.first_item = bool(cfg.get("first_item_target", False))
-        self.tokens, indptr = (with_empty_history(data.tokens, data.indptr) if self.first_item
-                               else (data.tokens, data.indptr))
+        self.tokens, self.indptr = (with_empty_history(data.tokens, data.indptr) if self.first_item
+                                    else (data.tokens, data.indptr))
+        indptr = self.indptr
         try:
             self.starts, self.ends, self.n_targets = train_samples(indptr, self.max_len, cfg["train_mode"],
                                                                    cfg.get("train_stride"))
         except ValueError as exc:
             raise ConfigError(f"{model_name}: {exc}") from None
+        self.subsequences = cfg["train_mode"] == "subsequences"
+        self.users_per_batch = cfg.get("train_users_per_batch")
+        if self.users_per_batch is not None and not self.subsequences:
+            raise ConfigError(f"{model_name}: train_users_per_batch={self.users_per_batch} applies to "
+                              f"train_mode=subsequences only, not {cfg['train_mode']}; drop it or set "
+                              f"train_mode=subsequences")
+        self.users_per_batch = int(self.users_per_batch or 32)
         if len(self.starts) == 0:
             raise ConfigError(f"{model_name}: no user has a train target (every user has exactly 3 interactions); "
                               f"nothing to train on")
@@ -43,8 +51,10 @@ class SequentialTask:
 
     def train_epoch(self, model, opt, rng: np.random.Generator, device: torch.device, epoch: int) -> float:
         """One shuffled pass over the train samples (or a fresh random ``train_sample_fraction`` of them) in
-        batches of ``train_batch_size`` targets (about) or samples (``train_batch_unit``); the loss is the mean
-        over the batch's targets."""
+        batches of ``train_batch_size`` targets (about) or samples (``train_batch_unit``); with
+        ``train_mode: subsequences``, GRID's draws of ``train_batch_size`` sub-sequences per group of
+        ``train_users_per_batch`` users (a fraction: of the users). The loss is the mean over the batch's
+        targets."""
 
         model.train()
         model.pre_epoch()
@@ -53,11 +63,15 @@ class SequentialTask:
         total = 0.0
         starts, ends, n_targets = self.starts, self.ends, self.n_targets
         fraction = float(self.cfg.get("train_sample_fraction", 1.0))
-        if fraction < 1.0:
-            pick = rng.choice(len(starts), max(1, round(fraction * len(starts))), replace=False)
-            starts, ends, n_targets = starts[pick], ends[pick], n_targets[pick]
-        batches = epoch_batches(self.tokens, starts, ends, n_targets, self.max_len,
-                                int(self.cfg["train_batch_size"]), rng, self.cfg["train_batch_unit"])
+        if self.subsequences:  # GRID's draws, per group of users (the fraction is one of the users)
+            batches = subsequence_batches(self.tokens, self.indptr, self.max_len, self.users_per_batch,
+                                          int(self.cfg["train_batch_size"]), rng, fraction)
+        else:
+            if fraction < 1.0:
+                pick = rng.choice(len(starts), max(1, round(fraction * len(starts))), replace=False)
+                starts, ends, n_targets = starts[pick], ends[pick], n_targets[pick]
+            batches = epoch_batches(self.tokens, starts, ends, n_targets, self.max_len,
+                                    int(self.cfg["train_batch_size"]), rng, self.cfg["train_batch_unit"])
         bf16 = self.cfg["train_precision"] == "bfloat16"
         for i, (inputs, targets) in enumerate(batches):
             n = float((targets > 0).sum())
@@ -87,6 +101,7 @@ class SequentialTask:
         """The record's extra data facts: which item representation ran and the training samples."""
         return {"item_repr": model.item_repr(), "train_mode": self.cfg["train_mode"],
                 "train_stride": self.cfg.get("train_stride"), "train_batch_unit": self.cfg["train_batch_unit"],
+                **({"train_users_per_batch": self.users_per_batch} if self.subsequences else {}),
                 "train_sample_fraction": float(self.cfg.get("train_sample_fraction", 1.0)),
                 "first_item_target": self.first_item, "train_precision": self.cfg["train_precision"],
                 "train_targets": int(self.n_targets.sum()),
