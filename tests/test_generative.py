@@ -121,6 +121,8 @@ def test_tiger_learns_from_grids_subsequence_samples(tmp_path, one_torch_thread)
     cfg = {**TINY_TIGER, "train_mode": "subsequences", "train_users_per_batch": 8, "train_batch_size": 256}
     rec = fit(data, "TIGER", cfg, str(tmp_path), progress=False)
     assert rec.data["train_mode"] == "subsequences" and rec.data["train_users_per_batch"] == 8
+    k = np.diff(data.indptr) - 2  # train items per user
+    assert rec.data["train_samples"] == int((k * (k - 1) // 2).sum())  # the sub-sequences that can be drawn
     train_pos = np.ones(len(data.tokens), bool)
     train_pos[data.indptr[1:] - 1] = train_pos[data.indptr[1:] - 2] = False
     top10 = np.argsort(-np.bincount(data.tokens[train_pos] - 1, minlength=data.n_items), kind="stable")[:10]

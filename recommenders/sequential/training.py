@@ -105,4 +105,10 @@ class SequentialTask:
                 "train_sample_fraction": float(self.cfg.get("train_sample_fraction", 1.0)),
                 "first_item_target": self.first_item, "train_precision": self.cfg["train_precision"],
                 "train_targets": int(self.n_targets.sum()),
-                "train_samples": int(len(self.starts)), "max_seq_length": self.max_len}
+                # subsequences: every contiguous sub-sequence of >= 2 train items can be drawn
+                "train_samples": int(self._subsequence_count() if self.subsequences else len(self.starts)),
+                "max_seq_length": self.max_len}
+
+    def _subsequence_count(self) -> int:
+        k = np.maximum(np.diff(self.indptr) - 2, 0)  # train items per user
+        return int((k * (k - 1) // 2).sum())
