@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmfeat.recommenders import ConfigError, fit, split_interactions
+from mmfeat.recommenders import ConfigError, build_model, fit, split_interactions
 from mmfeat.recommenders.generative import CodeTrie, constrained_beam_search
 from mmfeat.recommenders.sequential import from_loo_frame
 
@@ -129,6 +129,20 @@ def test_tiger_learns_from_grids_subsequence_samples(tmp_path, one_torch_thread)
     assert rec.test["recall@10"] > float(np.isin(data.targets("test"), top10).mean()) + 0.1, rec.test
     with pytest.raises(ConfigError, match="train_users_per_batch=8 applies to train_mode=subsequences"):
         fit(data, "TIGER", {**cfg, "train_mode": "prefix"}, progress=False)
+
+
+def test_tiger_level_vocab_largest_sizes_every_level_like_grid(one_torch_thread):
+    """level_vocab: largest gives every level the largest codebook's rows and outputs (GRID's table and heads);
+    decoding still returns valid, distinct items; an unknown value is refused."""
+    data = _tiny_data()
+    own = build_model("TIGER", data, TINY_TIGER)
+    wide = build_model("TIGER", data, {**TINY_TIGER, "level_vocab": "largest"}).eval()
+    assert own.head.weight.shape[0] == int(own.trie.sizes.sum())
+    assert wide.head.weight.shape[0] == own.trie.levels * int(own.trie.sizes.max())
+    items, _ = wide.top_items(torch.from_numpy(data.tokens[:4].reshape(4, 1)))
+    assert ((items >= 0) & (items < data.n_items)).all() and all(len(set(r)) == len(r) for r in items.tolist())
+    with pytest.raises(ConfigError, match="level_vocab='wide'"):
+        build_model("TIGER", data, {**TINY_TIGER, "level_vocab": "wide"})
 
 
 def test_tiger_trains_in_bfloat16(one_torch_thread):

@@ -41,6 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(HERE))
 from _results import append_results, exit_on_sigterm  # noqa: E402
 
 METRICS = ["recall@5", "ndcg@5", "recall@10", "ndcg@10"]
@@ -70,7 +71,8 @@ def start_grid(a: argparse.Namespace, seed: int, log) -> subprocess.Popen:
 def start_ours(a: argparse.Namespace, seed: int, log) -> subprocess.Popen:
     spec = {"dataset": a.dataset, "model": "TIGER", "features": {"codes": a.codes}, "threads": 1,
             "preset": "tiger-cpu",
-            "config": {**SHARED, **SAMPLING[a.sampling], "stopping_step": a.patience, "seed": seed,
+            "config": {**SHARED, **SAMPLING[a.sampling], "level_vocab": a.level_vocab, "stopping_step": a.patience,
+                       "seed": seed,
                        "time_limit_s": 60 * a.minutes}}
     cmd = [sys.executable, str(HERE / "generative_bench.py"), "_worker", json.dumps(spec)]
     return subprocess.Popen(cmd, env={**_env(), "MMFEAT_STORE": str(ROOT / "bench/_work/generative/store"),
@@ -85,28 +87,51 @@ def _last_json(p: subprocess.Popen, name: str, log_path: Path) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def reused_grid(a: argparse.Namespace, seed: int) -> dict | None:
+    """The newest earlier GRID result of this script with the same seed, budget and settings, if any."""
+    import grid_tiger
+
+    want = {f"seed={seed}", f"+trainer.max_time={grid_tiger._hydra_str(grid_tiger._dhms(a.minutes * 60))}",
+            f"trainer.val_check_interval={a.val_every}", f"callbacks.early_stopping.patience={a.patience}",
+            "model.huggingface_model.config.d_model=64", "optim.optimizer.lr=0.001",
+            f"data_loading.train_dataloader_config.dataloader.collate_fn.max_batch_size={SHARED['train_batch_size']}"}
+    runs = sorted((ROOT / "bench/_work/generative/grid" / a.dataset / "runs").glob(f"parity-{seed}-*/result.json"))
+    for path in reversed(runs):
+        res = json.loads(path.read_text())
+        if res.get("codes") == a.codes and want <= set(res["overrides"]):
+            res["reused"] = path.parent.name
+            return res
+    return None
+
+
 def one_seed(a: argparse.Namespace, seed: int, logs: Path) -> tuple[dict, dict]:
-    """GRID and ours at once; returns (grid, ours) as their scripts print them."""
-    with open(logs / f"grid-{seed}.log", "w") as gl, open(logs / f"ours-{seed}.log", "w") as ol:
-        grid, ours = start_grid(a, seed, gl), start_ours(a, seed, ol)
+    """GRID and ours at once (or ours beside nothing, reusing GRID's earlier run); returns (grid, ours)."""
+    grid_done = reused_grid(a, seed) if a.reuse_grid else None
+    if a.reuse_grid and grid_done is None:
+        raise SystemExit(f"--reuse-grid: no earlier GRID run with seed {seed} and these settings; run without it")
+    with open(logs / f"grid-{seed}.log", "a") as gl, open(logs / f"ours-{seed}.log", "w") as ol:
+        grid = None if grid_done else start_grid(a, seed, gl)
+        ours = start_ours(a, seed, ol)
         try:
-            return _last_json(grid, "GRID", logs / f"grid-{seed}.log"), _last_json(ours, "ours", logs / f"ours-{seed}.log")
+            return (grid_done or _last_json(grid, "GRID", logs / f"grid-{seed}.log"),
+                    _last_json(ours, "ours", logs / f"ours-{seed}.log"))
         finally:
             for p in (grid, ours):
-                if p.poll() is None:
+                if p is not None and p.poll() is None:
                     p.kill()
 
 
-def rows(seed: int, grid: dict, ours: dict, users: int, sampling: str) -> list[str]:
+def rows(seed: int, grid: dict, ours: dict, users: int, sampling: str, level_vocab: str) -> list[str]:
     """Table rows of one seed: GRID, ours, and ours / GRID per test metric."""
     fraction = SAMPLING[sampling]["train_sample_fraction"]
     steps_per_epoch = -(-round(users * fraction) // 32) if sampling == "subsequences" else None
     g_curve = " ".join(f"{r['ndcg@10']:.4f} ({r['step']})" for r in grid["valid_curve"])
     o_curve = " ".join(f"{v:.4f}" + (f" ({(i + 1) * steps_per_epoch})" if steps_per_epoch else "")
                        for i, v in enumerate(ours["valid_curve"]))
-    out = [f"| {seed} | GRID | " + " | ".join(f"{grid['test'][m]:.4f}" for m in METRICS)
+    name = f"GRID (reused run {grid['reused']})" if grid.get("reused") else "GRID"
+    out = [f"| {seed} | {name} | " + " | ".join(f"{grid['test'][m]:.4f}" for m in METRICS)
            + f" | {grid['optimizer_steps']} | {grid['stop_reason']} | {g_curve} |",
-           f"| {seed} | ours ({sampling}) | " + " | ".join(f"{ours['test'][m]:.4f}" for m in METRICS)
+           f"| {seed} | ours ({sampling}{', level_vocab ' + level_vocab if level_vocab != 'own' else ''}) | " + " | ".join(f"{ours['test'][m]:.4f}" for m in METRICS)
            + f" | {ours['epochs'] * steps_per_epoch if steps_per_epoch else '-'} | {ours['stop_reason']} | {o_curve} |",
            f"| {seed} | ours / GRID | " + " | ".join(
                f"{ours['test'][m] / grid['test'][m]:.2f}" if grid["test"][m] else "-" for m in METRICS) + " | | | |"]
@@ -121,6 +146,11 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=20.0, help="wall-clock budget of each run (training + validation)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[2024])
     ap.add_argument("--sampling", choices=sorted(SAMPLING), default="subsequences", help="our training samples")
+    ap.add_argument("--level-vocab", choices=["own", "largest"], default="own",
+                    help="our TIGER's level_vocab (largest: every level sized like GRID's, 256 codes)")
+    ap.add_argument("--reuse-grid", action="store_true",
+                    help="take GRID's side from its newest earlier run with the same seed and settings (said in the "
+                         "table) and run ours only")
     ap.add_argument("--val-every", type=int, default=96, help="GRID: optimizer steps between validations")
     ap.add_argument("--patience", type=int, default=5, help="validations without improvement before stopping")
     a = ap.parse_args()
@@ -139,9 +169,10 @@ def main() -> None:
         t = time.time()
         grid, ours = one_seed(a, seed, logs)
         print(f"seed {seed}: {time.time() - t:.0f} s; GRID test {grid['test']}; ours test {ours['test']}", flush=True)
-        lines += rows(seed, grid, ours, users, a.sampling)
+        lines += rows(seed, grid, ours, users, a.sampling, a.level_vocab)
     body = (f"{a.dataset}, codes {a.codes}, {a.minutes:g} min per run (training + validation), GRID and ours at "
-            f"once, one thread each; ours: `train_mode: {a.sampling}`; logs in bench/_work/generative/parity_logs.\n\n"
+            f"once, one thread each; ours: `train_mode: {a.sampling}`, `level_vocab: {a.level_vocab}`; logs in "
+            f"bench/_work/generative/parity_logs.\n\n"
             + "\n".join(lines))
     print(body)
     append_results(HERE / "RESULTS_generative.md", "Generative recommendation benchmark log",

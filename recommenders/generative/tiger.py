@@ -45,6 +45,10 @@ class TIGERConfig(SequentialConfig):
     #: beams kept while decoding = items returned per user (metrics exist up to it)
     beam_size: int = param(20, ge=1)
     codes_feature: str | None = param("codes")
+    #: codes per level in the token table and the output heads: ``own`` (each level its codebook's size) or
+    #: ``largest`` (every level as many as the largest codebook: snap-research/GRID's table and heads, e.g.
+    #: 256 outputs for a 2-code de-duplication level; for parity runs against GRID)
+    level_vocab: str = param("own")
     # re-declared defaults of the sequential keys (TIGER: 20 items of history, metrics at 5 and 10)
     max_seq_length: int = param(20, ge=1)
     topk: list[int] = param([5, 10], min_length=1)
@@ -112,7 +116,11 @@ class TIGER(SequentialRecommender):
         self.beam = int(config["beam_size"])  # topk <= beam_size is checked by TIGERConfig
         self.trie = CodeTrie(codes)
         self.levels = self.trie.levels
+        if config["level_vocab"] not in ("own", "largest"):
+            raise ConfigError(f"TIGER: level_vocab={config['level_vocab']!r} is not one of own, largest")
         sizes = self.trie.sizes
+        if config["level_vocab"] == "largest":
+            sizes = np.full_like(sizes, sizes.max())
         self.register_buffer("offsets", torch.from_numpy(np.concatenate([[0], np.cumsum(sizes)[:-1]])), persistent=False)
         self.register_buffer("sizes", torch.from_numpy(sizes), persistent=False)
         n_code_tokens = int(sizes.sum())
