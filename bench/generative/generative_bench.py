@@ -113,6 +113,7 @@ def worker(spec: dict) -> dict:
     return {"model": spec["model"], "features": spec["features"], "test": rec["test"], "valid": rec["best_valid"],
             "epochs": len(rec["epochs"]), "best_epoch": rec["best_epoch"], "stop_reason": rec["stop_reason"],
             "valid_curve": [e["valid"]["ndcg@10"] for e in rec["epochs"] if "valid" in e],
+            "loss_curve": [e["loss"] for e in rec["epochs"]],  # per epoch: the sum of its batches' mean losses
             "wall_s": rec["wall_s"], "s_per_epoch": rec["s_per_epoch"], "s_per_eval": rec["s_per_eval"],
             "ms_per_user": 1000 * rec["s_per_eval"] / max(n_users, 1), "peak_rss_mb": rec["peak_rss_mb"],
             "scores_per_user": per_user, "scoring_layer_params": layer, "users": n_users, "items": n_items}

@@ -121,12 +121,30 @@ def one_seed(a: argparse.Namespace, seed: int, logs: Path) -> tuple[dict, dict]:
                     p.kill()
 
 
-def rows(seed: int, grid: dict, ours: dict, users: int, sampling: str, level_vocab: str) -> list[str]:
-    """Table rows of one seed: GRID, ours, and ours / GRID per test metric."""
+def grid_losses(grid: dict) -> list[float]:
+    """GRID's mean training loss (the sum over levels, per step) between consecutive validations."""
+    import csv
+
+    files = sorted(Path(grid["run_dir"]).glob("csv/*/metrics.csv"))
+    if not files:
+        return []
+    with open(files[-1]) as f:
+        steps = [float(r["train/loss_step"]) for r in csv.DictReader(f) if r.get("train/loss_step")]
+    bounds = [0] + [r["step"] for r in grid["valid_curve"]]
+    return [sum(steps[a:b]) / len(steps[a:b]) for a, b in zip(bounds[:-1], bounds[1:]) if steps[a:b]]
+
+
+def rows(seed: int, grid: dict, ours: dict, users: int, levels: int, sampling: str, level_vocab: str) -> list[str]:
+    """Table rows of one seed: GRID, ours, and ours / GRID per test metric. Each validation shows its valid
+    NDCG@10, the optimizer steps before it and the mean training loss since the last one, in GRID's unit (the
+    sum of the levels' cross-entropies; ours is their mean, so it is multiplied by the levels)."""
     fraction = SAMPLING[sampling]["train_sample_fraction"]
     steps_per_epoch = -(-round(users * fraction) // 32) if sampling == "subsequences" else None
-    g_curve = " ".join(f"{r['ndcg@10']:.4f} ({r['step']})" for r in grid["valid_curve"])
-    o_curve = " ".join(f"{v:.4f}" + (f" ({(i + 1) * steps_per_epoch})" if steps_per_epoch else "")
+    g_loss = grid_losses(grid)
+    g_curve = " ".join(f"{r['ndcg@10']:.4f} ({r['step']}" + (f", {g_loss[i]:.2f}" if i < len(g_loss) else "") + ")"
+                       for i, r in enumerate(grid["valid_curve"]))
+    o_loss = [v / steps_per_epoch * levels for v in ours.get("loss_curve", [])] if steps_per_epoch else []
+    o_curve = " ".join(f"{v:.4f}" + (f" ({(i + 1) * steps_per_epoch}, {o_loss[i]:.2f})" if o_loss else "")
                        for i, v in enumerate(ours["valid_curve"]))
     name = f"GRID (reused run {grid['reused']})" if grid.get("reused") else "GRID"
     out = [f"| {seed} | {name} | " + " | ".join(f"{grid['test'][m]:.4f}" for m in METRICS)
@@ -159,17 +177,18 @@ def main() -> None:
     if not export.exists():
         raise SystemExit(f"no GRID export at {export.parent}: run `python bench/generative/grid_tiger.py export "
                          f"--dataset {a.dataset}` first")
-    users = json.loads(export.read_text())["n_users"]
+    meta = json.loads(export.read_text())
+    users, levels = meta["n_users"], meta["levels"]
     logs = ROOT / "bench/_work/generative/parity_logs"
     logs.mkdir(parents=True, exist_ok=True)
     command = "python bench/generative/grid_parity.py " + " ".join(sys.argv[1:])
     lines = ["| seed | run | R@5 | N@5 | R@10 | N@10 | optimizer steps | stopped by | valid N@10 per validation "
-             "(steps) |", "|---|---|---|---|---|---|---|---|---|"]
+             "(steps, mean training loss since the last) |", "|---|---|---|---|---|---|---|---|---|"]
     for seed in a.seeds:
         t = time.time()
         grid, ours = one_seed(a, seed, logs)
         print(f"seed {seed}: {time.time() - t:.0f} s; GRID test {grid['test']}; ours test {ours['test']}", flush=True)
-        lines += rows(seed, grid, ours, users, a.sampling, a.level_vocab)
+        lines += rows(seed, grid, ours, users, levels, a.sampling, a.level_vocab)
     body = (f"{a.dataset}, codes {a.codes}, {a.minutes:g} min per run (training + validation), GRID and ours at "
             f"once, one thread each; ours: `train_mode: {a.sampling}`, `level_vocab: {a.level_vocab}`; logs in "
             f"bench/_work/generative/parity_logs.\n\n"
