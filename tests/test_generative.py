@@ -63,6 +63,26 @@ def test_beam_search_returns_k_distinct_valid_items_in_exact_order():
         assert len(set(row)) == 7 and trie.contains(codes[row]).all()
 
 
+def test_renormalised_beam_scores_are_exact_over_the_valid_children():
+    """renormalise=True (GRID's scores): each level's log-probability renormalised over the prefix's valid
+    children; a full beam returns every item with exactly that score, best first."""
+    codes = _unique_codes(30, 3, 4, seed=1)
+    trie = CodeTrie(codes)
+    gen = torch.Generator().manual_seed(0)
+    table = [torch.log_softmax(torch.randn(4, generator=gen), 0) for _ in range(3)]
+    items, scores = constrained_beam_search(_independent_step(table), trie.tensors(torch.device("cpu")),
+                                            batch=1, beam=30, device=torch.device("cpu"), renormalise=True)
+    exact = np.zeros(len(codes))
+    for i, c in enumerate(codes):
+        for lvl in range(3):
+            siblings = {tuple(d[:lvl + 1]) for d in codes if tuple(d[:lvl]) == tuple(c[:lvl])}
+            norm = np.logaddexp.reduce([float(table[lvl][s[-1]]) for s in siblings])
+            exact[i] += float(table[lvl][c[lvl]]) - norm
+    got = items[0].numpy()
+    assert len(set(got)) == 30 and np.allclose(scores[0].numpy(), exact[got], atol=1e-5)
+    assert np.allclose(np.sort(exact)[::-1], scores[0].numpy(), atol=1e-5)
+
+
 def test_beam_search_pads_when_fewer_items_than_beams():
     trie = CodeTrie(np.array([[0, 0], [1, 1], [1, 0]]))
     table = [torch.zeros(2), torch.zeros(2)]
@@ -141,6 +161,14 @@ def test_tiger_level_vocab_largest_sizes_every_level_like_grid(one_torch_thread)
     assert wide.head.weight.shape[0] == own.trie.levels * int(own.trie.sizes.max())
     items, _ = wide.top_items(torch.from_numpy(data.tokens[:4].reshape(4, 1)))
     assert ((items >= 0) & (items < data.n_items)).all() and all(len(set(r)) == len(r) for r in items.tolist())
+    renorm = build_model("TIGER", data, {**TINY_TIGER, "beam_renormalise": True}).eval()
+    renorm.load_state_dict(own.state_dict())
+    own.eval()
+    x = torch.from_numpy(data.tokens[:4].reshape(4, 1))
+    _, plain_scores = own.top_items(x)
+    _, renorm_scores = renorm.top_items(x)
+    # the key reaches the search (its exact scores: test_renormalised_beam_scores_are_exact_over_the_valid_children)
+    assert not torch.allclose(renorm_scores, plain_scores) and (renorm_scores <= 1e-6).all()
     with pytest.raises(ConfigError, match="level_vocab='wide'"):
         build_model("TIGER", data, {**TINY_TIGER, "level_vocab": "wide"})
 

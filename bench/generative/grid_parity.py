@@ -71,7 +71,8 @@ def start_grid(a: argparse.Namespace, seed: int, log) -> subprocess.Popen:
 def start_ours(a: argparse.Namespace, seed: int, log) -> subprocess.Popen:
     spec = {"dataset": a.dataset, "model": "TIGER", "features": {"codes": a.codes}, "threads": 1,
             "preset": "tiger-cpu",
-            "config": {**SHARED, **SAMPLING[a.sampling], "level_vocab": a.level_vocab, "stopping_step": a.patience,
+            "config": {**SHARED, **SAMPLING[a.sampling], "level_vocab": a.level_vocab,
+                       "beam_renormalise": a.beam_renormalise, "stopping_step": a.patience,
                        "seed": seed,
                        "time_limit_s": 60 * a.minutes}}
     cmd = [sys.executable, str(HERE / "generative_bench.py"), "_worker", json.dumps(spec)]
@@ -166,6 +167,8 @@ def main() -> None:
     ap.add_argument("--sampling", choices=sorted(SAMPLING), default="subsequences", help="our training samples")
     ap.add_argument("--level-vocab", choices=["own", "largest"], default="own",
                     help="our TIGER's level_vocab (largest: every level sized like GRID's, 256 codes)")
+    ap.add_argument("--beam-renormalise", action="store_true",
+                    help="our TIGER ranks by GRID's rule (beam_renormalise: scores renormalised over the valid codes)")
     ap.add_argument("--reuse-grid", action="store_true",
                     help="take GRID's side from its newest earlier run with the same seed and settings (said in the "
                          "table) and run ours only")
@@ -190,7 +193,8 @@ def main() -> None:
         print(f"seed {seed}: {time.time() - t:.0f} s; GRID test {grid['test']}; ours test {ours['test']}", flush=True)
         lines += rows(seed, grid, ours, users, levels, a.sampling, a.level_vocab)
     body = (f"{a.dataset}, codes {a.codes}, {a.minutes:g} min per run (training + validation), GRID and ours at "
-            f"once, one thread each; ours: `train_mode: {a.sampling}`, `level_vocab: {a.level_vocab}`; logs in "
+            f"once, one thread each; ours: `train_mode: {a.sampling}`, `level_vocab: {a.level_vocab}`, "
+            f"`beam_renormalise: {str(a.beam_renormalise).lower()}`; logs in "
             f"bench/_work/generative/parity_logs.\n\n"
             + "\n".join(lines))
     print(body)

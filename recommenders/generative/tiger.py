@@ -45,6 +45,9 @@ class TIGERConfig(SequentialConfig):
     #: beams kept while decoding = items returned per user (metrics exist up to it)
     beam_size: int = param(20, ge=1)
     codes_feature: str | None = param("codes")
+    #: rank by each level's probabilities renormalised over the beam's valid child codes (snap-research/GRID's
+    #: beam scores) instead of the model's own probability of the item's tuple (false, the default)
+    beam_renormalise: bool = param(False)
     #: codes per level in the token table and the output heads: ``own`` (each level its codebook's size) or
     #: ``largest`` (every level as many as the largest codebook: snap-research/GRID's table and heads, e.g.
     #: 256 outputs for a 2-code de-duplication level; for parity runs against GRID)
@@ -114,6 +117,7 @@ class TIGER(SequentialRecommender):
             raise ConfigError("TIGER needs semantic IDs: pass --feature codes=FEATURE_SET (a semantic_ids version)")
         d = int(config["hidden_size"])
         self.beam = int(config["beam_size"])  # topk <= beam_size is checked by TIGERConfig
+        self.renormalise = bool(config["beam_renormalise"])
         self.trie = CodeTrie(codes)
         self.levels = self.trie.levels
         if config["level_vocab"] not in ("own", "largest"):
@@ -206,7 +210,7 @@ class TIGER(SequentialRecommender):
             states, cache[0] = self.decoder.step(x, level, cache[0] if level else None, memory_kv, pad)
             return F.log_softmax(self.level_logits(states, level), -1)
 
-        return constrained_beam_search(step, tables, users, self.beam, inputs.device)
+        return constrained_beam_search(step, tables, users, self.beam, inputs.device, self.renormalise)
 
     def full_sort_predict(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Scores [B, n_items]: the beam's items get their log-probabilities, every other item -inf."""

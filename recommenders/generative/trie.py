@@ -102,7 +102,7 @@ StepFn = Callable[[torch.Tensor, int, "torch.Tensor | None"], torch.Tensor]
 
 @torch.no_grad()
 def constrained_beam_search(step: StepFn, tables: list[tuple[torch.Tensor, torch.Tensor]], batch: int, beam: int,
-                            device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+                            device: torch.device, renormalise: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``beam`` items per row by the sum of per-level log-probabilities, decoding only valid tuples.
 
     Args:
@@ -111,6 +111,8 @@ def constrained_beam_search(step: StepFn, tables: list[tuple[torch.Tensor, torch
         batch: rows (users).
         beam: beams kept per row (the number of items returned).
         device: where the tensors live.
+        renormalise: each level's probabilities renormalised over the beam's valid child codes (GRID's
+            scores) instead of the model's own probability of the tuple (the default).
 
     Returns:
         ``(items [batch, beam], scores [batch, beam])``, best first; when fewer than ``beam`` valid items exist
@@ -125,7 +127,11 @@ def constrained_beam_search(step: StepFn, tables: list[tuple[torch.Tensor, torch
         logp = step(prefix.reshape(batch * width, level), level, parent).view(batch, width, -1)
         kids, ids = kids_all[node], ids_all[node]  # [batch, width, F]
         valid = (kids >= 0) & torch.isfinite(score)[..., None]
-        cand = torch.where(valid, score[..., None] + logp.gather(2, kids.clamp(min=0)), -torch.inf)
+        child_logp = logp.gather(2, kids.clamp(min=0))
+        if renormalise:
+            child_logp = child_logp.masked_fill(kids < 0, -torch.inf)
+            child_logp = child_logp - torch.logsumexp(child_logp, 2, keepdim=True)
+        cand = torch.where(valid, score[..., None] + child_logp, -torch.inf)
         k = min(beam, cand.shape[1] * cand.shape[2])
         best, flat = cand.view(batch, -1).topk(k, dim=1)
         parent, child = flat // kids.shape[2], flat % kids.shape[2]
