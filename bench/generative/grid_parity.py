@@ -25,8 +25,13 @@ selection on valid NDCG@10. ``--sampling`` picks our training samples:
 * ``prefix``: our default, every train target once per epoch with its newest 20 items, batches of 1,024 targets
   from all users, an epoch of 10% of them (the budget runs of ``generative_bench.py``).
 
+``--level-vocab largest`` gives our TIGER GRID's level sizes (256 codes at every level), ``--beam-renormalise``
+GRID's beam scores; ``--reuse-grid`` runs ours only, beside GRID's newest earlier run with the same seed and
+settings (named in the table).
+
 The table (appended to bench/generative/RESULTS_generative.md) gives each side's test Recall/NDCG@5/10, the
-valid NDCG@10 at every validation with the optimizer steps before it, and ours / GRID per metric.
+valid NDCG@10 at every validation with the optimizer steps before it and the mean training loss since the
+last one (GRID's unit: the sum of the levels' cross-entropies), and ours / GRID per metric.
 """
 from __future__ import annotations
 
