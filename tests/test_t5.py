@@ -25,22 +25,8 @@ def _hf(decoder: bool) -> HFStack:
 
 
 def _copy(hf: HFStack, ours: T5Stack) -> None:
-    """transformers' parameter names -> ours."""
-    with torch.no_grad():
-        ours.position.embedding.weight.copy_(hf.block[0].layer[0].SelfAttention.relative_attention_bias.weight)
-        ours.final_norm.weight.copy_(hf.final_layer_norm.weight)
-        for blk, hb in zip(ours.blocks, hf.block):
-            pairs = [(blk.self_attn, blk.self_norm, hb.layer[0].SelfAttention, hb.layer[0].layer_norm)]
-            if ours.cross:
-                pairs.append((blk.cross_attn, blk.cross_norm, hb.layer[1].EncDecAttention, hb.layer[1].layer_norm))
-            for a, n, ha, hn in pairs:
-                for name in "qkvo":
-                    getattr(a, name).weight.copy_(getattr(ha, name).weight)
-                n.weight.copy_(hn.weight)
-            ff = hb.layer[-1]
-            blk.ff.wi.weight.copy_(ff.DenseReluDense.wi.weight)
-            blk.ff.wo.weight.copy_(ff.DenseReluDense.wo.weight)
-            blk.ff_norm.weight.copy_(ff.layer_norm.weight)
+    """transformers' weights into ours, by their state_dict names (the loader a reference checkpoint uses)."""
+    ours.load_transformers_state(hf.state_dict())
 
 
 def test_relative_buckets_match_transformers():

@@ -38,27 +38,9 @@ def load_into_ours(model, sd: dict) -> None:
     """GRID's parameter names -> our TIGER's (every tensor copied; shapes must agree)."""
     import torch
 
-    def stack(ours, prefix: str, cross: bool) -> None:
-        g = lambda k: sd[prefix + k]  # noqa: E731
-        ours.position.embedding.weight.copy_(g("block.0.layer.0.SelfAttention.relative_attention_bias.weight"))
-        ours.final_norm.weight.copy_(g("final_layer_norm.weight"))
-        for i, blk in enumerate(ours.blocks):
-            b = f"block.{i}.layer."
-            pairs = [(blk.self_attn, blk.self_norm, b + "0.SelfAttention.", b + "0.layer_norm.weight")]
-            if cross:
-                pairs.append((blk.cross_attn, blk.cross_norm, b + "1.EncDecAttention.", b + "1.layer_norm.weight"))
-            for attn, norm, name, norm_name in pairs:
-                for w in "qkvo":
-                    getattr(attn, w).weight.copy_(g(name + w + ".weight"))
-                norm.weight.copy_(g(norm_name))
-            ff = b + ("2." if cross else "1.")
-            blk.ff.wi.weight.copy_(g(ff + "DenseReluDense.wi.weight"))
-            blk.ff.wo.weight.copy_(g(ff + "DenseReluDense.wo.weight"))
-            blk.ff_norm.weight.copy_(g(ff + "layer_norm.weight"))
-
+    model.encoder.load_transformers_state(sd, "encoder.encoder.encoder.")
+    model.decoder.load_transformers_state(sd, "decoder.decoder.")
     with torch.no_grad():
-        stack(model.encoder, "encoder.encoder.encoder.", cross=False)
-        stack(model.decoder, "decoder.decoder.", cross=True)
         table, per_level = sd["item_sid_embedding_table_encoder.weight"], sd["decoder.decoder_mlp.0.weight"].shape[0]
         for level, (off, size) in enumerate(zip(model.offsets.tolist(), model.sizes.tolist())):
             model.token.weight[1 + off:1 + off + size] = table[level * per_level:level * per_level + size]
@@ -108,11 +90,11 @@ def main() -> None:
     grid_valid = res["best_valid"] or {}
     for split, grid_row in (("valid", grid_valid), ("test", res["test"])):
         lines.append(f"| {split} | GRID's own | " + " | ".join(f"{grid_row.get(m, float('nan')):.5f}" for m in METRICS) + " |")
+        ev = SequentialEvaluator(data, split, max_len=cfg["max_seq_length"], topk=(5, 10),
+                                 metrics=("recall", "ndcg"), batch_size=128)
         for renorm in (False, True):
             model = build_model("TIGER", data, {**cfg, "beam_renormalise": renorm}).eval()
             load_into_ours(model, sd)
-            ev = SequentialEvaluator(data, split, max_len=cfg["max_seq_length"], topk=(5, 10),
-                                     metrics=("recall", "ndcg"), batch_size=128)
             got = ev.evaluate(model)
             rule = "ours, GRID's rule (beam_renormalise)" if renorm else "ours, our rule"
             lines.append(f"| {split} | {rule} | " + " | ".join(f"{got[m]:.5f}" for m in METRICS) + " |")

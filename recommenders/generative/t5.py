@@ -20,6 +20,7 @@ Initialisation is PyTorch's default for every Linear and Embedding, as GRID rese
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -177,6 +178,38 @@ class T5Stack(nn.Module):
                 h = h + blk.dropout(c.attend(c.split(y, c.q), c.split(memory, c.k), c.split(memory, c.v), cross_bias))
             h = h + blk.dropout(blk.ff(blk.ff_norm(h)))
         return self.dropout(self.final_norm(h))
+
+    @torch.no_grad()
+    def load_transformers_state(self, state: Mapping[str, torch.Tensor], prefix: str = "") -> None:
+        """Copy the weights of a ``transformers`` T5 stack (its ``state_dict`` names under ``prefix``).
+
+        The two stacks compute the same function on the same weights (tests/test_t5.py); this is how a
+        checkpoint of a T5-based reference (snap-research/GRID's TIGER) is read into ours.
+
+        Args:
+            state: a state dict holding ``{prefix}block.{i}.layer.{j}...`` and ``{prefix}final_layer_norm.weight``.
+            prefix: the stack's name in ``state`` (e.g. ``"decoder.decoder."``).
+
+        Raises:
+            KeyError: a tensor this stack needs is missing from ``state``.
+            RuntimeError: a tensor's shape differs from ours.
+        """
+        g = lambda name: state[prefix + name]  # noqa: E731
+        self.position.embedding.weight.copy_(g("block.0.layer.0.SelfAttention.relative_attention_bias.weight"))
+        self.final_norm.weight.copy_(g("final_layer_norm.weight"))
+        for i, blk in enumerate(self.blocks):
+            layer = f"block.{i}.layer."
+            parts = [(blk.self_attn, blk.self_norm, "0.SelfAttention.", "0.layer_norm.weight")]
+            if self.cross:
+                parts.append((blk.cross_attn, blk.cross_norm, "1.EncDecAttention.", "1.layer_norm.weight"))
+            for attn, norm, name, norm_name in parts:
+                for w in "qkvo":
+                    getattr(attn, w).weight.copy_(g(layer + name + w + ".weight"))
+                norm.weight.copy_(g(layer + norm_name))
+            ff = layer + ("2." if self.cross else "1.")
+            blk.ff.wi.weight.copy_(g(ff + "DenseReluDense.wi.weight"))
+            blk.ff.wo.weight.copy_(g(ff + "DenseReluDense.wo.weight"))
+            blk.ff_norm.weight.copy_(g(ff + "layer_norm.weight"))
 
     # ------------------------------------------------------------------ incremental decoding
     def memory_kv(self, memory: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
