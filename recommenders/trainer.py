@@ -302,7 +302,7 @@ def fit(data: InteractionData, model_name: str, config: dict | None = None, runs
             # stop before an epoch that would end past the limit (judged by the mean epoch so far, its
             # validation included), so a budget is not overshot by up to one epoch
             elapsed = time.perf_counter() - t_start
-            expected = float(np.mean(train_times)) + (float(np.mean(eval_times)) if eval_times else 0.0)
+            expected = (sum(train_times) + sum(eval_times)) / len(train_times)  # validations every eval_step
             if elapsed + expected > limit:
                 rec.stop_reason = "time_limit"
                 log.info("%s: time limit %.0f s: stopped after %d epochs (%.0f s so far; the next epoch would "

@@ -83,8 +83,13 @@ def build_codes(dataset: str) -> list[dict]:
 
 
 def worker(spec: dict) -> dict:
-    """One training run (called in a fresh process): the record's numbers plus the scoring-layer sizes."""
+    """One training run (called in a fresh process): the record's numbers plus the scoring-layer sizes. Its
+    progress (every epoch's loss, valid NDCG@10 and seconds) goes to stderr, the run's log."""
+    import logging
+
     import torch
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
     torch.set_num_threads(int(spec.get("threads", 2)))
     from mmfeat.pipelines.environment import apply_defaults

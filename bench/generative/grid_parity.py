@@ -115,16 +115,22 @@ def one_seed(a: argparse.Namespace, seed: int, logs: Path) -> tuple[dict, dict]:
     grid_done = reused_grid(a, seed) if a.reuse_grid else None
     if a.reuse_grid and grid_done is None:
         raise SystemExit(f"--reuse-grid: no earlier GRID run with seed {seed} and these settings; run without it")
-    with open(logs / f"grid-{seed}.log", "a") as gl, open(logs / f"ours-{seed}.log", "w") as ol:
+    grid_log, ours_log = logs / f"grid-{seed}.log", logs / f"ours-{seed}.log"
+    print(f"seed {seed}: {'ours' if grid_done else 'GRID and ours'} training for {a.minutes:g} min; progress in "
+          f"{ours_log}" + ("" if grid_done else f" and {grid_log}"), flush=True)
+    with open(ours_log, "w") as ol, open(os.devnull if grid_done else grid_log, "w") as gl:
         grid = None if grid_done else start_grid(a, seed, gl)
         ours = start_ours(a, seed, ol)
         try:
-            return (grid_done or _last_json(grid, "GRID", logs / f"grid-{seed}.log"),
-                    _last_json(ours, "ours", logs / f"ours-{seed}.log"))
+            return grid_done or _last_json(grid, "GRID", grid_log), _last_json(ours, "ours", ours_log)
         finally:
             for p in (grid, ours):
                 if p is not None and p.poll() is None:
-                    p.kill()
+                    p.terminate()  # grid_tiger.py stops GRID's training on SIGTERM (a kill would orphan it)
+                    try:
+                        p.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        p.kill()
 
 
 def grid_losses(grid: dict) -> list[float]:
