@@ -368,6 +368,26 @@ if collate_mode == "fast":
     cf.collate_with_sid_causal_duplicate = fast_collate
     print(f"[grid_tiger] collate: fast decoding of GRID's draw, same batches as GRID's on 4 batches of the run's "
           f"users ({t_grid:.2f} s GRID, {t_fast:.2f} s fast)", flush=True)
+record = os.environ.get("GRID_TIGER_RECORD")
+if record:  # grid_replay.py: GRID's initial weights and every training batch with GRID's loss, as trained
+    import torch
+    from src.models.modules.huggingface.transformer_base_module import TransformerBaseModule
+
+    grid_step, done = TransformerBaseModule.training_step, [0]
+
+    def recording_step(self, batch, batch_idx):
+        if done[0] == 0:
+            torch.save({k: v.detach().clone() for k, v in self.state_dict().items()}, os.path.join(record, "init.pt"))
+        model_input, label_data = batch[0]
+        loss = grid_step(self, batch, batch_idx)
+        torch.save({"sequence": model_input.transformed_sequences["sequence_data"].clone(),
+                    "mask": model_input.mask.clone(), "labels": label_data.labels["sequence_data"].clone(),
+                    "loss": float(loss.detach())}, os.path.join(record, f"step-{done[0]:05d}.pt"))
+        done[0] += 1
+        return loss
+
+    TransformerBaseModule.training_step = recording_step
+    print(f"[grid_tiger] recording initial weights and batches in {record}", flush=True)
 runpy.run_module("src.train", run_name="__main__", alter_sys=True)
 """
 
@@ -447,6 +467,9 @@ def run(a: argparse.Namespace) -> dict:
     env.update(GRID_TIGER_PREFIX_CHECK=a.prefix_check, GRID_TIGER_COLLATE=a.collate,
                GRID_TIGER_SID=str(data_dir / "semantic_ids.pt"), GRID_TIGER_SEQLEN=str((a.history + 1) * levels),
                GRID_TIGER_MAXBATCH=str(a.batch_size))
+    if a.record:
+        (run_dir / "record").mkdir()
+        env["GRID_TIGER_RECORD"] = str(run_dir / "record")
     cmd = ["nice", "-n", str(a.nice), str(GRID_PY), "-c", LAUNCHER, *overrides]
     shown = " ".join(["nice", "-n", str(a.nice), str(GRID_PY), "-m", "src.train", *overrides])
     (run_dir / "command.txt").write_text(f"cd {GRID_SRC} && {shown}\n(run as python -c grid_tiger.LAUNCHER, "
@@ -457,7 +480,7 @@ def run(a: argparse.Namespace) -> dict:
           flush=True)
     t0 = time.time()
     log_path = run_dir / "grid.log"
-    show = re.compile(r"prefix check|collate:|Time limit|did not improve|reached|global step|Error|Traceback|Restor|Best ckpt|"
+    show = re.compile(r"prefix check|collate:|recording|Time limit|did not improve|reached|global step|Error|Traceback|Restor|Best ckpt|"
                       r"Metrics:|test/|Starting")
     with open(log_path, "w") as log:
         p = subprocess.Popen(cmd, cwd=str(GRID_SRC), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -575,6 +598,9 @@ def main() -> None:
     t.add_argument("--workers", type=int, default=0, help="DataLoader workers (0: data prepared in the main process)")
     t.add_argument("--nice", type=int, default=10)
     t.add_argument("--tag", default="")
+    t.add_argument("--record", action="store_true",
+                   help="save the initial weights and every training batch with its loss under RUN/record "
+                        "(grid_replay.py replays them in ours)")
     t.add_argument("--verbose", action="store_true", help="echo GRID's whole log")
     t.add_argument("extra", nargs="*", help="further Hydra overrides, passed last (e.g. trainer.max_epochs=1)")
     wr = sub.add_parser("_write")

@@ -49,6 +49,34 @@ def load_into_ours(model, sd: dict) -> None:
         model.start.copy_(sd["decoder.bos_token"][0])
 
 
+def load_split(meta: dict):
+    """The :class:`SequenceData` exported to GRID (``meta.json`` of ``grid_tiger.py export``), built again through
+    the library's path; refuses a split that is not the exported one."""
+    from mmfeat.pipelines.environment import apply_defaults
+
+    apply_defaults()
+    from mmfeat.pipelines.training.run import load_training_data
+
+    _, fs, version = meta["codes_version"].split("/")
+    data, _ = load_training_data(meta["manifest"], {"codes": f"{fs}@{version}"}, task="sequential",
+                                 store_root=str(WORK / "store"), runs_dir=str(WORK / "runs"))
+    if data.split_hash != meta["split_hash"]:
+        raise SystemExit("the split differs from the one exported to GRID: re-export with grid_tiger.py export --force")
+    return data
+
+
+def tiger_config(res: dict, meta: dict) -> dict:
+    """Our TIGER's config with the sizes of a GRID run (its Hydra overrides in ``result.json``) and GRID's level
+    sizes (``level_vocab: largest``)."""
+    o = {x.split("=", 1)[0]: x.split("=", 1)[1] for x in res["overrides"] if "=" in x}
+    enc = "model.huggingface_model.config."
+    return {"hidden_size": int(o[enc + "d_model"]), "n_heads": int(o[enc + "num_heads"]),
+            "head_size": int(o[enc + "d_kv"]), "inner_size": int(o[enc + "d_ff"]), "n_layers": int(o[enc + "num_layers"]),
+            "dropout_prob": float(o[enc + "dropout_rate"]), "beam_size": int(o["+model.top_k_for_generation"]),
+            "max_seq_length": int(o["sequence_length"]) // meta["levels"] - 1, "level_vocab": "largest",
+            "topk": [5, 10], "metrics": ["recall", "ndcg"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", choices=sorted(MANIFESTS), default="ml-1m")
@@ -65,26 +93,11 @@ def main() -> None:
 
     import torch
 
-    from mmfeat.pipelines.environment import apply_defaults
-
-    apply_defaults()
-    from mmfeat.pipelines.training.run import load_training_data
     from mmfeat.recommenders import build_model
     from mmfeat.recommenders.sequential import SequentialEvaluator
 
-    _, fs, version = meta["codes_version"].split("/")
-    data, _ = load_training_data(meta["manifest"], {"codes": f"{fs}@{version}"}, task="sequential",
-                                 store_root=str(WORK / "store"), runs_dir=str(WORK / "runs"))
-    if data.split_hash != meta["split_hash"]:
-        raise SystemExit("the split differs from the one exported to GRID: re-export with grid_tiger.py export --force")
-    o = {x.split("=", 1)[0]: x.split("=", 1)[1] for x in res["overrides"] if "=" in x}
-    cfg = {"hidden_size": int(o["model.huggingface_model.config.d_model"]),
-           "n_heads": int(o["model.huggingface_model.config.num_heads"]),
-           "head_size": int(o["model.huggingface_model.config.d_kv"]),
-           "inner_size": int(o["model.huggingface_model.config.d_ff"]),
-           "n_layers": int(o["model.huggingface_model.config.num_layers"]), "beam_size": int(o["+model.top_k_for_generation"]),
-           "max_seq_length": int(o["sequence_length"]) // meta["levels"] - 1, "level_vocab": "largest",
-           "topk": [5, 10], "metrics": ["recall", "ndcg"]}
+    data = load_split(meta)
+    cfg = tiger_config(res, meta)
     sd = torch.load(weights)
     lines = ["| split | ranking | " + " | ".join(METRICS) + " |", "|---|---|---|---|---|---|"]
     grid_valid = res["best_valid"] or {}
