@@ -58,11 +58,6 @@ class SequentialConfig(TrainerConfig):
     #: window mode: targets per window (the window's last positions); None = max_seq_length (non-overlapping
     #: windows, fastest), 1 = prefix (RecBole's samples); see batches.py
     train_stride: int | None = param(None, ge=1)
-    #: window mode: input length of the training windows; None = max_seq_length. Longer windows give every
-    #: target after a window's first ``train_window - train_stride`` positions at least that much history at
-    #: about the cost of non-overlapping windows (evaluation still reads the last ``max_seq_length`` items).
-    #: Only for models without a position table (GRU4Rec): SASRec has ``max_seq_length`` positions
-    train_window: int | None = param(None, ge=1)
     #: the share of the train samples drawn (uniformly, without replacement, anew each epoch) for an epoch:
     #: 1.0 (default) trains on all of them; less makes shorter epochs, so a time budget validates more often
     #: (the record's ``data.train_sample_fraction`` says which ran)
@@ -165,9 +160,6 @@ class SequentialRecommender(nn.Module):
     #: item features are optional: without them the items are ID embeddings (``item_repr`` auto)
     requires_features = False
     model_name: str = "sequential"
-    #: whether the encoder reads windows longer than ``max_seq_length`` (``train_window``): a recurrent
-    #: encoder does; a model with a table of ``max_seq_length`` positions does not
-    accepts_long_windows: bool = False
 
     def __init__(self, data, config: dict):
         super().__init__()
@@ -178,14 +170,6 @@ class SequentialRecommender(nn.Module):
         _choice(self.model_name, "train_batch_unit", config["train_batch_unit"], BATCH_UNITS)
         self.loss_type = _choice(self.model_name, "loss_type", config["loss_type"], LOSS_TYPES)
         _choice(self.model_name, "train_precision", config["train_precision"], TRAIN_PRECISIONS)
-        window = config.get("train_window")
-        if window is not None and config["train_mode"] != "window":
-            raise ConfigError(f"{self.model_name}: train_window={window} applies to train_mode=window only, not "
-                              f"{config['train_mode']}; drop it or set train_mode=window")
-        if window is not None and window > self.max_len and not self.accepts_long_windows:
-            raise ConfigError(f"{self.model_name}: train_window={window} is longer than max_seq_length="
-                              f"{self.max_len}, and this model reads at most max_seq_length positions; set "
-                              f"train_window <= {self.max_len} or use a recurrent model (GRU4Rec)")
         self.ce_negatives = config.get("ce_negatives")
         if self.ce_negatives is not None and self.loss_type != "CE":
             raise ConfigError(f"{self.model_name}: ce_negatives={self.ce_negatives} samples the CE softmax, but "

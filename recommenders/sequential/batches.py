@@ -60,7 +60,7 @@ def train_samples(indptr: np.ndarray, max_len: int, mode: str, stride: int | Non
 
     Args:
         indptr: per-user sequence offsets (:attr:`SequenceData.indptr`).
-        max_len: the longest input (window mode: the training window's length, ``train_window``).
+        max_len: the longest input.
         mode: ``window``, ``prefix`` or ``last`` (module doc).
         stride: ``window`` only: targets per window (default ``max_len``: non-overlapping windows). A window
             holds the ``max_len`` inputs before its newest target and predicts only its last ``stride``
@@ -93,8 +93,7 @@ def train_samples(indptr: np.ndarray, max_len: int, mode: str, stride: int | Non
         return _prefix_samples(first, pairs, max_len)
     step = int(stride or max_len)
     if not 1 <= step <= max_len:
-        raise ValueError(f"train_stride={stride} must be in 1..{max_len} (the window's length: train_window, "
-                         f"default max_seq_length)")
+        raise ValueError(f"train_stride={stride} must be in 1..max_seq_length={max_len}")
     n_windows = -(-pairs // step)
     user_first = np.repeat(first, n_windows)
     ends = np.repeat(end_all, n_windows) - _ranks(n_windows) * step

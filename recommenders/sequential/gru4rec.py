@@ -35,8 +35,6 @@ class GRU4Rec(SequentialRecommender):
     """
 
     config_class = GRU4RecConfig
-    #: a GRU has no position table: it reads training windows of any length (``train_window``)
-    accepts_long_windows = True
 
     def __init__(self, data, config: dict):
         super().__init__(data, config)

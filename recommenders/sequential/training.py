@@ -26,16 +26,13 @@ class SequentialTask:
                               f"(SequenceData, split method 'loo'), got {type(data).__name__}")
         self.data, self.cfg = data, cfg
         self.max_len = int(cfg["max_seq_length"])
-        #: input length of the training windows: ``train_window`` (window mode, models that read longer
-        #: windows; the model checks) or the evaluation's history length
-        self.window = int(cfg.get("train_window") or self.max_len)
         #: fMRLRec's key (its encoder ignores padding history); the other models never see a padding input
         self.first_item = bool(cfg.get("first_item_target", False))
         self.tokens, self.indptr = (with_empty_history(data.tokens, data.indptr) if self.first_item
                                     else (data.tokens, data.indptr))
         indptr = self.indptr
         try:
-            self.starts, self.ends, self.n_targets = train_samples(indptr, self.window, cfg["train_mode"],
+            self.starts, self.ends, self.n_targets = train_samples(indptr, self.max_len, cfg["train_mode"],
                                                                    cfg.get("train_stride"))
         except ValueError as exc:
             raise ConfigError(f"{model_name}: {exc}") from None
@@ -62,7 +59,7 @@ class SequentialTask:
         model.train()
         model.pre_epoch()
         clip = self.cfg.get("clip_grad_norm")
-        rows_per_part = max(1, int(self.cfg["max_tokens_per_forward"]) // self.window)
+        rows_per_part = max(1, int(self.cfg["max_tokens_per_forward"]) // self.max_len)
         total = 0.0
         starts, ends, n_targets = self.starts, self.ends, self.n_targets
         fraction = float(self.cfg.get("train_sample_fraction", 1.0))
@@ -73,7 +70,7 @@ class SequentialTask:
             if fraction < 1.0:
                 pick = rng.choice(len(starts), max(1, round(fraction * len(starts))), replace=False)
                 starts, ends, n_targets = starts[pick], ends[pick], n_targets[pick]
-            batches = epoch_batches(self.tokens, starts, ends, n_targets, self.window,
+            batches = epoch_batches(self.tokens, starts, ends, n_targets, self.max_len,
                                     int(self.cfg["train_batch_size"]), rng, self.cfg["train_batch_unit"])
         bf16 = self.cfg["train_precision"] == "bfloat16"
         for i, (inputs, targets) in enumerate(batches):
@@ -110,7 +107,7 @@ class SequentialTask:
                 "train_targets": int(self.n_targets.sum()),
                 # subsequences: every contiguous sub-sequence of >= 2 train items can be drawn
                 "train_samples": int(self._subsequence_count() if self.subsequences else len(self.starts)),
-                "max_seq_length": self.max_len, "train_window": self.window}
+                "max_seq_length": self.max_len}
 
     def _subsequence_count(self) -> int:
         k = np.maximum(np.diff(self.indptr) - 2, 0)  # train items per user
