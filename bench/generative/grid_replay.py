@@ -35,7 +35,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 from grid_parity import SHARED  # noqa: E402
 from grid_tiger import MANIFESTS, ROOT, WORK  # noqa: E402
-from grid_weights import METRICS, load_into_ours, load_split, tiger_config  # noqa: E402
+from grid_weights import METRICS, load_into_ours, load_split, log_result, tiger_config  # noqa: E402
 
 
 def run_grid(a: argparse.Namespace) -> dict:
@@ -165,12 +165,7 @@ def main() -> None:
     body = (f"GRID run {Path(grid['run_dir']).name}: {a.steps} steps, dropout {a.dropout:g}, seed {a.seed}; "
             f"largest relative loss difference over all steps {max(rel):.1e} (step {int(np.argmax(rel)) + 1}).\n\n"
             + "\n".join(lines))
-    print(body)
-    from _results import append_results
-
-    append_results(HERE / "RESULTS_generative.md", "Generative recommendation benchmark log",
-                   f"GRID's training replayed in our TIGER, {a.dataset}",
-                   "python bench/generative/grid_replay.py " + " ".join(sys.argv[1:]), body)
+    log_result(f"GRID's training replayed in our TIGER, {a.dataset}", "grid_replay.py", body)
 
 
 if __name__ == "__main__":
