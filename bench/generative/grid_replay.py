@@ -165,7 +165,7 @@ def main() -> None:
     body = (f"GRID run {Path(grid['run_dir']).name}: {a.steps} steps, dropout {a.dropout:g}, seed {a.seed}; "
             f"largest relative loss difference over all steps {max(rel):.1e} (step {int(np.argmax(rel)) + 1}).\n\n"
             + "\n".join(lines))
-    log_result(f"GRID's training replayed in our TIGER, {a.dataset}", "grid_replay.py", body)
+    log_result(f"GRID's training replayed in our TIGER, {a.dataset}", body)
 
 
 if __name__ == "__main__":

@@ -113,16 +113,16 @@ def main() -> None:
             lines.append(f"| {split} | {rule} | " + " | ".join(f"{got[m]:.5f}" for m in METRICS) + " |")
     body = (f"GRID run {a.run} (checkpoint {Path(res['tested_checkpoint']).name}) in our TIGER; GRID's valid row is "
             f"its best validation (the tested checkpoint's).\n\n" + "\n".join(lines))
-    log_result(f"GRID's weights in our TIGER, {a.dataset}", "grid_weights.py", body)
+    log_result(f"GRID's weights in our TIGER, {a.dataset}", body)
 
 
-def log_result(title: str, script: str, body: str) -> None:
+def log_result(title: str, body: str) -> None:
     """Print a GRID comparison's table and append it, with this run's command, to RESULTS_generative.md."""
     print(body)
     from _results import append_results
 
     append_results(HERE / "RESULTS_generative.md", "Generative recommendation benchmark log", title,
-                   f"python bench/generative/{script} " + " ".join(sys.argv[1:]), body)
+                   f"python {Path(sys.argv[0]).resolve().relative_to(ROOT)} " + " ".join(sys.argv[1:]), body)
 
 
 if __name__ == "__main__":
