@@ -21,7 +21,7 @@ def _grid_batch(sid: np.ndarray, rows: list[tuple[list[int], int]], width: int, 
         else:
             seq[r, :len(codes)] = codes
     labels = np.concatenate([sid[:, target] for _, target in rows])
-    return {"sequence": torch.from_numpy(seq), "labels": torch.from_numpy(labels)}
+    return {"sequence": torch.from_numpy(seq), "mask": torch.from_numpy(seq >= 0), "labels": torch.from_numpy(labels)}
 
 
 @pytest.mark.parametrize("pad_left", [False, True])
@@ -45,3 +45,11 @@ def test_a_code_tuple_of_no_item_is_refused():
     batch["labels"] = torch.tensor([2, 0])  # (2, 0) is no item
     with pytest.raises(SystemExit, match="code tuple of no item"):
         to_ours(batch, code_lookup(sid), 2, max_len=2)
+
+
+def test_a_mask_that_is_not_the_codes_is_refused():
+    sid = np.array([[0, 1, 2], [0, 0, 1]])
+    batch = _grid_batch(sid, [([0, 1], 2)], 3, False)
+    batch["mask"][0, 0] = False  # GRID would not attend to the first code: our history would differ
+    with pytest.raises(SystemExit, match="attention mask"):
+        to_ours(batch, code_lookup(sid), 2, max_len=3)

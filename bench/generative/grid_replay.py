@@ -72,11 +72,15 @@ def code_lookup(sid: np.ndarray):
 
 def to_ours(record: dict, tokens, levels: int, max_len: int):
     """One recorded GRID batch -> our ``(inputs [B, max_len], targets [B, max_len])``: each row's history items
-    left-aligned, its target item at the history's last position (``train_mode: subsequences``' layout)."""
+    left-aligned, its target item at the history's last position (``train_mode: subsequences``' layout).
+    GRID's attention mask must cover exactly the row's codes (padding -1), so ours sees what GRID attended to."""
     import torch
 
     seq, labels = record["sequence"].numpy(), record["labels"].numpy().reshape(len(record["sequence"]), levels)
     real = seq >= 0
+    if not np.array_equal(record["mask"].numpy().astype(bool), real):
+        raise SystemExit("a GRID batch's attention mask is not its non-padding codes: the recorded layout is not "
+                         "the expected one")
     n_hist = real.sum(1) // levels
     if (real.sum(1) % levels).any() or (n_hist < 1).any() or (n_hist > max_len).any():
         raise SystemExit("a GRID batch row is not whole items of history: the recorded layout is not the expected one")
