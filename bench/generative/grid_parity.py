@@ -62,14 +62,20 @@ def _env() -> dict:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
+def grid_command(dataset: str, codes: str, minutes: float, seed: int, tag: str, dropout: float = SHARED["dropout_prob"],
+                 ) -> list[str]:
+    """``grid_tiger.py run`` with the shared settings (module doc); callers append validation and stop flags."""
+    return [sys.executable, str(HERE / "grid_tiger.py"), "run", "--dataset", dataset, "--codes", codes,
+            "--minutes", str(minutes), "--d-model", "64", "--num-layers", "2", "--num-heads", "2", "--d-kv", "32",
+            "--d-ff", "256", "--dropout", str(dropout), "--beam", str(SHARED["beam_size"]),
+            "--lr", str(SHARED["learning_rate"]), "--weight-decay", str(SHARED["weight_decay"]),
+            "--batch-size", str(SHARED["train_batch_size"]), "--users-per-batch", "32", "--seed", str(seed),
+            "--threads", "1", "--nice", "0", "--tag", tag]
+
+
 def start_grid(a: argparse.Namespace, seed: int, log) -> subprocess.Popen:
-    cmd = [sys.executable, str(HERE / "grid_tiger.py"), "run", "--dataset", a.dataset, "--codes", a.codes,
-           "--minutes", str(a.minutes), "--d-model", "64", "--num-layers", "2", "--num-heads", "2", "--d-kv", "32",
-           "--d-ff", "256", "--dropout", str(SHARED["dropout_prob"]), "--beam", str(SHARED["beam_size"]),
-           "--lr", str(SHARED["learning_rate"]), "--weight-decay", str(SHARED["weight_decay"]),
-           "--batch-size", str(SHARED["train_batch_size"]), "--users-per-batch", "32", "--val-every", str(a.val_every),
-           "--patience", str(a.patience), "--seed", str(seed), "--threads", "1", "--nice", "0",
-           "--tag", f"parity-{seed}"]
+    cmd = grid_command(a.dataset, a.codes, a.minutes, seed, f"parity-{seed}") + [
+        "--val-every", str(a.val_every), "--patience", str(a.patience)]
     return subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=log, text=True, cwd=ROOT)
 
 

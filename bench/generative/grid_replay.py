@@ -33,20 +33,16 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-from grid_parity import SHARED  # noqa: E402
+from grid_parity import SHARED, grid_command  # noqa: E402
 from grid_tiger import MANIFESTS, ROOT, WORK  # noqa: E402
+from _results import exit_on_sigterm  # noqa: E402
 from grid_weights import METRICS, load_into_ours, load_split, log_result, tiger_config  # noqa: E402
 
 
 def run_grid(a: argparse.Namespace) -> dict:
     """GRID's ``--steps`` steps with recording; returns its result.json (``run_dir`` names the run)."""
-    cmd = [sys.executable, str(HERE / "grid_tiger.py"), "run", "--dataset", a.dataset, "--codes", a.codes,
-           "--minutes", str(a.minutes), "--max-steps", str(a.steps), "--val-every", str(a.steps),
-           "--d-model", "64", "--num-layers", "2", "--num-heads", "2", "--d-kv", "32", "--d-ff", "256",
-           "--dropout", str(a.dropout), "--beam", str(SHARED["beam_size"]), "--lr", str(SHARED["learning_rate"]),
-           "--weight-decay", str(SHARED["weight_decay"]), "--batch-size", str(SHARED["train_batch_size"]),
-           "--users-per-batch", "32", "--seed", str(a.seed), "--threads", "1", "--nice", "0",
-           "--tag", f"replay-{a.seed}", "--record"]
+    cmd = grid_command(a.dataset, a.codes, a.minutes, a.seed, f"replay-{a.seed}", a.dropout) + [
+        "--max-steps", str(a.steps), "--val-every", str(a.steps), "--record"]
     out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
     if out.returncode:
         raise SystemExit(f"GRID's run failed (exit {out.returncode}); its log is printed above")
@@ -148,6 +144,7 @@ def main() -> None:
     ap.add_argument("--dropout", type=float, default=0.0, help="both sides (above 0 the masks differ)")
     ap.add_argument("--minutes", type=float, default=120.0, help="GRID's time cap (a safety net; --steps ends it)")
     a = ap.parse_args()
+    exit_on_sigterm()  # a killed replay stops GRID's run too (grid_tiger.py stops its training on SIGTERM)
     meta = json.loads((WORK / "grid" / a.dataset / "meta.json").read_text())
     print(f"GRID: {a.steps} steps, recording its batches (progress: the run folder's grid.log)", flush=True)
     grid = run_grid(a)
