@@ -18,6 +18,10 @@ class GRU4RecConfig(SequentialConfig):
     dropout_prob: float = param(0.3, ge=0.0, le=1.0)
     #: a GRU steps through time once per call: fewer, larger evaluation batches are faster (unlike SASRec)
     eval_batch_size: int = param(4096, ge=1)
+    #: the same for training: every piece of a batch steps through all its positions again, and a GRU keeps
+    #: little per token (no attention matrix), so a batch runs in one piece up to RecBole's 2,048 x 50
+    #: tokens (SASRec's 4,096 bounds its attention memory; docs/benchmarks.md, batch pieces)
+    max_tokens_per_forward: int = param(131072, ge=1)
 
 
 @register("GRU4Rec")
