@@ -31,12 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import exit_on_sigterm, run_json_worker  # noqa: E402
 
 
-def parse_mode(mode: str) -> dict:
-    """``window:S`` -> window samples with stride S; ``window`` / ``prefix`` as the trainer names them."""
-    name, _, stride = mode.partition(":")
-    return {"train_mode": name, **({"train_stride": int(stride)} if stride else {})}
-
-
 def worker(spec: dict) -> None:
     """Time one variant in this process and print its numbers as JSON (the last stdout line)."""
     import numpy as np
@@ -51,7 +45,7 @@ def worker(spec: dict) -> None:
     torch.set_num_threads(spec["threads"])
     data = from_loo_frame(pd.read_parquet(parity.prepare("ml-1m", 3.0, 10) / "split.parquet"))
     model_name = spec["model"]
-    base = {**parity.COMMON, **parity.MODELS[model_name], **parse_mode(spec["mode"]),
+    base = {**parity.COMMON, **parity.MODELS[model_name], **parity.parse_train_mode(spec["mode"]),
             "train_precision": "bfloat16", "max_tokens_per_forward": spec["max_tokens"]}
     cpu = torch.device("cpu")
     torch.manual_seed(0)
@@ -82,8 +76,10 @@ def main() -> None:
     ap.add_argument("--passes", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
+    import recbole_seq_parity as parity
+
     for mode in args.modes:
-        parse_mode(mode)  # a typo fails here, before any worker starts
+        parity.parse_train_mode(mode)  # a typo fails here, before any worker starts
 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     variants = [(m, mode, t) for m in args.models for mode in args.modes for t in args.max_tokens]
@@ -108,7 +104,6 @@ def main() -> None:
             f"{args.max_tokens[0]} | epoch loss (same samples) | peak RSS MiB |\n|---|---|---|---|---|---|---|\n"
             + "\n".join(rows))
     print(body)
-    import recbole_seq_parity as parity
     from _results import append_results
 
     append_results(parity.RESULTS, "Sequential recommenders vs RecBole 1.2.1", "batch pieces: ml-1m (min rating 3, 10-core)",

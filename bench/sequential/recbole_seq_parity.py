@@ -234,6 +234,20 @@ def parse_sets(items: list[str]) -> dict:
     return out
 
 
+def parse_train_mode(mode: str) -> dict:
+    """``window:S`` -> window samples with stride S; ``window`` / ``prefix`` as the trainer names them.
+
+    Raises:
+        SystemExit: an unknown mode or a stride that is not a positive integer (named, before any worker runs).
+    """
+    from mmfeat.recommenders.sequential.batches import TRAIN_MODES
+
+    name, colon, stride = mode.partition(":")
+    if name not in TRAIN_MODES or (colon and not (name == "window" and stride.isdigit() and int(stride) > 0)):
+        raise SystemExit(f"train mode {mode!r}: expected one of {', '.join(TRAIN_MODES)}, or window:S with S >= 1")
+    return {"train_mode": name, **({"train_stride": int(stride)} if stride else {})}
+
+
 def check_sets(models: list[str], variants: list[tuple[list[str], dict]]) -> None:
     """Refuse a --set key or value our models would reject, before any run starts (not as a worker's traceback)."""
     from mmfeat.recommenders import ConfigError
@@ -281,6 +295,8 @@ def main() -> None:
         return ours_worker(args)
     variants = [(items, parse_sets(items)) for items in (args.set or [[]])]
     check_sets(args.models, variants)
+    for mode in args.train_modes:
+        parse_train_mode(mode)  # a typo stops here, before any run starts
     data_dir = prepare(args.dataset, args.min_rating, args.core)
     command = "python bench/sequential/recbole_seq_parity.py " + " ".join(sys.argv[1:])
     rows = []
@@ -290,8 +306,7 @@ def main() -> None:
                     "stopping_step": 10 if args.mode == "converged" else args.epochs}
             ours_extra = {"time_limit_s": args.time_cap * 0.9} if args.mode == "converged" else {}
             for mode in args.train_modes:  # "window", "window:10" (train_stride 10), "prefix"
-                name, _, stride = mode.partition(":")
-                sample = {"train_mode": name, **({"train_stride": int(stride)} if stride else {})}
+                sample = parse_train_mode(mode)
                 for items, extra in variants:
                     r = run_ours(data_dir, model, {**base, **ours_extra, **sample, **extra}, args.threads,
                                  args.time_cap)
