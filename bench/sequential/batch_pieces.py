@@ -99,15 +99,14 @@ def main() -> None:
         s0 = statistics.median(r["s_per_epoch"] for r in first)
         rows.append(f"| {m} | {mode} | {tokens} | {s:.1f} | {s / s0:.2f}x | {got[0]['loss']:.4f} | "
                     f"{max(r['peak_rss_mb'] for r in got):.0f} |")
-    body = (f"{args.threads} thread(s), bfloat16, 2,048 targets a batch, {args.fraction:g} of an epoch timed, median "
-            f"of {args.passes} passes\n\n| model | samples | max_tokens_per_forward | s per epoch | vs "
-            f"{args.max_tokens[0]} | epoch loss (same samples) | peak RSS MiB |\n|---|---|---|---|---|---|---|\n"
-            + "\n".join(rows))
+    header = [f"| model | samples | max_tokens_per_forward | s per epoch | vs {args.max_tokens[0]} | "
+              "epoch loss (same samples) | peak RSS MiB |", "|---|---|---|---|---|---|---|"]
+    setting = (f"{args.threads} thread(s), bfloat16, 2,048 targets a batch, {args.fraction:g} of an epoch timed, "
+               f"median of {args.passes} passes")
+    body = "\n".join([setting, "", *header, *rows])
     print(body)
-    from _results import append_results
-
-    append_results(parity.RESULTS, "Sequential recommenders vs RecBole 1.2.1", "batch pieces: ml-1m (min rating 3, 10-core)",
-                   "python bench/sequential/batch_pieces.py " + " ".join(sys.argv[1:]), body)
+    parity.append_results("batch pieces: ml-1m (min rating 3, 10-core)",
+                          "python bench/sequential/batch_pieces.py " + " ".join(sys.argv[1:]), body)
 
 
 if __name__ == "__main__":

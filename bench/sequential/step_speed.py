@@ -103,10 +103,8 @@ def main() -> None:
             "| model | step | ms/step | vs float32 with bernoulli_ masks (before) |\n|---|---|---|---|\n"
             + "\n".join(rows))
     print(body)
-    from _results import append_results
-
-    append_results(parity.RESULTS, "Sequential recommenders vs RecBole 1.2.1", "step speed: ml-1m (min rating 3, 10-core)",
-                   "python bench/sequential/step_speed.py " + " ".join(sys.argv[1:]), body)
+    parity.append_results("step speed: ml-1m (min rating 3, 10-core)",
+                          "python bench/sequential/step_speed.py " + " ".join(sys.argv[1:]), body)
 
 
 if __name__ == "__main__":
