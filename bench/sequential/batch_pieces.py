@@ -31,6 +31,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import exit_on_sigterm, run_json_worker  # noqa: E402
 
 
+def variant_config(model_name: str, mode: str, max_tokens: int, fraction: float) -> dict:
+    """The resolved config of one variant: RecBole's hyper-parameters, bfloat16, the mode and piece size.
+
+    Raises:
+        SystemExit: a model, mode or value our models would reject, named (the parent checks every variant
+            before the first worker starts, so a typo never ends as a worker's traceback).
+    """
+    import recbole_seq_parity as parity
+    from mmfeat.recommenders import ConfigError
+    from mmfeat.recommenders.models.base import resolve_config
+
+    if model_name not in parity.MODELS:
+        raise SystemExit(f"--models {model_name!r}: expected one of {', '.join(parity.MODELS)}")
+    cfg = {**parity.COMMON, **parity.MODELS[model_name], **parity.parse_train_mode(mode),
+           "train_precision": "bfloat16", "max_tokens_per_forward": max_tokens, "train_sample_fraction": fraction}
+    try:
+        return resolve_config(model_name, cfg)
+    except ConfigError as exc:
+        raise SystemExit(f"{model_name} {mode} max_tokens_per_forward={max_tokens} fraction={fraction}: {exc}") from None
+
+
 def worker(spec: dict) -> None:
     """Time one variant in this process and print its numbers as JSON (the last stdout line)."""
     import numpy as np
@@ -38,22 +59,20 @@ def worker(spec: dict) -> None:
     import torch
 
     import recbole_seq_parity as parity
-    from mmfeat.recommenders.models.base import build_model, resolve_config
+    from mmfeat.recommenders.models.base import build_model
     from mmfeat.recommenders.sequential import from_loo_frame
     from mmfeat.recommenders.sequential.training import SequentialTask
 
     torch.set_num_threads(spec["threads"])
     data = from_loo_frame(pd.read_parquet(parity.prepare("ml-1m", 3.0, 10) / "split.parquet"))
     model_name = spec["model"]
-    base = {**parity.COMMON, **parity.MODELS[model_name], **parity.parse_train_mode(spec["mode"]),
-            "train_precision": "bfloat16", "max_tokens_per_forward": spec["max_tokens"]}
     cpu = torch.device("cpu")
     torch.manual_seed(0)
-    warm_cfg = resolve_config(model_name, {**base, "train_sample_fraction": 0.01})
+    warm_cfg = variant_config(model_name, spec["mode"], spec["max_tokens"], 0.01)
     model = build_model(model_name, data, warm_cfg)
     opt = torch.optim.Adam(model.parameters(), warm_cfg["learning_rate"])
     SequentialTask(model_name, data, warm_cfg).train_epoch(model, opt, np.random.default_rng(1), cpu, 0)
-    cfg = resolve_config(model_name, {**base, "train_sample_fraction": spec["fraction"]})
+    cfg = variant_config(model_name, spec["mode"], spec["max_tokens"], spec["fraction"])
     task = SequentialTask(model_name, data, cfg)
     t0 = time.perf_counter()
     loss = task.train_epoch(model, opt, np.random.default_rng(0), cpu, 1)
@@ -77,11 +96,10 @@ def main() -> None:
     args = ap.parse_args()
     import recbole_seq_parity as parity
 
-    for mode in args.modes:
-        parity.parse_train_mode(mode)  # a typo fails here, before any worker starts
-
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     variants = [(m, mode, t) for m in args.models for mode in args.modes for t in args.max_tokens]
+    for m, mode, tokens in variants:
+        variant_config(m, mode, tokens, args.fraction)  # a typo or bad value stops here, before any worker
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     runs: dict[tuple, list[dict]] = {v: [] for v in variants}
     for rep in range(args.passes):
         for m, mode, tokens in variants:
