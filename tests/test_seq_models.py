@@ -265,6 +265,47 @@ def test_sampled_softmax_is_ce_over_the_target_and_shared_drawn_items():
         build_model("GRU4Rec", data, {"ce_negatives": 30})
 
 
+def test_fmrlrec_samples_its_softmax_when_asked_instead_of_ignoring_ce_negatives():
+    """fMRLRec's loss used to run the full softmax whatever ``ce_negatives`` said; each nested size now takes
+    the shared loss, so one drawn negative gives CE over two classes (about log 2 at init), not over 30."""
+    data = _cyclic()
+    cfg = {**_cfg("fMRLRec"), "lru_dropout": 0.0, "lru_attn_dropout": 0.0}
+    full = build_model("fMRLRec", data, cfg)
+    sampled = build_model("fMRLRec", data, {**cfg, "ce_negatives": 1})
+    sampled.load_state_dict(full.state_dict())
+    hidden, table = torch.randn(64, 16) * 0.01, torch.randn(N_ITEMS + 1, 16) * 0.01
+    targets = torch.randint(0, N_ITEMS, (64,))
+    assert float(full.loss_at(hidden, targets, table)) == pytest.approx(np.log(N_ITEMS), abs=0.05)
+    assert float(sampled.loss_at(hidden, targets, table)) == pytest.approx(np.log(2), abs=0.05)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_softmax_cross_entropy_equals_torch_cross_entropy(dtype):
+    """One ``exp`` pass (softmax kept for the backward): F.cross_entropy's loss and gradient, in the logits'
+    dtype, also for logits far from zero and a masked (-inf) class."""
+    from mmfeat.recommenders.sequential.softmax_ce import softmax_cross_entropy
+
+    torch.manual_seed(0)
+    base = torch.randn(37, 11) * torch.tensor([1.0, 30.0, 300.0]).repeat_interleave(torch.tensor([12, 12, 13]))[:, None]
+    base[3, 4] = float("-inf")
+    targets = torch.randint(0, 11, (37,))
+    targets[3] = 2
+    grads, losses = [], []
+    for fn in (lambda x, t: torch.nn.functional.cross_entropy(x.float(), t), softmax_cross_entropy):
+        logits = base.to(dtype).requires_grad_()
+        loss = fn(logits, targets)
+        (loss * 3.0).backward()
+        losses.append(loss)
+        grads.append(logits.grad)
+    assert losses[1].dtype == torch.float32
+    assert torch.allclose(losses[0], losses[1], rtol=1e-6, atol=1e-6)
+    assert grads[1].dtype == dtype
+    tol = 1e-7 if dtype == torch.float32 else 2e-3
+    assert torch.allclose(grads[0].float(), grads[1].float(), atol=tol, rtol=0)
+    with pytest.raises(ValueError, match=r"logits \[n, classes\] and targets \[n\]"):
+        softmax_cross_entropy(base, targets[:5])
+
+
 def test_train_sample_fraction_draws_a_fresh_share_of_the_samples_each_epoch(monkeypatch):
     from mmfeat.recommenders.sequential import training
 

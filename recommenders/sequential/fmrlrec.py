@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..config import ConfigError, param
@@ -105,9 +104,8 @@ class FMRLRec(SequentialRecommender):
         return x
 
     def loss_at(self, hidden: torch.Tensor, targets: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-        """Mean over the nested sizes of the loss on the first ``s`` dimensions (CE or BPR)."""
-        if self.loss_type == "CE":
-            return torch.stack([F.cross_entropy(hidden[:, :s] @ table[1:, :s].T, targets) for s in self.sizes]).mean()
+        """Mean over the nested sizes of the shared loss (CE over every item or ``ce_negatives`` sampled ones, or
+        BPR) on the first ``s`` dimensions; with ``ce_negatives`` each size draws its own negatives."""
         return torch.stack([super(FMRLRec, self).loss_at(hidden[:, :s], targets, table[:, :s])
                             for s in self.sizes]).mean()
 
