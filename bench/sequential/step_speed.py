@@ -1,5 +1,5 @@
 """Milliseconds per training step of SASRec and GRU4Rec on MovieLens-1M: float32 against bfloat16 autocast,
-the dropout-mask source and the softmax loss, on the same batches in one process.
+and the dropout-mask source, on the same batches in one process.
 
     python bench/sequential/step_speed.py --threads 1
     python bench/sequential/step_speed.py --threads 2 --models SASRec
@@ -9,8 +9,7 @@ Batches are the first ``--batches`` of a ``window`` epoch of the converged bench
 runs ``--passes`` times in turn (ABAB, so drift hits all alike), after one uncounted warm-up pass, and the
 median pass is reported.
 ``dropout bernoulli_`` swaps the sequential models' mask back to ``torch.nn.functional.dropout``'s (and
-SASRec's attention back to the fused kernel's own dropout) to show what the ``torch.rand`` mask saves;
-``F.cross_entropy`` swaps the one-``exp``-pass full-softmax loss (``softmax_ce.py``) back to torch's.
+SASRec's attention back to the fused kernel's own dropout) to show what the ``torch.rand`` mask saves.
 Results: bench/sequential/RESULTS_sequential.md.
 """
 from __future__ import annotations
@@ -50,21 +49,6 @@ def bernoulli_dropout():
         base.rand_dropout, sasrec._Block._attend = saved
 
 
-@contextlib.contextmanager
-def torch_cross_entropy():
-    """``F.cross_entropy`` on float32 logits in place of :func:`softmax_cross_entropy` (the loss before it)."""
-    import torch.nn.functional as F
-
-    from mmfeat.recommenders.sequential import base
-
-    saved = base.softmax_cross_entropy
-    base.softmax_cross_entropy = lambda logits, targets: F.cross_entropy(logits.float(), targets)
-    try:
-        yield
-    finally:
-        base.softmax_cross_entropy = saved
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", nargs="+", default=["SASRec", "GRU4Rec"])
@@ -86,11 +70,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     data_dir = parity.prepare("ml-1m", 3.0, 10)
     data = from_loo_frame(pd.read_parquet(data_dir / "split.parquet"))
-    #: label -> (bfloat16, bernoulli_ masks, F.cross_entropy); the first is the baseline of the ratios
-    variants = {"float32, dropout bernoulli_, F.cross_entropy": (False, True, True),
-                "float32, F.cross_entropy": (False, False, True), "float32": (False, False, False),
-                "bfloat16, F.cross_entropy": (True, False, True), "bfloat16": (True, False, False)}
-    baseline = next(iter(variants))
+    variants = {"float32": (False, False), "bfloat16": (True, False), "bfloat16, dropout bernoulli_": (True, True),
+                "float32, dropout bernoulli_": (False, True)}
     rows = []
     for name in args.models:
         cfg = resolve_config(name, {**parity.COMMON, **parity.MODELS[name], "train_mode": "window"})
@@ -102,9 +83,8 @@ def main() -> None:
                                      int(cfg["train_batch_size"]), np.random.default_rng(0)))[:args.batches]
         times: dict[str, list[float]] = {v: [] for v in variants}
         for rep in range(args.passes + 1):  # pass 0 warms every variant up and is not counted
-            for label, (bf16, old_dropout, old_ce) in variants.items():
-                with (bernoulli_dropout() if old_dropout else contextlib.nullcontext(),
-                      torch_cross_entropy() if old_ce else contextlib.nullcontext()):
+            for label, (bf16, old_dropout) in variants.items():
+                with bernoulli_dropout() if old_dropout else contextlib.nullcontext():
                     t0 = time.perf_counter()
                     for batch in batches:
                         opt.zero_grad(set_to_none=True)
@@ -114,13 +94,13 @@ def main() -> None:
                         opt.step()
                     if rep:
                         times[label].append((time.perf_counter() - t0) / len(batches) * 1000)
-        base = statistics.median(times[baseline])
+        base = statistics.median(times["float32, dropout bernoulli_"])
         for label in variants:
             ms = statistics.median(times[label])
             rows.append(f"| {name} | {label} | {ms:.1f} | {ms / base:.2f}x |")
             print(rows[-1], flush=True)
     body = (f"{args.threads} thread(s), {args.batches} batches of 2,048 targets, median of {args.passes} passes\n\n"
-            f"| model | step | ms/step | vs {baseline} |\n|---|---|---|---|\n"
+            "| model | step | ms/step | vs float32 with bernoulli_ masks (before) |\n|---|---|---|---|\n"
             + "\n".join(rows))
     print(body)
     parity.append_results("step speed: ml-1m (min rating 3, 10-core)",
