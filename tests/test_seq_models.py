@@ -279,33 +279,6 @@ def test_fmrlrec_samples_its_softmax_when_asked_instead_of_ignoring_ce_negatives
     assert float(sampled.loss_at(hidden, targets, table)) == pytest.approx(np.log(2), abs=0.05)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_softmax_cross_entropy_equals_torch_cross_entropy(dtype):
-    """One ``exp`` pass (softmax kept for the backward): F.cross_entropy's loss and gradient, in the logits'
-    dtype, also for logits far from zero and a masked (-inf) class."""
-    from mmfeat.recommenders.sequential.softmax_ce import softmax_cross_entropy
-
-    torch.manual_seed(0)
-    base = torch.randn(37, 11) * torch.tensor([1.0, 30.0, 300.0]).repeat_interleave(torch.tensor([12, 12, 13]))[:, None]
-    base[3, 4] = float("-inf")
-    targets = torch.randint(0, 11, (37,))
-    targets[3] = 2
-    grads, losses = [], []
-    for fn in (lambda x, t: torch.nn.functional.cross_entropy(x.float(), t), softmax_cross_entropy):
-        logits = base.to(dtype).requires_grad_()
-        loss = fn(logits, targets)
-        (loss * 3.0).backward()
-        losses.append(loss)
-        grads.append(logits.grad)
-    assert losses[1].dtype == torch.float32
-    assert torch.allclose(losses[0], losses[1], rtol=1e-6, atol=1e-6)
-    assert grads[1].dtype == dtype
-    tol = 1e-7 if dtype == torch.float32 else 2e-3
-    assert torch.allclose(grads[0].float(), grads[1].float(), atol=tol, rtol=0)
-    with pytest.raises(ValueError, match=r"logits \[n, classes\] and targets \[n\]"):
-        softmax_cross_entropy(base, targets[:5])
-
-
 def test_train_sample_fraction_draws_a_fresh_share_of_the_samples_each_epoch(monkeypatch):
     from mmfeat.recommenders.sequential import training
 

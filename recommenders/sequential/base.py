@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import ConfigError, TrainerConfig, param
 from ..models.base import MULTIMODAL_ROLES, bpr_loss
 from .batches import BATCH_UNITS, TRAIN_MODES
-from .softmax_ce import softmax_cross_entropy
 
 ITEM_REPRS = ("auto", "id", "feature", "id+feature")
 FEATURE_FUSIONS = ("concat", "sum")
@@ -213,16 +213,15 @@ class SequentialRecommender(nn.Module):
 
     def loss_at(self, hidden: torch.Tensor, targets: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         """CE over all items (or the target and ``ce_negatives`` shared uniform items), or BPR with one uniform
-        negative that is not the target. The softmax is float32 under autocast (the full one:
-        :func:`.softmax_ce.softmax_cross_entropy`, one ``exp`` pass)."""
+        negative that is not the target. The softmax is float32 under autocast."""
         if self.loss_type == "CE" and self.ce_negatives is None:
-            return softmax_cross_entropy(hidden @ table[1:].T, targets)
+            return F.cross_entropy((hidden @ table[1:].T).float(), targets)
         if self.loss_type == "CE":
             neg = torch.randperm(self.n_items, device=targets.device)[:self.ce_negatives]
             pos = (hidden * table[targets + 1]).sum(-1, keepdim=True)
             others = (hidden @ table[neg + 1].T).masked_fill(neg[None, :] == targets[:, None], float("-inf"))
-            logits = torch.cat([pos.to(others.dtype), others], 1)
-            return softmax_cross_entropy(logits, torch.zeros(len(targets), dtype=torch.long, device=targets.device))
+            logits = torch.cat([pos.to(others.dtype), others], 1).float()
+            return F.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.long, device=targets.device))
         neg = (targets + torch.randint(1, self.n_items, targets.shape, device=targets.device)) % self.n_items
         pos_s = (hidden * table[targets + 1]).sum(-1)
         neg_s = (hidden * table[neg + 1]).sum(-1)
