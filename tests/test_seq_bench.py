@@ -19,3 +19,18 @@ def test_train_modes_parse_to_the_trainer_keys():
 def test_a_bad_train_mode_is_refused_with_its_name(mode):
     with pytest.raises(SystemExit, match=f"train mode '{mode}'"):
         parse_train_mode(mode)
+
+
+def test_late_epochs_refuses_a_key_it_would_ignore_or_a_typo_before_training():
+    """late_epochs.py decides the epochs, seeds and samples itself: a --set of them would be silently
+    overridden, so it is refused with the option that sets it; a typo is named too."""
+    from late_epochs import mode_configs
+
+    cfgs = mode_configs("GRU4Rec", ["window:10", "prefix"], {"learning_rate": 0.005})
+    assert cfgs["window:10"]["train_stride"] == 10 and cfgs["prefix"]["learning_rate"] == 0.005
+    with pytest.raises(SystemExit, match="--set epochs, seed: this benchmark sets them itself"):
+        mode_configs("GRU4Rec", ["window:10"], {"seed": 3, "epochs": 4})
+    with pytest.raises(SystemExit, match="did you mean learning_rate"):
+        mode_configs("GRU4Rec", ["window:10"], {"learning_rat": 0.1})
+    with pytest.raises(SystemExit, match="--model 'GRU4Re'"):
+        mode_configs("GRU4Re", ["window:10"], {})
