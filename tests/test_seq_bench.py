@@ -34,3 +34,15 @@ def test_late_epochs_refuses_a_key_it_would_ignore_or_a_typo_before_training():
         mode_configs("GRU4Rec", ["window:10"], {"learning_rat": 0.1})
     with pytest.raises(SystemExit, match="--model 'GRU4Re'"):
         mode_configs("GRU4Re", ["window:10"], {})
+
+
+def test_an_unknown_model_is_refused_with_its_name_not_a_key_error():
+    """``recbole_seq_parity.py --models GRU4Re`` ended in a KeyError traceback; every sequential bench now names
+    the model and the choices before any run."""
+    from recbole_seq_parity import check_sets, resolved_config
+
+    with pytest.raises(SystemExit, match="--models 'GRU4Re': expected one of SASRec, GRU4Rec"):
+        check_sets(["GRU4Re"], [([], {})])
+    with pytest.raises(SystemExit, match="--set dropout_prob=2: hyper-parameter 'dropout_prob'"):
+        check_sets(["GRU4Rec"], [(["dropout_prob=2"], {"dropout_prob": 2})])
+    assert resolved_config("GRU4Rec", {"learning_rate": 0.01}, "x")["learning_rate"] == 0.01

@@ -39,17 +39,12 @@ def variant_config(model_name: str, mode: str, max_tokens: int, fraction: float)
             before the first worker starts, so a typo never ends as a worker's traceback).
     """
     import recbole_seq_parity as parity
-    from mmfeat.recommenders import ConfigError
-    from mmfeat.recommenders.models.base import resolve_config
 
-    if model_name not in parity.MODELS:
-        raise SystemExit(f"--models {model_name!r}: expected one of {', '.join(parity.MODELS)}")
-    cfg = {**parity.COMMON, **parity.MODELS[model_name], **parity.parse_train_mode(mode),
-           "train_precision": "bfloat16", "max_tokens_per_forward": max_tokens, "train_sample_fraction": fraction}
-    try:
-        return resolve_config(model_name, cfg)
-    except ConfigError as exc:
-        raise SystemExit(f"{model_name} {mode} max_tokens_per_forward={max_tokens} fraction={fraction}: {exc}") from None
+    parity.check_model(model_name)
+    extra = {**parity.parse_train_mode(mode), "train_precision": "bfloat16", "max_tokens_per_forward": max_tokens,
+             "train_sample_fraction": fraction}
+    return parity.resolved_config(model_name, extra,
+                                  f"{model_name} {mode} max_tokens_per_forward={max_tokens} fraction={fraction}")
 
 
 def worker(spec: dict) -> None:

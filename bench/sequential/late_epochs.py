@@ -42,23 +42,13 @@ def mode_configs(model_name: str, modes: list[str], extra: dict) -> dict[str, di
     Raises:
         SystemExit: an unknown model, a mistyped mode or a value the model refuses, named before any training.
     """
-    from mmfeat.recommenders import ConfigError
-    from mmfeat.recommenders.models.base import resolve_config
-
-    if model_name not in parity.MODELS:
-        raise SystemExit(f"--model {model_name!r}: expected one of {', '.join(parity.MODELS)}")
+    parity.check_model(model_name, "--model")
     owned = sorted(set(extra) & set(OWN_KEYS))
     if owned:
         raise SystemExit(f"--set {', '.join(owned)}: this benchmark sets them itself ({OWN_KEYS[owned[0]]}); "
                          f"drop them")
-    out = {}
-    for mode in modes:
-        try:
-            out[mode] = resolve_config(model_name, {**parity.COMMON, **parity.MODELS[model_name], **extra,
-                                                    **parity.parse_train_mode(mode)})
-        except ConfigError as exc:
-            raise SystemExit(f"{model_name} {mode}: {exc}") from None
-    return out
+    return {mode: parity.resolved_config(model_name, {**extra, **parity.parse_train_mode(mode)}, f"{model_name} {mode}")
+            for mode in modes}
 
 
 def main() -> None:

@@ -248,17 +248,34 @@ def parse_train_mode(mode: str) -> dict:
     return {"train_mode": name, **({"train_stride": int(stride)} if stride else {})}
 
 
-def check_sets(models: list[str], variants: list[tuple[list[str], dict]]) -> None:
-    """Refuse a --set key or value our models would reject, before any run starts (not as a worker's traceback)."""
+def check_model(model: str, flag: str = "--models") -> None:
+    """Refuse a model name this benchmark has no RecBole hyper-parameters for, naming it and the choices."""
+    if model not in MODELS:
+        raise SystemExit(f"{flag} {model!r}: expected one of {', '.join(MODELS)}")
+
+
+def resolved_config(model: str, extra: dict, label: str) -> dict:
+    """RecBole's hyper-parameters of ``model`` (:data:`COMMON`, :data:`MODELS`) with ``extra`` on top, resolved by
+    our config; a key or value the model refuses stops the benchmark with ``label`` and the reason, before any run.
+
+    Raises:
+        SystemExit: the config's error, after ``label`` (not as a worker's traceback 30 minutes later).
+    """
     from mmfeat.recommenders import ConfigError
     from mmfeat.recommenders.models.base import resolve_config
 
+    try:
+        return resolve_config(model, {**COMMON, **MODELS[model], **extra})
+    except ConfigError as exc:
+        raise SystemExit(f"{label}: {exc}") from None
+
+
+def check_sets(models: list[str], variants: list[tuple[list[str], dict]]) -> None:
+    """Refuse an unknown model, or a --set key or value our models would reject, before any run starts."""
     for model in models:
+        check_model(model)
         for items, extra in variants:
-            try:
-                resolve_config(model, {**COMMON, **MODELS[model], **extra})
-            except ConfigError as exc:
-                raise SystemExit(f"--set {' '.join(items)}: {exc}") from None
+            resolved_config(model, extra, f"--set {' '.join(items)}")
 
 
 # ---------------------------------------------------------------------------- modes

@@ -62,11 +62,13 @@ def main() -> None:
     import torch
 
     import recbole_seq_parity as parity
-    from mmfeat.recommenders.models.base import build_model, resolve_config
+    from mmfeat.recommenders.models.base import build_model
     from mmfeat.recommenders.sequential import from_loo_frame
     from mmfeat.recommenders.sequential.batches import epoch_batches
     from mmfeat.recommenders.sequential.training import SequentialTask
 
+    for name in args.models:
+        parity.check_model(name)  # a typo stops here, before the data is read
     torch.set_num_threads(args.threads)
     data_dir = parity.prepare("ml-1m", 3.0, 10)
     data = from_loo_frame(pd.read_parquet(data_dir / "split.parquet"))
@@ -74,7 +76,7 @@ def main() -> None:
                 "float32, dropout bernoulli_": (False, True)}
     rows = []
     for name in args.models:
-        cfg = resolve_config(name, {**parity.COMMON, **parity.MODELS[name], "train_mode": "window"})
+        cfg = parity.resolved_config(name, {"train_mode": "window"}, name)
         torch.manual_seed(0)
         model = build_model(name, data, cfg).train()
         opt = torch.optim.Adam(model.parameters(), cfg["learning_rate"])
